@@ -1,0 +1,34 @@
+"""Schema of evaluation settings (the ``eval`` config group). Plain, OmegaConf-compatible."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class JudgeConfig:
+    """Pairwise judge: an OpenAI-compatible endpoint or a local HF chat model. Keys from env only."""
+
+    enabled: bool = False
+    kind: str = "openai"  # openai | hf
+    base_url: str = "https://api.openai.com/v1"
+    model: str = "gpt-4"
+    api_key_env: str = "OPENAI_API_KEY"  # name of the env var holding the key (never the key)
+    num_prompts: int = 100
+    max_retries: int = 3
+    baseline: str | None = None  # outputs file or name the others are compared against
+    seed: int = 0
+
+
+@dataclass
+class EvalConfig:
+    """Which metrics to compute over one or more predict outputs."""
+
+    metrics: list[str] = field(default_factory=lambda: ["reward", "diversity", "coherence", "cost"])
+    cut_at_human: bool = True  # cut continuations at the next "Human:" turn first
+    reward_batch_size: int = 8
+    max_reward_tokens: int = 1334  # texts this long or longer are skipped and counted
+    diversity_plus_one: bool = True  # rep-n = 1 - unique/(total + 1), as the paper
+    coherence_model: str = "default"  # "default" = packaged all-MiniLM-L6-v2; or a path / hub id
+    coherence_max_tokens: int = 128
+    judge: JudgeConfig = field(default_factory=JudgeConfig)

@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny models built in-process, the real HH-RLHF samples in ../shared/data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests never reach a hub; W&B never needs an account.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+_TEXTS = [
+    "\n\nHuman: What is the capital of France?\n\nAssistant: The capital of France is Paris.",
+    "\n\nHuman: Can you help me bake bread?\n\nAssistant: Sure! Mix flour, water, yeast and salt.",
+    "\n\nHuman: How many legs does a spider have?\n\nAssistant: A spider has eight legs.",
+    "\n\nHuman: Tell me a joke.\n\nAssistant: Why did the chicken cross the road? To get to the other side.",
+    "\n\nHuman: What is two plus two?\n\nAssistant: Two plus two is four. I am happy to help with more.",
+] * 40
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real HH-RLHF test files; skipped with the reason when ../shared/data is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real HH-RLHF samples not found at {SHARED_DATA} (the project's shared/data folder)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_texts() -> list[str]:
+    return list(_TEXTS)
+
+
+@pytest.fixture(scope="session")
+def tiny_kit(tmp_path_factory) -> dict[str, Path]:
+    """A tiny Llama policy and reward model sharing one BPE tokenizer, saved as HF dirs."""
+    from argsfw.models import make_tiny_kit
+
+    return make_tiny_kit(tmp_path_factory.mktemp("tiny_kit"), _TEXTS, vocab_size=512, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_opt_kit(tmp_path_factory) -> dict[str, Path]:
+    """The same as `tiny_kit` with the OPT architecture."""
+    from argsfw.models import TinySpec, make_tiny_kit
+
+    return make_tiny_kit(tmp_path_factory.mktemp("tiny_opt_kit"), _TEXTS, spec=TinySpec(arch="opt"), vocab_size=512)
