@@ -31,7 +31,9 @@ _TEXTS = [
 def shared_data() -> Path:
     """The real HH-RLHF test files; skipped with the reason when ../shared/data is absent."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real HH-RLHF samples not found at {SHARED_DATA} (the project's shared/data folder)")
+        pytest.skip(
+            f"real HH-RLHF samples not found at {SHARED_DATA} (the project's shared/data folder)"
+        )
     return SHARED_DATA
 
 
@@ -53,4 +55,6 @@ def tiny_opt_kit(tmp_path_factory) -> dict[str, Path]:
     """The same as `tiny_kit` with the OPT architecture."""
     from argsfw.models import TinySpec, make_tiny_kit
 
-    return make_tiny_kit(tmp_path_factory.mktemp("tiny_opt_kit"), _TEXTS, spec=TinySpec(arch="opt"), vocab_size=512)
+    return make_tiny_kit(
+        tmp_path_factory.mktemp("tiny_opt_kit"), _TEXTS, spec=TinySpec(arch="opt"), vocab_size=512
+    )

@@ -51,7 +51,9 @@ def resolve_model_path(spec: str | os.PathLike, what: str = "model") -> str:
     """
     s = os.fspath(spec)
     if not s:
-        raise ModelPathError(f"no {what} given: pass a Hugging Face directory, an argsfw run directory or a hub id")
+        raise ModelPathError(
+            f"no {what} given: pass a Hugging Face directory, an argsfw run directory or a hub id"
+        )
     p = Path(s).expanduser()
     if p.exists():
         if (p / "config.json").is_file():
@@ -65,7 +67,9 @@ def resolve_model_path(spec: str | os.PathLike, what: str = "model") -> str:
             "point it at a Hugging Face model directory or a finished fit run"
         )
     if _looks_local(s):
-        raise ModelPathError(f"{what} path {s!r} does not exist (expected a Hugging Face directory, an argsfw run directory or a hub id 'org/name')")
+        raise ModelPathError(
+            f"{what} path {s!r} does not exist (expected a Hugging Face directory, an argsfw run directory or a hub id 'org/name')"
+        )
     if _hub_offline() and not _in_hub_cache(s):
         raise ModelPathError(
             f"{what} {s!r} is neither a local directory nor a hub model in the local cache "
@@ -123,7 +127,9 @@ def load_policy(spec: str | os.PathLike, dtype="float32", device: str | None = N
     return _load(AutoModelForCausalLM, spec, "policy", dtype, device)
 
 
-def load_reward_model(spec: str | os.PathLike, dtype="float32", device: str | None = None, tokenizer=None):
+def load_reward_model(
+    spec: str | os.PathLike, dtype="float32", device: str | None = None, tokenizer=None
+):
     """Load a scalar reward model (`AutoModelForSequenceClassification`, ``num_labels=1``).
 
     A reward model whose config has no pad token id gets one (the tokenizer's pad, else its
@@ -133,7 +139,9 @@ def load_reward_model(spec: str | os.PathLike, dtype="float32", device: str | No
 
     model = _load(AutoModelForSequenceClassification, spec, "reward model", dtype, device)
     if model.config.num_labels != 1:
-        raise ModelPathError(f"reward model {spec!r} has num_labels={model.config.num_labels}; a reward model needs num_labels=1")
+        raise ModelPathError(
+            f"reward model {spec!r} has num_labels={model.config.num_labels}; a reward model needs num_labels=1"
+        )
     if model.config.pad_token_id is None:
         tok = tokenizer or load_tokenizer(spec)
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -150,10 +158,16 @@ class TokenizerCompat:
     differences: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
-        return "tokenizers are identical" if self.same else "tokenizers differ: " + "; ".join(self.differences)
+        return (
+            "tokenizers are identical"
+            if self.same
+            else "tokenizers differ: " + "; ".join(self.differences)
+        )
 
 
-def check_tokenizer_compat(a, b, names: tuple[str, str] = ("policy", "reward model")) -> TokenizerCompat:
+def check_tokenizer_compat(
+    a, b, names: tuple[str, str] = ("policy", "reward model")
+) -> TokenizerCompat:
     """Compare two tokenizers' vocabularies and special tokens, reporting every difference."""
     diffs: list[str] = []
     va, vb = a.get_vocab(), b.get_vocab()

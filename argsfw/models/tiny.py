@@ -22,7 +22,12 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+SPECIAL_TOKENS = {
+    "pad_token": "<pad>",
+    "bos_token": "<s>",
+    "eos_token": "</s>",
+    "unk_token": "<unk>",
+}
 ARCHS = ("llama", "opt")
 
 
@@ -38,7 +43,9 @@ class TinySpec:
     max_position_embeddings: int = 512
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048, min_frequency: int = 2) -> PreTrainedTokenizerFast:
+def train_tokenizer(
+    texts: Iterable[str], vocab_size: int = 2048, min_frequency: int = 2
+) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE on `texts` and wrap it as a `PreTrainedTokenizerFast`.
 
     The tokenizer adds a BOS token to every sequence (like Llama's), has pad/eos/unk tokens,
@@ -97,7 +104,9 @@ def _config(spec: TinySpec, tokenizer: PreTrainedTokenizerFast, **extra) -> Pret
     raise ValueError(f"unknown tiny architecture {spec.arch!r}; choose one of {ARCHS}")
 
 
-def build_tiny_policy(tokenizer: PreTrainedTokenizerFast, spec: TinySpec = TinySpec(), seed: int = 0) -> PreTrainedModel:
+def build_tiny_policy(
+    tokenizer: PreTrainedTokenizerFast, spec: TinySpec = TinySpec(), seed: int = 0
+) -> PreTrainedModel:
     """A randomly initialised causal LM sized by `spec`, deterministic from `seed`."""
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(_config(spec, tokenizer)).eval()
@@ -111,10 +120,14 @@ def build_tiny_reward_model(
     The pad token id is set so the model scores the last non-pad token of each row.
     """
     torch.manual_seed(seed)
-    return AutoModelForSequenceClassification.from_config(_config(spec, tokenizer, num_labels=1)).eval()
+    return AutoModelForSequenceClassification.from_config(
+        _config(spec, tokenizer, num_labels=1)
+    ).eval()
 
 
-def save_hf(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, out_dir: str | Path) -> Path:
+def save_hf(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, out_dir: str | Path
+) -> Path:
     """Save `model` and `tokenizer` as one plain Hugging Face directory (safetensors)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -142,6 +155,8 @@ def make_tiny_kit(
     return {
         "policy": save_hf(build_tiny_policy(tokenizer, spec, seed), tokenizer, out / "policy"),
         "reward_model": save_hf(
-            build_tiny_reward_model(tokenizer, rm_spec or spec, seed + 1), tokenizer, out / "reward_model"
+            build_tiny_reward_model(tokenizer, rm_spec or spec, seed + 1),
+            tokenizer,
+            out / "reward_model",
         ),
     }

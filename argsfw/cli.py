@@ -1,0 +1,116 @@
+"""What the entry points share: argument handling, sweeps, run directories and error reporting.
+
+``python -m argsfw.<entry> recipe=NAME key=value … [-m] [--verbose]``. Usage errors (an unknown
+recipe or key, a bad value, a missing path or data file) print one line and exit with code 2;
+other failures print one line and exit 1; ``--verbose`` or ``HYDRA_FULL_ERROR=1`` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from argsfw.config.run_dir import RunDir, default_run_dir
+from argsfw.config.schema import JobConfig
+from argsfw.errors import ConfigError, is_usage_error
+
+log = logging.getLogger("argsfw")
+
+ENTRY_OF_STAGE = {
+    "sft": "fit",
+    "rm": "fit",
+    "ppo": "fit",
+    "predict": "predict",
+    "evaluate": "evaluate",
+    "pipeline": "pipeline",
+}
+
+Runner = Callable[[JobConfig, RunDir], None]
+
+
+def setup_logging() -> None:
+    """INFO-level console logging for argsfw; Lightning's start-up tips muted."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _usage(entry: str) -> str:
+    from argsfw.config.compose import available_recipes
+
+    stages = [s for s, e in ENTRY_OF_STAGE.items() if e == entry]
+    return (
+        f"usage: python -m argsfw.{entry} recipe=NAME [key=value ...] [-m] [--verbose]\n"
+        f"  stages: {', '.join(stages)}\n"
+        f"  recipes: {', '.join(available_recipes())}\n"
+        "  -m / --multirun   sweep comma-separated values, e.g. -m decode.weight=0,0.5,1\n"
+        "  print_config=true print the resolved config and exit\n"
+        "  run_dir=PATH      where the run writes (default runs/<recipe>)\n"
+        "  --verbose         show tracebacks"
+    )
+
+
+def _sweep_suffix(overrides: Sequence[str], swept_keys: set[str]) -> str:
+    parts = [o for o in overrides if o.split("=", 1)[0] in swept_keys]
+    return ",".join(parts).replace("/", "_")
+
+
+def run_entry(
+    entry: str,
+    runner: Runner,
+    argv: Sequence[str] | None = None,
+    default_recipe: str | None = None,
+) -> int:
+    """Compose, validate and run one job (or a sweep of jobs); return the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in args):
+        print(_usage(entry))
+        return 0
+    verbose = "--verbose" in args or os.environ.get("HYDRA_FULL_ERROR") == "1"
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    overrides = [a for a in args if a not in ("-m", "--multirun", "--verbose")]
+    setup_logging()
+    try:
+        return _run_all(entry, runner, overrides, multirun, default_recipe)
+    except KeyboardInterrupt:
+        print(f"argsfw {entry}: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if verbose:
+            raise
+        usage = is_usage_error(exc)
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = "" if usage else f" ({type(exc).__name__}; run with --verbose for the traceback)"
+        print(f"argsfw {entry}: error: {msg}{hint}", file=sys.stderr)
+        return 2 if usage else 1
+
+
+def _run_all(entry, runner, overrides, multirun, default_recipe) -> int:
+    from argsfw.config.compose import compose, expand_sweep, to_yaml
+
+    jobs = expand_sweep(overrides) if multirun else [overrides]
+    swept = (
+        {o.split("=", 1)[0] for o in overrides if "," in o.split("=", 1)[-1]} if multirun else set()
+    )
+    if multirun and len(jobs) > 1:
+        log.info("sweep of %d runs", len(jobs))
+    for i, job_overrides in enumerate(jobs):
+        job = compose(list(job_overrides), default_recipe=default_recipe)
+        expected = ENTRY_OF_STAGE.get(job.stage)
+        if expected != entry:
+            raise ConfigError(
+                f"recipe '{job.recipe}' is a {job.stage or 'stage-less'} recipe; run it with python -m argsfw.{expected}"
+            )
+        if job.print_config:
+            print(to_yaml(job))
+            continue
+        run = RunDir(default_run_dir(job, _sweep_suffix(job_overrides, swept)))
+        if multirun:
+            log.info("run %d/%d: %s -> %s", i + 1, len(jobs), " ".join(job_overrides), run.path)
+        runner(job, run)
+    return 0

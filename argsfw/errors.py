@@ -1,0 +1,35 @@
+"""Error types the entry points turn into one clear line (exit code 2 for usage errors)."""
+
+from __future__ import annotations
+
+
+class ArgsfwError(Exception):
+    """Base class of argsfw's own errors."""
+
+
+class UsageError(ArgsfwError, ValueError):
+    """The user asked for something that cannot work: bad key, value, path or input file.
+
+    Entry points print ``str(exc)`` on one line and exit with code 2; the message must name
+    the bad thing and say how to fix it.
+    """
+
+
+class ConfigError(UsageError):
+    """A configuration key or value is invalid."""
+
+
+def is_usage_error(exc: BaseException) -> bool:
+    """True for errors caused by the user's input rather than by a bug in argsfw.
+
+    Library packages raise their own `ValueError` subclasses (model paths, data files,
+    evaluation inputs) without depending on this module; they are recognised by name here.
+    """
+    names = {
+        "ModelPathError",
+        "DataError",
+        "EvalInputError",
+        "DecodeInputError",
+        "OutputConflictError",
+    }
+    return isinstance(exc, UsageError) or any(c.__name__ in names for c in type(exc).__mro__)

@@ -1,0 +1,128 @@
+"""Every shipped recipe composes, validates and (for big models) builds on the meta device."""
+
+from __future__ import annotations
+
+import pytest
+
+from argsfw.config.compose import CONF_DIR, available_recipes, compose, expand_sweep
+from argsfw.config.schema import JobConfig
+from argsfw.errors import ConfigError
+from argsfw.models.known import KNOWN_ARCHITECTURES, build_on_meta
+
+RECIPES = available_recipes()
+ENTRY = {
+    "sft": "fit",
+    "rm": "fit",
+    "ppo": "fit",
+    "predict": "predict",
+    "evaluate": "evaluate",
+    "pipeline": "pipeline",
+}
+REQUIRED = {
+    "opt125m_sft",
+    "opt350m_rm",
+    "opt1.3b_sft",
+    "opt1.3b_rm",
+    "opt1.3b_ppo",
+    "opt2.7b_sft",
+    "llama7b_sft",
+    "llama7b_rm",
+    "llama7b_args",
+    "opt1.3b_args",
+    "tiny_sft",
+    "tiny_rm",
+    "tiny_ppo",
+    "tiny_args",
+}
+# Published parameter counts of the causal LMs the recipes name.
+PARAMS = {
+    "facebook/opt-125m": 125_239_296,
+    "facebook/opt-350m": 331_196_416,
+    "facebook/opt-1.3b": 1_315_758_080,
+    "facebook/opt-2.7b": 2_651_596_800,
+    "huggyllama/llama-7b": 6_738_415_616,
+    "argsearch/llama-7b-sft-float32": 6_738_415_616,
+}
+
+
+def test_required_recipes_exist():
+    assert set(RECIPES) >= REQUIRED, REQUIRED - set(RECIPES)
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_recipe_composes_and_validates(name):
+    job = compose([f"recipe={name}"])
+    assert isinstance(job, JobConfig) and job.recipe == name and job.stage in ENTRY
+    header = (CONF_DIR / "recipe" / f"{name}.yaml").read_text().splitlines()
+    command = next(line for line in header if line.startswith("# Command:"))
+    assert f"python -m argsfw.{ENTRY[job.stage]} recipe={name}" in command
+    assert any(line.startswith("# Needs:") for line in header), (
+        "recipes say what hardware and time they need"
+    )
+
+
+@pytest.mark.parametrize("name", [r for r in RECIPES if not r.startswith("tiny")])
+def test_big_recipe_models_build_on_meta_device(name):
+    job = compose([f"recipe={name}"])
+    # The model itself when the recipe names a hub checkpoint, else the base it was trained from.
+    spec = job.policy if job.policy in KNOWN_ARCHITECTURES else job.model.base
+    assert spec in KNOWN_ARCHITECTURES, f"{name}: {spec} has no known architecture to check offline"
+    model = build_on_meta(spec, reward=job.stage == "rm")
+    n = sum(p.numel() for p in model.parameters())
+    assert all(p.device.type == "meta" for p in model.parameters())
+    if job.stage != "rm" and spec in PARAMS:
+        assert n == PARAMS[spec]
+    if job.stage == "rm":
+        assert model.config.num_labels == 1 and model.score.out_features == 1
+
+
+def test_llama7b_builds_on_meta_with_its_parameter_count():
+    assert (
+        sum(p.numel() for p in build_on_meta("huggyllama/llama-7b").parameters()) == 6_738_415_616
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["recipe=nope"], "unknown recipe 'nope'; available recipes: llama7b_args"),
+        ([], "name a recipe: recipe=NAME"),
+        (
+            ["recipe=tiny_sft", "optim.lrr=1"],
+            "unknown config key 'optim.lrr'; did you mean optim.lr",
+        ),
+        (["recipe=tiny_sft", "decode.wieght=1"], "did you mean decode.weight"),
+        (["recipe=tiny_sft", "optim.lr=abc"], "config key 'optim.lr': value 'abc' is not a valid"),
+        (
+            ["recipe=tiny_sft", "strategy=zero9"],
+            "unknown strategy option 'zero9'; available: auto, ddp, deepspeed_zero2",
+        ),
+        (["recipe=tiny_sft", "logger.name=xx"], "logger.name='xx' is not valid"),
+        (["recipe=tiny_sft", "optim.batch_size=33"], "not a multiple of optim.micro_batch_size"),
+    ],
+)
+def test_bad_config_names_the_problem(overrides, message):
+    with pytest.raises(ConfigError) as info:
+        compose(overrides)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_sweep_expands_to_cartesian_product():
+    jobs = expand_sweep(["recipe=tiny_args", "decode.weight=0,0.5", "decode.topk=10,40"])
+    assert len(jobs) == 4
+    assert ["recipe=tiny_args", "decode.weight=0.5", "decode.topk=40"] in jobs
+
+
+def test_overrides_reach_the_typed_config():
+    job = compose(["recipe=tiny_args", "decode.weight=2.5", "trainer.devices=2", "data.limit=7"])
+    assert job.decode.weight == 2.5 and job.trainer.devices == 2 and job.data.limit == 7
+
+
+def test_accumulation_is_derived_from_global_and_micro_batch():
+    job = compose(["recipe=opt1.3b_sft"])
+    assert job.optim.accumulation(world_size=8) == job.optim.batch_size // (
+        job.optim.micro_batch_size * 8
+    )
+    with pytest.raises(ConfigError, match="not divisible"):
+        job.optim.accumulation(world_size=3)
