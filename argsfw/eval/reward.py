@@ -1,0 +1,89 @@
+"""Average reward of generations under a scalar reward model, as the original measured it.
+
+The text scored is prompt + continuation, the continuation cut at the first ``human:`` in
+any case for HH-style dialogue (``cut_at_human``), tokenized with the tokenizer's defaults
+(BOS added, as the original). Texts of ``max_tokens`` tokens or more are skipped and counted
+(the original used 1334). Scoring is batched with right padding: the sequence classifier
+reads the last non-pad token of each row, so a batch gives the same scores as one-by-one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from argsfw.eval.inputs import EvalRecord, cut_at_human
+from argsfw.eval.stats import mean_stderr
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RewardResult:
+    """Scores of the texts that fit (``None`` at skipped positions), their mean and its SE."""
+
+    scores: list[float | None]
+    mean: float | None
+    stderr: float | None
+    n_scored: int
+    n_skipped: int
+
+
+def reward_texts(records: Sequence[EvalRecord], cut_human: bool = True) -> list[str]:
+    """Prompt + continuation for each record, the continuation cut at ``human:`` if asked."""
+    return [r.prompt + (cut_at_human(r.continuation) if cut_human else r.continuation) for r in records]
+
+
+def load_reward(spec: str | os.PathLike, tokenizer_spec: str | os.PathLike | None = None, dtype: str = "float32", device: str | None = None):
+    """Load ``(model, tokenizer)`` from an HF dir, an argsfw run dir or a hub id.
+
+    The tokenizer comes from `tokenizer_spec` when given (the original passed the base
+    LLM's), else from the reward model's directory.
+
+    Raises:
+        argsfw.models.ModelPathError: a path is missing or not a model directory.
+    """
+    from argsfw.models import default_device, load_reward_model, load_tokenizer
+
+    tokenizer = load_tokenizer(tokenizer_spec or spec, "reward tokenizer")
+    model = load_reward_model(spec, dtype=dtype, device=device or default_device(), tokenizer=tokenizer)
+    return model, tokenizer
+
+
+@torch.no_grad()
+def score_texts(texts: Sequence[str], model, tokenizer, batch_size: int = 8, max_tokens: int = 1334) -> RewardResult:
+    """Score `texts` with a ``num_labels=1`` sequence classifier, in right-padded batches.
+
+    Returns:
+        A `RewardResult`; texts with ``len(ids) >= max_tokens`` are skipped and counted.
+    """
+    device = next(model.parameters()).device
+    # why the model's pad id: the classifier finds each row's last token by that id
+    pad_id = model.config.pad_token_id
+    if pad_id is None:
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        model.config.pad_token_id = pad_id
+    encoded = [tokenizer(t)["input_ids"] for t in texts]
+    keep = [i for i, ids in enumerate(encoded) if len(ids) < max_tokens]
+    scores: list[float | None] = [None] * len(texts)
+    keep.sort(key=lambda i: len(encoded[i]))  # why: similar lengths per batch, less padding
+    for start in range(0, len(keep), batch_size):
+        idx = keep[start : start + batch_size]
+        width = max(len(encoded[i]) for i in idx)
+        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for row, i in enumerate(idx):  # right padding: real tokens first
+            ids[row, : len(encoded[i])] = torch.tensor(encoded[i])
+            mask[row, : len(encoded[i])] = 1
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits  # [B, 1]
+        for row, i in enumerate(idx):
+            scores[i] = float(logits[row, 0])
+    n_skipped = len(texts) - len(keep)
+    if n_skipped:
+        log.warning("reward: skipped %d of %d texts of %d tokens or more", n_skipped, len(texts), max_tokens)
+    mean, se = mean_stderr([s for s in scores if s is not None])
+    return RewardResult(scores, mean, se, len(keep), n_skipped)

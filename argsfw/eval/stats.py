@@ -1,0 +1,84 @@
+"""Small statistics shared by the metrics, the cost summary and the optional oracle score."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from argsfw.eval.inputs import EvalRecord, cut_at_turn
+
+
+def mean_stderr(values: Sequence[float]) -> tuple[float | None, float | None]:
+    """Mean and standard error of the mean (sample std, ddof=1, over sqrt(n)).
+
+    Returns ``(None, None)`` for no values and ``(mean, None)`` for a single value.
+    """
+    n = len(values)
+    if n == 0:
+        return None, None
+    mean = sum(values) / n
+    if n < 2:
+        return mean, None
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, math.sqrt(var / n)
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float] | None:
+    """Wilson score interval for a binomial proportion (95% by default).
+
+    Chosen over the normal approximation because it stays inside [0, 1] and behaves at
+    small n and rates near 0 or 1 (judge runs are often ~100 prompts). None when n == 0.
+    """
+    # why hand-written: two lines of arithmetic; scipy/statsmodels are not dependencies here
+    if n == 0:
+        return None
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _total(records: Sequence[EvalRecord], get: Callable[[EvalRecord], Any]) -> float | None:
+    """Sum of a numeric field over records; None when any record lacks it."""
+    values = [get(r) for r in records]
+    if not values or any(not isinstance(v, (int, float)) for v in values):
+        return None
+    return float(sum(values))
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def cost_metrics(records: Sequence[EvalRecord]) -> dict[str, float | None]:
+    """Speed and accounting from the records' own fields.
+
+    Returns ``tokens_per_second`` (all new tokens / all seconds), ``seconds_per_prompt``,
+    ``llm_forwards_per_token`` and ``rm_forwards_per_token`` (from ``stats.llm_forwards`` /
+    ``stats.rm_forwards`` over ``n_new_tokens``), ``peak_memory_bytes`` (max over records) and
+    ``new_tokens_per_prompt``. A value is None when some record lacks the field it needs.
+    """
+    tokens = _total(records, lambda r: r.n_new_tokens)
+    seconds = _total(records, lambda r: r.seconds)
+    peaks = [r.stats.get("peak_memory_bytes") for r in records]
+    peaks_ok = [p for p in peaks if isinstance(p, (int, float))]
+    return {
+        "tokens_per_second": _ratio(tokens, seconds),
+        "seconds_per_prompt": _ratio(seconds, len(records)),
+        "new_tokens_per_prompt": _ratio(tokens, len(records)),
+        "llm_forwards_per_token": _ratio(_total(records, lambda r: r.stats.get("llm_forwards")), tokens),
+        "rm_forwards_per_token": _ratio(_total(records, lambda r: r.stats.get("rm_forwards")), tokens),
+        "peak_memory_bytes": float(max(peaks_ok)) if peaks_ok else None,
+    }
+
+
+def oracle_metrics(records: Sequence[EvalRecord], oracle: Callable[[str, str], float]) -> dict[str, float | None]:
+    """Mean and standard error of an independent ``oracle(prompt, continuation)`` score.
+
+    The continuation is cut at the next turn first, like diversity and coherence.
+    """
+    scores = [float(oracle(r.prompt, cut_at_turn(r.continuation))) for r in records]
+    mean, se = mean_stderr(scores)
+    return {"oracle": mean, "oracle_se": se}
