@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 from argsfw.config.run_dir import RunDir, default_run_dir
 from argsfw.config.schema import JobConfig
-from argsfw.errors import ConfigError, is_usage_error
+from argsfw.errors import ArgsfwError, ConfigError, is_usage_error
 
 log = logging.getLogger("argsfw")
 
@@ -85,7 +85,10 @@ def run_entry(
             raise
         usage = is_usage_error(exc)
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        hint = "" if usage else f" ({type(exc).__name__}; run with --verbose for the traceback)"
+        own = isinstance(exc, ArgsfwError)
+        hint = (
+            "" if usage or own else f" ({type(exc).__name__}; run with --verbose for the traceback)"
+        )
         print(f"argsfw {entry}: error: {msg}{hint}", file=sys.stderr)
         return 2 if usage else 1
 

@@ -33,3 +33,7 @@ def is_usage_error(exc: BaseException) -> bool:
         "OutputConflictError",
     }
     return isinstance(exc, UsageError) or any(c.__name__ in names for c in type(exc).__mro__)
+
+
+class StepFailed(ArgsfwError):
+    """A stage of a pipeline failed; its own output said why (exit code 1)."""

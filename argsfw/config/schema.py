@@ -194,13 +194,21 @@ class PPOConfig:
 
 @dataclass
 class PipelineConfig:
-    """Stages chained by `python -m argsfw.pipeline`: recipe names run in order."""
+    """Stages chained by ``python -m argsfw.pipeline``, each run in ``<run_dir>/<step>``.
 
-    sft: str | None = None
-    rm: str | None = None
-    ppo: str | None = None
-    predict: list[str] = field(default_factory=list)  # predict recipes (decode sweeps)
-    evaluate: str | None = None
+    In any override, ``@sft``, ``@rm`` and ``@ppo`` stand for those steps' run directories.
+    """
+
+    sft: str | None = None  # fit recipe of the SFT policy
+    rm: str | None = None  # fit recipe of the reward model
+    ppo: str | None = None  # fit recipe of the PPO policy
+    fit_overrides: list[str] = field(default_factory=list)  # applied to every fit step
+    predict_recipe: str | None = None  # predict recipe every decode step starts from
+    predict: dict[str, str] = field(
+        default_factory=dict
+    )  # step name -> overrides ("-m" sweeps allowed)
+    evaluate: str | None = None  # evaluate recipe run over every predict output
+    evaluate_overrides: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -1,0 +1,158 @@
+"""``python -m argsfw.pipeline recipe=NAME`` — the whole study as one resumable command.
+
+Runs the fit stages (SFT → RM → PPO), every decode setting and the evaluation, each as its
+own ``python -m argsfw.<entry>`` process with its own run directory under this run's
+directory. Separate processes keep each stage's memory apart and let any stage use several
+devices (Lightning re-launches the *stage* command for its other ranks, not the pipeline).
+Re-running the same command skips finished fit stages, resumes unfinished ones, and lets
+predict skip the prompts it already wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from argsfw.cli import run_entry
+from argsfw.config.run_dir import RunDir
+from argsfw.config.schema import JobConfig
+from argsfw.errors import ConfigError, StepFailed
+
+log = logging.getLogger("argsfw.pipeline")
+
+
+@dataclass
+class Step:
+    """One stage command of the pipeline."""
+
+    name: str
+    entry: str  # fit | predict | evaluate
+    args: list[str]
+    run_dir: Path
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", f"argsfw.{self.entry}", *self.args]
+
+
+def _merge(*groups: list[str]) -> list[str]:
+    """Override lists merged left to right; a later ``key=value`` replaces an earlier one."""
+    merged: dict[str, str] = {}
+    flags: list[str] = []
+    for group in groups:
+        for o in group:
+            if "=" in o:
+                merged[o.split("=", 1)[0]] = o
+            elif o not in flags:
+                flags.append(o)
+    return flags + list(merged.values())
+
+
+def fit_complete(run_dir: Path) -> bool:
+    """A fit run is complete when its meta says so and its HF export exists."""
+    meta = run_dir / "meta.json"
+    return (
+        meta.is_file()
+        and json.loads(meta.read_text()).get("status") == "completed"
+        and (run_dir / "hf" / "config.json").is_file()
+    )
+
+
+def plan(job: JobConfig, root: Path) -> list[Step]:
+    """The ordered steps of `job`'s pipeline, with ``@sft``/``@rm``/``@ppo`` resolved."""
+    p = job.pipeline
+    dirs = {s: root / s for s in ("sft", "rm", "ppo") if getattr(p, s)}
+    subst = {f"@{s}": str(d) for s, d in dirs.items()}
+
+    def resolve(args: list[str]) -> list[str]:
+        out = []
+        for a in args:
+            for token, path in subst.items():
+                a = a.replace(token, path)
+            out.append(a)
+        return out
+
+    inputs = (["policy=@sft"] if "sft" in dirs else []) + (
+        ["reward_model=@rm"] if "rm" in dirs else []
+    )
+    steps: list[Step] = []
+    for stage in ("sft", "rm", "ppo"):
+        recipe = getattr(p, stage)
+        if not recipe:
+            continue
+        stage_inputs = inputs if stage == "ppo" else []
+        args = _merge(
+            [f"recipe={recipe}"], stage_inputs, list(p.fit_overrides), [f"run_dir={dirs[stage]}"]
+        )
+        if (dirs[stage]).exists() and not fit_complete(dirs[stage]):
+            args.append("resume=true")
+        steps.append(Step(stage, "fit", resolve(args), dirs[stage]))
+    if p.predict and not p.predict_recipe:
+        raise ConfigError(
+            "pipeline.predict needs pipeline.predict_recipe (the predict recipe each step starts from)"
+        )
+    for name, overrides in p.predict.items():
+        run_dir = root / "predict" / name
+        args = _merge(
+            [f"recipe={p.predict_recipe}"], inputs, shlex.split(overrides), [f"run_dir={run_dir}"]
+        )
+        steps.append(Step(f"predict {name}", "predict", resolve(args), run_dir))
+    if p.evaluate:
+        reward = ["reward_model=@rm"] if "rm" in dirs else []
+        args = _merge(
+            [f"recipe={p.evaluate}"],
+            reward,
+            [f"outputs=[{root / 'predict'}]"],
+            list(p.evaluate_overrides),
+            [f"run_dir={root / 'evaluate'}"],
+        )
+        steps.append(Step("evaluate", "evaluate", resolve(args), root / "evaluate"))
+    return steps
+
+
+def _run(job: JobConfig, run: RunDir) -> None:
+    run.start(job, "pipeline")
+    steps = plan(job, run.path)
+    t0 = time.perf_counter()
+    for i, step in enumerate(steps, 1):
+        if step.entry == "fit" and fit_complete(step.run_dir):
+            log.info(
+                "[%d/%d] %s: already complete in %s, skipped",
+                i,
+                len(steps),
+                step.name,
+                step.run_dir,
+            )
+            continue
+        log.info("[%d/%d] %s: %s", i, len(steps), step.name, shlex.join(step.command()[1:]))
+        t = time.perf_counter()
+        code = subprocess.run(step.command()).returncode
+        if code:
+            run.finish(status="failed", failed_step=step.name)
+            raise StepFailed(
+                f"step '{step.name}' failed with exit code {code}; fix it and re-run the same command to continue"
+            )
+        log.info("[%d/%d] %s done in %.0f s", i, len(steps), step.name, time.perf_counter() - t)
+    report = run.path / "evaluate" / "report.md"
+    if report.is_file():
+        print("\n" + report.read_text())
+    run.finish(seconds=round(time.perf_counter() - t0, 1), steps=[s.name for s in steps])
+    log.info(
+        "pipeline finished in %.1f min; everything is in %s",
+        (time.perf_counter() - t0) / 60,
+        run.path,
+    )
+
+
+def main(argv=None) -> int:
+    """Entry point; returns the exit code (2 for usage errors)."""
+    return run_entry("pipeline", _run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
