@@ -1,0 +1,37 @@
+"""The pipeline's plan: step order, run-dir substitution, resume of unfinished fits."""
+
+from __future__ import annotations
+
+import json
+
+from argsfw.config.compose import compose
+from argsfw.pipeline import fit_complete, plan
+
+
+def _arg(step, key):
+    return next(a.split("=", 1)[1] for a in step.args if a.startswith(key + "="))
+
+
+def test_tiny_pipeline_plan_chains_run_dirs(tmp_path):
+    steps = plan(compose(["recipe=tiny_pipeline"]), tmp_path)
+    names = [s.name for s in steps]
+    assert names[:3] == ["sft", "rm", "ppo"] and names[-1] == "evaluate"
+    assert {"predict greedy", "predict args_greedy", "predict ppo_greedy"} <= set(names)
+    ppo = steps[2]
+    assert _arg(ppo, "policy") == str(tmp_path / "sft") and _arg(ppo, "reward_model") == str(tmp_path / "rm")
+    by_name = {s.name: s for s in steps}
+    assert _arg(by_name["predict ppo_greedy"], "policy") == str(tmp_path / "ppo")
+    assert _arg(by_name["predict greedy"], "policy") == str(tmp_path / "sft")
+    assert "-m" in by_name["predict args_greedy"].args
+    assert _arg(by_name["evaluate"], "outputs") == f"[{tmp_path / 'predict'}]"
+    assert all(s.args.count(a) == 1 for s in steps for a in s.args)
+
+
+def test_unfinished_fit_is_resumed_and_finished_one_recognised(tmp_path):
+    (tmp_path / "sft").mkdir()
+    steps = plan(compose(["recipe=tiny_pipeline"]), tmp_path)
+    assert "resume=true" in steps[0].args and "resume=true" not in steps[1].args
+    (tmp_path / "sft" / "hf").mkdir()
+    (tmp_path / "sft" / "hf" / "config.json").write_text("{}")
+    (tmp_path / "sft" / "meta.json").write_text(json.dumps({"status": "completed"}))
+    assert fit_complete(tmp_path / "sft")
