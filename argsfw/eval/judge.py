@@ -88,14 +88,24 @@ def resolve_api_key(cfg: JudgeConfig) -> str | None:
         try:
             return Path(cfg.api_key_file).expanduser().read_text(encoding="utf-8").strip() or None
         except OSError as e:
-            raise JudgeError(f"cannot read judge key file {cfg.api_key_file!r}: {e.strerror}") from None
+            raise JudgeError(
+                f"cannot read judge key file {cfg.api_key_file!r}: {e.strerror}"
+            ) from None
     return os.environ.get(cfg.api_key_env) or None
 
 
 class OpenAIChatClient:
     """An OpenAI-compatible chat-completions endpoint over `httpx`."""
 
-    def __init__(self, base_url: str, model: str, api_key: str | None, temperature: float = 0.7, max_tokens: int = 512, timeout: float = 60.0):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None,
+        temperature: float = 0.7,
+        max_tokens: int = 512,
+        timeout: float = 60.0,
+    ):
         import httpx
 
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -114,11 +124,15 @@ class OpenAIChatClient:
         try:
             resp = self._client.post("/chat/completions", json=body)
         except self._httpx.TransportError as e:
-            raise JudgeTransientError(f"{type(e).__name__} talking to {self._client.base_url}") from None
+            raise JudgeTransientError(
+                f"{type(e).__name__} talking to {self._client.base_url}"
+            ) from None
         if resp.status_code == 429 or resp.status_code >= 500:
             raise JudgeTransientError(f"HTTP {resp.status_code} from {resp.url}")
         if resp.status_code >= 400:
-            raise JudgeError(f"HTTP {resp.status_code} from {resp.url}: check the base URL, model and key ({resp.text[:200]!r})")
+            raise JudgeError(
+                f"HTTP {resp.status_code} from {resp.url}: check the base URL, model and key ({resp.text[:200]!r})"
+            )
         try:
             return resp.json()["choices"][0]["message"]["content"] or ""
         except (ValueError, KeyError, IndexError, TypeError):
@@ -151,7 +165,9 @@ class HFChatClient:
         enc = tok(text, return_tensors="pt").to(self.model.device)
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         with torch.no_grad():
-            out = self.model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False, pad_token_id=pad)
+            out = self.model.generate(
+                **enc, max_new_tokens=self.max_new_tokens, do_sample=False, pad_token_id=pad
+            )
         return tok.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
@@ -164,14 +180,22 @@ def make_client(cfg: JudgeConfig, device: str | None = None) -> JudgeClient:
     if cfg.kind == "openai":
         key = resolve_api_key(cfg)
         if key is None:
-            log.warning("judge: no API key in $%s%s; sending no Authorization header", cfg.api_key_env, f" or {cfg.api_key_file}" if cfg.api_key_file else "")
-        return OpenAIChatClient(cfg.base_url, cfg.model, key, cfg.temperature, cfg.max_tokens, cfg.timeout)
+            log.warning(
+                "judge: no API key in $%s%s; sending no Authorization header",
+                cfg.api_key_env,
+                f" or {cfg.api_key_file}" if cfg.api_key_file else "",
+            )
+        return OpenAIChatClient(
+            cfg.base_url, cfg.model, key, cfg.temperature, cfg.max_tokens, cfg.timeout
+        )
     if cfg.kind == "hf":
         return HFChatClient(cfg.model, device, cfg.max_tokens)
     raise ValueError(f"unknown judge kind {cfg.kind!r}; choose 'openai' or 'hf'")
 
 
-def ask_scores(client: JudgeClient, question: str, answer1: str, answer2: str, max_retries: int) -> tuple[tuple[float, float] | None, int, str]:
+def ask_scores(
+    client: JudgeClient, question: str, answer1: str, answer2: str, max_retries: int
+) -> tuple[tuple[float, float] | None, int, str]:
     """Ask once plus up to `max_retries` retries until the reply parses.
 
     Returns:
@@ -199,6 +223,7 @@ def match_prompts(a: EvalInput, b: EvalInput) -> tuple[list[tuple[str, str, str]
     Returns also the counts ``only_in_a``, ``only_in_b`` and ``duplicates`` (repeated prompts
     within a file; the first occurrence is used).
     """
+
     def index(inp: EvalInput) -> tuple[dict[str, str], int]:
         seen: dict[str, str] = {}
         dups = 0
@@ -212,7 +237,11 @@ def match_prompts(a: EvalInput, b: EvalInput) -> tuple[list[tuple[str, str, str]
     ia, da = index(a)
     ib, db = index(b)
     pairs = [(p, ia[p], ib[p]) for p in ia if p in ib]
-    mism = {"only_in_a": sum(p not in ib for p in ia), "only_in_b": sum(p not in ia for p in ib), "duplicates": da + db}
+    mism = {
+        "only_in_a": sum(p not in ib for p in ia),
+        "only_in_b": sum(p not in ia for p in ib),
+        "duplicates": da + db,
+    }
     return pairs, mism
 
 
@@ -275,7 +304,13 @@ def judge_pair(a: EvalInput, b: EvalInput, client: JudgeClient, cfg: JudgeConfig
         ans_a, ans_b = cut_at_turn(cont_a), cut_at_turn(cont_b)
         ab, n1, reply1 = ask_scores(client, prompt, ans_a, ans_b, cfg.max_retries)  # A first
         ba, n2, reply2 = ask_scores(client, prompt, ans_b, ans_a, cfg.max_retries)  # B first
-        detail = {"prompt": prompt, "a_first": ab, "b_first": ba, "attempts": [n1, n2], "replies": [reply1, reply2]}
+        detail = {
+            "prompt": prompt,
+            "a_first": ab,
+            "b_first": ba,
+            "attempts": [n1, n2],
+            "replies": [reply1, reply2],
+        }
         res.details.append(detail)
         if ab is None or ba is None:
             res.unparsed += 1
@@ -289,7 +324,9 @@ def judge_pair(a: EvalInput, b: EvalInput, client: JudgeClient, cfg: JudgeConfig
     return res
 
 
-def judge_all(inputs: Sequence[EvalInput], cfg: JudgeConfig, client: JudgeClient) -> list[JudgeResult]:
+def judge_all(
+    inputs: Sequence[EvalInput], cfg: JudgeConfig, client: JudgeClient
+) -> list[JudgeResult]:
     """Compare every input with the baseline (``cfg.baseline``: a label or path; default the
     last input). With no baseline and two inputs, the first is judged against the second.
 
@@ -301,7 +338,9 @@ def judge_all(inputs: Sequence[EvalInput], cfg: JudgeConfig, client: JudgeClient
     if cfg.baseline:
         base = [i for i in inputs if cfg.baseline in (i.label, str(i.path), str(i.path.parent))]
         if not base:
-            raise ValueError(f"judge baseline {cfg.baseline!r} matches no input label or path ({[i.label for i in inputs]})")
+            raise ValueError(
+                f"judge baseline {cfg.baseline!r} matches no input label or path ({[i.label for i in inputs]})"
+            )
         baseline = base[0]
     else:
         baseline = inputs[-1]

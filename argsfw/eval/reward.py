@@ -35,10 +35,17 @@ class RewardResult:
 
 def reward_texts(records: Sequence[EvalRecord], cut_human: bool = True) -> list[str]:
     """Prompt + continuation for each record, the continuation cut at ``human:`` if asked."""
-    return [r.prompt + (cut_at_human(r.continuation) if cut_human else r.continuation) for r in records]
+    return [
+        r.prompt + (cut_at_human(r.continuation) if cut_human else r.continuation) for r in records
+    ]
 
 
-def load_reward(spec: str | os.PathLike, tokenizer_spec: str | os.PathLike | None = None, dtype: str = "float32", device: str | None = None):
+def load_reward(
+    spec: str | os.PathLike,
+    tokenizer_spec: str | os.PathLike | None = None,
+    dtype: str = "float32",
+    device: str | None = None,
+):
     """Load ``(model, tokenizer)`` from an HF dir, an argsfw run dir or a hub id.
 
     The tokenizer comes from `tokenizer_spec` when given (the original passed the base
@@ -50,12 +57,16 @@ def load_reward(spec: str | os.PathLike, tokenizer_spec: str | os.PathLike | Non
     from argsfw.models import default_device, load_reward_model, load_tokenizer
 
     tokenizer = load_tokenizer(tokenizer_spec or spec, "reward tokenizer")
-    model = load_reward_model(spec, dtype=dtype, device=device or default_device(), tokenizer=tokenizer)
+    model = load_reward_model(
+        spec, dtype=dtype, device=device or default_device(), tokenizer=tokenizer
+    )
     return model, tokenizer
 
 
 @torch.no_grad()
-def score_texts(texts: Sequence[str], model, tokenizer, batch_size: int = 8, max_tokens: int = 1334) -> RewardResult:
+def score_texts(
+    texts: Sequence[str], model, tokenizer, batch_size: int = 8, max_tokens: int = 1334
+) -> RewardResult:
     """Score `texts` with a ``num_labels=1`` sequence classifier, in right-padded batches.
 
     Returns:
@@ -65,7 +76,9 @@ def score_texts(texts: Sequence[str], model, tokenizer, batch_size: int = 8, max
     # why the model's pad id: the classifier finds each row's last token by that id
     pad_id = model.config.pad_token_id
     if pad_id is None:
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        pad_id = (
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        )
         model.config.pad_token_id = pad_id
     encoded = [tokenizer(t)["input_ids"] for t in texts]
     keep = [i for i, ids in enumerate(encoded) if len(ids) < max_tokens]
@@ -84,6 +97,8 @@ def score_texts(texts: Sequence[str], model, tokenizer, batch_size: int = 8, max
             scores[i] = float(logits[row, 0])
     n_skipped = len(texts) - len(keep)
     if n_skipped:
-        log.warning("reward: skipped %d of %d texts of %d tokens or more", n_skipped, len(texts), max_tokens)
+        log.warning(
+            "reward: skipped %d of %d texts of %d tokens or more", n_skipped, len(texts), max_tokens
+        )
     mean, se = mean_stderr([s for s in scores if s is not None])
     return RewardResult(scores, mean, se, len(keep), n_skipped)

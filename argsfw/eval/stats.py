@@ -24,7 +24,9 @@ def mean_stderr(values: Sequence[float]) -> tuple[float | None, float | None]:
     return mean, math.sqrt(var / n)
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float] | None:
+def wilson_interval(
+    successes: int, n: int, z: float = 1.959963984540054
+) -> tuple[float, float] | None:
     """Wilson score interval for a binomial proportion (95% by default).
 
     Chosen over the normal approximation because it stays inside [0, 1] and behaves at
@@ -68,13 +70,19 @@ def cost_metrics(records: Sequence[EvalRecord]) -> dict[str, float | None]:
         "tokens_per_second": _ratio(tokens, seconds),
         "seconds_per_prompt": _ratio(seconds, len(records)),
         "new_tokens_per_prompt": _ratio(tokens, len(records)),
-        "llm_forwards_per_token": _ratio(_total(records, lambda r: r.stats.get("llm_forwards")), tokens),
-        "rm_forwards_per_token": _ratio(_total(records, lambda r: r.stats.get("rm_forwards")), tokens),
+        "llm_forwards_per_token": _ratio(
+            _total(records, lambda r: r.stats.get("llm_forwards")), tokens
+        ),
+        "rm_forwards_per_token": _ratio(
+            _total(records, lambda r: r.stats.get("rm_forwards")), tokens
+        ),
         "peak_memory_bytes": float(max(peaks_ok)) if peaks_ok else None,
     }
 
 
-def oracle_metrics(records: Sequence[EvalRecord], oracle: Callable[[str, str], float]) -> dict[str, float | None]:
+def oracle_metrics(
+    records: Sequence[EvalRecord], oracle: Callable[[str, str], float]
+) -> dict[str, float | None]:
     """Mean and standard error of an independent ``oracle(prompt, continuation)`` score.
 
     The continuation is cut at the next turn first, like diversity and coherence.

@@ -1,0 +1,221 @@
+"""Writing the evaluation report: ``report.json``, ``report.md``, ``plots/*.png`` and W&B.
+
+Nothing secret reaches these files: the config is written with the *name* of the key's
+environment variable (``judge.api_key_env``) and the key file's path, never a key.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+# (report key, column title, format) in table order; a column shows when any row has it
+COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("n_records", "n", "{:d}"),
+    ("reward", "reward", "{:.4f}"),
+    ("reward_se", "± se", "{:.4f}"),
+    ("reward_skipped", "skipped", "{:d}"),
+    ("diversity", "diversity", "{:.4f}"),
+    ("rep_2", "rep-2", "{:.4f}"),
+    ("rep_3", "rep-3", "{:.4f}"),
+    ("rep_4", "rep-4", "{:.4f}"),
+    ("coherence", "coherence", "{:.4f}"),
+    ("oracle", "oracle", "{:.4f}"),
+    ("tokens_per_second", "tok/s", "{:.1f}"),
+    ("seconds_per_prompt", "s/prompt", "{:.3f}"),
+    ("llm_forwards_per_token", "LLM fwd/tok", "{:.2f}"),
+    ("rm_forwards_per_token", "RM fwd/tok", "{:.2f}"),
+    ("peak_memory_mb", "peak MB", "{:.0f}"),
+)
+
+
+def slug(label: str) -> str:
+    """A file-name-safe form of a label (``args-greedy w=1.5`` -> ``args-greedy_w_1.5``)."""
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", label).strip("_") or "input"
+
+
+def _fmt(value: Any, fmt: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    try:
+        return fmt.format(value)
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def _row_values(entry: dict[str, Any]) -> dict[str, Any]:
+    m = dict(entry["metrics"])
+    m["n_records"] = entry["n_records"]
+    if m.get("peak_memory_bytes") is not None:
+        m["peak_memory_mb"] = m["peak_memory_bytes"] / 2**20
+    return m
+
+
+def table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[Any]], list[tuple[str, str, str]]]:
+    """Header (``input`` first), raw rows and the `COLUMNS` entries shown (those with a value)."""
+    rows = [(e["label"], _row_values(e)) for e in report["inputs"]]
+    cols = [c for c in COLUMNS if any(v.get(c[0]) is not None for _, v in rows)]
+    header = ["input"] + [title for _, title, _ in cols]
+    return header, [[label] + [v.get(k) for k, _, _ in cols] for label, v in rows], cols
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report as Markdown: metrics per input, judge results, notes and warnings."""
+    header, rows, cols = table_rows(report)
+    lines = ["# Evaluation report", "", "| " + " | ".join(header) + " |"]
+    lines.append("|" + "|".join(["---"] + ["---:"] * len(cols)) + "|")
+    for row in rows:
+        cells = [str(row[0])] + [_fmt(v, fmt) for v, (_, _, fmt) in zip(row[1:], cols)]
+        lines.append("| " + " | ".join(cells) + " |")
+    if report.get("judge"):
+        lines += ["", "## Pairwise judge (both orders per prompt; 95% Wilson intervals)", ""]
+        lines.append(
+            "| A | B (baseline) | judged | win | tie | lose | unparsed | win-or-tie [95% CI] |"
+        )
+        lines.append("|---|---|---:|---:|---:|---:|---:|---|")
+        for j in report["judge"]:
+            ci = j["win_or_tie_rate_ci95"]
+            rate = (
+                "–"
+                if j["win_or_tie_rate"] is None
+                else f"{j['win_or_tie_rate']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+            )
+            lines.append(
+                f"| {j['a']} | {j['b']} | {j['n_judged']} | {j['win']} | {j['tie']} | {j['lose']} "
+                f"| {j['unparsed']} | {rate} |"
+            )
+    notes = report.get("notes", []) + [w for e in report["inputs"] for w in e.get("warnings", [])]
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def _args_series(entries: Sequence[dict[str, Any]]) -> dict[str, list[tuple[float, float, float]]]:
+    """ARGS inputs grouped by method and k: ``{"args-greedy k=10": [(w, reward, se), ...]}``."""
+    series: dict[str, list[tuple[float, float, float]]] = {}
+    for e in entries:
+        m = e["metrics"]
+        if not str(e.get("method") or "").startswith("args") or e.get("weight") is None:
+            continue
+        if m.get("reward") is None:
+            continue
+        key = f"{e['method']}" + (f" k={e['topk']}" if e.get("topk") is not None else "")
+        series.setdefault(key, []).append(
+            (float(e["weight"]), m["reward"], m.get("reward_se") or 0.0)
+        )
+    return {k: sorted(v) for k, v in series.items()}
+
+
+def plot_reward_vs_weight(report: dict[str, Any], out: Path) -> Path | None:
+    """Mean reward (± SE) against the weight w for ARGS inputs; greedy as a dashed line.
+
+    Returns the PNG path, or None when no ARGS input has a reward.
+    """
+    series = _args_series(report["inputs"])
+    if not series:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for name, pts in series.items():
+        ws, rs, ses = zip(*pts)
+        ax.errorbar(ws, rs, yerr=ses, marker="o", capsize=3, label=name)
+    for e in report["inputs"]:
+        if e.get("method") == "greedy" and e["metrics"].get("reward") is not None:
+            ax.axhline(e["metrics"]["reward"], ls="--", color="grey", label=f"{e['label']}")
+    ax.set_xlabel("reward weight w")
+    ax.set_ylabel("mean reward")
+    ax.set_title("Reward vs weight (ARGS)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def plot_reward_diversity(report: dict[str, Any], out: Path) -> Path | None:
+    """One point per input in the (diversity, reward) plane. None when no input has both."""
+    pts = [
+        (e["label"], e["metrics"]["diversity"], e["metrics"]["reward"])
+        for e in report["inputs"]
+        if e["metrics"].get("diversity") is not None and e["metrics"].get("reward") is not None
+    ]
+    if not pts:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for label, div, rew in pts:
+        ax.scatter([div], [rew])
+        ax.annotate(label, (div, rew), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xlabel("diversity")
+    ax.set_ylabel("mean reward")
+    ax.set_title("Reward–diversity plane")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def write_report(report: dict[str, Any], run_dir: str | Path) -> dict[str, Path]:
+    """Write ``report.json``, ``report.md`` and the plots under `run_dir`.
+
+    Returns:
+        ``{"json": ..., "markdown": ..., "<plot name>": ...}`` for every file written.
+    """
+    run = Path(run_dir)
+    (run / "plots").mkdir(parents=True, exist_ok=True)
+    files = {"json": run / "report.json", "markdown": run / "report.md"}
+    files["json"].write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    files["markdown"].write_text(markdown(report), encoding="utf-8")
+    for name, fn in (
+        ("reward_vs_weight", plot_reward_vs_weight),
+        ("reward_diversity", plot_reward_diversity),
+    ):
+        path = fn(report, run / "plots" / f"{name}.png")
+        if path is not None:
+            files[name] = path
+    return files
+
+
+def log_wandb(run: Any, report: dict[str, Any], files: dict[str, Path]) -> None:
+    """Log the metrics table, flat summary metrics, judge results and plots to a W&B run."""
+    import wandb
+
+    header, rows, _ = table_rows(report)
+    payload: dict[str, Any] = {"eval/metrics": wandb.Table(columns=header, data=rows)}
+    for name, path in files.items():
+        if path.suffix == ".png":
+            payload[f"eval/plots/{name}"] = wandb.Image(str(path))
+    if report.get("judge"):
+        cols = ["a", "b", "n_judged", "win", "tie", "lose", "unparsed", "win_or_tie_rate"]
+        payload["eval/judge"] = wandb.Table(
+            columns=cols, data=[[j[c] for c in cols] for j in report["judge"]]
+        )
+    run.log(payload)
+    for key, value in flat_metrics(report).items():
+        run.summary[key] = value
+
+
+def flat_metrics(report: dict[str, Any]) -> dict[str, float]:
+    """``{"eval/<label>/<metric>": value}`` for every numeric metric, and judge rates."""
+    flat: dict[str, float] = {}
+    for e in report["inputs"]:
+        for k, v in e["metrics"].items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                flat[f"eval/{e['label']}/{k}"] = float(v)
+    for j in report.get("judge", []):
+        for k in ("win_rate", "win_or_tie_rate"):
+            if j[k] is not None:
+                flat[f"eval/judge/{j['a']}_vs_{j['b']}/{k}"] = float(j[k])
+    return flat

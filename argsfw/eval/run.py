@@ -1,0 +1,256 @@
+"""`run_evaluation`: every metric over a list of outputs files, written as one report.
+
+This is the library behind ``python -m argsfw.evaluate``; the CLI only parses arguments,
+calls `run_evaluation` and prints `EvalInputError` messages (exit 2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from argsfw.eval.config import EvalConfig
+from argsfw.eval.inputs import EvalInput, cut_at_turn, load_inputs
+from argsfw.eval.judge import JudgeClient, judge_all, make_client
+from argsfw.eval.report import flat_metrics, log_wandb, slug, write_report
+from argsfw.eval.stats import cost_metrics, oracle_metrics
+
+log = logging.getLogger(__name__)
+METRICS = ("reward", "diversity", "coherence", "cost", "judge", "oracle")
+
+
+def _config_dict(cfg: Any) -> dict[str, Any]:
+    """The config as plain data (a dataclass or an OmegaConf DictConfig). Holds no secret:
+    the judge section names an env var / key file, never a key."""
+    if dataclasses.is_dataclass(cfg):
+        return dataclasses.asdict(cfg)
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def _reward(
+    inputs: Sequence[EvalInput], cfg: EvalConfig, spec: Any, tok_spec: Any
+) -> dict[str, Any]:
+    """Reward metrics per input label (and per-record scores under ``"_scores"``)."""
+    from argsfw.eval.reward import load_reward, reward_texts, score_texts
+
+    model, tokenizer = load_reward(spec, tok_spec, dtype=cfg.reward_dtype, device=cfg.device)
+    out = {}
+    for inp in inputs:
+        texts = reward_texts(inp.records, cfg.cut_at_human)
+        res = score_texts(texts, model, tokenizer, cfg.reward_batch_size, cfg.max_reward_tokens)
+        out[inp.label] = {
+            "reward": res.mean,
+            "reward_se": res.stderr,
+            "reward_scored": res.n_scored,
+            "reward_skipped": res.n_skipped,
+            "_scores": res.scores,
+        }
+    return out
+
+
+def _diversity_coherence(
+    inputs: Sequence[EvalInput], cfg: EvalConfig, metrics: set[str]
+) -> dict[str, Any]:
+    """Diversity and/or coherence per input label, on continuations cut at the next turn."""
+    from argsfw.eval.diversity import diversity
+
+    embedder = None
+    if "coherence" in metrics:
+        from argsfw.eval.coherence import load_embedder
+
+        embedder = load_embedder(
+            cfg.coherence_model,
+            cfg.coherence_pooling,
+            cfg.coherence_max_tokens,
+            cfg.device,
+            cfg.coherence_batch_size,
+        )
+    out: dict[str, Any] = {}
+    for inp in inputs:
+        conts = [cut_at_turn(r.continuation) for r in inp.records]
+        m: dict[str, Any] = {}
+        if "diversity" in metrics:
+            d = diversity(conts, cfg.diversity_plus_one)
+            m.update(
+                diversity=d.diversity,
+                rep_2=d.rep_2,
+                rep_3=d.rep_3,
+                rep_4=d.rep_4,
+                _diversity=d.per_response,
+            )
+            m["_tokenizer"] = d.tokenizer
+        if embedder is not None:
+            from argsfw.eval.coherence import coherence
+
+            m["coherence"], m["_coherence"] = coherence(
+                [r.prompt for r in inp.records], conts, embedder
+            )
+            m["_embedder"] = f"{embedder.name} ({embedder.pooling} pooling)"
+        out[inp.label] = m
+    return out
+
+
+def _compute(
+    inputs: Sequence[EvalInput],
+    cfg: EvalConfig,
+    metrics: set[str],
+    reward_model: Any,
+    reward_tokenizer: Any,
+    oracle: Callable[[str, str], float] | None,
+    notes: list[str],
+) -> dict[str, dict[str, Any]]:
+    """All per-input metrics, keyed by label; private per-record lists start with ``_``."""
+    per: dict[str, dict[str, Any]] = {inp.label: {} for inp in inputs}
+    if "reward" in metrics:
+        if reward_model is None:
+            notes.append("reward skipped: no reward model given")
+        else:
+            for label, m in _reward(inputs, cfg, reward_model, reward_tokenizer).items():
+                per[label].update(m)
+    if metrics & {"diversity", "coherence"}:
+        for label, m in _diversity_coherence(inputs, cfg, metrics).items():
+            per[label].update(m)
+    for inp in inputs:
+        if "cost" in metrics:
+            per[inp.label].update(cost_metrics(inp.records))
+        if oracle is not None:
+            per[inp.label].update(oracle_metrics(inp.records, oracle))
+    return per
+
+
+def _write_records(
+    inputs: Sequence[EvalInput], per: dict[str, dict[str, Any]], run_dir: Path
+) -> Path:
+    """Per-record scores, one JSONL line per record: label, index, id, reward, diversity, coherence."""
+    import json
+
+    path = run_dir / "records.jsonl"
+    with path.open("w", encoding="utf-8") as f:
+        for inp in inputs:
+            m = per[inp.label]
+            for i, rec in enumerate(inp.records):
+                row = {"input": inp.label, "index": i, "id": rec.id}
+                for key, name in (
+                    ("_scores", "reward"),
+                    ("_diversity", "diversity"),
+                    ("_coherence", "coherence"),
+                ):
+                    if key in m:
+                        row[name] = m[key][i]
+                f.write(json.dumps(row, default=str) + "\n")
+    return path
+
+
+def _write_judge_details(results: Sequence[Any], run_dir: Path) -> None:
+    """One JSONL per judged pair under ``judge/``: prompt, both orders' scores, replies, outcome."""
+    import json
+
+    (run_dir / "judge").mkdir(exist_ok=True)
+    for res in results:
+        with (run_dir / "judge" / f"{slug(res.a)}__vs__{slug(res.b)}.jsonl").open(
+            "w", encoding="utf-8"
+        ) as f:
+            for d in res.details:
+                f.write(json.dumps(d) + "\n")
+
+
+def run_evaluation(
+    outputs: Sequence[str | os.PathLike],
+    config: EvalConfig | None = None,
+    reward_model: str | os.PathLike | None = None,
+    run_dir: str | os.PathLike = "eval_run",
+    *,
+    reward_tokenizer: str | os.PathLike | None = None,
+    oracle: Callable[[str, str], float] | None = None,
+    judge_client: JudgeClient | None = None,
+    log_fn: Callable[[dict[str, float]], None] | None = None,
+    wandb_run: Any = None,
+) -> dict[str, Any]:
+    """Evaluate outputs files and write ``report.json``, ``report.md``, ``records.jsonl``,
+    ``plots/*.png`` (and ``judge/*.jsonl``) into `run_dir`.
+
+    Args:
+        outputs: predict JSONL files, predict run directories, the original's JSON lists, or
+            ``name=path`` to set a label.
+        config: which metrics and how (`EvalConfig` or its OmegaConf form); default `EvalConfig()`.
+        reward_model: HF directory, argsfw run directory or hub id; reward is skipped (noted
+            in the report) without one.
+        reward_tokenizer: tokenizer for the RM if not its own (the original used the LLM's).
+        oracle: optional ``oracle(prompt, continuation) -> float``; its mean is reported.
+        judge_client: overrides the client built from ``config.judge`` (tests, custom judges).
+        log_fn: called once with flat ``{"eval/<label>/<metric>": value}`` metrics.
+        wandb_run: a W&B run to log the table, plots and summary metrics to.
+
+    Returns:
+        The report dict as written to ``report.json``; ``report["files"]`` lists what was written.
+
+    Raises:
+        EvalInputError: an input is missing or malformed (one line naming file and line).
+        ValueError: an unknown metric name, or a judge with fewer than two inputs.
+        argsfw.eval.judge.JudgeError: the judge endpoint refuses requests (URL, model, key).
+        argsfw.models.ModelPathError: the reward or coherence model path is not usable.
+    """
+    cfg = config if config is not None else EvalConfig()
+    metrics = set(cfg.metrics) | ({"judge"} if cfg.judge.enabled else set())
+    unknown = metrics - set(METRICS)
+    if unknown:
+        raise ValueError(f"unknown metric(s) {sorted(unknown)}; choose from {list(METRICS)}")
+    inputs = load_inputs(list(outputs))
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    notes: list[str] = []
+    per = _compute(inputs, cfg, metrics, reward_model, reward_tokenizer, oracle, notes)
+    judge_results = []
+    if "judge" in metrics:
+        client = judge_client or make_client(cfg.judge, cfg.device)
+        judge_results = judge_all(inputs, cfg.judge, client)
+        _write_judge_details(judge_results, run)
+    report = _assemble(inputs, per, cfg, reward_model, judge_results, notes)
+    files = write_report(report, run)
+    files["records"] = _write_records(inputs, per, run)
+    report["files"] = {k: str(v) for k, v in files.items()}
+    flat = flat_metrics(report)
+    if log_fn is not None:
+        log_fn(flat)
+    if wandb_run is not None:
+        log_wandb(wandb_run, report, files)
+    return report
+
+
+def _assemble(inputs, per, cfg, reward_model, judge_results, notes) -> dict[str, Any]:
+    """The JSON-ready report: setup, one entry per input (public metrics only), judge summaries."""
+    from argsfw import __version__
+
+    entries = []
+    for inp in inputs:
+        m = per[inp.label]
+        entries.append(
+            {
+                "label": inp.label,
+                "path": str(inp.path),
+                "method": inp.method,
+                "weight": inp.weight,
+                "topk": inp.topk,
+                "n_records": len(inp.records),
+                "complete": inp.complete,
+                "warnings": inp.warnings,
+                "metrics": {k: v for k, v in m.items() if not k.startswith("_")},
+            }
+        )
+    first = per[inputs[0].label]
+    return {
+        "argsfw_version": __version__,
+        "reward_model": None if reward_model is None else str(reward_model),
+        "diversity_tokenizer": first.get("_tokenizer"),
+        "coherence_model": first.get("_embedder"),
+        "config": _config_dict(cfg),
+        "inputs": entries,
+        "judge": [r.summary() for r in judge_results],
+        "notes": notes,
+    }
