@@ -13,7 +13,9 @@ class DataConfig:
     path: str | None = None  # local file / dir / glob, or a hub dataset id; unused for tiny
     split: str = "train"  # split to read for training (predict/evaluate use eval_split)
     eval_split: str = "test"  # split used for validation during fit, and for prompts in predict
-    fields: dict[str, str] = field(default_factory=dict)  # json source: {prompt, chosen, rejected, id}
+    fields: dict[str, str] = field(
+        default_factory=dict
+    )  # json source: {prompt, chosen, rejected, id}
     val_fraction: float = 0.0  # carve a validation set out of `split` when the source has none
     limit: int | None = None  # at most this many records (after offset)
     offset: int = 0  # skip this many records first
@@ -21,3 +23,4 @@ class DataConfig:
     max_length: int = 512  # tokens of prompt + response; longer examples are truncated and counted
     max_prompt_length: int = 256  # prompt tokens kept (left-truncated) when a prompt is too long
     seed: int = 0  # for the tiny corpus and any shuffling
+    num_workers: int = 0  # DataLoader worker processes

@@ -1,0 +1,195 @@
+"""The one entry point the rest of argsfw uses to get data: `load_pairs` and `load_prompts`.
+
+Order of operations, the same for every source:
+
+1. read the raw records of the split (for ``split == "validation"`` with ``val_fraction > 0``:
+   of ``cfg.split``), parse them with the source's adapter (errors name file and line);
+2. carve the validation set when ``val_fraction > 0``: a record goes to validation when a
+   seeded hash of its *prompt text* falls below the fraction, so the carve is deterministic,
+   keeps dataset order, and never puts one prompt on both sides;
+3. drop (pairs) or de-duplicate (SHP prompts: one per ``post_id``) and count why;
+4. select: first ``run_percent`` % (as the original's ``run_percent``), then ``offset``,
+   then ``limit``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+
+from argsfw.data.adapters import (
+    ADAPTERS,
+    EXPECTED_FIELDS,
+    PAIR_FIELDS,
+    PROMPT_PROBLEMS,
+    BadField,
+    Ctx,
+    MissingField,
+    Parsed,
+)
+from argsfw.data.config import DataConfig
+from argsfw.data.reading import read_split
+from argsfw.data.types import DataError, DataStats, PreferencePair, PromptRecord
+
+log = logging.getLogger(__name__)
+
+VALIDATION = "validation"
+SOURCES = ("tiny", *ADAPTERS)
+
+
+def _check_cfg(cfg: DataConfig) -> None:
+    if cfg.source not in SOURCES:
+        raise DataError(f"unknown data.source {cfg.source!r}; choose one of {', '.join(SOURCES)}")
+    if not 0.0 <= cfg.val_fraction < 1.0:
+        raise DataError(f"data.val_fraction must be in [0, 1), got {cfg.val_fraction}")
+    if cfg.run_percent is not None and not 0.0 < cfg.run_percent <= 100.0:
+        raise DataError(f"data.run_percent must be in (0, 100], got {cfg.run_percent}")
+    if cfg.offset < 0 or (cfg.limit is not None and cfg.limit < 0):
+        raise DataError(
+            f"data.offset and data.limit must be >= 0, got {cfg.offset} and {cfg.limit}"
+        )
+    unknown = set(cfg.fields) - set(PAIR_FIELDS)
+    if unknown:
+        raise DataError(
+            f"data.fields has unknown keys {sorted(unknown)}; allowed: {', '.join(PAIR_FIELDS)}"
+        )
+
+
+def _in_validation(prompt: str, seed: int, fraction: float) -> bool:
+    digest = hashlib.sha1(f"{seed}\x00{prompt}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def _parse_source(cfg: DataConfig, split: str, responses: bool) -> list[Parsed]:
+    """Parse every record of `split`; a missing or bad field raises a located `DataError`."""
+    if cfg.source == "tiny":
+        from argsfw.data.tiny import tiny_pairs
+
+        return [
+            Parsed(p.prompt, p.chosen, p.rejected, p.id, p.id) for p in tiny_pairs(split, cfg.seed)
+        ]
+    raw = read_split(cfg.path, split, cfg.source)
+    ctx = Ctx(
+        id_prefix=f"{cfg.source}-{split}",
+        fields={f: cfg.fields.get(f, f) for f in PAIR_FIELDS},
+        responses=responses,
+    )
+    adapter = ADAPTERS[cfg.source]
+    out: list[Parsed] = []
+    for i, rec in enumerate(raw.records):
+        try:
+            out.append(adapter(rec, i, ctx))
+        except MissingField as exc:
+            raise DataError(
+                f"{raw.where(i)}: missing field {exc.args[0]!r} (source {cfg.source!r} expects {EXPECTED_FIELDS[cfg.source]})"
+            ) from None
+        except BadField as exc:
+            raise DataError(f"{raw.where(i)}: {exc}") from None
+    if cfg.source == "shp":  # several pairs per post: number them so pair ids stay unique
+        seen: dict[str, int] = {}
+        for p in out:
+            k = seen[p.prompt_id] = seen.get(p.prompt_id, -1) + 1
+            p.id = f"{p.prompt_id}-{k}"
+    return out
+
+
+def _records(cfg: DataConfig, split: str | None, responses: bool) -> tuple[list[Parsed], DataStats]:
+    """Parsed records of the requested split, after the validation carve."""
+    _check_cfg(cfg)
+    split = split or cfg.split
+    carve = cfg.val_fraction > 0 and split in (VALIDATION, cfg.split)
+    parsed = _parse_source(cfg, cfg.split if carve else split, responses)
+    if carve:
+        want_val = split == VALIDATION
+        parsed = [
+            p for p in parsed if _in_validation(p.prompt, cfg.seed, cfg.val_fraction) == want_val
+        ]
+    return parsed, DataStats(source=cfg.source, split=split, read=len(parsed))
+
+
+def _select(items: list, cfg: DataConfig, stats: DataStats) -> list:
+    n = len(items)
+    if cfg.run_percent is not None:
+        items = items[: math.ceil(n * cfg.run_percent / 100.0)]
+    items = items[cfg.offset :]
+    if cfg.limit is not None:
+        items = items[: cfg.limit]
+    stats.selected_out = n - len(items)
+    stats.kept = len(items)
+    return items
+
+
+def _check_unique(ids: list[str], cfg: DataConfig) -> None:
+    seen: set[str] = set()
+    for i in ids:
+        if i in seen:
+            raise DataError(
+                f"data source {cfg.path or cfg.source!r}: id {i!r} appears more than once; ids must be unique"
+            )
+        seen.add(i)
+
+
+def load_pairs_with_stats(
+    cfg: DataConfig, split: str | None = None
+) -> tuple[list[PreferencePair], DataStats]:
+    """Like `load_pairs`, also returning the `DataStats` of the load."""
+    parsed, stats = _records(cfg, split, responses=True)
+    pairs: list[PreferencePair] = []
+    for p in parsed:
+        if p.problem is not None:
+            stats.drop(p.problem)
+            continue
+        for f in p.flags:
+            stats.flag(f)
+        pairs.append(
+            PreferencePair(
+                prompt=p.prompt, chosen=p.chosen or "", rejected=p.rejected or "", id=p.id
+            )
+        )
+    _check_unique([p.id for p in pairs], cfg)
+    pairs = _select(pairs, cfg, stats)
+    log.info("loaded pairs %s", stats)
+    return pairs, stats
+
+
+def load_pairs(cfg: DataConfig, split: str | None = None) -> list[PreferencePair]:
+    """Preference pairs of `split` (default ``cfg.split``) in dataset order.
+
+    ``split="validation"`` with ``cfg.val_fraction > 0`` gives the part carved out of
+    ``cfg.split`` (which then loses it). Records the adapters cannot use as a preference
+    comparison are dropped and counted (see `load_pairs_with_stats`).
+    Raises `DataError` (one line) for a missing path, an unreadable file, a missing field
+    (file and line named), duplicate ids or an invalid selection.
+    """
+    return load_pairs_with_stats(cfg, split)[0]
+
+
+def load_prompts_with_stats(
+    cfg: DataConfig, split: str | None = None
+) -> tuple[list[PromptRecord], DataStats]:
+    """Like `load_prompts`, also returning the `DataStats` of the load."""
+    parsed, stats = _records(cfg, split or cfg.eval_split, responses=False)
+    prompts: list[PromptRecord] = []
+    seen: set[str] = set()
+    for p in parsed:
+        if p.problem in PROMPT_PROBLEMS:
+            stats.drop(p.problem)
+        elif p.prompt_id in seen:
+            stats.drop("duplicate_prompt_id")
+        else:
+            seen.add(p.prompt_id)
+            prompts.append(PromptRecord(id=p.prompt_id, prompt=p.prompt))
+    prompts = _select(prompts, cfg, stats)
+    log.info("loaded prompts %s", stats)
+    return prompts, stats
+
+
+def load_prompts(cfg: DataConfig, split: str | None = None) -> list[PromptRecord]:
+    """Prompts of `split` (default ``cfg.eval_split``) in dataset order, for decoding and PPO.
+
+    One prompt per record, except SHP: one per ``post_id`` (first occurrence), as the
+    original. Records whose prompt is ill-defined (chosen/rejected contexts differ, no
+    assistant turn) are dropped and counted. Raises `DataError` like `load_pairs`.
+    """
+    return load_prompts_with_stats(cfg, split)[0]
