@@ -18,7 +18,9 @@ def test_tiny_pipeline_plan_chains_run_dirs(tmp_path):
     assert names[:3] == ["sft", "rm", "ppo"] and names[-1] == "evaluate"
     assert {"predict greedy", "predict args_greedy", "predict ppo_greedy"} <= set(names)
     ppo = steps[2]
-    assert _arg(ppo, "policy") == str(tmp_path / "sft") and _arg(ppo, "reward_model") == str(tmp_path / "rm")
+    assert _arg(ppo, "policy") == str(tmp_path / "sft") and _arg(ppo, "reward_model") == str(
+        tmp_path / "rm"
+    )
     by_name = {s.name: s for s in steps}
     assert _arg(by_name["predict ppo_greedy"], "policy") == str(tmp_path / "ppo")
     assert _arg(by_name["predict greedy"], "policy") == str(tmp_path / "sft")

@@ -61,19 +61,43 @@ def test_recipe_composes_and_validates(name):
     )
 
 
-@pytest.mark.parametrize("name", [r for r in RECIPES if not r.startswith("tiny")])
-def test_big_recipe_models_build_on_meta_device(name):
+def _model_to_check(name):
+    """(hub spec, is_reward) of the big model a recipe builds, or None for tiny/generic ones."""
     job = compose([f"recipe={name}"])
+    if job.stage == "evaluate":
+        return (job.reward_model, True) if job.reward_model else None
+    if job.stage == "pipeline" or name.startswith("tiny"):
+        return None
     # The model itself when the recipe names a hub checkpoint, else the base it was trained from.
     spec = job.policy if job.policy in KNOWN_ARCHITECTURES else job.model.base
+    return spec, job.stage == "rm"
+
+
+BIG = [r for r in RECIPES if _model_to_check(r)]
+
+
+@pytest.mark.parametrize("name", BIG)
+def test_big_recipe_models_build_on_meta_device(name):
+    spec, reward = _model_to_check(name)
     assert spec in KNOWN_ARCHITECTURES, f"{name}: {spec} has no known architecture to check offline"
-    model = build_on_meta(spec, reward=job.stage == "rm")
+    model = build_on_meta(spec, reward=reward)
     n = sum(p.numel() for p in model.parameters())
     assert all(p.device.type == "meta" for p in model.parameters())
-    if job.stage != "rm" and spec in PARAMS:
+    if not reward and spec in PARAMS:
         assert n == PARAMS[spec]
-    if job.stage == "rm":
+    if reward:
         assert model.config.num_labels == 1 and model.score.out_features == 1
+
+
+def test_every_gpu_recipe_is_checked_on_meta():
+    assert {
+        "llama7b_sft",
+        "llama7b_rm",
+        "llama7b_args",
+        "opt1.3b_ppo",
+        "opt2.7b_sft",
+        "llama7b_eval",
+    } <= set(BIG)
 
 
 def test_llama7b_builds_on_meta_with_its_parameter_count():
@@ -85,7 +109,7 @@ def test_llama7b_builds_on_meta_with_its_parameter_count():
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["recipe=nope"], "unknown recipe 'nope'; available recipes: llama7b_args"),
+        (["recipe=nope"], "unknown recipe 'nope'; available recipes: evaluate, llama7b_args"),
         ([], "name a recipe: recipe=NAME"),
         (
             ["recipe=tiny_sft", "optim.lrr=1"],

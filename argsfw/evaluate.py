@@ -1,0 +1,110 @@
+"""``python -m argsfw.evaluate outputs=[RUN_OR_FILE,...] reward_model=RM [recipe=NAME] key=value ...``
+
+Scores predict outputs (argsfw JSONL, predict run directories, folders of them, or the original
+project's JSON lists) for reward, diversity, coherence, cost and optionally a pairwise judge,
+and writes ``report.json``, ``report.md`` and ``plots/`` into the run directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+from argsfw.cli import run_entry
+from argsfw.config.run_dir import RunDir, redact
+from argsfw.config.schema import JobConfig
+from argsfw.errors import ConfigError
+
+log = logging.getLogger("argsfw.evaluate")
+
+
+def expand_outputs(specs: list[str]) -> list[str]:
+    """Outputs to evaluate: files and run dirs as given; a folder of predict runs, each run in it.
+
+    ``name=path`` keeps its label. Raises `ConfigError` when nothing is named or a folder
+    holds no outputs.
+    """
+    if not specs:
+        raise ConfigError(
+            "name the outputs to evaluate: outputs=[runs/tiny_args,...] (predict run dirs, JSONL/JSON files, or name=path)"
+        )
+    out: list[str] = []
+    for spec in specs:
+        label, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
+        p = Path(path)
+        if p.is_dir() and not (p / "outputs.jsonl").is_file():
+            found = sorted(q.parent for q in p.rglob("outputs.jsonl"))
+            if not found:
+                raise ConfigError(
+                    f"outputs folder {path!r} holds no outputs.jsonl; run python -m argsfw.predict first"
+                )
+            out.extend(str(q) for q in found)
+        else:
+            out.append(spec)
+    return out
+
+
+def _oracle(job: JobConfig):
+    """The tiny corpus's ground-truth scorer, an independent check of the RM (tiny data only)."""
+    if job.data.source != "tiny":
+        return None
+    from argsfw.data import tiny_oracle_score
+
+    return tiny_oracle_score
+
+
+def _wandb_run(job: JobConfig, run: RunDir):
+    if job.logger.name != "wandb":
+        return None
+    import wandb
+    from omegaconf import OmegaConf
+
+    from argsfw.loggers import wandb_mode
+
+    config = redact(OmegaConf.to_container(OmegaConf.structured(job), resolve=True))
+    return wandb.init(
+        project=job.logger.project,
+        entity=job.logger.entity,
+        name=f"{job.recipe}-evaluate",
+        dir=str(run.path),
+        mode=wandb_mode(job.logger.mode),
+        config=config,
+        reinit="finish_previous",
+    )
+
+
+def _run(job: JobConfig, run: RunDir) -> None:
+    from argsfw.eval.report import markdown
+    from argsfw.eval.run import run_evaluation
+
+    outputs = expand_outputs(list(job.outputs))
+    run.start(job, "evaluate")
+    wb = _wandb_run(job, run)
+    try:
+        report = run_evaluation(
+            outputs,
+            job.eval,
+            reward_model=job.reward_model,
+            run_dir=run.path,
+            oracle=_oracle(job),
+            wandb_run=wb,
+        )
+    except BaseException:
+        run.finish(status="failed")
+        raise
+    finally:
+        if wb is not None:
+            wb.finish()
+    print(markdown(report))
+    run.finish(inputs=len(report["inputs"]), reward_model=job.reward_model)
+    log.info("report written to %s", run.path / "report.md")
+
+
+def main(argv=None) -> int:
+    """Entry point; returns the exit code (2 for usage errors)."""
+    return run_entry("evaluate", _run, argv, default_recipe="evaluate")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
