@@ -55,7 +55,9 @@ def _row_values(entry: dict[str, Any]) -> dict[str, Any]:
     return m
 
 
-def table_rows(report: dict[str, Any]) -> tuple[list[str], list[list[Any]], list[tuple[str, str, str]]]:
+def table_rows(
+    report: dict[str, Any],
+) -> tuple[list[str], list[list[Any]], list[tuple[str, str, str]]]:
     """Header (``input`` first), raw rows and the `COLUMNS` entries shown (those with a value)."""
     rows = [(e["label"], _row_values(e)) for e in report["inputs"]]
     cols = [c for c in COLUMNS if any(v.get(c[0]) is not None for _, v in rows)]

@@ -18,7 +18,12 @@ PROMPTS = [
 
 
 def write_predict_run(
-    run_dir: Path, continuations: list[str], method: str = "args-greedy", weight: float = 1.5, topk: int = 10, done: bool = True
+    run_dir: Path,
+    continuations: list[str],
+    method: str = "args-greedy",
+    weight: float = 1.5,
+    topk: int = 10,
+    done: bool = True,
 ) -> Path:
     """A predict run directory: outputs.jsonl, config.yaml, meta.json and (if done) DONE."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -37,10 +42,16 @@ def write_predict_run(
                 "n_prompt_tokens": 12,
                 "n_new_tokens": 8,
                 "seconds": 0.5,
-                "stats": {"llm_forwards": 8, "rm_forwards": 8 * topk, "peak_memory_bytes": 2**20 * (i + 1)},
+                "stats": {
+                    "llm_forwards": 8,
+                    "rm_forwards": 8 * topk,
+                    "peak_memory_bytes": 2**20 * (i + 1),
+                },
             }
             f.write(json.dumps(rec) + "\n")
-    (run_dir / "config.yaml").write_text(f"decode:\n  method: {method}\n  weight: {weight}\n  topk: {topk}\n")
+    (run_dir / "config.yaml").write_text(
+        f"decode:\n  method: {method}\n  weight: {weight}\n  topk: {topk}\n"
+    )
     (run_dir / "meta.json").write_text("{}")
     if done:
         (run_dir / "DONE").write_text("")
@@ -49,7 +60,14 @@ def write_predict_run(
 
 def write_original(path: Path, continuations: list[str], method: str = "greedy") -> Path:
     """The original project's layout: a JSON list of {prompt, response, method}."""
-    path.write_text(json.dumps([{"prompt": p, "response": p + c, "method": method} for p, c in zip(PROMPTS, continuations)]))
+    path.write_text(
+        json.dumps(
+            [
+                {"prompt": p, "response": p + c, "method": method}
+                for p, c in zip(PROMPTS, continuations)
+            ]
+        )
+    )
     return path
 
 
@@ -66,10 +84,18 @@ class JudgeHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         user = body["messages"][-1]["content"]
-        type(self).requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "user": user})
+        type(self).requests.append(
+            {"path": self.path, "auth": self.headers.get("Authorization"), "user": user}
+        )
         n = type(self).seen[user] = type(self).seen.get(user, 0) + 1
-        answers = re.findall(r"answer begins\]\n(.*?)\n\[Assistant \d's answer ends", user, flags=re.S)
-        score = [8 if "GOOD" in a else 3 if "BAD" in a else 5 for a in answers]
+        if "SERVER_ERROR" in user and n == 1:
+            return self._send(503, {"error": {"message": "overloaded"}})
+        if self.headers.get("Authorization") == "Bearer bad-key":
+            return self._send(401, {"error": {"message": "invalid key"}})
+        answers = re.findall(
+            r"answer begins\]\n(.*?)\n\[Assistant \d's answer ends", user, flags=re.S
+        )
+        score = [8 if "GOOD" in a else 3 if "BAD" in a else 5 for a in answers] or [5, 5]
         if "ALWAYS_BROKEN" in user or ("FLAKY" in user and n == 1):
             content = "I would rather not give numbers."
         else:
@@ -78,10 +104,19 @@ class JudgeHandler(BaseHTTPRequestHandler):
             "id": "x",
             "object": "chat.completion",
             "model": body["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content},
+                    "finish_reason": "stop",
+                }
+            ],
         }
+        self._send(200, payload)
+
+    def _send(self, status: int, payload: dict) -> None:
         data = json.dumps(payload).encode()
-        self.send_response(200)
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -93,7 +128,9 @@ def judge_server():
     """A real HTTP server on 127.0.0.1 serving `JudgeHandler`; yields (base_url, handler class)."""
     JudgeHandler.requests, JudgeHandler.seen = [], {}
     server = ThreadingHTTPServer(("127.0.0.1", 0), JudgeHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/v1", JudgeHandler

@@ -8,7 +8,7 @@ from argsfw.eval.diversity import diversity, rep_n, response_diversity, tokenize
 
 
 def test_rep_n_hand_computed_plus_one():
-    toks = "a b a b".split()
+    toks = ["a", "b", "a", "b"]
     # bigrams ab ba ab: 2 unique of 3 -> 1 - 2/4; trigrams aba bab: 1 - 2/3; 4-gram abab: 1 - 1/2
     assert rep_n(toks, 2) == pytest.approx(0.5)
     assert rep_n(toks, 3) == pytest.approx(1 / 3)
@@ -16,7 +16,7 @@ def test_rep_n_hand_computed_plus_one():
 
 
 def test_rep_n_without_plus_one():
-    toks = "a b a b".split()
+    toks = ["a", "b", "a", "b"]
     assert rep_n(toks, 2, plus_one=False) == pytest.approx(1 / 3)
     assert rep_n(toks, 3, plus_one=False) == pytest.approx(0.0)
     assert rep_n(toks, 4, plus_one=False) == pytest.approx(0.0)

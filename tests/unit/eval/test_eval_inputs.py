@@ -63,7 +63,9 @@ def test_malformed_line_names_file_and_line(tmp_path):
 
 def test_missing_field_names_line(tmp_path):
     path = tmp_path / "bad.jsonl"
-    path.write_text(json.dumps({"prompt": "p", "result": "c"}) + "\n" + json.dumps({"result": "c"}) + "\n")
+    path.write_text(
+        json.dumps({"prompt": "p", "result": "c"}) + "\n" + json.dumps({"result": "c"}) + "\n"
+    )
     with pytest.raises(EvalInputError, match=r"bad\.jsonl:2: missing .*'prompt'"):
         load_outputs(path)
     path.write_text(json.dumps([{"prompt": "p"}]))
