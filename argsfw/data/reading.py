@@ -121,7 +121,7 @@ def _split_files(directory: Path, split: str) -> list[str]:
     files = DataFilesDict.from_patterns(patterns, base_path=str(directory))
     if split not in files:
         raise DataError(
-            f"data directory {directory} has splits {sorted(files)} but not {split!r}: "
+            f"data directory {directory} has splits {sorted(str(s) for s in files)} but not {split!r}: "
             f"set data.split/eval_split to one of them (data.val_fraction carves a validation set)"
         )
     found = [str(f) for f in files[split] if str(f).endswith(JSON_SUFFIXES)]
