@@ -193,6 +193,20 @@ class PPOConfig:
 
 
 @dataclass
+class PredictConfig:
+    """Options of ``python -m argsfw.predict`` that are not decoding settings."""
+
+    too_long: str = "skip"  # skip | truncate (keep the last tokens): prompts over a context limit
+    strict_tokenizer: bool = False  # policy/RM tokenizers differ: error, not the cross-tokenizer scorer
+    legacy_json: bool = False  # also write outputs_original.json: [{prompt, response, method}]
+    label: str | None = None  # this output's name in records and reports (default: from settings)
+    log_every_n_batches: int = 10  # throughput metrics to the logger every N batches
+
+    def __post_init__(self) -> None:
+        _choice("predict.too_long", self.too_long, ("skip", "truncate"))
+
+
+@dataclass
 class PipelineConfig:
     """Stages chained by ``python -m argsfw.pipeline``, each run in ``<run_dir>/<step>``.
 
@@ -240,6 +254,7 @@ class JobConfig:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
 
     def __post_init__(self) -> None:
         if self.stage:
