@@ -25,3 +25,4 @@ class DecodeConfig:
     stop_at_eos: bool = True
     batch_size: int = 8
     seed: int = 0
+    config_file: str | None = None  # the original's settings file: one JSON object per line (rm_weight, topk, mode, sample_temp); predict writes one output per line
