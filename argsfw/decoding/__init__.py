@@ -1,0 +1,38 @@
+"""The decoding engine: reward-guided search (ARGS) and baselines, pure torch + transformers.
+
+Entry points: `ArgsDecoder` (batches of prompts, `DecodeConfig` settings, returns
+`Generation`s and `DecodeStats`) and `ARGS` (the original API). `reference_decode` is the slow,
+obviously right path the tests hold the engine against.
+
+Names are imported lazily: ``argsfw.config`` imports `DecodeConfig` from here, and must not pay
+for torch and transformers just to validate a config.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from argsfw.decoding.config import DecodeConfig
+
+_LAZY = {
+    "ARGS": "argsfw.decoding.args",
+    "ArgsDecoder": "argsfw.decoding.engine",
+    "auto_chunk_size": "argsfw.decoding.engine",
+    "DecodeStats": "argsfw.decoding.accounting",
+    "reference_decode": "argsfw.decoding.reference",
+    "METHODS": "argsfw.decoding.types",
+    "DecodeInputError": "argsfw.decoding.types",
+    "Generation": "argsfw.decoding.types",
+    "NonFiniteRewardError": "argsfw.decoding.types",
+    "PromptTooLongError": "argsfw.decoding.types",
+    "UnknownMethodError": "argsfw.decoding.types",
+    "resolve_method": "argsfw.decoding.types",
+}
+
+__all__ = ["DecodeConfig", *sorted(_LAZY)]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'argsfw.decoding' has no attribute {name!r}")

@@ -1,0 +1,334 @@
+"""`ArgsDecoder`: the batch-level engine the original API and the Lightning predict module wrap.
+
+It validates settings and prompts (one-line `ValueError` subclasses), tokenizes, groups
+prompts of similar length into batches, picks the scorer (cached shared-tokenizer path,
+cross-tokenizer path, or none) and the chooser for the method, and returns a `Generation` per
+prompt in input order plus one `DecodeStats` for the call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+
+from argsfw.decoding.accounting import DecodeStats, Meter
+from argsfw.decoding.baselines import NucleusSampler, TopKSampler, best_of_n, greedy_chooser
+from argsfw.decoding.config import DecodeConfig
+from argsfw.decoding.cross_tokenizer import CrossTokenizerScorer, retokenizer
+from argsfw.decoding.policy import PolicyState, context_length, left_pad
+from argsfw.decoding.sampling import make_generator
+from argsfw.decoding.scoring import (
+    SharedTokenizerScorer,
+    model_device_dtype,
+    reward_parts,
+    sequence_rewards,
+)
+from argsfw.decoding.search import ArgsChooser, decode_batch, log
+from argsfw.decoding.types import (
+    ARGS_METHODS,
+    DecodeInputError,
+    Generation,
+    PromptTooLongError,
+    resolve_method,
+)
+
+
+def rm_context_length(config) -> int | None:
+    """The RM's usable context: its positions, limited to its sliding window if it has one."""
+    ctx = context_length(config)
+    window = getattr(config, "sliding_window", None)
+    if (
+        isinstance(window, int)
+        and window > 0
+        and getattr(config, "use_sliding_window", True) is not False
+    ):
+        ctx = min(ctx, window) if ctx else window
+    return ctx
+
+
+def auto_chunk_size(rm, rows: int, length: int, k: int) -> int:
+    """Candidates per RM forward that fit in about half the free memory of the RM's device (at least 1, at most k).
+
+    Estimate per candidate and row: attention scores over ``length + k`` keys for every head
+    (x2 for softmax temporaries) plus a few hidden-size activations, in the RM's dtype.
+    """
+    device, dtype = model_device_dtype(rm)
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0] * 0.5
+    else:
+        import psutil
+
+        free = psutil.virtual_memory().available * 0.25  # CPU memory is shared with everything else
+    cfg = rm.config
+    heads = getattr(cfg, "num_attention_heads", 16)
+    hidden = getattr(cfg, "hidden_size", 1024)
+    inter = getattr(cfg, "intermediate_size", None) or getattr(cfg, "ffn_dim", None) or 4 * hidden
+    per_cand = (
+        rows * torch.finfo(dtype).bits // 8 * (2 * heads * (length + k) + 4 * hidden + 2 * inter)
+    )
+    return int(max(1, min(k, free // max(per_cand, 1))))
+
+
+class ArgsDecoder:
+    """Reward-guided search and its baselines over batches of prompts.
+
+    Args:
+        llm: a causal LM (`AutoModelForCausalLM`), in eval mode, on any device and dtype.
+        llm_tokenizer: its tokenizer; prompts are tokenized with its defaults (BOS added when
+            it adds one; no chat template), as the original ARGS code does.
+        rm: a scalar reward model (`AutoModelForSequenceClassification`, ``num_labels=1``), or
+            None for the baselines that need none. It may sit on another device or dtype and
+            need not have a pad token.
+        rm_tokenizer: the RM's tokenizer if it differs from the policy's (then candidates are
+            scored by detokenizing and re-tokenizing, see `argsfw.decoding.cross_tokenizer`).
+
+    Raises:
+        DecodeInputError: if ``rm`` is not a decoder sequence classifier with one label.
+    """
+
+    def __init__(self, llm, llm_tokenizer, rm=None, rm_tokenizer=None):
+        from argsfw.models import check_tokenizer_compat
+
+        self.llm, self.tokenizer, self.rm = llm.eval(), llm_tokenizer, rm
+        self.rm_tokenizer = rm_tokenizer if rm_tokenizer is not None else llm_tokenizer
+        self.shared_tokenizer = True
+        if rm is not None:
+            rm.eval()
+            reward_parts(rm)  # fail now, not mid-search, on an unusable RM
+            if self.rm_tokenizer is not llm_tokenizer:
+                self.shared_tokenizer = check_tokenizer_compat(
+                    llm_tokenizer, self.rm_tokenizer
+                ).same
+        self.device, _ = model_device_dtype(llm)
+        self.vocab = llm.get_output_embeddings().weight.shape[0]
+        self.llm_ctx = context_length(llm.config)
+        self.rm_ctx = rm_context_length(rm.config) if rm is not None else None
+        eos = llm.generation_config.eos_token_id if llm.generation_config is not None else None
+        eos = [eos] if isinstance(eos, int) else list(eos or [])
+        if llm_tokenizer.eos_token_id is not None:
+            eos.append(llm_tokenizer.eos_token_id)
+        self.eos_ids = sorted(set(eos))
+        pad = llm_tokenizer.pad_token_id
+        self.pad_id = (
+            pad if pad is not None else (self.eos_ids[0] if self.eos_ids else 0)
+        )  # masked anyway
+
+    # ------------------------------------------------------------------ public API
+    def generate(
+        self,
+        prompts: list[str],
+        settings: DecodeConfig | None = None,
+        keys: list | None = None,
+        **overrides,
+    ) -> tuple[list[Generation], DecodeStats]:
+        """Decode every prompt with ``settings`` (fields may be overridden by keyword).
+
+        ``keys`` name the prompts for seeding (default: the prompt text), so a prompt's sample
+        is the same whichever batch or rank decodes it; give dataset ids when prompts repeat.
+        Returns one `Generation` per prompt, in input order, and the call's `DecodeStats`.
+
+        Raises:
+            DecodeInputError: bad settings, an empty prompt, a prompt too long for a model's
+                context (unless ``truncate_prompt``), a missing reward model.
+            NonFiniteRewardError: the RM returned NaN/inf (the message names the step).
+        """
+        if isinstance(prompts, str):
+            raise DecodeInputError(
+                "prompts must be a list of strings; wrap a single prompt in a list"
+            )
+        ids = [list(self.tokenizer(p).input_ids) for p in prompts]
+        return self.generate_ids(
+            ids,
+            settings,
+            keys=keys if keys is not None else list(prompts),
+            prompts=prompts,
+            **overrides,
+        )
+
+    def generate_ids(
+        self,
+        prompt_ids: list[list[int]],
+        settings: DecodeConfig | None = None,
+        keys: list | None = None,
+        prompts: list[str] | None = None,
+        **overrides,
+    ) -> tuple[list[Generation], DecodeStats]:
+        """`generate` for already tokenized prompts (policy token ids); ``keys`` default to the prompt index."""
+        s = self.check_settings(dataclasses.replace(settings or DecodeConfig(), **overrides))
+        method = resolve_method(s.method)
+        prompt_ids = [self._fit_prompt(i, list(p), s) for i, p in enumerate(prompt_ids)]
+        prompts = (
+            list(prompts)
+            if prompts is not None
+            else [self.tokenizer.decode(p, skip_special_tokens=True) for p in prompt_ids]
+        )
+        keys = list(keys) if keys is not None else list(range(len(prompt_ids)))
+        stats = DecodeStats(method=method, prompts=len(prompt_ids))
+        devices = [self.device] + ([model_device_dtype(self.rm)[0]] if self.rm is not None else [])
+        meter = Meter(stats, devices)
+        out: list[Generation | None] = [None] * len(prompt_ids)
+        order = sorted(
+            range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i])
+        )  # similar lengths share a batch
+        for lo in range(0, len(order), s.batch_size):
+            batch = order[lo : lo + s.batch_size]
+            for i, g in zip(
+                batch, self._decode(method, s, [prompt_ids[i] for i in batch], batch, keys, meter)
+            ):
+                new_ids, finished, reward = g
+                out[i] = Generation(
+                    index=i,
+                    prompt=prompts[i],
+                    prompt_ids=prompt_ids[i],
+                    new_ids=new_ids,
+                    text=self.tokenizer.decode(new_ids, skip_special_tokens=True),
+                    finished=finished,
+                    reward=reward,
+                )
+        return out, meter.stop()
+
+    # ------------------------------------------------------------------ validation
+    def check_settings(self, s: DecodeConfig) -> DecodeConfig:
+        """Validate ``s`` against the models; returns it. Raises `DecodeInputError` with a one-line reason."""
+        method = resolve_method(s.method)
+        if not isinstance(s.max_new_tokens, int) or s.max_new_tokens < 1:
+            raise DecodeInputError(
+                f"max_new_tokens must be a positive integer, got {s.max_new_tokens!r}"
+            )
+        if not isinstance(s.batch_size, int) or s.batch_size < 1:
+            raise DecodeInputError(f"batch_size must be a positive integer, got {s.batch_size!r}")
+        if method in ARGS_METHODS or method == "top-k":
+            if not isinstance(s.topk, int) or not 1 <= s.topk <= self.vocab:
+                raise DecodeInputError(
+                    f"topk must be an integer in [1, {self.vocab}] (the vocabulary size), got {s.topk!r}"
+                )
+        if not math.isfinite(float(s.weight)):
+            raise DecodeInputError(f"weight must be a finite number, got {s.weight!r}")
+        if (
+            method in ("args-stochastic", "top-k", "nucleus", "best-of-n")
+            and not float(s.temperature) > 0
+        ):
+            raise DecodeInputError(f"temperature must be > 0 for {method}, got {s.temperature!r}")
+        if method in ("nucleus", "best-of-n") and not 0 < float(s.top_p) <= 1:
+            raise DecodeInputError(f"top_p must be in (0, 1], got {s.top_p!r}")
+        if method == "best-of-n" and (not isinstance(s.num_samples, int) or s.num_samples < 1):
+            raise DecodeInputError(f"num_samples must be a positive integer, got {s.num_samples!r}")
+        cs = s.chunk_size
+        if not (
+            cs is None
+            or cs == "auto"
+            or (isinstance(cs, int) and not isinstance(cs, bool) and cs >= 1)
+        ):
+            raise DecodeInputError(f"chunk_size must be a positive integer or 'auto', got {cs!r}")
+        needs_rm = method == "best-of-n" or (method in ARGS_METHODS and s.weight != 0)
+        if needs_rm and self.rm is None:
+            raise DecodeInputError(
+                f"{method} with weight={s.weight} needs a reward model; none was given"
+            )
+        return s
+
+    def _fit_prompt(self, i: int, ids: list[int], s: DecodeConfig) -> list[int]:
+        if not ids:
+            raise DecodeInputError(
+                f"prompt {i} is empty: it tokenizes to no tokens, so there is nothing to condition on"
+            )
+        limits = [("policy", self.llm_ctx)]
+        if self.rm is not None and self.shared_tokenizer:
+            limits.append(("reward model", self.rm_ctx))
+        for name, ctx in limits:
+            if ctx is None or len(ids) + s.max_new_tokens <= ctx:
+                continue
+            room = ctx - s.max_new_tokens
+            if not s.truncate_prompt or room < 1:
+                raise PromptTooLongError(
+                    f"prompt {i} has {len(ids)} tokens; with max_new_tokens={s.max_new_tokens} it needs "
+                    f"{len(ids) + s.max_new_tokens} positions but the {name}'s context is {ctx} "
+                    + (
+                        "(max_new_tokens alone fills it)"
+                        if room < 1
+                        else "(set truncate_prompt=True to keep its last tokens)"
+                    )
+                )
+            bos = self.tokenizer.bos_token_id
+            keep_bos = bos is not None and ids[0] == bos and room > 1
+            ids = ([bos] + ids[len(ids) - room + 1 :]) if keep_bos else ids[len(ids) - room :]
+        if self.rm is not None and not self.shared_tokenizer and self.rm_ctx is not None:
+            n_rm = len(retokenizer(self.tokenizer, self.rm_tokenizer)([ids])[0])
+            if n_rm >= self.rm_ctx:
+                raise PromptTooLongError(
+                    f"prompt {i} re-tokenizes to {n_rm} reward-model tokens, over its context of {self.rm_ctx}"
+                )
+        return ids
+
+    # ------------------------------------------------------------------ one batch
+    def _decode(
+        self,
+        method: str,
+        s: DecodeConfig,
+        prompts: list[list[int]],
+        rows: list[int],
+        keys: list,
+        meter: Meter,
+    ):
+        stats = meter.stats
+        ids, mask = left_pad(prompts, self.pad_id, self.device)
+        policy = PolicyState(self.llm, ids, mask, stats)
+        eos = self.eos_ids if s.stop_at_eos else []
+        if method == "best-of-n":
+            return self._best_of_n(s, policy, prompts, rows, keys, eos, meter)
+        gens = [make_generator(s.seed, keys[r]) for r in rows]
+        scorer = None
+        if method in ARGS_METHODS:
+            if s.weight != 0:
+                scorer = self._scorer(stats)
+            chunk = None
+            if method == "args-greedy-large":
+                chunk = s.chunk_size
+                if chunk is None or chunk == "auto":
+                    chunk = auto_chunk_size(
+                        self.rm, len(prompts), max(map(len, prompts)) + s.max_new_tokens, s.topk
+                    )
+            describe = None
+            if s.debug:
+                describe = lambda toks: [self.tokenizer.decode([t]) for t in toks]  # noqa: E731
+                if not log.isEnabledFor(10):
+                    log.warning(
+                        "debug=True but logger 'argsfw.decoding' is not at DEBUG level: call logging.basicConfig(level=logging.DEBUG)"
+                    )
+            chooser = ArgsChooser(
+                s.weight, s.topk, method != "args-stochastic", s.temperature, chunk, describe
+            )
+        elif method == "greedy":
+            chooser = greedy_chooser
+        elif method == "top-k":
+            chooser = TopKSampler(s.topk, s.temperature)
+        else:
+            chooser = NucleusSampler(s.top_p, s.temperature)
+        results = decode_batch(
+            policy, scorer, chooser, prompts, rows, gens, s.max_new_tokens, eos, meter
+        )
+        return [(r.new_ids, r.finished, r.reward) for r in results]
+
+    def _scorer(self, stats: DecodeStats):
+        if self.shared_tokenizer:
+            return SharedTokenizerScorer(self.rm, stats)
+        return CrossTokenizerScorer(self.rm, self.tokenizer, self.rm_tokenizer, stats, self.rm_ctx)
+
+    def _best_of_n(self, s: DecodeConfig, policy, prompts, rows, keys, eos, meter: Meter):
+        n = s.num_samples
+        gens = [make_generator(s.seed, keys[r], sample=j) for r in rows for j in range(n)]
+        chooser = NucleusSampler(s.top_p, s.temperature)
+        results = decode_batch(
+            policy, None, chooser, prompts, rows, gens, s.max_new_tokens, eos, meter, repeat=n
+        )
+        seqs = [prompts[i // n] + r.new_ids for i, r in enumerate(results)]
+        if not self.shared_tokenizer:
+            seqs = retokenizer(self.tokenizer, self.rm_tokenizer)(seqs)
+        rewards = sequence_rewards(self.rm, seqs, meter.stats, batch_size=s.batch_size * n)
+        out = []
+        for p, j in enumerate(best_of_n(rewards, n)):
+            r = results[p * n + j]
+            out.append((r.new_ids, r.finished, float(rewards[p * n + j])))
+        return out

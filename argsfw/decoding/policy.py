@@ -1,0 +1,93 @@
+"""The policy (LLM) side of decoding: prefill once, then one cached forward per new token.
+
+A batch of prompts is left-padded; each row's position ids count only its real tokens, so a
+padded row sees exactly the positions it would see alone. Rows that finish are dropped from
+the batch (and from the KV cache), so they stop costing compute.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import DynamicCache
+
+from argsfw.decoding.accounting import DecodeStats
+
+
+def context_length(config) -> int | None:
+    """The longest sequence a model config supports (``max_position_embeddings`` or kin), or None."""
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def left_pad(
+    rows: list[list[int]], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack token lists into ``ids`` [B, T] and ``mask`` [B, T] (1 = real token), padded on the left."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+            mask[i, width - len(r) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+class PolicyState:
+    """A batch of rows decoding with the policy's KV cache.
+
+    Shapes: ``mask`` [B, C] marks the real tokens among the C cached positions of each row;
+    ``next_pos`` [B] is each row's next position id. Logits are returned as float32 [B, V].
+    """
+
+    def __init__(self, model, ids: torch.Tensor, mask: torch.Tensor, stats: DecodeStats):
+        self.model = model
+        self.stats = stats
+        self.ids, self.mask = ids, mask  # [B, T] prompt, left padded
+        self.cache = DynamicCache(config=model.config)
+        self.next_pos = mask.sum(-1)  # [B]
+
+    @torch.inference_mode()
+    def prefill(self) -> torch.Tensor:
+        """Read the prompts once; returns next-token logits [B, V] (float32)."""
+        pos = (self.mask.cumsum(-1) - 1).clamp(min=0)  # [B, T] real tokens at 0..n-1
+        return self._forward(self.ids, pos)
+
+    @torch.inference_mode()
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Append ``tokens`` [B] to every row; returns the next logits [B, V] (float32)."""
+        tokens = tokens.to(self.mask.device)
+        self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
+        pos = self.next_pos[:, None]  # [B, 1]
+        self.next_pos = self.next_pos + 1
+        return self._forward(tokens[:, None], pos)
+
+    def _forward(self, ids: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        out = self.model(
+            input_ids=ids,
+            attention_mask=self.mask,
+            position_ids=pos,
+            cache=self.cache,
+            use_cache=True,
+            logits_to_keep=1,  # why: only the last position's logits are needed
+        )
+        self.stats.llm_forwards += 1
+        self.stats.llm_tokens_in += ids.numel()
+        return out.logits[:, -1].float()
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keep only ``rows`` [B'] (indices into the current batch), dropping finished ones."""
+        rows = rows.to(self.mask.device)
+        self.cache.batch_select_indices(rows)
+        self.mask = self.mask[rows]
+        self.next_pos = self.next_pos[rows]
+
+    def repeat(self, n: int) -> None:
+        """Repeat every row ``n`` times in place (row i becomes rows i*n ... i*n+n-1), cache included."""
+        self.cache.batch_repeat_interleave(n)
+        self.ids = self.ids.repeat_interleave(n, dim=0)
+        self.mask = self.mask.repeat_interleave(n, dim=0)
+        self.next_pos = self.next_pos.repeat_interleave(n, dim=0)

@@ -1,0 +1,64 @@
+"""The slow, obviously right reference decoder the fast engine is tested against.
+
+One prompt at a time, no KV cache anywhere: every step the policy re-reads the whole sequence
+and the reward model re-reads every full candidate sequence (re-tokenized for an RM with its
+own tokenizer). The selection math is written out again here rather than imported, so the
+tests compare two independent implementations; only the seeded sampler is shared, because
+"same tokens under the same seed" needs the same random draws.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from argsfw.decoding.accounting import DecodeStats
+from argsfw.decoding.sampling import sample_rows
+from argsfw.decoding.scoring import ReferenceScorer
+
+
+@torch.inference_mode()
+def reference_decode(
+    llm,
+    rm,
+    prompt_ids: list[int],
+    *,
+    weight: float,
+    topk: int,
+    max_new_tokens: int,
+    greedy: bool = True,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    eos_ids: tuple[int, ...] = (),
+    to_rm_ids: Callable[[list[int]], list[int]] | None = None,
+    stats: DecodeStats | None = None,
+) -> tuple[list[int], bool]:
+    """ARGS-decode one prompt the slow way; returns ``(new_ids, ended_with_eos)``.
+
+    ``to_rm_ids`` maps a policy id list to the RM's input ids (identity when None). With
+    ``rm=None`` or ``weight=0`` the reward is not computed (plain top-k-restricted choice).
+    """
+    stats = stats or DecodeStats()
+    scorer = ReferenceScorer(rm, stats, to_rm_ids) if rm is not None and weight != 0 else None
+    device = next(llm.parameters()).device
+    ids = list(prompt_ids)
+    new: list[int] = []
+    for _ in range(max_new_tokens):
+        logits = llm(input_ids=torch.tensor([ids], device=device)).logits[0, -1].float()  # [V]
+        stats.llm_forwards += 1
+        top_logits, cands = logits.topk(topk)  # [k]
+        scores = top_logits.clone()
+        if scorer is not None:
+            for j, v in enumerate(cands.tolist()):
+                scores[j] = top_logits[j] + weight * scorer.score_sequence(ids + [v])
+        if greedy:
+            pick = int(scores.argmax())
+        else:
+            pick = int(sample_rows((scores / temperature).softmax(-1)[None], [generator])[0])
+        tok = int(cands[pick])
+        ids.append(tok)
+        new.append(tok)
+        if tok in eos_ids:
+            return new, True
+    return new, False

@@ -1,0 +1,284 @@
+"""Reward scorers: the cached shared-prefix scorer, the full-sequence reference, whole-sequence scoring.
+
+The reward of a sequence is the reward model's scalar head applied to the hidden state of the
+sequence's last token (what ``AutoModelForSequenceClassification`` returns for an unpadded
+row that does not end in its pad token). Scorers call the RM's backbone and head directly so
+they can read that hidden state at any position of a packed forward.
+
+**The shared-prefix trick.** At each step the k candidates of a row differ only in their last
+token. `RewardCache` keeps ONE KV cache of the committed prefix per row and feeds a *tree
+block*: the tokens to commit (the prompt on the first step, the previously chosen token
+after) followed by the k candidates, all in one row. A 4-D attention mask lets each candidate
+see the prefix and itself only; candidates share one position id. After the forward the
+candidate columns are cropped, so the cache holds O(L) keys, never O(k*L), and nothing is
+copied or reordered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+from argsfw.decoding.accounting import DecodeStats, cache_bytes
+from argsfw.decoding.types import DecodeInputError
+
+
+def reward_parts(rm) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """Split a sequence classifier into ``(backbone, head)``: backbone hidden states [B, T, H] -> head -> [B, T, 1].
+
+    Raises:
+        DecodeInputError: when the model has no ``score`` head (decoder classifiers such as
+            Llama, OPT, GPT-2, Mistral, Qwen have one) or no base model.
+    """
+    head = getattr(rm, "score", None)
+    backbone = getattr(rm, getattr(rm, "base_model_prefix", ""), None)
+    if not isinstance(head, torch.nn.Module) or not isinstance(backbone, torch.nn.Module):
+        raise DecodeInputError(
+            f"reward model {type(rm).__name__} has no decoder backbone + 'score' head; argsfw scores "
+            "decoder *ForSequenceClassification models (Llama, OPT, GPT-2, Mistral, Qwen ...)"
+        )
+    if getattr(rm.config, "num_labels", 1) != 1:
+        raise DecodeInputError(
+            f"reward model has num_labels={rm.config.num_labels}; a reward model needs num_labels=1"
+        )
+    return backbone, head
+
+
+def model_device_dtype(model) -> tuple[torch.device, torch.dtype]:
+    """Device and floating dtype of a model's first parameter."""
+    p = next(model.parameters())
+    return p.device, p.dtype
+
+
+@dataclass
+class TreeBlock:
+    """New tokens of one RM forward, laid out as a tree over each row's cached prefix.
+
+    ``ids``/``pos``/``valid`` [B, S]: token ids, position ids, real (not padding) tokens.
+    ``attend`` [B, S, S]: block query i may attend block key j (the cached prefix is always
+    visible to real tokens). The first ``n_commit`` columns are kept in the cache after the
+    forward; the rest (candidate suffixes) are cropped. ``score_at`` [B, c]: block index of
+    each candidate's last token, where its reward is read.
+    """
+
+    ids: torch.Tensor
+    pos: torch.Tensor
+    valid: torch.Tensor
+    attend: torch.Tensor
+    n_commit: int
+    score_at: torch.Tensor
+
+
+class RewardCache:
+    """One KV cache of committed prefixes for a batch of rows, fed `TreeBlock`s.
+
+    ``col_valid`` [B, C] marks which of the C cached columns are real tokens of each row:
+    left padding and tokens invalidated by `invalidate` (the cross-tokenizer scorer's
+    re-tokenized tails) stay in the cache as masked holes, so rows never need cropping one
+    by one.
+    """
+
+    def __init__(self, rm, stats: DecodeStats, batch: int):
+        self.backbone, self.head = reward_parts(rm)
+        self.device, self.dtype = model_device_dtype(rm)
+        self.stats = stats
+        # why: no config, so every layer is a plain full-attention DynamicLayer that `crop`s
+        # exactly; the 4-D masks we pass are full attention anyway (sliding-window RMs are
+        # limited to their window by the engine's context check).
+        self.cache = DynamicCache()
+        self.col_valid = torch.zeros((batch, 0), dtype=torch.bool, device=self.device)
+
+    @torch.inference_mode()
+    def forward(self, block: TreeBlock) -> torch.Tensor:
+        """Run one block; returns the candidates' rewards [B, c] (float32) and commits the block's head."""
+        b, s = block.ids.shape
+        c_len = self.col_valid.shape[1]
+        allow = torch.cat(
+            [self.col_valid[:, None, :].expand(b, s, c_len), block.attend], dim=-1
+        )  # [B, S, C+S]
+        allow[:, :, :c_len] &= block.valid[:, :, None]  # padding queries see only themselves
+        mask = torch.zeros(allow.shape, dtype=self.dtype, device=self.device)
+        mask.masked_fill_(~allow, torch.finfo(self.dtype).min)  # additive: works for eager and sdpa
+        out = self.backbone(
+            input_ids=block.ids,
+            attention_mask=mask[:, None],  # [B, 1, S, C+S]
+            position_ids=block.pos,
+            cache=self.cache,
+            use_cache=True,
+        )
+        hidden = out.last_hidden_state  # [B, S, H]
+        picked = hidden.gather(
+            1, block.score_at[..., None].expand(-1, -1, hidden.shape[-1])
+        )  # [B, c, H]
+        rewards = self.head(picked)[..., 0].float()  # [B, c]
+        self.stats.rm_forwards += 1
+        self.stats.rm_tokens_in += block.ids.numel()
+        self.stats.rm_cache_bytes_peak = max(
+            self.stats.rm_cache_bytes_peak, cache_bytes(self.cache)
+        )
+        drop = s - block.n_commit
+        if drop > 0:
+            self.cache.crop(-drop)
+        self.col_valid = torch.cat([self.col_valid, block.valid[:, : block.n_commit]], dim=1)
+        return rewards
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keep only ``rows`` [B'] of the batch."""
+        rows = rows.to(self.device)
+        self.cache.batch_select_indices(rows)
+        self.col_valid = self.col_valid[rows]
+
+    def invalidate(self, row: int, cols: list[int]) -> None:
+        """Mask cached columns ``cols`` of ``row`` out of all later attention."""
+        if cols:
+            self.col_valid[row, torch.tensor(cols, device=self.device)] = False
+
+
+def shared_block(
+    pending: torch.Tensor, pending_valid: torch.Tensor, start: torch.Tensor, cands: torch.Tensor
+) -> TreeBlock:
+    """Tree block for a shared tokenizer: commit ``pending`` [B, P] (left padded), score ``cands`` [B, c].
+
+    ``start`` [B] is each row's next position id. Pending tokens get consecutive positions;
+    every candidate gets the position right after them and sees the prefix, the pending
+    tokens and itself.
+    """
+    b, p = pending.shape
+    c = cands.shape[1]
+    dev = cands.device
+    pend_pos = start[:, None] + pending_valid.long().cumsum(-1) - 1  # [B, P]
+    cand_pos = (start + pending_valid.sum(-1))[:, None].expand(b, c)  # [B, c]
+    eye_p = torch.eye(p, dtype=torch.bool, device=dev)
+    causal = torch.ones(p, p, dtype=torch.bool, device=dev).tril()
+    pp = (causal[None] & pending_valid[:, None, :]) | eye_p[None]  # [B, P, P]
+    top = torch.cat([pp, torch.zeros(b, p, c, dtype=torch.bool, device=dev)], dim=-1)
+    bottom = torch.cat(
+        [
+            pending_valid[:, None, :].expand(b, c, p),
+            torch.eye(c, dtype=torch.bool, device=dev)[None].expand(b, c, c),
+        ],
+        dim=-1,
+    )
+    return TreeBlock(
+        ids=torch.cat([pending, cands], dim=1),
+        pos=torch.cat([pend_pos.clamp(min=0), cand_pos], dim=1),
+        valid=torch.cat([pending_valid, torch.ones(b, c, dtype=torch.bool, device=dev)], dim=1),
+        attend=torch.cat([top, bottom], dim=1),
+        n_commit=p,
+        score_at=(p + torch.arange(c, device=dev))[None].expand(b, c),
+    )
+
+
+class SharedTokenizerScorer:
+    """Cached scorer for an RM that shares the policy's tokenizer (the fast path).
+
+    One RM forward per step per chunk of candidates: the first chunk carries the token chosen
+    at the previous step (the prompt at step one) to commit; later chunks carry candidates
+    only. The RM reads every token once.
+    """
+
+    def __init__(self, rm, stats: DecodeStats):
+        self.rm, self.stats = rm, stats
+        self.device, _ = model_device_dtype(rm)
+
+    def start(
+        self, ids: torch.Tensor, mask: torch.Tensor, prompts: list[list[int]] | None = None
+    ) -> None:
+        """Begin a batch: the left-padded prompts ``ids``/``mask`` [B, T] are committed with the first scoring."""
+        self.cache = RewardCache(self.rm, self.stats, ids.shape[0])
+        self.pending = ids.to(self.device)
+        self.pending_valid = mask.to(self.device).bool()
+        self.next_pos = torch.zeros(ids.shape[0], dtype=torch.long, device=self.device)
+
+    def score(self, cands: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+        """Rewards [B, k] (float32, on the candidates' device) of appending each of ``cands`` [B, k]."""
+        out_dev = cands.device
+        cands = cands.to(self.device)
+        size = chunk_size or cands.shape[1]
+        rewards = []
+        for chunk in cands.split(size, dim=1):
+            block = shared_block(self.pending, self.pending_valid, self.next_pos, chunk)
+            rewards.append(self.cache.forward(block))
+            self.next_pos = self.next_pos + self.pending_valid.sum(-1)
+            self.pending = self.pending[:, :0]
+            self.pending_valid = self.pending_valid[:, :0]
+        return torch.cat(rewards, dim=1).to(out_dev)
+
+    def commit(self, chosen: torch.Tensor, sequences: list[list[int]] | None = None) -> None:
+        """Record the chosen tokens [B]; they are written to the cache by the next `score`."""
+        chosen = chosen.to(self.device)
+        self.pending = torch.cat([self.pending, chosen[:, None]], dim=1)
+        self.pending_valid = torch.cat(
+            [self.pending_valid, torch.ones_like(chosen[:, None], dtype=torch.bool)], dim=1
+        )
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keep only ``rows`` [B'] of the batch."""
+        rows = rows.to(self.device)
+        self.cache.keep(rows)
+        self.pending, self.pending_valid, self.next_pos = (
+            self.pending[rows],
+            self.pending_valid[rows],
+            self.next_pos[rows],
+        )
+
+
+class ReferenceScorer:
+    """The slow, obviously right scorer: the RM re-reads every full candidate sequence, no cache, batch 1.
+
+    ``to_rm_ids`` maps policy ids to the RM's input ids (identity for a shared tokenizer; see
+    `argsfw.decoding.cross_tokenizer.retokenizer` otherwise).
+    """
+
+    def __init__(
+        self, rm, stats: DecodeStats, to_rm_ids: Callable[[list[int]], list[int]] | None = None
+    ):
+        self.backbone, self.head = reward_parts(rm)
+        self.device, _ = model_device_dtype(rm)
+        self.stats = stats
+        self.to_rm_ids = to_rm_ids or (lambda ids: list(ids))
+
+    @torch.inference_mode()
+    def score_sequence(self, ids: list[int]) -> float:
+        """Reward of one whole policy-token sequence."""
+        x = torch.tensor([self.to_rm_ids(ids)], device=self.device)
+        hidden = self.backbone(input_ids=x).last_hidden_state  # [1, T, H]
+        self.stats.rm_forwards += 1
+        self.stats.rm_tokens_in += x.numel()
+        return float(self.head(hidden[:, -1])[0, 0])
+
+
+@torch.inference_mode()
+def sequence_rewards(
+    rm, seqs: list[list[int]], stats: DecodeStats, batch_size: int = 8, pad_id: int = 0
+) -> torch.Tensor:
+    """Rewards [N] (float32, CPU) of whole RM-token sequences, scored in right-padded batches.
+
+    Used by best-of-n. Each row's reward is read at its own last token, so the RM needs no
+    pad token.
+    """
+    backbone, head = reward_parts(rm)
+    device, _ = model_device_dtype(rm)
+    out = []
+    for i in range(0, len(seqs), batch_size):
+        part = seqs[i : i + batch_size]
+        width = max(len(s) for s in part)
+        ids = torch.full((len(part), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(part), width), dtype=torch.long)
+        for j, s in enumerate(part):
+            ids[j, : len(s)] = torch.tensor(s)
+            mask[j, : len(s)] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        pos = torch.arange(width, device=device)[None].expand_as(ids)
+        hidden = backbone(
+            input_ids=ids, attention_mask=mask, position_ids=pos
+        ).last_hidden_state  # [b, T, H]
+        last = mask.sum(-1) - 1  # [b]
+        picked = hidden[torch.arange(len(part), device=device), last]  # [b, H]
+        out.append(head(picked)[:, 0].float().cpu())
+        stats.rm_forwards += 1
+        stats.rm_tokens_in += ids.numel()
+    return torch.cat(out)

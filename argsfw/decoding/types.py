@@ -1,0 +1,107 @@
+"""Typed containers and errors shared by the decoding engine.
+
+Everything the engine hands back is plain data: a `Generation` per prompt (ids as Python lists
+so it serialises to JSON as is) and the errors, all `ValueError` subclasses with one-line
+messages that name the offending value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Engine method names (the ``decode.method`` config key) and the original API's spellings.
+ARGS_METHODS = ("args-greedy", "args-stochastic", "args-greedy-large")
+BASELINE_METHODS = ("greedy", "top-k", "nucleus", "best-of-n")
+METHODS = ARGS_METHODS + BASELINE_METHODS
+ORIGINAL_METHODS = {
+    "greedy": "args-greedy",
+    "topk": "args-stochastic",
+    "greedy-large": "args-greedy-large",
+    "greedy_large": "args-greedy-large",  # the original code's spelling (its README says greedy-large)
+}
+
+
+class DecodeInputError(ValueError):
+    """Bad decoding input: empty or over-long prompt, bad k, unknown method, unusable models."""
+
+
+class UnknownMethodError(DecodeInputError):
+    """A decoding method name that is not one of `METHODS` (or the original API's names)."""
+
+
+class PromptTooLongError(DecodeInputError):
+    """A prompt (plus the tokens to generate) does not fit a model's context window."""
+
+
+class NonFiniteRewardError(ValueError):
+    """The reward model returned NaN or inf for a candidate during the search."""
+
+
+def resolve_method(name: str, original_api: bool = False) -> str:
+    """Map a method name to an engine method (`METHODS`).
+
+    With ``original_api=True`` the original names (``greedy`` = ARGS-greedy, ``topk``,
+    ``greedy-large``/``greedy_large``) take precedence, as in ``ARGS.generate``.
+
+    Raises:
+        UnknownMethodError: naming the valid choices.
+    """
+    key = str(name).strip().lower()
+    if original_api and key in ORIGINAL_METHODS:
+        return ORIGINAL_METHODS[key]
+    if key in METHODS:
+        return key
+    if not original_api and key in ("greedy_large", "greedy-large", "topk"):
+        return ORIGINAL_METHODS[key]
+    valid = sorted(ORIGINAL_METHODS) + list(METHODS) if original_api else list(METHODS)
+    raise UnknownMethodError(
+        f"unknown decoding method {name!r}; valid methods: {', '.join(dict.fromkeys(valid))}"
+    )
+
+
+@dataclass
+class Generation:
+    """One prompt's decoding result.
+
+    ``prompt_ids`` [T_p] are the prompt tokens the policy read (after any left-truncation),
+    ``new_ids`` [T_n] the generated tokens (the EOS token included when ``finished``),
+    ``text`` the continuation decoded with ``skip_special_tokens=True``. ``reward`` is the reward
+    model's score of the whole final sequence when the method computed it for free (ARGS
+    methods with a non-zero weight score the chosen candidate at the last step; best-of-n
+    scores every sample), else None.
+    """
+
+    index: int
+    prompt: str
+    prompt_ids: list[int]
+    new_ids: list[int]
+    text: str
+    finished: bool
+    reward: float | None = None
+
+    @property
+    def n_prompt_tokens(self) -> int:
+        return len(self.prompt_ids)
+
+    @property
+    def n_new_tokens(self) -> int:
+        return len(self.new_ids)
+
+    @property
+    def ids(self) -> list[int]:
+        """Prompt and continuation, the original API's output row."""
+        return self.prompt_ids + self.new_ids
+
+    def as_dict(self) -> dict:
+        """JSON-ready record (ids as lists, counts included)."""
+        return {
+            "index": self.index,
+            "prompt": self.prompt,
+            "text": self.text,
+            "prompt_ids": self.prompt_ids,
+            "new_ids": self.new_ids,
+            "n_prompt_tokens": self.n_prompt_tokens,
+            "n_new_tokens": self.n_new_tokens,
+            "finished": self.finished,
+            "reward": self.reward,
+        }
