@@ -1,17 +1,177 @@
-"""`python -m argsfw.fit recipe=NAME key=value ...`"""
+"""`python -m argsfw.fit recipe=NAME key=value ...`: train one stage (SFT, RM or PPO).
+
+The flow, the same for every stage (the stage itself only builds `StageParts`):
+
+1. refuse an existing run dir unless ``resume=true`` or ``overwrite=true``; write config + meta;
+2. seed everything; build the stage (module, datamodule, export, meta);
+3. logger, strategy (auto / DDP / DeepSpeed ZeRO, DeepSpeed-on-CPU when there is no GPU),
+   Trainer (accumulation derived from ``optim``), checkpoints in ``checkpoints/``;
+4. ``trainer.fit`` (resumed from ``checkpoints/last.ckpt`` with ``resume=true``);
+5. export ``hf/`` atomically (rank 0; ZeRO-3 parameters gathered first), write
+   ``metrics.json`` and close ``meta.json``. A non-finite loss stops the run, exports nothing.
+"""
 
 from __future__ import annotations
 
+import logging
+import math
+import os
+import shutil
 import sys
+import time
+from pathlib import Path
+from typing import Any
 
 from argsfw.cli import run_entry
+from argsfw.config.run_dir import RunDir, write_json_atomic
+from argsfw.config.schema import JobConfig
+from argsfw.errors import ArgsfwError, UsageError
+
+log = logging.getLogger("argsfw.fit")
 
 
-def _run(job, run) -> None:
-    raise NotImplementedError("argsfw.fit is being built (see the project issues)")
+class NonFiniteLossError(ArgsfwError):
+    """The training loss became NaN or infinite; the message names the step and batch."""
 
 
-def main(argv=None) -> int:
+def check_run_dir(job: JobConfig, run: RunDir) -> None:
+    """Refuse to write into a used run directory unless resuming or overwriting (rank 0 only).
+
+    Raises `UsageError` naming the directory and the options; clears it for ``overwrite=true``.
+    """
+    if not run.is_rank_zero() or not run.path.exists() or not any(run.path.iterdir()):
+        return
+    looks_like_run = run.config_path.exists() or run.meta_path.exists()
+    if job.resume or job.ckpt_path:
+        if not looks_like_run:
+            raise UsageError(
+                f"run_dir {run.path} is not an argsfw run directory; nothing to resume"
+            )
+        return
+    if job.overwrite:
+        if not looks_like_run:
+            raise UsageError(
+                f"run_dir {run.path} is not empty and not an argsfw run; refusing to delete it (choose another run_dir=)"
+            )
+        log.info("overwrite=true: clearing %s", run.path)
+        shutil.rmtree(run.path)
+        return
+    raise UsageError(
+        f"run_dir {run.path} already holds a run; pass resume=true to continue it, "
+        "overwrite=true to start over, or another run_dir="
+    )
+
+
+def resume_checkpoint(job: JobConfig, run: RunDir) -> str | None:
+    """The checkpoint to resume from: ``checkpoints/last.ckpt`` for ``resume=true`` or
+    ``ckpt_path=last``, an explicit ``ckpt_path``, or None (fresh start).
+
+    Raises `UsageError` when an explicit checkpoint does not exist.
+    """
+    last = run.checkpoints_dir / "last.ckpt"
+    if job.ckpt_path and job.ckpt_path != "last":
+        if not Path(job.ckpt_path).exists():
+            raise UsageError(f"ckpt_path {job.ckpt_path!r} does not exist")
+        return job.ckpt_path
+    if job.resume or job.ckpt_path == "last":
+        if last.exists():
+            log.info("resuming from %s", last)
+            return str(last)
+        log.warning("no checkpoint in %s yet: starting from the beginning", run.checkpoints_dir)
+    return None
+
+
+def _fit(job: JobConfig, run: RunDir) -> None:
+    import lightning as L
+
+    from argsfw.modules import build_stage
+    from argsfw.trainer import build_trainer
+
+    check_run_dir(job, run)
+    run.start(job, "fit")
+    L.seed_everything(job.seed, workers=True, verbose=False)
+    started = time.monotonic()
+    try:
+        parts = build_stage(job, run)
+        trainer = build_trainer(job, run, parts)
+        trainer.fit(
+            parts.module, datamodule=parts.datamodule, ckpt_path=resume_checkpoint(job, run)
+        )
+        if trainer.interrupted:
+            raise KeyboardInterrupt
+        metrics = final_metrics(trainer, time.monotonic() - started)
+        export_hf(trainer, parts, run)
+    except BaseException as exc:
+        run.finish(
+            status="failed",
+            error=str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+        )
+        raise
+    if run.is_rank_zero() and trainer.is_global_zero:
+        write_json_atomic(run.metrics_path, metrics)
+        run.finish(status="completed", **parts.meta, final_metrics=metrics)
+        shutil.copy2(run.meta_path, run.hf_dir / "meta.json")
+        log.info("fit done: %s -> %s", _summary(metrics), run.hf_dir)
+
+
+def _summary(metrics: dict[str, float]) -> str:
+    keys = [k for k in metrics if k.startswith(("val/", "train/loss"))]
+    return ", ".join(f"{k}={metrics[k]:.4g}" for k in sorted(keys))
+
+
+def final_metrics(trainer, seconds: float) -> dict[str, float]:
+    """Flat final metrics (``train/loss``, ``val/reward_acc`` …) plus step count and wall time."""
+    out: dict[str, float] = {}
+    for key, value in trainer.callback_metrics.items():
+        v = float(value)
+        out[key] = v if math.isfinite(v) else str(v)
+    out["trainer/global_step"] = int(trainer.global_step)
+    out["trainer/epoch"] = int(trainer.current_epoch)
+    out["time/fit_seconds"] = round(seconds, 2)
+    return out
+
+
+def export_hf(trainer, parts, run: RunDir) -> None:
+    """Write ``run.hf_dir`` from the trained module, atomically (temp dir, then rename).
+
+    Under ZeRO-3 every rank joins the parameter gather; only rank 0 writes.
+    """
+    from argsfw.strategies import zero_stage
+
+    module = parts.module
+    tmp = run.path / f".hf.tmp-{os.getpid()}"
+    if zero_stage(trainer.strategy) == 3:
+        import deepspeed
+
+        params = list(module.parameters())
+        with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+            if trainer.is_global_zero:
+                _export_to(parts, module, tmp, run)
+    elif trainer.is_global_zero:
+        _export_to(parts, module, tmp, run)
+    trainer.strategy.barrier("argsfw-export")
+
+
+def _export_to(parts, module, tmp: Path, run: RunDir) -> None:
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        parts.export(module, tmp)
+        if run.config_path.exists():
+            shutil.copy2(run.config_path, tmp / "config.yaml")
+        if run.hf_dir.exists():
+            shutil.rmtree(run.hf_dir)
+        os.replace(tmp, run.hf_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run(job: JobConfig, run: RunDir) -> None:
+    _fit(job, run)
+
+
+def main(argv: Any = None) -> int:
     """Entry point; returns the exit code (2 for usage errors)."""
     return run_entry("fit", _run, argv)
 

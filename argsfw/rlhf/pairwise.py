@@ -21,7 +21,9 @@ def bradley_terry_loss(
     ``[N]``. Returns a scalar. ``logsigmoid`` keeps it finite for large reward gaps.
     """
     if chosen.shape != rejected.shape:
-        raise ValueError(f"chosen {tuple(chosen.shape)} and rejected {tuple(rejected.shape)} differ")
+        raise ValueError(
+            f"chosen {tuple(chosen.shape)} and rejected {tuple(rejected.shape)} differ"
+        )
     return -F.logsigmoid(chosen.float() - rejected.float() - margin).mean()
 
 

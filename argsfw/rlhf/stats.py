@@ -37,7 +37,9 @@ def masked_var(values: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) 
     if unbiased:
         n = mask.to(values.dtype).sum()
         if n < 2:
-            raise ValueError(f"unbiased masked variance needs at least 2 masked entries, got {int(n)}")
+            raise ValueError(
+                f"unbiased masked variance needs at least 2 masked entries, got {int(n)}"
+            )
         var = var * n / (n - 1)
     return var
 

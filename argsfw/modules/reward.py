@@ -1,0 +1,107 @@
+"""Reward-model training: pairwise Bradley-Terry loss on chosen vs rejected, optional prefixes.
+
+ARGS scores *partial* responses, so ``rm.prefix_cuts=K`` also trains on K response-prefix cut
+points of every pair (the collator cuts chosen and rejected at the same relative points).
+Validation always reports whole-response accuracy (``val/reward_acc``) and gap, and accuracy
+on prefixes cut at 1/4, 2/4, 3/4 (``val/prefix_reward_acc``), whatever the training cuts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from argsfw.config.run_dir import RunDir
+from argsfw.config.schema import JobConfig, OptimConfig
+from argsfw.modules import StageParts
+from argsfw.modules._models import build_reward_model, save_model_dir
+from argsfw.modules._optim import adamw_with_schedule
+from argsfw.rlhf.pairwise import bradley_terry_loss, pairwise_accuracy, reward_gap
+
+VAL_PREFIX_CUTS = 3  # validation prefixes at 1/4, 2/4, 3/4 of each response
+
+
+class RewardModule(L.LightningModule):
+    """A ``num_labels=1`` sequence classifier trained on preference pairs.
+
+    Batches (see `argsfw.data.RMCollator`): ``chosen_input_ids``/``chosen_attention_mask``/
+    ``rejected_input_ids``/``rejected_attention_mask`` [N, T] and ``cut_fraction`` [N]
+    (1.0 for whole responses), N = pairs × (1 + cuts).
+    """
+
+    def __init__(self, model: torch.nn.Module, optim: OptimConfig, margin: float = 0.0) -> None:
+        super().__init__()
+        self.model = model
+        self.optim = optim
+        self.margin = margin
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Rewards [B]: the scalar head at each row's last non-pad token."""
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits.squeeze(-1)
+
+    def _rewards(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        # one forward over chosen and rejected rows together: [2N, T] -> [2N]
+        ids = torch.cat([batch["chosen_input_ids"], batch["rejected_input_ids"]])
+        mask = torch.cat([batch["chosen_attention_mask"], batch["rejected_attention_mask"]])
+        rewards = self(ids, mask)
+        n = batch["chosen_input_ids"].size(0)
+        return rewards[:n], rewards[n:]
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        chosen, rejected = self._rewards(batch)
+        loss = bradley_terry_loss(chosen, rejected, self.margin)
+        n = chosen.numel()
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
+        self.log(
+            "train/reward_acc", pairwise_accuracy(chosen, rejected), on_step=True, batch_size=n
+        )
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        chosen, rejected = self._rewards(batch)
+        whole = batch["cut_fraction"] >= 1.0  # [N]
+        c, r = chosen[whole], rejected[whole]
+        n = c.numel()
+        log = dict(on_epoch=True, sync_dist=True, batch_size=n)
+        self.log("val/loss", bradley_terry_loss(c, r, self.margin), prog_bar=True, **log)
+        self.log("val/reward_acc", pairwise_accuracy(c, r), prog_bar=True, **log)
+        self.log("val/reward_gap", reward_gap(c, r), **log)
+        self.log("val/reward_chosen", c.mean(), **log)
+        if (~whole).any():
+            pc, pr = chosen[~whole], rejected[~whole]
+            self.log(
+                "val/prefix_reward_acc",
+                pairwise_accuracy(pc, pr),
+                on_epoch=True,
+                sync_dist=True,
+                batch_size=pc.numel(),
+            )
+
+    def configure_optimizers(self) -> dict:
+        return adamw_with_schedule(self.model, self.optim, self.trainer.estimated_stepping_batches)
+
+
+def build(job: JobConfig, run: RunDir) -> StageParts:
+    """The reward stage's parts. Raises `ModelPathError`/`UsageError` for bad model inputs."""
+    from argsfw.data import RMCollator, RMDataModule
+
+    model, tokenizer, meta = build_reward_model(job)
+    datamodule = RMDataModule(
+        tokenizer, job.data, batch_size=job.optim.micro_batch_size, prefix_cuts=job.rm.prefix_cuts
+    )
+    # validation also scores prefixes (RMDataModule's own eval collator has none)
+    datamodule.eval_collate_fn = RMCollator(tokenizer, VAL_PREFIX_CUTS)
+
+    def export(module: RewardModule, out_dir: Path) -> None:
+        save_model_dir(module.model, tokenizer, out_dir)
+
+    meta = {
+        **meta,
+        "kind": "reward_model",
+        "rm_margin": job.rm.margin,
+        "rm_prefix_cuts": job.rm.prefix_cuts,
+        "rm_init_from_policy": job.rm.init_from_policy,
+    }
+    return StageParts(RewardModule(model, job.optim, job.rm.margin), datamodule, export, meta)

@@ -1,0 +1,148 @@
+"""Building the Lightning Trainer of a fit stage: strategy, accumulation, checkpoints, guards.
+
+Everything here is shared by all stages; `argsfw.fit` calls `build_trainer` once per run.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from argsfw.config.run_dir import RunDir
+from argsfw.config.schema import JobConfig
+from argsfw.loggers import build_logger
+from argsfw.modules._resume import RNGState, make_resumable
+from argsfw.strategies import build_strategy, world_size
+
+log = logging.getLogger(__name__)
+
+
+class FiniteLossGuard(Callback):
+    """Stops the run before the backward pass of a NaN/inf loss, naming the step and batch.
+
+    Why a callback: ``on_before_backward`` fires for automatic and manual optimization alike,
+    before any parameter is touched, so nothing non-finite reaches a checkpoint or the export.
+    """
+
+    def on_before_backward(self, trainer, pl_module, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss).all():
+            from argsfw.fit import NonFiniteLossError
+
+            batch = trainer.fit_loop.epoch_loop.batch_idx
+            raise NonFiniteLossError(
+                f"loss is {loss.item()} at global step {trainer.global_step} "
+                f"(epoch {trainer.current_epoch}, batch {batch}); nothing exported — lower optim.lr "
+                "or check the data of that batch"
+            )
+
+
+class ValidateAtMaxSteps(Callback):
+    """Asks the loop to stop (which runs validation) when ``max_steps`` ends an epoch early.
+
+    Why: Lightning validates at epoch ends and every ``val_check_interval``; a run cut by
+    ``trainer.max_steps`` would otherwise end without final validation metrics.
+    """
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if 0 < trainer.max_steps <= trainer.global_step:
+            trainer.should_stop = True
+
+
+def _checkpoint_callback(job: JobConfig, run: RunDir) -> ModelCheckpoint:
+    every = job.trainer.checkpoint_every_n_steps
+    return ModelCheckpoint(
+        dirpath=str(run.checkpoints_dir),
+        filename="step{step:06d}",
+        auto_insert_metric_name=False,
+        save_last=True,
+        save_top_k=1,
+        every_n_train_steps=every if every > 0 else None,
+        save_on_train_epoch_end=True,
+    )
+
+
+def _resumable_train_data(datamodule, seed: int, trainer: L.Trainer) -> None:
+    # Why patch the instance: the stage's DataModule builds ordinary loaders; the train loader is
+    # rebuilt around a seeded, skippable sampler so a resumed run continues at the same batch.
+    original = datamodule.train_dataloader
+
+    def train_dataloader():
+        loader = make_resumable(original(), seed)
+        loader.progress = lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return loader
+
+    datamodule.train_dataloader = train_dataloader
+
+
+def trainer_kwargs(job: JobConfig, manual_optimization: bool) -> dict[str, Any]:
+    """`lightning.Trainer` keyword arguments from the typed `TrainerConfig` and `OptimConfig`.
+
+    Accumulation is derived (global batch / (micro batch × world size)); a manually optimised
+    stage (PPO) accumulates and clips itself, so both are left to it.
+    """
+    t = job.trainer
+    accumulation = job.optim.accumulation(world_size(t))
+    kwargs = dict(
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        precision=t.precision,
+        max_epochs=t.max_epochs,
+        max_steps=t.max_steps,
+        gradient_clip_val=None if manual_optimization else t.gradient_clip_val,
+        accumulate_grad_batches=1 if manual_optimization else accumulation,
+        check_val_every_n_epoch=t.check_val_every_n_epoch,
+        log_every_n_steps=t.log_every_n_steps,
+        num_sanity_val_steps=t.num_sanity_val_steps,
+        enable_progress_bar=t.enable_progress_bar,
+        deterministic=t.deterministic,
+    )
+    for key in (
+        "val_check_interval",
+        "limit_train_batches",
+        "limit_val_batches",
+        "limit_predict_batches",
+    ):
+        if getattr(t, key) is not None:
+            kwargs[key] = getattr(t, key)
+    return kwargs
+
+
+def build_trainer(job: JobConfig, run: RunDir, parts) -> L.Trainer:
+    """The Trainer for one fit: logger, strategy, checkpoints, guards, exact-resume data."""
+    manual = not parts.module.automatic_optimization
+    kwargs = trainer_kwargs(job, manual)
+    log.info(
+        "global batch %d = micro batch %d x devices %d x accumulation %d",
+        job.optim.batch_size,
+        job.optim.micro_batch_size,
+        world_size(job.trainer),
+        kwargs["accumulate_grad_batches"],
+    )
+    logger = build_logger(job.logger, run.path, run_name=run.path.name, hparams=_hparams(job))
+    trainer = L.Trainer(
+        **kwargs,
+        strategy=build_strategy(job.strategy, job.trainer),
+        logger=logger if logger is not None else False,
+        callbacks=[
+            FiniteLossGuard(),
+            ValidateAtMaxSteps(),
+            RNGState(),
+            _checkpoint_callback(job, run),
+        ],
+        default_root_dir=str(run.path),
+    )
+    _resumable_train_data(parts.datamodule, job.seed, trainer)
+    return trainer
+
+
+def _hparams(job: JobConfig) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    from argsfw.config.run_dir import redact
+
+    return redact(OmegaConf.to_container(OmegaConf.structured(job), resolve=True))
