@@ -185,7 +185,8 @@ def make_label(method: str | None, weight: float | None, topk: int | None, fallb
     if not method:
         return fallback
     if method.startswith("args") and weight is not None:
-        return f"{method} w={weight:g}" + (f" k={topk}" if topk is not None else "")
+        w = f"{weight:g}" if isinstance(weight, (int, float)) else str(weight)
+        return f"{method} w={w}" + (f" k={topk}" if topk is not None else "")
     return method
 
 

@@ -25,6 +25,7 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("rep_4", "rep-4", "{:.4f}"),
     ("coherence", "coherence", "{:.4f}"),
     ("oracle", "oracle", "{:.4f}"),
+    ("oracle_skipped", "oracle skipped", "{:d}"),
     ("tokens_per_second", "tok/s", "{:.1f}"),
     ("seconds_per_prompt", "s/prompt", "{:.3f}"),
     ("llm_forwards_per_token", "LLM fwd/tok", "{:.2f}"),

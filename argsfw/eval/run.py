@@ -116,6 +116,8 @@ def _compute(
     if metrics & {"diversity", "coherence"}:
         for label, m in _diversity_coherence(inputs, cfg, metrics).items():
             per[label].update(m)
+    if "oracle" in metrics and oracle is None:
+        notes.append("oracle skipped: no oracle scorer given (it exists for the tiny corpus)")
     for inp in inputs:
         if "cost" in metrics:
             per[inp.label].update(cost_metrics(inp.records))

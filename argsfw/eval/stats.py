@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from argsfw.eval.inputs import EvalRecord, cut_at_turn
+
+log = logging.getLogger(__name__)
 
 
 def mean_stderr(values: Sequence[float]) -> tuple[float | None, float | None]:
@@ -85,8 +88,21 @@ def oracle_metrics(
 ) -> dict[str, float | None]:
     """Mean and standard error of an independent ``oracle(prompt, continuation)`` score.
 
-    The continuation is cut at the next turn first, like diversity and coherence.
+    The continuation is cut at the next turn first, like diversity and coherence. Records
+    the oracle rejects with `ValueError` (e.g. a prompt outside the tiny corpus) are skipped
+    and counted in ``oracle_skipped``; other exceptions propagate.
     """
-    scores = [float(oracle(r.prompt, cut_at_turn(r.continuation))) for r in records]
+    scores: list[float] = []
+    skipped, first_error = 0, None
+    for r in records:
+        try:
+            scores.append(float(oracle(r.prompt, cut_at_turn(r.continuation))))
+        except ValueError as e:
+            skipped += 1
+            first_error = first_error or str(e)
+    if skipped:
+        log.warning(
+            "oracle: skipped %d of %d records (first: %s)", skipped, len(records), first_error
+        )
     mean, se = mean_stderr(scores)
-    return {"oracle": mean, "oracle_se": se}
+    return {"oracle": mean, "oracle_se": se, "oracle_skipped": skipped}

@@ -134,3 +134,17 @@ def test_judge_run_leaves_no_key_on_disk(outputs, judge_server, tmp_path, monkey
         assert secret.encode() not in p.read_bytes(), p
     assert secret not in caplog.text
     assert secret not in json.dumps(report)
+
+
+def test_oracle_rejections_skipped_and_counted():
+    from argsfw.eval.inputs import EvalRecord
+    from argsfw.eval.stats import oracle_metrics
+
+    def oracle(prompt: str, cont: str) -> float:
+        if prompt == "unknown":
+            raise ValueError("not a tiny-corpus prompt")
+        return float(len(cont))
+
+    recs = [EvalRecord("p", "ab\n\nHuman: x"), EvalRecord("p", "abcd"), EvalRecord("unknown", "z")]
+    m = oracle_metrics(recs, oracle)
+    assert m["oracle"] == pytest.approx(3.0) and m["oracle_skipped"] == 1  # "ab" cut at the turn
