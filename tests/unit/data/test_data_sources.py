@@ -278,3 +278,25 @@ def test_shared_shp_file(shared_data):
         " Assistant: "
     )
     assert len(load_prompts(DataConfig(**{**cfg.__dict__, "run_percent": 10.0}))) == 159
+
+
+def test_hub_id_goes_through_load_dataset(monkeypatch):
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(path, split=None, **kw):
+        calls.append((path, split))
+        if split != "test":
+            raise ValueError("Unknown split \"train\".\nShould be one of ['test'].")
+        return datasets.Dataset.from_list(
+            [{"prompt": f"{H} Q{A}", "response": " a", "chosen": " a", "rejected": " b"}]
+        )
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    cfg = DataConfig(source="dahoas", path="Dahoas/full-hh-rlhf", eval_split="test")
+    assert load_prompts(cfg)[0].id == "dahoas-test-0"
+    assert calls == [("Dahoas/full-hh-rlhf", "test")]
+    with pytest.raises(DataError) as exc:
+        load_pairs(cfg)
+    assert "'Dahoas/full-hh-rlhf' split 'train'" in str(exc.value) and "\n" not in str(exc.value)
