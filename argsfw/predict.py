@@ -1,14 +1,381 @@
-"""`python -m argsfw.predict recipe=NAME key=value ...`"""
+"""`python -m argsfw.predict recipe=NAME key=value ...`: decode prompts into a run directory.
+
+One setting per run directory: ``outputs.jsonl`` (one record per prompt, in dataset order),
+then a ``DONE`` marker (see `argsfw.callbacks.outputs` for the files and the resume design).
+Re-running the same command resumes; a finished run's re-run is a no-op; outputs of other
+settings in the same directory are refused. Settings fan out two ways, one output each:
+Hydra multirun (``-m decode.weight=0,1 decode.topk=10,40``: ``<run_dir>/<overrides>/``) and
+the original's config file (``decode.config_file=example.config``: ``<run_dir>/config_<i>/``).
+
+Devices: ``trainer.devices=N`` runs Lightning's DDP predict loop, each rank decoding its shard
+of the prompts in batches; ``trainer.num_nodes`` with torchrun or SLURM as Lightning runs them.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
 
+from argsfw.callbacks.outputs import (
+    SETTINGS_KEY,
+    OutputState,
+    check_settings,
+    clear_outputs,
+    mark_done,
+    merge_outputs,
+    read_jsonl,
+    read_state,
+    write_legacy_json,
+)
 from argsfw.cli import run_entry
+from argsfw.config.run_dir import RunDir
+from argsfw.errors import ConfigError, UsageError
+
+log = logging.getLogger("argsfw.predict")
+
+# The original config file's keys -> DecodeConfig fields (mode is mapped with resolve_method).
+_ORIGINAL_KEYS = {
+    "rm_weight": "weight",
+    "topk": "topk",
+    "mode": "method",
+    "sample_temp": "temperature",
+    "chunk_size": "chunk_size",
+    "max_new_token": "max_new_tokens",
+}
+_EXAMPLE = '{"rm_weight": 1.5, "topk": 10, "mode": "greedy", "sample_temp": null}'
 
 
-def _run(job, run) -> None:
-    raise NotImplementedError("argsfw.predict is being built (see the project issues)")
+class TokenizerMismatchError(UsageError):
+    """Policy and reward model tokenizers differ and ``predict.strict_tokenizer`` is set."""
+
+
+def is_global_zero() -> bool:
+    """True on the global rank-0 process, from the launcher's environment (before Lightning runs).
+
+    Lightning's subprocess launcher sets LOCAL_RANK/NODE_RANK, torchrun RANK, SLURM SLURM_PROCID.
+    """
+    names = ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK")
+    return all(os.environ.get(n, "0") in ("", "0") for n in names)
+
+
+def read_config_file(path: str) -> list[dict]:
+    """Decode settings of the original's config file: one JSON object per line.
+
+    Returns one dict of `DecodeConfig` overrides per non-empty line.
+    Raises `ConfigError` naming the file and line for a missing file, bad JSON or an unknown key.
+    """
+    from argsfw.decoding.types import resolve_method
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConfigError(
+            f"decode.config_file {path!r} does not exist (one JSON object per line, e.g. {_EXAMPLE})"
+        )
+    out: list[dict] = []
+    for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ConfigError(
+                f"{path}:{lineno}: not valid JSON ({e.msg}, column {e.colno}); expected e.g. {_EXAMPLE}"
+            ) from None
+        if not isinstance(obj, dict):
+            raise ConfigError(f"{path}:{lineno}: expected a JSON object like {_EXAMPLE}")
+        unknown = sorted(set(obj) - set(_ORIGINAL_KEYS))
+        if unknown:
+            raise ConfigError(
+                f"{path}:{lineno}: unknown key(s) {unknown}; allowed: {', '.join(_ORIGINAL_KEYS)}"
+            )
+        setting = {_ORIGINAL_KEYS[k]: v for k, v in obj.items() if v is not None}
+        if "method" in setting:
+            setting["method"] = resolve_method(setting["method"], original_api=True)
+        out.append(setting)
+    if not out:
+        raise ConfigError(
+            f"decode.config_file {path!r} holds no settings (one JSON object per line, e.g. {_EXAMPLE})"
+        )
+    return out
+
+
+def expand_settings(job, run: RunDir) -> list[tuple[object, RunDir]]:
+    """``[(job, run)]``, or one ``(job, run_dir/config_<i>)`` per line of ``decode.config_file``."""
+    if not job.decode.config_file:
+        return [(job, run)]
+    settings = read_config_file(job.decode.config_file)
+    jobs = []
+    for i, s in enumerate(settings):
+        decode = replace(job.decode, config_file=None, **s)
+        jobs.append((replace(job, decode=decode), RunDir(run.path / f"config_{i}")))
+    return jobs
+
+
+def output_settings(job) -> dict:
+    """The settings that decide a run's outputs (not batch size, devices or logging)."""
+    from argsfw.modules.decode import needs_reward_model
+
+    decode = {
+        k: v
+        for k, v in asdict(job.decode).items()
+        if k not in ("batch_size", "config_file", "debug", "truncate_prompt")
+    }
+    data = {k: getattr(job.data, k) for k in ("source", "path", "eval_split", "fields", "seed")}
+    rm = _norm_path(job.reward_model) if needs_reward_model(job.decode) else None
+    return {
+        "decode": decode,
+        "data": data,
+        "policy": _norm_path(job.policy),
+        "reward_model": rm,
+        "dtype": job.model.dtype,
+        "precision": str(job.trainer.precision),
+        "too_long": job.predict.too_long,
+    }
+
+
+def _norm_path(spec: str | None) -> str | None:
+    return os.path.abspath(spec) if spec and os.path.exists(spec) else spec
+
+
+def default_label(job) -> str:
+    """``args-greedy w=1.5 k=10`` for ARGS methods, the method name for baselines (or predict.label)."""
+    from argsfw.decoding.types import resolve_method
+
+    if job.predict.label:
+        return job.predict.label
+    m = resolve_method(job.decode.method)
+    return f"{m} w={job.decode.weight:g} k={job.decode.topk}" if m.startswith("args") else m
+
+
+def _run(job, run: RunDir) -> None:
+    for sub_job, sub_run in expand_settings(job, run):
+        predict_one(sub_job, sub_run)
+
+
+def predict_one(job, run: RunDir) -> dict | None:
+    """Decode every prompt of `job` not yet in `run`, merge, mark done; returns the summary (rank 0)."""
+    from argsfw.data.loading import load_prompts_with_stats
+
+    check_inputs(job)
+    zero = is_global_zero()
+    if job.overwrite and zero:
+        clear_outputs(run.path)
+    state = read_state(run.path)
+    current = output_settings(job)
+    if not job.overwrite:
+        check_settings(run.path, run.meta().get(SETTINGS_KEY), current, state)
+    records, data_stats = load_prompts_with_stats(job.data)
+    todo = [r for r in records if r.id not in state.done_ids]
+    if not todo and state.done:
+        log.info("%s is complete (%d prompts); nothing to do", run.outputs_path, len(records))
+        return None
+    run.path.mkdir(parents=True, exist_ok=True)
+    if zero:
+        run.start(job, "predict")
+        run.update_meta(
+            **{SETTINGS_KEY: current}, data=data_stats.as_dict(), label=default_label(job)
+        )
+    t0 = time.perf_counter()
+    try:
+        logger = _decode(job, run, records) if todo else None
+        if not zero:
+            return None
+        summary = finish(job, run, records, state, time.perf_counter() - t0, logger)
+    except BaseException:
+        if zero:
+            run.finish(status="failed")
+        raise
+    return summary
+
+
+def check_inputs(job) -> None:
+    """Fail fast, in one line, on missing model inputs; say which command makes them.
+
+    Raises `ModelPathError` (exit code 2).
+    """
+    from argsfw.models import ModelPathError, resolve_model_path
+    from argsfw.modules.decode import needs_reward_model
+
+    needed = [("policy", job.policy, "sft")]
+    if needs_reward_model(job.decode):
+        needed.append(("reward_model", job.reward_model, "rm"))
+    for key, spec, stage in needed:
+        what = "policy" if key == "policy" else "reward model"
+        try:
+            resolve_model_path(spec or "", what)
+        except ModelPathError as exc:
+            raise ModelPathError(f"{exc}; {_producer_hint(key, spec, stage)}") from None
+
+
+def _producer_hint(key: str, spec: str | None, stage: str) -> str:
+    from argsfw.config.compose import available_recipes
+
+    name = Path(spec).name if spec else ""
+    recipe = name if name in available_recipes() else f"tiny_{stage}"
+    where = (
+        "" if spec and Path(spec) == Path("runs") / recipe else f" run_dir={spec}" if spec else ""
+    )
+    return f"make it with `python -m argsfw.fit recipe={recipe}{where}` or pass {key}=<HF dir | run dir | hub id>"
+
+
+def _check_tokenizers(job) -> bool:
+    """True when the RM needs the cross-tokenizer scorer; raises `TokenizerMismatchError` if strict."""
+    from argsfw.models import check_tokenizer_compat, load_tokenizer
+    from argsfw.modules.decode import needs_reward_model
+
+    if not needs_reward_model(job.decode):
+        return False
+    compat = check_tokenizer_compat(
+        load_tokenizer(job.policy, "policy"), load_tokenizer(job.reward_model, "reward model")
+    )
+    if compat.same:
+        return False
+    if job.predict.strict_tokenizer:
+        raise TokenizerMismatchError(
+            f"policy and reward model {compat} (predict.strict_tokenizer=true)"
+        )
+    log.warning(
+        "policy and reward model %s: scoring through the cross-tokenizer scorer (slower); "
+        "predict.strict_tokenizer=true makes this an error",
+        compat,
+    )
+    return True
+
+
+def _trainer(job, run: RunDir, callbacks: list, logger):
+    import lightning as L
+    import torch
+    from lightning.pytorch.strategies import DDPStrategy
+
+    t = job.trainer
+    n = (
+        len(t.devices)
+        if isinstance(t.devices, (list, tuple))
+        else (None if t.devices in ("auto", -1) else int(t.devices))
+    )
+    cpu = t.accelerator == "cpu" or (t.accelerator == "auto" and not torch.cuda.is_available())
+    multi = (n is None and torch.cuda.device_count() > 1) or (n or 1) > 1 or t.num_nodes > 1
+    if job.strategy.name == "deepspeed":
+        raise ConfigError(
+            "predict runs data-parallel (each rank holds whole models): use strategy=auto or strategy=ddp"
+        )
+    strategy = DDPStrategy(process_group_backend="gloo" if cpu else None) if multi else "auto"
+    return L.Trainer(
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=strategy,
+        precision=t.precision,
+        logger=logger if logger is not None else False,
+        callbacks=callbacks,
+        enable_progress_bar=t.enable_progress_bar,
+        enable_model_summary=False,
+        limit_predict_batches=t.limit_predict_batches,
+        default_root_dir=str(run.path),
+        enable_checkpointing=False,
+    )
+
+
+def _decode(job, run: RunDir, records):
+    """Run Lightning's predict loop over the prompts still to do; returns the logger (or None)."""
+    from argsfw.callbacks.writer import DecodeProgressBar, PartFileWriter, ThroughputLogger
+    from argsfw.loggers import build_logger
+    from argsfw.modules.decode import DecodeModule, DecodeSpec, PromptsDataModule
+
+    spec = DecodeSpec(
+        policy=job.policy,
+        reward_model=job.reward_model,
+        settings=job.decode,
+        dtype=job.model.dtype,
+        too_long=job.predict.too_long,
+        cross_tokenizer=_check_tokenizers(job),
+        label=default_label(job),
+    )
+    callbacks = [PartFileWriter(run.path), ThroughputLogger(job.predict.log_every_n_batches)]
+    if job.trainer.enable_progress_bar:
+        callbacks.append(DecodeProgressBar())
+    logger = build_logger(
+        job.logger, run.path, f"{job.recipe}-{run.path.name}", hparams=output_settings(job)
+    )
+    trainer = _trainer(job, run, callbacks, logger)
+    dm = PromptsDataModule(records, run.path, job.decode.batch_size, job.data.num_workers)
+    trainer.predict(DecodeModule(spec), datamodule=dm, return_predictions=False)
+    # why a barrier here and not in on_predict_end: a rank whose shard is empty skips the predict
+    # loop (and its hooks) entirely; every rank returns from predict(), so all meet here.
+    trainer.strategy.barrier("argsfw_predict_merge")
+    return logger
+
+
+def finish(job, run: RunDir, records, before: OutputState, seconds: float, logger=None) -> dict:
+    """Merge the parts, write the legacy JSON and DONE (if every prompt is in), record the summary."""
+    order = {r.id: i for i, r in enumerate(records)}
+    merged = merge_outputs(run.path, order)
+    out = read_jsonl(run.outputs_path)
+    after = read_state(run.path)
+    missing = [r.id for r in records if r.id not in after.done_ids]
+    new = [r for r in out if r["id"] not in before.done_ids]
+    tokens = sum(int(r.get("n_new_tokens", 0)) for r in new)
+    decoded_now = len(after.done_ids - before.done_ids)
+    already = sum(1 for r in records if r.id in before.done_ids)
+    summary = {
+        **merged.as_dict(),
+        "prompts": len(records),
+        "already_done_at_start": already,
+        "decoded_this_run": decoded_now,
+        "missing": len(missing),
+        "seconds_this_run": round(seconds, 3),
+        "prompts_per_second": len(new) / seconds if seconds > 0 else 0.0,
+        "tokens_per_second": tokens / seconds if seconds > 0 else 0.0,
+    }
+    if job.predict.legacy_json:
+        write_legacy_json(run.path, default_label(job))
+    if missing:
+        run.finish(status="partial", predict=summary)
+        log.warning(
+            "%d of %d prompts have no output yet (e.g. limit_predict_batches); re-run to continue",
+            len(missing),
+            len(records),
+        )
+    else:
+        mark_done(run.path)
+        run.finish(status="completed", predict=summary)
+    log.info(
+        "predict: %d records in %s (%d now, %d before, %s skipped, %d truncated) in %.1f s: %.2f prompts/s, %.1f tokens/s",
+        merged.written,
+        run.outputs_path,
+        len(new),
+        summary["already_done_at_start"],
+        merged.skipped or "none",
+        merged.truncated,
+        seconds,
+        summary["prompts_per_second"],
+        summary["tokens_per_second"],
+    )
+    _log_summary(logger, summary, out, job.logger.log_samples)
+    return summary
+
+
+def _log_summary(logger, summary: dict, records: list[dict], n_samples: int) -> None:
+    from argsfw.callbacks.writer import log_samples_table
+
+    if logger is None:
+        return
+    logger.log_metrics(
+        {f"predict/{k}": float(v) for k, v in summary.items() if isinstance(v, (int, float))}
+    )
+    log_samples_table(logger, records, n_samples)
+    logger.finalize("success")
+    if (
+        type(logger).__name__ == "WandbLogger"
+    ):  # why: the next run of a sweep must not reuse this W&B run
+        import wandb
+
+        wandb.finish()
 
 
 def main(argv=None) -> int:
