@@ -93,6 +93,15 @@ def run_entry(
         return 2 if usage else 1
 
 
+def _quiet_loading_bars() -> None:
+    # transformers 5 draws a "Loading weights" bar per model even with HF_HUB_DISABLE_PROGRESS_BARS;
+    # the stage's own progress display is the one to watch.
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+
+
 def _run_all(entry, runner, overrides, multirun, default_recipe) -> int:
     from argsfw.config.compose import compose, expand_sweep, to_yaml
 
@@ -112,6 +121,7 @@ def _run_all(entry, runner, overrides, multirun, default_recipe) -> int:
         if job.print_config:
             print(to_yaml(job))
             continue
+        _quiet_loading_bars()
         run = RunDir(default_run_dir(job, _sweep_suffix(job_overrides, swept)))
         if multirun:
             log.info("run %d/%d: %s -> %s", i + 1, len(jobs), " ".join(job_overrides), run.path)
