@@ -116,10 +116,16 @@ def expand_settings(job, run: RunDir) -> list[tuple[object, RunDir]]:
     return jobs
 
 
+def needs_reward_model(settings) -> bool:
+    """True when the decode settings score candidates or samples with the reward model."""
+    from argsfw.decoding.types import ARGS_METHODS, resolve_method
+
+    method = resolve_method(settings.method)
+    return method == "best-of-n" or (method in ARGS_METHODS and float(settings.weight) != 0.0)
+
+
 def output_settings(job) -> dict:
     """The settings that decide a run's outputs (not batch size, devices or logging)."""
-    from argsfw.modules.decode import needs_reward_model
-
     decode = {
         k: v
         for k, v in asdict(job.decode).items()
@@ -161,7 +167,6 @@ def predict_one(job, run: RunDir) -> dict | None:
     """Decode every prompt of `job` not yet in `run`, merge, mark done; returns the summary (rank 0)."""
     from argsfw.data.loading import load_prompts_with_stats
 
-    check_inputs(job)
     zero = is_global_zero()
     if job.overwrite and zero:
         clear_outputs(run.path)
@@ -174,6 +179,7 @@ def predict_one(job, run: RunDir) -> dict | None:
     if not todo and state.done:
         log.info("%s is complete (%d prompts); nothing to do", run.outputs_path, len(records))
         return None
+    check_inputs(job)
     run.path.mkdir(parents=True, exist_ok=True)
     if zero:
         run.start(job, "predict")
@@ -199,7 +205,6 @@ def check_inputs(job) -> None:
     Raises `ModelPathError` (exit code 2).
     """
     from argsfw.models import ModelPathError, resolve_model_path
-    from argsfw.modules.decode import needs_reward_model
 
     needed = [("policy", job.policy, "sft")]
     if needs_reward_model(job.decode):
@@ -226,7 +231,6 @@ def _producer_hint(key: str, spec: str | None, stage: str) -> str:
 def _check_tokenizers(job) -> bool:
     """True when the RM needs the cross-tokenizer scorer; raises `TokenizerMismatchError` if strict."""
     from argsfw.models import check_tokenizer_compat, load_tokenizer
-    from argsfw.modules.decode import needs_reward_model
 
     if not needs_reward_model(job.decode):
         return False
@@ -293,6 +297,7 @@ def _decode(job, run: RunDir, records):
         settings=job.decode,
         dtype=job.model.dtype,
         too_long=job.predict.too_long,
+        use_rm=needs_reward_model(job.decode),
         cross_tokenizer=_check_tokenizers(job),
         label=default_label(job),
     )
@@ -320,6 +325,13 @@ def finish(job, run: RunDir, records, before: OutputState, seconds: float, logge
     missing = [r.id for r in records if r.id not in after.done_ids]
     new = [r for r in out if r["id"] not in before.done_ids]
     tokens = sum(int(r.get("n_new_tokens", 0)) for r in new)
+    # Decode time of this run: the busiest rank's summed batch shares (ranks work in parallel;
+    # model loading and start-up are in seconds_this_run only).
+    per_rank: dict[int, float] = {}
+    for r in new:
+        rank = int(r.get("stats", {}).get("rank", 0))
+        per_rank[rank] = per_rank.get(rank, 0.0) + float(r.get("seconds", 0.0))
+    busy = max(per_rank.values(), default=0.0)
     decoded_now = len(after.done_ids - before.done_ids)
     already = sum(1 for r in records if r.id in before.done_ids)
     summary = {
@@ -329,8 +341,10 @@ def finish(job, run: RunDir, records, before: OutputState, seconds: float, logge
         "decoded_this_run": decoded_now,
         "missing": len(missing),
         "seconds_this_run": round(seconds, 3),
-        "prompts_per_second": len(new) / seconds if seconds > 0 else 0.0,
-        "tokens_per_second": tokens / seconds if seconds > 0 else 0.0,
+        "decode_seconds": round(busy, 3),
+        "ranks": len(per_rank),
+        "prompts_per_second": len(new) / busy if busy > 0 else 0.0,
+        "tokens_per_second": tokens / busy if busy > 0 else 0.0,
     }
     if job.predict.legacy_json:
         write_legacy_json(run.path, default_label(job))
@@ -345,7 +359,7 @@ def finish(job, run: RunDir, records, before: OutputState, seconds: float, logge
         mark_done(run.path)
         run.finish(status="completed", predict=summary)
     log.info(
-        "predict: %d records in %s (%d now, %d before, %s skipped, %d truncated) in %.1f s: %.2f prompts/s, %.1f tokens/s",
+        "predict: %d records in %s (%d now, %d before, %s skipped, %d truncated) in %.1f s; decoding: %.2f prompts/s, %.1f tokens/s",
         merged.written,
         run.outputs_path,
         len(new),

@@ -194,7 +194,8 @@ def merge_outputs(run_dir: Path, order: dict[str, int]) -> MergeSummary:
     total += len(read_jsonl(run_dir / SKIPPED))
     state = read_state(run_dir)
     _write_jsonl_atomic(run_dir / OUTPUTS, _sorted(state.records, order))
-    _write_jsonl_atomic(run_dir / SKIPPED, _sorted(state.skipped, order))
+    if state.skipped:
+        _write_jsonl_atomic(run_dir / SKIPPED, _sorted(state.skipped, order))
     for p in parts:
         p.unlink()
     summary = MergeSummary(

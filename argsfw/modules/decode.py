@@ -25,7 +25,7 @@ from argsfw.callbacks.outputs import read_state
 from argsfw.data.types import PromptRecord
 from argsfw.decoding.accounting import DecodeStats
 from argsfw.decoding.config import DecodeConfig
-from argsfw.decoding.types import ARGS_METHODS, Generation, PromptTooLongError, resolve_method
+from argsfw.decoding.types import Generation, PromptTooLongError, resolve_method
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +37,6 @@ ORIGINAL_MODE = {
 }
 
 
-def needs_reward_model(settings: DecodeConfig) -> bool:
-    """True when `settings` score candidates or samples with the reward model."""
-    method = resolve_method(settings.method)
-    return method == "best-of-n" or (method in ARGS_METHODS and float(settings.weight) != 0.0)
-
-
 @dataclass
 class DecodeSpec:
     """Everything `DecodeModule` needs: model inputs, dtype, settings and predict options."""
@@ -52,6 +46,7 @@ class DecodeSpec:
     settings: DecodeConfig
     dtype: str = "float32"
     too_long: str = "skip"  # skip | truncate
+    use_rm: bool = True  # load the reward model (the method scores with it)
     cross_tokenizer: bool = False  # the RM's tokenizer differs from the policy's
     label: str = ""
 
@@ -99,7 +94,7 @@ class DecodeModule(L.LightningModule):
             lambda: load_policy(spec.policy, spec.dtype, device),
         )
         rm_tok = None
-        if needs_reward_model(spec.settings):
+        if spec.use_rm:
             rm_tok = _cached(
                 ("tok", spec.reward_model),
                 lambda: load_tokenizer(spec.reward_model, "reward model"),
