@@ -25,12 +25,10 @@ class DecodeConfig:
     stop_at_eos: bool = True
     batch_size: int = 8
     seed: int = 0  # per-prompt generators are seeded from (seed, prompt key): shard-independent
-    truncate_prompt: bool = (
-        False  # keep a too-long prompt's last tokens (BOS kept) instead of failing
-    )
-    debug: bool = (
-        False  # log every step's candidates, rewards and choice (logger "argsfw.decoding")
-    )
-    config_file: str | None = (
-        None  # the original's settings file: one JSON object per line (rm_weight, topk, mode, sample_temp); predict writes one output per line
-    )
+    # keep a too-long prompt's last tokens (BOS kept) instead of failing
+    truncate_prompt: bool = False
+    # log every step's candidates, rewards and choice (logger "argsfw.decoding", DEBUG level)
+    debug: bool = False
+    # the original's settings file: one JSON object per line (rm_weight, topk, mode, sample_temp);
+    # predict writes one output per line
+    config_file: str | None = None

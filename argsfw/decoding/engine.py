@@ -199,11 +199,12 @@ class ArgsDecoder:
             )
         if not isinstance(s.batch_size, int) or s.batch_size < 1:
             raise DecodeInputError(f"batch_size must be a positive integer, got {s.batch_size!r}")
-        if method in ARGS_METHODS or method == "top-k":
-            if not isinstance(s.topk, int) or not 1 <= s.topk <= self.vocab:
-                raise DecodeInputError(
-                    f"topk must be an integer in [1, {self.vocab}] (the vocabulary size), got {s.topk!r}"
-                )
+        if (method in ARGS_METHODS or method == "top-k") and (
+            not isinstance(s.topk, int) or not 1 <= s.topk <= self.vocab
+        ):
+            raise DecodeInputError(
+                f"topk must be an integer in [1, {self.vocab}] (the vocabulary size), got {s.topk!r}"
+            )
         if not math.isfinite(float(s.weight)):
             raise DecodeInputError(f"weight must be a finite number, got {s.weight!r}")
         if (
