@@ -108,6 +108,11 @@ class DecodeModule(L.LightningModule):
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> list[dict]:
         """Decode one batch; returns one record per prompt (decoded or skipped), in batch order."""
+        real = [i for i, rid in enumerate(batch["ids"]) if rid is not None]
+        if len(real) < len(batch["ids"]):  # placeholder rows of a rank with no prompt of its own
+            batch = {k: [v[i] for i in real] for k, v in batch.items()}
+        if not real:
+            return []
         ids = [list(x) for x in self.tokenizer(batch["prompts"]).input_ids]
         out: list[dict | None] = [None] * len(ids)
         todo = []
@@ -264,6 +269,11 @@ class PromptsDataModule(L.LightningDataModule):
             if r.id not in done
         ]
         self.already_done = len(self.records) - len(self.todo)
+        world = trainer.world_size if trainer is not None else 1
+        if 0 < len(self.todo) < world:
+            # why: Lightning's unrepeated predict sampler asserts that every rank gets at least
+            # one sample; placeholder rows (id None) fill the gap and predict_step drops them.
+            self.todo += [{"ids": None, "prompts": "", "index": -1}] * (world - len(self.todo))
 
     def predict_dataloader(self) -> DataLoader:
         """Batches in dataset order; Lightning adds the distributed sampler under DDP."""

@@ -61,6 +61,14 @@ def test_two_ranks_equal_one_rank(tiny_kit, tmp_path):
     )
     assert json.loads((tmp_path / "two" / "meta.json").read_text())["predict"]["ranks"] == 2
 
+    # Extending the finished run by one prompt leaves rank 1 with nothing to do: no hang, no loss.
+    proc = _predict_subprocess(
+        _args(tiny_kit, tmp_path / "two", *common, "trainer.devices=2", "data.limit=6")
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ids = [r["id"] for r in _records(tmp_path / "two" / "outputs.jsonl")]
+    assert ids == [f"tiny-test-{i:05d}" for i in range(6)]
+
 
 def test_killed_run_resumes_with_every_prompt_exactly_once(tiny_kit, tmp_path):
     run = tmp_path / "run"

@@ -98,3 +98,27 @@ def test_different_settings_are_refused_in_one_line(tmp_path):
         check_settings(tmp_path, None, old, state)
     clear_outputs(tmp_path)
     check_settings(tmp_path, None, old, read_state(tmp_path))  # nothing left to conflict with
+
+
+def test_prompt_datamodule_skips_done_ids_and_pads_short_shards(tmp_path):
+    from types import SimpleNamespace
+
+    from argsfw.data.types import PromptRecord
+    from argsfw.modules.decode import PromptsDataModule
+
+    _append(part_path(tmp_path, 0), [_rec(0), _rec(2)])
+    records = [PromptRecord(id=f"p{i}", prompt=f"Q{i}") for i in range(4)]
+    dm = PromptsDataModule(records, tmp_path, batch_size=2)
+    dm.setup("predict")
+    assert [t["ids"] for t in dm.todo] == ["p1", "p3"] and [t["index"] for t in dm.todo] == [1, 3]
+    assert dm.already_done == 2
+    batch = next(iter(dm.predict_dataloader()))
+    assert batch == {"ids": ["p1", "p3"], "prompts": ["Q1", "Q3"], "index": [1, 3]}
+
+    # 1 prompt left on 4 ranks: placeholders (id None) so every rank gets a sample.
+    _append(part_path(tmp_path, 1), [_rec(1)])
+    dm.trainer = SimpleNamespace(
+        world_size=4, is_global_zero=True, strategy=SimpleNamespace(broadcast=lambda o, src: o)
+    )
+    dm.setup("predict")
+    assert [t["ids"] for t in dm.todo] == ["p3", None, None, None]
