@@ -1,0 +1,440 @@
+"""PPO stage: an actor, a critic, a frozen reference and a frozen reward model, manually optimised.
+
+Each training batch is a batch of left-padded prompts. `PPOModule.training_step` runs the three
+phases of one PPO iteration (Ouyang et al. 2022, following Ziegler et al. 2019):
+
+1. `generate_rollout` — sample responses from the actor; score prompt + response with the reward
+   model; per-token KL to the reference becomes a penalty ``-β·KL_t``; GAE gives advantages
+   (whitened) and returns from the critic's values. Everything is detached.
+2. `ppo_step` — ``ppo.ppo_epochs`` passes over the rollout in shuffled mini-batches of
+   ``optim.micro_batch_size × accumulation`` rows; clipped policy loss for the actor, clipped
+   value loss for the critic, two optimizers and schedulers stepped by hand.
+3. `log_metrics` — ``ppo/reward``, ``ppo/kl``, ``ppo/entropy``, ``ppo/clip_frac``,
+   ``ppo/value_loss``, ``ppo/policy_loss``, ``ppo/kl_coef`` …; then the KL controller updates.
+
+Validation decodes the validation prompts *greedily* with the actor and, once, with the
+reference (the SFT policy), and logs ``val/reward`` and ``val/ref_reward`` (mean RM score), and
+on the tiny corpus ``val/oracle`` / ``val/ref_oracle`` (the ground-truth oracle).
+
+Lightning's ``global_step`` counts optimizer steps of *both* optimizers: one rollout advances it
+by ``2 × ppo_epochs × mini-batches per rollout``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from argsfw.config.run_dir import RunDir
+from argsfw.config.schema import JobConfig, OptimConfig, PPOConfig
+from argsfw.errors import UsageError
+from argsfw.modules import StageParts
+from argsfw.modules._optim import adamw_with_schedule
+from argsfw.rlhf.gae import gae
+from argsfw.rlhf.kl import KLController, kl_estimate, token_rewards
+from argsfw.rlhf.ppo import ppo_policy_loss, ppo_value_loss
+from argsfw.rlhf.rollout import Rollout, positions_from_mask, response_mask_after_eos
+from argsfw.rlhf.stats import entropy_from_logits, gather_logprobs, masked_mean, masked_whiten
+
+log = logging.getLogger(__name__)
+
+FROZEN = ("ref.", "reward_model.")  # state-dict prefixes of the frozen models
+KL_STATE_KEY = "argsfw.ppo.kl_controller"
+
+
+def value_head(model: torch.nn.Module) -> torch.nn.Module:
+    """The scalar head (``score``) of a ``num_labels=1`` sequence classifier.
+
+    Raises `UsageError` for a model class without a ``score`` head.
+    """
+    head = getattr(model, "score", None)
+    if not isinstance(head, torch.nn.Module):
+        raise UsageError(
+            f"{type(model).__name__} has no 'score' head; PPO needs an "
+            "AutoModelForSequenceClassification reward model (Llama, OPT, GPT-2, Mistral …)"
+        )
+    return head
+
+
+def token_values(model: torch.nn.Module, ids, mask, positions) -> torch.Tensor:
+    """The scalar head applied at every position: ``[B, T]`` (float32).
+
+    For the reward model, position ``i`` is the score of the prefix ending at token ``i`` (what
+    its sequence-classification forward returns for that prefix); for the critic it is V(s_i).
+    """
+    hidden = model.base_model(
+        input_ids=ids, attention_mask=mask, position_ids=positions
+    ).last_hidden_state  # [B, T, H]
+    return value_head(model)(hidden).squeeze(-1).float()
+
+
+class PPOModule(L.LightningModule):
+    """PPO of a causal-LM `actor` against `reward_model`, with a `critic` and a frozen `ref`.
+
+    `actor` and `ref` are ``AutoModelForCausalLM``; `critic` and `reward_model` are
+    ``num_labels=1`` ``AutoModelForSequenceClassification`` (the critic starts as a copy of the
+    reward model: its body plus its scalar head, read at every token). Batches are left-padded
+    prompts ``input_ids``/``attention_mask`` ``[B, P]`` (see `argsfw.data.PromptCollator`).
+    """
+
+    def __init__(
+        self,
+        actor: torch.nn.Module,
+        critic: torch.nn.Module,
+        ref: torch.nn.Module,
+        reward_model: torch.nn.Module,
+        tokenizer,
+        ppo: PPOConfig,
+        optim: OptimConfig,
+        accumulation: int = 1,
+        gradient_clip_val: float | None = 1.0,
+        oracle=None,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.actor, self.critic, self.ref, self.reward_model = actor, critic, ref, reward_model
+        for frozen in (ref, reward_model):
+            frozen.requires_grad_(False)
+        self.tokenizer, self.ppo, self.optim = tokenizer, ppo, optim
+        self.accumulation, self.gradient_clip_val = accumulation, gradient_clip_val
+        self.oracle = oracle  # (prompt, response) -> float, the tiny corpus' ground truth
+        self.kl_ctl = KLController(ppo.kl_coef, ppo.adaptive_kl, ppo.target_kl, ppo.kl_horizon)
+        self.eos_id = tokenizer.eos_token_id
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
+        self._ref_val: dict[int, tuple[float, float | None, int]] = {}  # batch -> ref scores
+
+    def train(self, mode: bool = True) -> PPOModule:
+        """Keep every model in eval mode, whatever Lightning asks.
+
+        Why: dropout would make the first PPO epoch's ratio differ from 1 and the frozen models
+        non-deterministic (TRL disables dropout for PPO likewise); OPT applies dropout
+        functionally, so zeroing ``nn.Dropout`` modules would not be enough.
+        """
+        super().train(mode)
+        for model in (self.actor, self.critic, self.ref, self.reward_model):
+            model.eval()
+        return self
+
+    # --- rollout ---------------------------------------------------------------------------
+
+    def _sample(self, model, batch: dict, greedy: bool) -> torch.Tensor:
+        """Generate from `model`: ``[B, P + R]`` token ids (post-EOS positions hold junk/pad)."""
+        from transformers import GenerationConfig
+
+        p = self.ppo
+        sampling = dict(do_sample=True, temperature=p.temperature, top_k=p.top_k or None, top_p=1.0)
+        config = GenerationConfig(
+            max_new_tokens=p.max_new_tokens,
+            pad_token_id=self.pad_id,
+            eos_token_id=self.eos_id,
+            **({"do_sample": False} if greedy else sampling),
+        )
+        return model.generate(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            generation_config=config,
+        )
+
+    def _logprobs(self, model, ids, mask, positions, response_len: int):
+        """Log-probs and entropies of the response tokens under `model`: two ``[B, R]``.
+
+        Logits are divided by the sampling temperature, so the log-probs are those of the
+        distribution the tokens were drawn from (top-k truncation aside).
+        """
+        logits = model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            logits_to_keep=response_len + 1,
+        ).logits[:, :-1]  # [B, R, V]: position P-1+t predicts response token t
+        logits = logits.float() / self.ppo.temperature
+        return gather_logprobs(logits, ids[:, -response_len:]), entropy_from_logits(logits)
+
+    @staticmethod
+    def _at_score_positions(per_token: torch.Tensor, response_mask, is_eos, prompt_len: int):
+        """``[B]``: `per_token` at each row's last response token that is not EOS.
+
+        The reward model was trained on prompt + response without EOS, so that is the position
+        whose score it learnt (the last prompt token for an empty response).
+        """
+        n_words = (response_mask * (1 - is_eos)).sum(1)  # [B]
+        index = prompt_len - 1 + n_words
+        return per_token.gather(1, index.unsqueeze(1)).squeeze(1)
+
+    @torch.no_grad()
+    def generate_rollout(self, batch: dict) -> tuple[Rollout, torch.Tensor]:
+        """Sample, score and compute advantages for one prompt batch.
+
+        Returns the detached `Rollout` and the mean per-token entropy of the actor on it.
+        """
+        prompt_len = batch["input_ids"].size(1)
+        sequences = self._sample(self.actor, batch, greedy=False)  # [B, P + R]
+        response = sequences[:, prompt_len:]  # [B, R]
+        response_mask = response_mask_after_eos(response, self.eos_id)  # [B, R]
+        mask = torch.cat([batch["attention_mask"].long(), response_mask], dim=1)  # [B, T]
+        ids = sequences.masked_fill(mask == 0, self.pad_id)
+        positions = positions_from_mask(mask)
+        r_len = response.size(1)
+        logprobs, entropy = self._logprobs(self.actor, ids, mask, positions, r_len)
+        ref_logprobs, _ = self._logprobs(self.ref, ids, mask, positions, r_len)
+        values = token_values(self.critic, ids, mask, positions)[:, prompt_len - 1 : -1]  # [B, R]
+        is_eos = (response == self.eos_id).long()
+        rm_tokens = token_values(self.reward_model, ids, mask, positions)  # [B, T]
+        scores = self._at_score_positions(rm_tokens, response_mask, is_eos, prompt_len)  # [B]
+        kl = kl_estimate(logprobs, ref_logprobs, self.ppo.kl_estimator) * response_mask
+        rewards = token_rewards(scores, kl, response_mask, self.kl_ctl.coef)
+        advantages, returns = gae(rewards, values, response_mask, self.ppo.gamma, self.ppo.lam)
+        if self.ppo.whiten_advantages:
+            advantages = masked_whiten(advantages, response_mask) * response_mask
+        rollout = Rollout(
+            ids, mask, positions, response_mask, logprobs, ref_logprobs, values, rewards,
+            advantages, returns, scores, kl.sum(1),
+        )  # fmt: skip
+        return rollout, masked_mean(entropy, response_mask)
+
+    # --- optimisation ----------------------------------------------------------------------
+
+    def _losses(self, mb: Rollout):
+        """Policy and value losses of one micro-batch under the current actor and critic."""
+        r_len = mb.response_mask.size(1)
+        logprobs, _ = self._logprobs(
+            self.actor, mb.input_ids, mb.attention_mask, mb.position_ids, r_len
+        )
+        values = token_values(self.critic, mb.input_ids, mb.attention_mask, mb.position_ids)
+        values = values[:, mb.prompt_length - 1 : -1]  # [b, R]
+        policy = ppo_policy_loss(
+            logprobs, mb.logprobs, mb.advantages, mb.response_mask, self.ppo.clip_range
+        )
+        value = ppo_value_loss(
+            values, mb.values, mb.returns, mb.response_mask, self.ppo.clip_range_value
+        )
+        return policy, value
+
+    def ppo_step(self, rollout: Rollout) -> dict[str, float]:
+        """``ppo_epochs`` passes of shuffled mini-batches; returns the mean loss statistics."""
+        actor_opt, critic_opt = self.optimizers()
+        schedulers = self.lr_schedulers()
+        micro = self.optim.micro_batch_size
+        sums: dict[str, float] = {}
+        n = 0
+        for _ in range(self.ppo.ppo_epochs):
+            for minibatch in rollout.minibatches(micro * self.accumulation):
+                actor_opt.zero_grad()
+                critic_opt.zero_grad()
+                for start in range(0, len(minibatch), micro):
+                    mb = minibatch.index(torch.arange(start, min(start + micro, len(minibatch))))
+                    policy, value = self._losses(mb)
+                    # actor and critic share no parameters: one backward fills both gradients
+                    loss = policy.loss + self.ppo.vf_coef * value.loss
+                    self.manual_backward(loss / self.accumulation)
+                    for key, v in (
+                        ("policy_loss", policy.loss), ("value_loss", value.loss),
+                        ("clip_frac", policy.clip_frac), ("approx_kl", policy.approx_kl),
+                        ("value_clip_frac", value.clip_frac),
+                    ):  # fmt: skip
+                        sums[key] = sums.get(key, 0.0) + float(v.detach())
+                    n += 1
+                for opt in (actor_opt, critic_opt):
+                    if self.gradient_clip_val:
+                        self.clip_gradients(opt, self.gradient_clip_val, "norm")
+                    opt.step()
+                for scheduler in schedulers:
+                    scheduler.step()
+        return {k: v / max(n, 1) for k, v in sums.items()}
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        rollout, entropy = self.generate_rollout(batch)
+        coef = self.kl_ctl.coef
+        stats = self.ppo_step(rollout)
+        # every rank must move β identically: feed the controller the KL averaged over ranks
+        kl = float(self.trainer.strategy.reduce(rollout.kl.mean(), reduce_op="mean"))
+        self.kl_ctl.update(kl, n_steps=len(rollout) * self.trainer.world_size)
+        self.log_metrics(rollout, entropy, coef, stats)
+
+    def log_metrics(self, rollout: Rollout, entropy, kl_coef: float, stats: dict) -> None:
+        """Log one PPO iteration under the shared ``ppo/`` names (per step)."""
+        metrics = {
+            "ppo/reward": rollout.scores.mean(),  # RM score of the samples (before the KL term)
+            "ppo/objective": (rollout.scores - kl_coef * rollout.kl).mean(),
+            "ppo/kl": rollout.kl.mean(),  # summed per-token estimate, nats per response
+            "ppo/entropy": entropy,
+            "ppo/kl_coef": kl_coef,
+            "ppo/response_length": rollout.response_mask.sum(1).float().mean(),
+            "ppo/lr": self.lr_schedulers()[0].get_last_lr()[0],
+            **{f"ppo/{k}": v for k, v in stats.items()},
+        }
+        self.log("ppo/reward", metrics.pop("ppo/reward"), prog_bar=True, batch_size=len(rollout))
+        self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=len(rollout))
+
+    # --- validation ------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _greedy_scores(self, model, batch: dict) -> tuple[torch.Tensor, float | None]:
+        """Mean RM score ``[B]`` of `model`'s greedy responses, and their mean oracle score."""
+        prompt_len = batch["input_ids"].size(1)
+        sequences = self._sample(model, batch, greedy=True)
+        response = sequences[:, prompt_len:]
+        response_mask = response_mask_after_eos(response, self.eos_id)
+        mask = torch.cat([batch["attention_mask"].long(), response_mask], dim=1)
+        ids = sequences.masked_fill(mask == 0, self.pad_id)
+        per_token = token_values(self.reward_model, ids, mask, positions_from_mask(mask))
+        is_eos = (response == self.eos_id).long()
+        scores = self._at_score_positions(per_token, response_mask, is_eos, prompt_len)
+        oracle = None
+        if self.oracle is not None and "prompts" in batch:
+            texts = self.tokenizer.batch_decode(response * response_mask, skip_special_tokens=True)
+            oracle = sum(map(self.oracle, batch["prompts"], texts)) / len(texts)
+        return scores, oracle
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        scores, oracle = self._greedy_scores(self.actor, batch)
+        if batch_idx not in self._ref_val:  # the reference is frozen: decode it once per batch
+            ref_scores, ref_oracle = self._greedy_scores(self.ref, batch)
+            self._ref_val[batch_idx] = (float(ref_scores.mean()), ref_oracle, len(ref_scores))
+        ref_reward, ref_oracle, _ = self._ref_val[batch_idx]
+        kw = dict(on_epoch=True, sync_dist=True, batch_size=len(scores))
+        self.log("val/reward", scores.mean(), prog_bar=True, **kw)
+        self.log("val/ref_reward", ref_reward, **kw)
+        if oracle is not None:
+            self.log("val/oracle", oracle, **kw)
+            self.log("val/ref_oracle", ref_oracle, **kw)
+
+    # --- optimizers and checkpoints --------------------------------------------------------
+
+    def _optimizer_steps(self) -> int:
+        """Steps each optimizer will take in this fit (for the schedules)."""
+        rows = self.ppo.rollout_batch_size
+        per_rollout = self.ppo.ppo_epochs * math.ceil(
+            rows / (self.optim.micro_batch_size * self.accumulation)
+        )
+        if self.trainer.max_steps > 0:  # max_steps counts both optimizers' steps
+            return math.ceil(self.trainer.max_steps / 2)
+        return int(self.trainer.estimated_stepping_batches) * per_rollout
+
+    def configure_optimizers(self):
+        total = self._optimizer_steps()
+        critic_optim = dataclasses.replace(self.optim, lr=self.ppo.critic_lr or self.optim.lr)
+        actor = adamw_with_schedule(self.actor, self.optim, total)
+        critic = adamw_with_schedule(self.critic, critic_optim, total)
+        return [actor["optimizer"], critic["optimizer"]], [
+            actor["lr_scheduler"],
+            critic["lr_scheduler"],
+        ]
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Store the KL controller; leave the frozen models out (they reload from their inputs)."""
+        checkpoint[KL_STATE_KEY] = self.kl_ctl.state_dict()
+        state = checkpoint.get("state_dict", {})
+        for key in [k for k in state if k.startswith(FROZEN)]:
+            del state[key]
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Restore the KL controller; put the live frozen weights back so loading stays strict."""
+        if KL_STATE_KEY in checkpoint:
+            self.kl_ctl.load_state_dict(checkpoint[KL_STATE_KEY])
+        if "state_dict" in checkpoint:
+            frozen = {k: v for k, v in self.state_dict().items() if k.startswith(FROZEN)}
+            checkpoint["state_dict"].update(frozen)
+
+
+# --- stage assembly ---------------------------------------------------------------------------
+
+
+def _require_inputs(job: JobConfig) -> None:
+    """Raise `UsageError` naming the command that produces a missing PPO input."""
+    if not job.policy:
+        raise UsageError(
+            "PPO needs policy=<SFT run dir or HF dir>; produce one with "
+            "python -m argsfw.fit recipe=tiny_sft (or your *_sft recipe)"
+        )
+    if not job.reward_model:
+        raise UsageError(
+            "PPO needs reward_model=<RM run dir or HF dir>; produce one with "
+            "python -m argsfw.fit recipe=tiny_rm (or your *_rm recipe)"
+        )
+    if job.strategy.name == "deepspeed":
+        raise UsageError(
+            "the PPO stage steps two optimizers (actor, critic), which Lightning's DeepSpeed "
+            "strategy does not support; use strategy=ddp or strategy=auto"
+        )
+    if job.model.lora.enabled:
+        raise UsageError("model.lora.enabled=true is not supported by the PPO stage yet")
+
+
+def _check_batches(job: JobConfig, accumulation: int) -> None:
+    rows = job.optim.micro_batch_size * accumulation
+    if job.ppo.rollout_batch_size % rows:
+        raise UsageError(
+            f"ppo.rollout_batch_size={job.ppo.rollout_batch_size} is not a multiple of the "
+            f"per-device mini-batch optim.batch_size / devices = {rows}"
+        )
+
+
+def load_models(job: JobConfig) -> tuple:
+    """(actor, critic, ref, reward_model, tokenizer) from ``policy=`` and ``reward_model=``.
+
+    Raises `UsageError` when the two tokenizers differ (PPO hands token ids from the policy to
+    the reward model), `ModelPathError` for a bad path.
+    """
+    from argsfw.models import check_tokenizer_compat, load_policy, load_reward_model, load_tokenizer
+    from argsfw.modules._models import load_tokenizer_for
+
+    tokenizer = load_tokenizer_for(job, job.policy)
+    rm_tokenizer = load_tokenizer(job.reward_model, "reward model tokenizer")
+    names = (f"policy {job.policy}", f"reward model {job.reward_model}")
+    compat = check_tokenizer_compat(tokenizer, rm_tokenizer, names)
+    if not compat.same:
+        raise UsageError(
+            f"policy {job.policy!r} and reward model {job.reward_model!r} use different tokenizers "
+            f"({'; '.join(compat.differences)}); PPO scores the policy's token ids with the reward "
+            "model, so train the reward model with the policy's tokenizer"
+        )
+    actor = load_policy(job.policy, dtype=job.model.dtype)
+    critic = load_reward_model(job.reward_model, dtype=job.model.dtype, tokenizer=tokenizer)
+    return actor, critic, copy.deepcopy(actor), copy.deepcopy(critic), tokenizer
+
+
+def build(job: JobConfig, run: RunDir) -> StageParts:
+    """The PPO stage's parts: module, prompt DataModule, export of policy (+ ``critic/``), meta.
+
+    Raises `UsageError` for a missing input, mismatched tokenizers, an unsupported strategy or
+    batch sizes that do not divide; `ModelPathError` for a bad model path.
+    """
+    from argsfw.data import PromptDataModule, tiny_oracle_score
+    from argsfw.modules._models import save_model_dir
+    from argsfw.strategies import world_size
+
+    _require_inputs(job)
+    accumulation = job.optim.accumulation(world_size(job.trainer))
+    _check_batches(job, accumulation)
+    actor, critic, ref, reward_model, tokenizer = load_models(job)
+    module = PPOModule(
+        actor, critic, ref, reward_model, tokenizer, job.ppo, job.optim,
+        accumulation=accumulation,
+        gradient_clip_val=job.trainer.gradient_clip_val,
+        oracle=tiny_oracle_score if job.data.source == "tiny" else None,
+    )  # fmt: skip
+    datamodule = PromptDataModule(tokenizer, job.data, batch_size=job.ppo.rollout_batch_size)
+
+    def export(module: PPOModule, out_dir: Path) -> None:
+        save_model_dir(module.actor, tokenizer, out_dir)
+        save_model_dir(module.critic, tokenizer, out_dir / "critic")
+
+    meta = {
+        "kind": "policy",
+        "base_model": job.policy,
+        "reward_model": job.reward_model,
+        "tokenizer": job.model.tokenizer or job.policy,
+        "vocab_size": len(tokenizer),
+        "max_length": job.data.max_length,
+        "max_prompt_length": job.data.max_prompt_length,
+        "max_new_tokens": job.ppo.max_new_tokens,
+        "critic": "critic/",
+    }
+    return StageParts(module, datamodule, export, meta)
