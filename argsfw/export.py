@@ -1,0 +1,226 @@
+"""Export a trained stage as a plain Hugging Face directory, from any checkpoint.
+
+``python -m argsfw.export CHECKPOINT OUT_DIR``
+    CHECKPOINT is a Lightning ``.ckpt`` file or a DeepSpeed ZeRO checkpoint directory (as
+    written in ``<run>/checkpoints/``). The stage is rebuilt from the run's ``config.yaml``
+    (found next to ``checkpoints/``, or given with ``--config``), the weights loaded, and the
+    stage's own export writes OUT_DIR (safetensors, config, tokenizer).
+
+``python -m argsfw.export --from-deepspeed-chat CKPT OUT_DIR [--tokenizer TOK]``
+    Imports a DeepSpeed-Chat reward checkpoint, as the original ARGS project shipped its OPT
+    reward models: ``rwtranrsformer.*`` (sic) → ``model.*`` and ``v_head.weight`` →
+    ``score.weight``, saved as an ``OPTForSequenceClassification`` with ``num_labels=1``.
+
+Exit code 2 with one line for a missing or unreadable input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from argsfw.errors import UsageError
+
+log = logging.getLogger("argsfw.export")
+
+DS_CHAT_PREFIX = "rwtranrsformer."  # sic: the typo is in DeepSpeed-Chat's RewardModel
+DS_CHAT_HEAD = "v_head.weight"
+
+
+def lightning_state_dict(checkpoint: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The LightningModule state dict in a ``.ckpt`` file or a ZeRO checkpoint directory.
+
+    ZeRO shards are consolidated to fp32 with Lightning's converter. Raises `UsageError`
+    when the path is neither.
+    """
+    path = Path(checkpoint)
+    if path.is_dir():
+        if not (path / "checkpoint").is_dir():
+            raise UsageError(
+                f"{path} is a directory but not a DeepSpeed checkpoint (no checkpoint/ inside)"
+            )
+        from lightning.pytorch.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict
+
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "fp32.ckpt"
+            convert_zero_checkpoint_to_fp32_state_dict(str(path), str(out))
+            return torch.load(out, map_location="cpu", weights_only=False)["state_dict"]
+    if not path.is_file():
+        raise UsageError(
+            f"checkpoint {path} does not exist (expected a .ckpt file or a ZeRO checkpoint dir)"
+        )
+    # weights_only=False: a Lightning checkpoint holds loop and callback state, not only tensors;
+    # only load checkpoints you trust (your own runs)
+    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+
+
+def _job_for(checkpoint: Path, config: str | None):
+    from omegaconf import OmegaConf
+
+    from argsfw.config.schema import JobConfig
+
+    cfg_path = Path(config) if config else checkpoint.resolve().parent.parent / "config.yaml"
+    if not cfg_path.is_file():
+        raise UsageError(
+            f"no run config at {cfg_path}: pass --config <run_dir>/config.yaml of the run that wrote {checkpoint}"
+        )
+    merged = OmegaConf.merge(OmegaConf.structured(JobConfig), OmegaConf.load(cfg_path))
+    return OmegaConf.to_object(merged)
+
+
+def export_checkpoint(
+    checkpoint: str | os.PathLike, out_dir: str | os.PathLike, config: str | None = None
+) -> Path:
+    """Rebuild the stage of `checkpoint`'s run, load its weights and write the HF dir `out_dir`.
+
+    Returns `out_dir`. Written through a temporary sibling and renamed, so a failure leaves no
+    half-written directory.
+    """
+    from argsfw.config.run_dir import RunDir
+    from argsfw.modules import build_stage
+
+    ckpt = Path(checkpoint)
+    job = _job_for(ckpt, config)
+    state = lightning_state_dict(ckpt)
+    parts = build_stage(job, RunDir(ckpt.resolve().parent.parent))
+    parts.module.load_state_dict(state)
+    return _atomic_write(Path(out_dir), lambda tmp: parts.export(parts.module, tmp))
+
+
+def _atomic_write(out: Path, write) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        write(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _read_ds_chat_weights(path: Path) -> tuple[dict[str, torch.Tensor], Path]:
+    files = (
+        [path] if path.is_file() else [path / n for n in ("pytorch_model.bin", "model.safetensors")]
+    )
+    for f in files:
+        if f.is_file():
+            if f.suffix == ".safetensors":
+                from safetensors.torch import load_file
+
+                return load_file(str(f)), f.parent
+            return torch.load(f, map_location="cpu", weights_only=True), f.parent
+    raise UsageError(
+        f"no DeepSpeed-Chat weights at {path} (expected pytorch_model.bin or model.safetensors)"
+    )
+
+
+def convert_ds_chat_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a DeepSpeed-Chat RewardModel state dict to `OPTForSequenceClassification` keys.
+
+    Raises `UsageError` when the keys are not DeepSpeed-Chat's (no ``v_head.weight``).
+    """
+    if DS_CHAT_HEAD not in state:
+        raise UsageError(
+            f"not a DeepSpeed-Chat reward checkpoint: no {DS_CHAT_HEAD!r} among its keys"
+        )
+    out = {}
+    for key, value in state.items():
+        if key == DS_CHAT_HEAD:
+            out["score.weight"] = value
+        elif key.startswith(DS_CHAT_PREFIX):
+            out["model." + key[len(DS_CHAT_PREFIX) :]] = value
+        else:
+            raise UsageError(f"unexpected key {key!r} in a DeepSpeed-Chat reward checkpoint")
+    return out
+
+
+def import_deepspeed_chat(
+    checkpoint: str | os.PathLike, out_dir: str | os.PathLike, tokenizer: str | None = None
+) -> Path:
+    """Write a DeepSpeed-Chat OPT reward checkpoint as an HF `OPTForSequenceClassification` dir.
+
+    The OPT ``config.json`` is read beside the weights; the tokenizer from `tokenizer` (an HF
+    dir or hub id), else from the checkpoint's directory. Returns `out_dir`.
+    """
+    from transformers import AutoConfig, AutoTokenizer, OPTForSequenceClassification
+
+    state, folder = _read_ds_chat_weights(Path(checkpoint))
+    if not (folder / "config.json").is_file():
+        raise UsageError(
+            f"no config.json beside {checkpoint}: DeepSpeed-Chat saves the OPT config with the weights"
+        )
+    config = AutoConfig.from_pretrained(folder, num_labels=1)
+    if config.model_type != "opt":
+        raise UsageError(
+            f"{checkpoint} holds a {config.model_type!r} model; DeepSpeed-Chat import supports OPT"
+        )
+    tok = AutoTokenizer.from_pretrained(tokenizer or folder)
+    config.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else config.pad_token_id
+    with torch.device("meta"):
+        model = OPTForSequenceClassification(config)
+    missing, unexpected = model.load_state_dict(
+        convert_ds_chat_state_dict(state), strict=False, assign=True
+    )
+    missing = [k for k in missing if k != "lm_head.weight"]
+    if missing or unexpected:
+        raise UsageError(
+            f"DeepSpeed-Chat checkpoint does not fit OPT: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+    model.eval()
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+
+    return _atomic_write(Path(out_dir), write)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (2 for usage errors)."""
+    p = argparse.ArgumentParser(
+        prog="python -m argsfw.export", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument(
+        "checkpoint", help="Lightning .ckpt, ZeRO checkpoint dir, or DeepSpeed-Chat weights"
+    )
+    p.add_argument("out_dir", help="Hugging Face directory to write")
+    p.add_argument("--config", help="the run's config.yaml (default: next to checkpoints/)")
+    p.add_argument(
+        "--from-deepspeed-chat",
+        action="store_true",
+        help="import a DeepSpeed-Chat OPT reward model",
+    )
+    p.add_argument("--tokenizer", help="tokenizer dir or hub id (DeepSpeed-Chat import)")
+    p.add_argument("--verbose", action="store_true", help="show tracebacks")
+    args = p.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
+    try:
+        if args.from_deepspeed_chat:
+            out = import_deepspeed_chat(args.checkpoint, args.out_dir, args.tokenizer)
+        else:
+            out = export_checkpoint(args.checkpoint, args.out_dir, args.config)
+    except Exception as exc:
+        from argsfw.errors import is_usage_error
+
+        if args.verbose:
+            raise
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"argsfw export: error: {msg}", file=sys.stderr)
+        return 2 if is_usage_error(exc) or isinstance(exc, OSError) else 1
+    print(f"exported {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

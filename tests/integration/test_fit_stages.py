@@ -1,0 +1,111 @@
+"""tiny_sft and tiny_rm end to end as subprocesses; exports load in vanilla transformers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from _fit_helpers import REPO, SMALL, env, fit, metrics
+
+pytestmark = pytest.mark.slow
+IDS = torch.tensor([[1, 40, 41, 42, 43, 44, 45, 46], [1, 50, 51, 52, 53, 0, 0, 0]])
+MASK = (torch.arange(8) < torch.tensor([[8], [5]])).long()
+
+
+def _trained_module(run_dir, recipe):
+    """The trained LightningModule, rebuilt from the run's config and its last checkpoint."""
+    from argsfw.config.run_dir import RunDir
+    from argsfw.export import _job_for, lightning_state_dict
+    from argsfw.modules import build_stage
+
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    parts = build_stage(_job_for(ckpt, None), RunDir(run_dir))
+    parts.module.load_state_dict(lightning_state_dict(ckpt))
+    return parts.module.eval()
+
+
+def test_tiny_sft_exports_a_causal_lm_with_the_trained_outputs(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run = tmp_path / "sft"
+    fit("recipe=tiny_sft", f"run_dir={run}", "trainer.max_steps=4", "logger.name=csv", *SMALL)
+    m = metrics(run)
+    assert m["trainer/global_step"] == 4 and "train/loss" in m and "val/loss" in m
+    assert (run / "hf" / "model.safetensors").is_file() and (run / "hf" / "meta.json").is_file()
+    assert not list(run.glob(".hf.tmp*"))
+    model = AutoModelForCausalLM.from_pretrained(run / "hf").eval()
+    tok = AutoTokenizer.from_pretrained(run / "hf")
+    assert tok.pad_token_id is not None
+    with torch.no_grad():
+        expected = _trained_module(run, "tiny_sft")(IDS, MASK)
+        torch.testing.assert_close(model(input_ids=IDS, attention_mask=MASK).logits, expected)
+    # python -m argsfw.export from the Lightning checkpoint gives the same weights
+    out = tmp_path / "exported"
+    proc = subprocess.run(
+        [sys.executable, "-m", "argsfw.export", str(run / "checkpoints" / "last.ckpt"), str(out)],
+        cwd=REPO,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    again = AutoModelForCausalLM.from_pretrained(out).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(again(input_ids=IDS, attention_mask=MASK).logits, expected)
+
+
+def test_tiny_rm_exports_a_sequence_classifier_with_the_trained_outputs(tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    run = tmp_path / "rm"
+    fit(
+        "recipe=tiny_rm",
+        f"run_dir={run}",
+        "trainer.max_steps=4",
+        "rm.prefix_cuts=1",
+        "logger.name=none",
+        *SMALL,
+    )
+    m = metrics(run)
+    for key in (
+        "train/loss",
+        "val/loss",
+        "val/reward_acc",
+        "val/reward_gap",
+        "val/prefix_reward_acc",
+    ):
+        assert key in m, key
+    model = AutoModelForSequenceClassification.from_pretrained(run / "hf").eval()
+    assert model.config.num_labels == 1 and model.config.pad_token_id is not None
+    ids = IDS.masked_fill(MASK == 0, model.config.pad_token_id)
+    with torch.no_grad():
+        expected = _trained_module(run, "tiny_rm")(ids, MASK)
+        torch.testing.assert_close(
+            model(input_ids=ids, attention_mask=MASK).logits.squeeze(-1), expected
+        )
+
+
+def test_existing_run_dir_exit_2_one_line(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "meta.json").write_text("{}")
+    proc = fit("recipe=tiny_sft", f"run_dir={run}", "logger.name=none", check=False, timeout=60)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "resume=true" in proc.stderr
+
+
+def test_wandb_offline_without_key(tmp_path):
+    run = tmp_path / "wb"
+    fit(
+        "recipe=tiny_sft",
+        f"run_dir={run}",
+        "trainer.max_steps=2",
+        "logger.name=wandb",
+        *SMALL,
+        env_extra={"WANDB_MODE": None, "WANDB_API_KEY": None, "HOME": str(tmp_path), "NETRC": None},
+    )
+    runs = list((run / "wandb").glob("offline-run-*"))
+    assert runs and any(runs[0].rglob("*.wandb"))
