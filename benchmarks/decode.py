@@ -1,0 +1,287 @@
+"""Decoding speed and memory, side by side in one run on the same tiny models and real HH-RLHF prompts.
+
+    .venv/bin/python benchmarks/decode.py            # full run (~6-10 min on 2 CPU cores)
+    .venv/bin/python benchmarks/decode.py --quick    # ~1-2 min smoke run
+
+Compares, at w=1 and 128 new tokens (EOS ignored so every run makes the same number of tokens):
+  (a) argsfw's engine vs a re-implementation of the ORIGINAL ARGS code's cost structure (batch 1;
+      the RM reads the prompt k times on step one, its KV cache is held k-fold and reordered by
+      copy every step) at k=10 and k=40, for ~300-token and ~1k-token prompts;
+  (b) argsfw's ARGS-greedy vs plain greedy `model.generate` of the policy alone;
+  (c) 16 prompts decoded as one batch vs one at a time;
+  (d) the RM's KV-cache bytes at k=10 vs k=40.
+Models: Llama, hidden 256, 4 layers, vocab 8k, random weights (speed does not depend on what the
+weights say), policy and RM of the same size, tokenizer trained on the HH-RLHF text.
+Needs ../shared/data (the project's shared data folder); exits with a message when it is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+from transformers import DynamicCache
+
+from argsfw.decoding import ArgsDecoder, DecodeConfig
+from argsfw.decoding.accounting import cache_bytes
+from argsfw.models import TinySpec, build_tiny_policy, build_tiny_reward_model, train_tokenizer
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf"
+FILES = ("helpful-base/test-part-a.jsonl.gz", "harmless-base/test.jsonl.gz")
+
+
+# ---------------------------------------------------------------------------- data and models
+def load_dialogues() -> list[str]:
+    """HH-RLHF `chosen` dialogues from the shared data folder (exits if it is absent)."""
+    if not all((DATA / f).is_file() for f in FILES):
+        sys.exit(
+            f"benchmark skipped: HH-RLHF test files not found under {DATA} (the project's ../shared/data)"
+        )
+    out = []
+    for f in FILES:
+        with gzip.open(DATA / f, "rt") as fh:
+            out.extend(json.loads(line)["chosen"] for line in fh)
+    return out
+
+
+def prompt_of(dialogue: str) -> str:
+    """Everything up to and including the last "\\n\\nAssistant:" (the HH-RLHF prompt)."""
+    cut = dialogue.rfind("\n\nAssistant:")
+    return dialogue[: cut + len("\n\nAssistant:")] if cut >= 0 else dialogue
+
+
+def prompts_of_length(tok, dialogues: list[str], target: int, n: int) -> list[list[int]]:
+    """``n`` real prompts of about ``target`` tokens.
+
+    Up to 400 tokens: single HH prompts within +-10% of ``target``. Longer: whole dialogues
+    followed by one more prompt (a long multi-conversation context), cut at the start to
+    ``target`` tokens with the BOS token kept.
+    """
+    out: list[list[int]] = []
+    if target <= 400:
+        for d in dialogues:
+            ids = tok(prompt_of(d)).input_ids
+            if abs(len(ids) - target) <= target // 10:
+                out.append(ids)
+            if len(out) == n:
+                return out
+    else:
+        context = ""
+        for d in dialogues:
+            ids = tok(context + prompt_of(d)).input_ids
+            if len(ids) >= target:
+                out.append([ids[0]] + ids[len(ids) - target + 1 :])
+                context = ""
+                if len(out) == n:
+                    return out
+            else:
+                context += d
+    raise SystemExit(f"could not find {n} prompts of ~{target} tokens")
+
+
+def build_models(texts: list[str]):
+    tok = train_tokenizer(texts, vocab_size=8000)
+    spec = TinySpec(
+        arch="llama",
+        hidden_size=256,
+        num_layers=4,
+        num_heads=4,
+        intermediate_size=1024,
+        max_position_embeddings=2048,
+    )
+    return tok, build_tiny_policy(tok, spec, seed=0), build_tiny_reward_model(tok, spec, seed=1)
+
+
+# ---------------------------------------------------------------------------- original cost structure
+@torch.inference_mode()
+def original_args_greedy(
+    llm, rm, prompt: list[int], k: int, w: float, max_new: int
+) -> tuple[list[int], int]:
+    """ARGS-greedy with the original code's cost structure; returns (new tokens, peak RM cache bytes).
+
+    Batch 1. Step one: the RM reads k full rows ``prompt + candidate`` (the prompt k times) and
+    keeps a k-row KV cache. Every step after: the cache is reordered to k copies of the chosen
+    row (an index_select copy of k*L positions per layer), and the k candidates are fed as k rows
+    of one token against it. The policy decodes with its own batch-1 cache.
+    """
+    x = torch.tensor([prompt])
+    llm_cache, rm_cache = DynamicCache(config=llm.config), DynamicCache(config=rm.config)
+    logits = (
+        llm(input_ids=x, cache=llm_cache, use_cache=True, logits_to_keep=1).logits[0, -1].float()
+    )
+    new, peak = [], 0
+    for step in range(max_new):
+        top, cands = logits.topk(k)  # [k]
+        if step == 0:
+            rows = torch.cat(
+                [x.expand(k, -1), cands[:, None]], dim=1
+            )  # [k, L+1]: prompt read k times
+            r = rm(input_ids=rows, cache=rm_cache, use_cache=True).logits[:, 0]
+        else:
+            r = rm(input_ids=cands[:, None], cache=rm_cache, use_cache=True).logits[:, 0]
+        peak = max(peak, cache_bytes(rm_cache))
+        best = int((top + w * r.float()).argmax())
+        tok = int(cands[best])
+        new.append(tok)
+        rm_cache.reorder_cache(torch.full((k,), best))  # k copies of the chosen row
+        if step < max_new - 1:
+            logits = (
+                llm(
+                    input_ids=torch.tensor([[tok]]),
+                    cache=llm_cache,
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
+                .logits[0, -1]
+                .float()
+            )
+    return new, peak
+
+
+# ---------------------------------------------------------------------------- timing helpers
+def timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def run_fast(dec, prompts, k, max_new, batch_size=1):
+    s = DecodeConfig(
+        method="args-greedy",
+        weight=1.0,
+        topk=k,
+        max_new_tokens=max_new,
+        stop_at_eos=False,
+        batch_size=batch_size,
+    )
+    return dec.generate_ids(prompts, s)
+
+
+def run_plain(llm, prompt, max_new, pad_id):
+    ids = torch.tensor([prompt])
+    return llm.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        do_sample=False,
+        max_new_tokens=max_new,
+        min_new_tokens=max_new,
+        pad_token_id=pad_id,
+    )
+
+
+def compare(dec, llm, rm, prompts, k, max_new, pad_id) -> dict:
+    """Per prompt, interleaved so load changes hit all three alike: fast, original structure, plain greedy."""
+    t_fast = t_orig = t_plain = 0.0
+    same, cache_fast, cache_orig = True, 0, 0
+    for p in prompts:
+        (gens, st), dt = timed(lambda p=p: run_fast(dec, [p], k, max_new))
+        t_fast += dt
+        cache_fast = max(cache_fast, st.rm_cache_bytes_peak)
+        (orig, peak), dt = timed(lambda p=p: original_args_greedy(llm, rm, p, k, 1.0, max_new))
+        t_orig += dt
+        cache_orig = max(cache_orig, peak)
+        same &= orig == gens[0].new_ids
+        _, dt = timed(lambda p=p: run_plain(llm, p, max_new, pad_id))
+        t_plain += dt
+    n = len(prompts)
+    return dict(
+        k=k,
+        L=round(sum(map(len, prompts)) / n),
+        fast_s=t_fast / n,
+        orig_s=t_orig / n,
+        plain_s=t_plain / n,
+        speedup=t_orig / t_fast,
+        vs_plain=t_fast / t_plain,
+        same_tokens=same,
+        cache_fast=cache_fast,
+        cache_orig=cache_orig,
+    )
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument(
+        "--quick", action="store_true", help="fewer prompts and 32 new tokens (~1-2 min)"
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (1 is steadiest on a shared machine)",
+    )
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    max_new = 32 if args.quick else 128
+    # why 32 tokens at 1k: the original structure copies a k*1k-position cache every step there
+    # (~2 s per token at k=40 on this machine), so 128 tokens would take the whole time budget
+    max_new_long = 16 if args.quick else 32
+    n_short, n_long, n_batch = (1, 1, 8) if args.quick else (3, 1, 16)
+
+    t_start = time.perf_counter()
+    dialogues = load_dialogues()
+    tok, llm, rm = build_models(dialogues)
+    dec = ArgsDecoder(llm, tok, rm)
+    short = prompts_of_length(tok, dialogues, 300, max(n_short, n_batch))
+    long = prompts_of_length(tok, dialogues, 1000, n_long)
+    print(
+        f"# decode benchmark: max_new={max_new} threads={args.threads} cpus={os.cpu_count()} "
+        f"load={os.getloadavg()[0]:.1f} (1-min avg at start)"
+    )
+    run_fast(dec, short[:1], 10, 4)  # warm-up
+    original_args_greedy(llm, rm, short[0], 10, 1.0, 4)
+    run_plain(llm, short[0], 4, tok.pad_token_id)
+
+    rows = []
+    for prompts, n_new in ((short[:n_short], max_new), (long, max_new_long)):
+        for k in (10, 40):
+            rows.append(compare(dec, llm, rm, prompts, k, n_new, tok.pad_token_id))
+            rows[-1]["new"] = n_new
+            r = rows[-1]
+            print(
+                f"L~{r['L']:4d} new={n_new} k={k:2d}: fast {r['fast_s']:.2f}s  original-structure {r['orig_s']:.2f}s  "
+                f"plain greedy {r['plain_s']:.2f}s  | speedup {r['speedup']:.2f}x  fast/plain {r['vs_plain']:.2f}x  "
+                f"same tokens: {r['same_tokens']}  RM cache {r['cache_fast'] / 2**20:.2f} MiB vs {r['cache_orig'] / 2**20:.2f} MiB",
+                flush=True,
+            )
+
+    batch = short[:n_batch]
+    (_, st_b), t_b = timed(lambda: run_fast(dec, batch, 10, max_new, batch_size=n_batch))
+    (_, st_1), t_1 = timed(lambda: run_fast(dec, batch, 10, max_new, batch_size=1))
+    orig_pps = 1.0 / next(r["orig_s"] for r in rows if r["k"] == 10)
+    print(
+        f"batching k=10, {n_batch} prompts: batch {n_batch} {n_batch / t_b:.2f} prompts/s, one at a time "
+        f"{n_batch / t_1:.2f} prompts/s -> {t_1 / t_b:.2f}x; vs original structure {n_batch / t_b / orig_pps:.2f}x"
+    )
+    k10 = next(r for r in rows if r["k"] == 10)
+    k40 = next(r for r in rows if r["k"] == 40)
+    print(
+        f"RM cache at L~{k10['L']}: k=10 {k10['cache_fast']} B, k=40 {k40['cache_fast']} B "
+        f"(ratio {k40['cache_fast'] / k10['cache_fast']:.2f}); original structure {k10['cache_orig']} B vs {k40['cache_orig']} B"
+    )
+
+    print(
+        "\n| prompt tokens | k | argsfw s/prompt | original-structure s/prompt | speedup | plain greedy s/prompt | argsfw / plain | same tokens | RM cache argsfw | RM cache original |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['L']} | {r['new']} | {r['k']} | {r['fast_s']:.2f} | {r['orig_s']:.2f} | {r['speedup']:.2f}x | {r['plain_s']:.2f} | "
+            f"{r['vs_plain']:.2f}x | {'yes' if r['same_tokens'] else 'NO'} | {r['cache_fast'] / 2**20:.2f} MiB | {r['cache_orig'] / 2**20:.2f} MiB |"
+        )
+    print(
+        f"\n| batching (k=10, ~300-token prompts) | prompts/s |\n|---|---|\n| {n_batch} one at a time | {n_batch / t_1:.2f} |\n"
+        f"| {n_batch} as one batch | {n_batch / t_b:.2f} ({t_1 / t_b:.2f}x) |\n| original structure, batch 1 | {orig_pps:.2f} |"
+    )
+    print(
+        f"\ntotal wall time {time.perf_counter() - t_start:.0f}s, load at end {os.getloadavg()[0]:.1f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
