@@ -7,14 +7,32 @@ these run ``python -m argsfw.predict`` as subprocesses.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from argsfw.predict import main
 
 REPO = Path(__file__).resolve().parents[2]
+ENV = {
+    **os.environ,
+    "OMP_NUM_THREADS": "1",
+}  # one intra-op thread per process (DDP ranks get it from Lightning)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models gain nothing from intra-op threads; on a shared 2-core box they oversubscribe."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def _args(kit, run_dir: Path, *extra: str) -> list[str]:
@@ -37,6 +55,7 @@ def _predict_subprocess(args: list[str], timeout: float = 240) -> subprocess.Com
     return subprocess.run(
         [sys.executable, "-m", "argsfw.predict", *args],
         cwd=REPO,
+        env=ENV,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -79,6 +98,7 @@ def test_killed_run_resumes_with_every_prompt_exactly_once(tiny_kit, tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "argsfw.predict", *args],
         cwd=REPO,
+        env=ENV,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
