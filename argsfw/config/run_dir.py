@@ -73,6 +73,18 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def global_rank() -> int:
+    """This process's global rank from the launcher's environment (0 when not distributed).
+
+    Same variables and order as Lightning's own rank lookup (torchrun/DDP, SLURM, LSF), read
+    here without importing Lightning so the CLI stays fast.
+    """
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if os.environ.get(key) is not None:
+            return int(os.environ[key])
+    return 0
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
@@ -112,7 +124,7 @@ class RunDir:
         return self.path / "DONE"
 
     def is_rank_zero(self) -> bool:
-        return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0
+        return global_rank() == 0
 
     def meta(self) -> dict[str, Any]:
         """The current ``meta.json`` (empty when none was written yet)."""
