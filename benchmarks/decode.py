@@ -3,13 +3,15 @@
     .venv/bin/python benchmarks/decode.py            # full run (~6-10 min on 2 CPU cores)
     .venv/bin/python benchmarks/decode.py --quick    # ~1-2 min smoke run
 
-Compares, at w=1 and 128 new tokens (EOS ignored so every run makes the same number of tokens):
+Compares, at w=1 and 128 new tokens (32 for the 1k-token prompts; EOS ignored so every run makes
+the same number of tokens):
   (a) argsfw's engine vs a re-implementation of the ORIGINAL ARGS code's cost structure (batch 1;
       the RM reads the prompt k times on step one, its KV cache is held k-fold and reordered by
       copy every step) at k=10 and k=40, for ~300-token and ~1k-token prompts;
   (b) argsfw's ARGS-greedy vs plain greedy `model.generate` of the policy alone;
   (c) 16 prompts decoded as one batch vs one at a time;
-  (d) the RM's KV-cache bytes at k=10 vs k=40.
+  (d) the RM's KV-cache bytes at k=10 vs k=40;
+and the "two forwards per token" floor: one cached policy step vs one cached RM forward of k tokens.
 Models: Llama, hidden 256, 4 layers, vocab 8k, random weights (speed does not depend on what the
 weights say), policy and RM of the same size, tokenizer trained on the HH-RLHF text.
 Needs ../shared/data (the project's shared data folder); exits with a message when it is absent.
@@ -144,6 +146,45 @@ def original_args_greedy(
     return new, peak
 
 
+# ---------------------------------------------------------------------------- the two-forward floor
+@torch.inference_mode()
+def forward_floor(llm, rm, length: int, ks=(10, 40), reps: int = 40) -> dict:
+    """Median ms of one cached policy step (1 token + LM head) and one cached RM forward of n tokens.
+
+    ARGS needs one of each per token, so ``(llm + rm_k) / llm`` is the floor of "ARGS-greedy
+    time / plain greedy time" for batch 1, before any engine overhead.
+    """
+    x = torch.randint(5, llm.config.vocab_size, (1, length))
+
+    def median(model, n: int, lm: bool) -> float:
+        cache = DynamicCache()
+        (model if lm else model.model)(input_ids=x, cache=cache, use_cache=True)
+        ids = torch.randint(5, llm.config.vocab_size, (1, n))
+        mask = torch.zeros(1, 1, n, length + n)
+        pos = torch.full((1, n), length)
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            if lm:
+                model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
+            else:
+                model.model(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    position_ids=pos,
+                    cache=cache,
+                    use_cache=True,
+                )
+            times.append(time.perf_counter() - t0)
+            cache.crop(-n)
+        return sorted(times)[reps // 2] * 1e3
+
+    out = {"llm_1": median(llm, 1, True), "rm_1": median(rm, 1, False)}
+    for k in ks:
+        out[f"rm_{k}"] = median(rm, k, False)
+    return out
+
+
 # ---------------------------------------------------------------------------- timing helpers
 def timed(fn):
     t0 = time.perf_counter()
@@ -237,6 +278,15 @@ def main(argv=None) -> None:
     original_args_greedy(llm, rm, short[0], 10, 1.0, 4)
     run_plain(llm, short[0], 4, tok.pad_token_id)
 
+    floor = forward_floor(llm, rm, 300 + max_new // 2)
+    print(
+        f"forward floor at L~{300 + max_new // 2} (median ms): policy step {floor['llm_1']:.1f}, RM with 1 token "
+        f"{floor['rm_1']:.1f}, 10 tokens {floor['rm_10']:.1f}, 40 tokens {floor['rm_40']:.1f} -> floor of "
+        f"ARGS/plain: k=10 {(floor['llm_1'] + floor['rm_10']) / floor['llm_1']:.2f}x, "
+        f"k=40 {(floor['llm_1'] + floor['rm_40']) / floor['llm_1']:.2f}x",
+        flush=True,
+    )
+
     rows = []
     for prompts, n_new in ((short[:n_short], max_new), (long, max_new_long)):
         for k in (10, 40):
@@ -266,7 +316,7 @@ def main(argv=None) -> None:
     )
 
     print(
-        "\n| prompt tokens | k | argsfw s/prompt | original-structure s/prompt | speedup | plain greedy s/prompt | argsfw / plain | same tokens | RM cache argsfw | RM cache original |"
+        "\n| prompt tokens | new tokens | k | argsfw s/prompt | original-structure s/prompt | speedup | plain greedy s/prompt | argsfw / plain | same tokens | RM cache argsfw | RM cache original |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:

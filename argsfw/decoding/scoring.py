@@ -90,10 +90,17 @@ class RewardCache:
         # limited to their window by the engine's context check).
         self.cache = DynamicCache()
         self.col_valid = torch.zeros((batch, 0), dtype=torch.bool, device=self.device)
+        self.held: tuple[int, int] | None = (
+            None  # (first column, count) of candidates kept for `adopt`
+        )
 
     @torch.inference_mode()
-    def forward(self, block: TreeBlock) -> torch.Tensor:
-        """Run one block; returns the candidates' rewards [B, c] (float32) and commits the block's head."""
+    def forward(self, block: TreeBlock, hold: bool = False) -> torch.Tensor:
+        """Run one block; returns the candidates' rewards [B, c] (float32) and commits the block's head.
+
+        With ``hold=True`` the candidate columns stay in the cache until `adopt` keeps the
+        chosen one (``block`` must then hold one token per candidate).
+        """
         b, s = block.ids.shape
         c_len = self.col_valid.shape[1]
         allow = torch.cat(
@@ -120,10 +127,29 @@ class RewardCache:
             self.stats.rm_cache_bytes_peak, cache_bytes(self.cache)
         )
         drop = s - block.n_commit
-        if drop > 0:
+        self.held = (c_len + block.n_commit, drop) if hold else None
+        if drop > 0 and not hold:
             self.cache.crop(-drop)
         self.col_valid = torch.cat([self.col_valid, block.valid[:, : block.n_commit]], dim=1)
         return rewards
+
+    @torch.inference_mode()
+    def adopt(self, idx: torch.Tensor) -> None:
+        """Keep held candidate ``idx`` [B] of each row as its next committed token; drop the other candidates."""
+        start, n = self.held
+        rows = torch.arange(idx.shape[0], device=self.device)
+        idx = idx.to(self.device)
+        for layer in self.cache.layers:
+            # why: the chosen candidate's keys/values were already computed at the right position
+            # against the right prefix; moving them into the first candidate slot (in place) and
+            # cropping the rest keeps them without re-reading the token or copying the cache.
+            # transformers has no "keep column j of row b" cache operation.
+            for t in (layer.keys, layer.values):  # [B, heads, start + n, head_dim]
+                t[:, :, start] = t[rows, :, start + idx]
+        if n > 1:
+            self.cache.crop(-(n - 1))
+        self.col_valid = torch.cat([self.col_valid, torch.ones_like(self.col_valid[:, :1])], dim=1)
+        self.held = None
 
     def keep(self, rows: torch.Tensor) -> None:
         """Keep only ``rows`` [B'] of the batch."""
@@ -175,9 +201,11 @@ def shared_block(
 class SharedTokenizerScorer:
     """Cached scorer for an RM that shares the policy's tokenizer (the fast path).
 
-    One RM forward per step per chunk of candidates: the first chunk carries the token chosen
-    at the previous step (the prompt at step one) to commit; later chunks carry candidates
-    only. The RM reads every token once.
+    One RM forward per step: step one reads the prompt and the k candidates together; after
+    that the block is the k candidates alone, because the chosen candidate's keys/values are
+    adopted from the previous step's forward (`RewardCache.adopt`). The RM reads every token
+    once. In chunked mode (``chunk_size < k``, greedy-large) candidates are scored a chunk per
+    forward and the chosen token is re-read with the first chunk of the next step instead.
     """
 
     def __init__(self, rm, stats: DecodeStats):
@@ -189,27 +217,36 @@ class SharedTokenizerScorer:
     ) -> None:
         """Begin a batch: the left-padded prompts ``ids``/``mask`` [B, T] are committed with the first scoring."""
         self.cache = RewardCache(self.rm, self.stats, ids.shape[0])
-        self.pending = ids.to(self.device)
+        self.pending = ids.to(self.device)  # [B, P] tokens to commit with the next forward
         self.pending_valid = mask.to(self.device).bool()
         self.next_pos = torch.zeros(ids.shape[0], dtype=torch.long, device=self.device)
+        self.held_cands: torch.Tensor | None = None  # [B, k] candidates whose columns are held
 
     def score(self, cands: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
         """Rewards [B, k] (float32, on the candidates' device) of appending each of ``cands`` [B, k]."""
         out_dev = cands.device
         cands = cands.to(self.device)
         size = chunk_size or cands.shape[1]
+        hold = size >= cands.shape[1]
         rewards = []
         for chunk in cands.split(size, dim=1):
             block = shared_block(self.pending, self.pending_valid, self.next_pos, chunk)
-            rewards.append(self.cache.forward(block))
+            rewards.append(self.cache.forward(block, hold=hold))
             self.next_pos = self.next_pos + self.pending_valid.sum(-1)
             self.pending = self.pending[:, :0]
             self.pending_valid = self.pending_valid[:, :0]
+        self.held_cands = cands if hold else None
         return torch.cat(rewards, dim=1).to(out_dev)
 
     def commit(self, chosen: torch.Tensor, sequences: list[list[int]] | None = None) -> None:
-        """Record the chosen tokens [B]; they are written to the cache by the next `score`."""
+        """Append the chosen tokens [B] (each one of the last scored candidates) to every row."""
         chosen = chosen.to(self.device)
+        if self.held_cands is not None:
+            idx = (self.held_cands == chosen[:, None]).int().argmax(-1)  # top-k ids are distinct
+            self.cache.adopt(idx)
+            self.next_pos = self.next_pos + 1
+            self.held_cands = None
+            return
         self.pending = torch.cat([self.pending, chosen[:, None]], dim=1)
         self.pending_valid = torch.cat(
             [self.pending_valid, torch.ones_like(chosen[:, None], dtype=torch.bool)], dim=1
@@ -224,6 +261,8 @@ class SharedTokenizerScorer:
             self.pending_valid[rows],
             self.next_pos[rows],
         )
+        if self.held_cands is not None:
+            self.held_cands = self.held_cands[rows]
 
 
 class ReferenceScorer:

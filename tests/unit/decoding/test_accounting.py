@@ -21,8 +21,8 @@ def test_one_forward_per_model_per_token(llama, prompts):
     assert st.rm_forwards == 6  # prompt read with step 1's candidates, then one forward per step
     n_prompt = max(g.n_prompt_tokens for g in gens)
     assert st.rm_tokens_in == len(prompts) * (
-        n_prompt + 5 + 5 * (1 + 5)
-    )  # each token read once + k candidates
+        n_prompt + 5 + 5 * 5
+    )  # each token read once: chosen tokens are adopted
     assert st.seconds > 0 and st.tokens_per_second > 0 and st.peak_memory_bytes > 0
     assert st.as_dict()["rm_forwards_per_token"] == pytest.approx(6 / st.new_tokens)
 
@@ -60,7 +60,7 @@ def test_rm_cache_is_linear_in_length_not_k(llama, prompts):
     col = 2 * cfg.num_hidden_layers * cfg.hidden_size * 4  # keys + values of one fp32 position
     for k in (2, 16):
         gens, st = _stats(llama, prompts[:1], method="args-greedy", weight=1.0, topk=k)
-        # peak: prompt + 5 committed tokens + the pending token + k candidates, for ONE row
+        # peak: prompt + 5 committed tokens + k candidates, for ONE row
         assert st.rm_cache_bytes_peak == (gens[0].n_prompt_tokens + 6 - 1 + k) * col
 
 
@@ -72,7 +72,7 @@ def test_finished_rows_stop_costing(llama, prompts):
     gens, st = dec.generate(prompts, s, stop_at_eos=True)
     assert gens[0].n_new_tokens == 1
     first = len(prompts) * (max(g.n_prompt_tokens for g in gens) + 3)  # padded prompts + k
-    later = (len(prompts) - 1) * (1 + 3) * 7  # steps 2..8: pending token + k, live rows only
+    later = (len(prompts) - 1) * 3 * 7  # steps 2..8: k candidates, live rows only
     assert st.rm_tokens_in == first + later
 
 
