@@ -322,6 +322,28 @@ def main(argv=None) -> None:
         f"(ratio {k40['cache_fast'] / k10['cache_fast']:.2f}); original structure {k10['cache_orig']} B vs {k40['cache_orig']} B"
     )
 
+    # (e) an RM with its own tokenizer: what detokenize + re-tokenize per candidate costs
+    rm_tok = train_tokenizer(dialogues[::2], vocab_size=6000)
+    spec = TinySpec(
+        arch="llama",
+        hidden_size=256,
+        num_layers=4,
+        num_heads=4,
+        intermediate_size=1024,
+        max_position_embeddings=2048,
+    )
+    cross = ArgsDecoder(llm, tok, build_tiny_reward_model(rm_tok, spec, seed=2), rm_tok)
+    t_shared = t_cross = 0.0
+    for p in short[:n_short]:
+        t_shared += timed(lambda p=p: run_fast(dec, [p], 10, max_new))[1]
+        (_, st_x), dt = timed(lambda p=p: run_fast(cross, [p], 10, max_new))
+        t_cross += dt
+    print(
+        f"cross-tokenizer RM (k=10, L~300): {t_cross / n_short:.2f}s/prompt vs shared tokenizer "
+        f"{t_shared / n_short:.2f}s/prompt -> {t_cross / t_shared:.2f}x; RM tokens read per new token "
+        f"{st_x.rm_tokens_in / st_x.new_tokens:.1f} (shared: 10 candidates)"
+    )
+
     print(
         "\n| prompt tokens | new tokens | k | argsfw s/prompt | original-structure s/prompt | speedup | plain greedy s/prompt | argsfw / plain | same tokens | RM cache argsfw | RM cache original |"
     )
