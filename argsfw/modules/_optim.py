@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -35,3 +37,19 @@ def adamw_with_schedule(model: torch.nn.Module, cfg, total_steps: int) -> dict:
         "optimizer": optimizer,
         "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
     }
+
+
+def total_optimizer_steps(trainer) -> int:
+    """Optimizer steps the fit will take (for the schedule), from max_steps or the data length.
+
+    Why not ``trainer.estimated_stepping_batches``: it builds the train loader before a resumed
+    checkpoint is restored, so the loader's saved position would never be applied.
+    """
+    if trainer.max_steps > 0:
+        return int(trainer.max_steps)
+    batches = len(trainer.datamodule.train_dataloader())  # per rank
+    limit = trainer.limit_train_batches
+    if limit is not None:
+        batches = int(batches * limit) if isinstance(limit, float) else min(batches, int(limit))
+    per_epoch = max(1, math.ceil(batches / trainer.accumulate_grad_batches))
+    return per_epoch * max(int(trainer.max_epochs or 1), 1)

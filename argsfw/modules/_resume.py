@@ -64,6 +64,8 @@ class ResumableDataLoader(DataLoader):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Skip the batches of ``state["epoch"]`` that were processed before the checkpoint."""
+        # set the epoch now: Lightning creates the resumed epoch's iterator before set_epoch
+        self.sampler.set_epoch(state["epoch"])
         self.sampler.skip(state["epoch"], state["batches"] * int(self.batch_size or 1))
 
 

@@ -17,7 +17,7 @@ from argsfw.config.run_dir import RunDir
 from argsfw.config.schema import JobConfig, OptimConfig
 from argsfw.modules import StageParts
 from argsfw.modules._models import build_reward_model, save_model_dir
-from argsfw.modules._optim import adamw_with_schedule
+from argsfw.modules._optim import adamw_with_schedule, total_optimizer_steps
 from argsfw.rlhf.pairwise import bradley_terry_loss, pairwise_accuracy, reward_gap
 
 VAL_PREFIX_CUTS = 3  # validation prefixes at 1/4, 2/4, 3/4 of each response
@@ -80,7 +80,7 @@ class RewardModule(L.LightningModule):
             )
 
     def configure_optimizers(self) -> dict:
-        return adamw_with_schedule(self.model, self.optim, self.trainer.estimated_stepping_batches)
+        return adamw_with_schedule(self.model, self.optim, total_optimizer_steps(self.trainer))
 
 
 def build(job: JobConfig, run: RunDir) -> StageParts:

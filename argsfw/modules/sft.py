@@ -16,7 +16,7 @@ from argsfw.config.run_dir import RunDir
 from argsfw.config.schema import JobConfig, OptimConfig
 from argsfw.modules import StageParts
 from argsfw.modules._models import build_causal_lm, save_model_dir
-from argsfw.modules._optim import adamw_with_schedule
+from argsfw.modules._optim import adamw_with_schedule, total_optimizer_steps
 from argsfw.rlhf.lm import causal_lm_loss
 
 
@@ -52,7 +52,7 @@ class SFTModule(L.LightningModule):
         self.log("val/loss", loss, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=n)
 
     def configure_optimizers(self) -> dict:
-        return adamw_with_schedule(self.model, self.optim, self.trainer.estimated_stepping_batches)
+        return adamw_with_schedule(self.model, self.optim, total_optimizer_steps(self.trainer))
 
 
 def build(job: JobConfig, run: RunDir) -> StageParts:
