@@ -26,6 +26,7 @@ import copy
 import dataclasses
 import logging
 import math
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -35,7 +36,7 @@ from argsfw.config.run_dir import RunDir
 from argsfw.config.schema import JobConfig, OptimConfig, PPOConfig
 from argsfw.errors import UsageError
 from argsfw.modules import StageParts
-from argsfw.modules._optim import adamw_with_schedule
+from argsfw.modules._optim import adamw_with_schedule, total_optimizer_steps
 from argsfw.rlhf.gae import gae
 from argsfw.rlhf.kl import KLController, kl_estimate, token_rewards
 from argsfw.rlhf.ppo import ppo_policy_loss, ppo_value_loss
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 
 FROZEN = ("ref.", "reward_model.")  # state-dict prefixes of the frozen models
 KL_STATE_KEY = "argsfw.ppo.kl_controller"
+# why: PPOModule keeps its models in eval mode on purpose (see PPOModule.train)
+warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training")
 
 
 def value_head(model: torch.nn.Module) -> torch.nn.Module:
@@ -95,6 +98,7 @@ class PPOModule(L.LightningModule):
         accumulation: int = 1,
         gradient_clip_val: float | None = 1.0,
         oracle=None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -104,6 +108,7 @@ class PPOModule(L.LightningModule):
         self.tokenizer, self.ppo, self.optim = tokenizer, ppo, optim
         self.accumulation, self.gradient_clip_val = accumulation, gradient_clip_val
         self.oracle = oracle  # (prompt, response) -> float, the tiny corpus' ground truth
+        self.seed = seed
         self.kl_ctl = KLController(ppo.kl_coef, ppo.adaptive_kl, ppo.target_kl, ppo.kl_horizon)
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
@@ -248,10 +253,20 @@ class PPOModule(L.LightningModule):
                     scheduler.step()
         return {k: v / max(n, 1) for k, v in sums.items()}
 
+    def _step_seed(self) -> int:
+        """A seed that depends only on (seed, rank, global step)."""
+        return (self.seed * 1_000_003 + self.global_rank) * 1_000_003 + self.global_step
+
     def training_step(self, batch: dict, batch_idx: int) -> None:
-        rollout, entropy = self.generate_rollout(batch)
-        coef = self.kl_ctl.coef
-        stats = self.ppo_step(rollout)
+        # why a private RNG per step: sampling and shuffling then depend only on (seed, rank,
+        # step), so a resumed run repeats the uninterrupted one exactly, whatever else (data
+        # loader start-up, checkpoint restore) consumed the global RNG in between
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self._step_seed())
+            rollout, entropy = self.generate_rollout(batch)
+            coef = self.kl_ctl.coef
+            stats = self.ppo_step(rollout)
         # every rank must move β identically: feed the controller the KL averaged over ranks
         kl = float(self.trainer.strategy.reduce(rollout.kl.mean(), reduce_op="mean"))
         self.kl_ctl.update(kl, n_steps=len(rollout) * self.trainer.world_size)
@@ -309,13 +324,13 @@ class PPOModule(L.LightningModule):
 
     def _optimizer_steps(self) -> int:
         """Steps each optimizer will take in this fit (for the schedules)."""
-        rows = self.ppo.rollout_batch_size
-        per_rollout = self.ppo.ppo_epochs * math.ceil(
-            rows / (self.optim.micro_batch_size * self.accumulation)
-        )
         if self.trainer.max_steps > 0:  # max_steps counts both optimizers' steps
             return math.ceil(self.trainer.max_steps / 2)
-        return int(self.trainer.estimated_stepping_batches) * per_rollout
+        rows_per_step = self.optim.micro_batch_size * self.accumulation
+        per_rollout = self.ppo.ppo_epochs * math.ceil(self.ppo.rollout_batch_size / rows_per_step)
+        # not estimated_stepping_batches: it builds the train loader before a resumed run
+        # restores the loader's position (see argsfw.modules._optim.total_optimizer_steps)
+        return total_optimizer_steps(self.trainer) * per_rollout
 
     def configure_optimizers(self):
         total = self._optimizer_steps()
@@ -419,6 +434,7 @@ def build(job: JobConfig, run: RunDir) -> StageParts:
         accumulation=accumulation,
         gradient_clip_val=job.trainer.gradient_clip_val,
         oracle=tiny_oracle_score if job.data.source == "tiny" else None,
+        seed=job.seed,
     )  # fmt: skip
     datamodule = PromptDataModule(tokenizer, job.data, batch_size=job.ppo.rollout_batch_size)
 

@@ -23,7 +23,7 @@ PROMPTS = [
 
 class _FakeTrainer:
     world_size = 1
-    max_steps = -1
+    max_steps = 8
     estimated_stepping_batches = 1
 
     class strategy:  # noqa: N801 - stands in for trainer.strategy
