@@ -116,7 +116,10 @@ def _fit(job: JobConfig, run: RunDir) -> None:
 
 def _summary(metrics: dict[str, float]) -> str:
     keys = [k for k in metrics if k.startswith(("val/", "train/loss"))]
-    return ", ".join(f"{k}={metrics[k]:.4g}" for k in sorted(keys))
+    return ", ".join(
+        f"{k}={metrics[k]:.4g}" if isinstance(metrics[k], float) else f"{k}={metrics[k]}"
+        for k in sorted(keys)
+    )
 
 
 def final_metrics(trainer, seconds: float) -> dict[str, float]:

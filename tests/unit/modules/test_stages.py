@@ -156,7 +156,14 @@ def test_nan_loss_stops_with_step_and_exports_nothing(tiny_job, tmp_path):
     from argsfw.fit import NonFiniteLossError, _fit
 
     job = tiny_job(
-        "tiny_sft", "data.limit=16", "optim.lr=1e30", "optim.warmup_steps=0", "trainer.max_steps=20"
+        "tiny_sft",
+        "data.limit=16",
+        "optim.lr=1e30",
+        "optim.warmup_steps=0",
+        "trainer.max_steps=20",
+        "trainer.max_epochs=20",
+        "optim.micro_batch_size=8",
+        "optim.batch_size=8",
     )
     job.trainer.gradient_clip_val = None
     run = RunDir(tmp_path / "r")
