@@ -23,8 +23,10 @@ $(STAMP): pyproject.toml constraints.txt
 demo: setup
 	$(BIN)/python -m argsfw.pipeline recipe=tiny_pipeline
 
+# One torch thread per process: tiny models gain nothing from more, and multi-process tests
+# would otherwise oversubscribe the cores.
 test: setup
-	WANDB_MODE=disabled $(BIN)/python -m pytest -ra --durations=15 tests
+	WANDB_MODE=disabled OMP_NUM_THREADS=1 $(BIN)/python -m pytest -ra --durations=15 --nbmake tests notebooks
 
 test-fast: setup
 	WANDB_MODE=disabled $(BIN)/python -m pytest -ra -m "not slow" tests

@@ -58,6 +58,8 @@ def encode_prompts(
     tokenizer, prompts: Sequence[str], max_prompt_length: int, counts: TruncationCounts
 ) -> list[list[int]]:
     """Token ids of each prompt (special tokens as the tokenizer adds them), left-truncated."""
+    if not prompts:  # fast tokenizers raise IndexError on an empty batch
+        return []
     out = []
     for ids in tokenizer(list(prompts))["input_ids"]:
         if len(ids) > max_prompt_length:
@@ -68,6 +70,8 @@ def encode_prompts(
 
 def encode_responses(tokenizer, responses: Sequence[str], add_eos: bool) -> list[list[int]]:
     """Token ids of each response (no special tokens), with EOS appended when `add_eos`."""
+    if not responses:
+        return []
     eos = [tokenizer.eos_token_id] if add_eos and tokenizer.eos_token_id is not None else []
     return [ids + eos for ids in tokenizer(list(responses), add_special_tokens=False)["input_ids"]]
 

@@ -124,11 +124,6 @@ def test_init_from_policy_without_policy_names_the_command(tmp_path, capsys):
     assert code == 2 and "policy=" in err and "recipe=tiny_sft" in err
 
 
-@pytest.mark.xfail(
-    reason="argsfw.data tokenize_* call the tokenizer on an empty list (IndexError) before "
-    "RMDataModule.setup's own empty-split DataError; reported to the data owner",
-    strict=False,
-)
 def test_empty_dataset_is_exit_2(tmp_path, capsys):
     code, err = _fit_exit(
         ["recipe=tiny_rm", f"run_dir={tmp_path / 'r'}", "data.limit=0", *SMALL_CLI], capsys
