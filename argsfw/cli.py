@@ -102,6 +102,17 @@ def _quiet_loading_bars() -> None:
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
 
+def _set_threads(n: int | None) -> None:
+    # Tiny models are overhead-bound: on a small CPU, extra OpenMP threads gain little and, when
+    # another process competes for the cores, their spin-waits make every op ~100x slower.
+    if not n:
+        return
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = str(n)  # inherited by DDP ranks and pipeline stages
+    torch.set_num_threads(n)
+
+
 def _run_all(entry, runner, overrides, multirun, default_recipe) -> int:
     from argsfw.config.compose import compose, expand_sweep, to_yaml
 
@@ -122,6 +133,7 @@ def _run_all(entry, runner, overrides, multirun, default_recipe) -> int:
             print(to_yaml(job))
             continue
         _quiet_loading_bars()
+        _set_threads(job.num_threads)
         run = RunDir(default_run_dir(job, _sweep_suffix(job_overrides, swept)))
         if multirun:
             log.info("run %d/%d: %s -> %s", i + 1, len(jobs), " ".join(job_overrides), run.path)

@@ -236,6 +236,7 @@ class JobConfig:
     overwrite: bool = False  # start over in an existing run_dir
     ckpt_path: str | None = None  # fit: a checkpoint to resume from ("last" = run_dir's newest)
     seed: int = 0
+    num_threads: int | None = None  # torch CPU threads per process (None: torch's default)
     print_config: bool = False  # print the resolved config and exit
     policy: str | None = None  # the model to train further or decode with
     reward_model: str | None = None  # RM for PPO, predict and evaluate
