@@ -82,7 +82,7 @@ def test_ddp_on_two_cpu_processes(tmp_path):
 RESUME = [
     *SMALL,
     "data.limit=160",
-    "trainer.max_steps=16",
+    "trainer.max_steps=40",
     "trainer.checkpoint_every_n_steps=4",
     "trainer.max_epochs=2",
     "rm.prefix_cuts=1",
@@ -92,7 +92,8 @@ RESUME = [
 
 
 def test_killed_then_resumed_run_matches_an_uninterrupted_one(tmp_path):
-    # 160 pairs / batch 8 = 20 batches per epoch: step 16 is mid-epoch, checkpoints at 4, 8, 12
+    # 160 pairs / batch 8 = 20 batches per epoch, 40 steps: the kill lands mid-epoch (after step 8);
+    # the run is long enough (~2.5 s of steps here) that a fast machine cannot finish first
     args = ["python", "-m", "argsfw.fit", "recipe=tiny_rm", *RESUME]
     killed = tmp_path / "killed"
     proc = subprocess.Popen(
@@ -118,7 +119,7 @@ def test_killed_then_resumed_run_matches_an_uninterrupted_one(tmp_path):
     fresh = tmp_path / "fresh"
     fit("recipe=tiny_rm", *RESUME, f"run_dir={fresh}")
     a, b = metrics(killed), metrics(fresh)
-    assert a["trainer/global_step"] == b["trainer/global_step"] == 16
+    assert a["trainer/global_step"] == b["trainer/global_step"] == 40
     for key in (
         "train/loss",
         "val/loss",

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 from _fit_helpers import REPO, env, fit, metrics
 
-# 8 rollouts of 8 prompts, 2 PPO epochs of one mini-batch (2 micro-batches): 4 optimizer steps
-# (2 actor + 2 critic ... per epoch) per rollout, so global_step moves by 4 per rollout
+# 24 rollouts of 8 prompts, 2 PPO epochs of one mini-batch (2 micro-batches): 4 optimizer steps
+# (2 actor + 2 critic ... per epoch) per rollout, so global_step moves by 4 per rollout. Enough
+# rollouts that the kill after the first checkpoint lands mid-run even on a fast machine.
 SMALL = [
     "ppo.rollout_batch_size=8",
     "ppo.max_new_tokens=8",
@@ -29,12 +30,12 @@ SMALL = [
     "ppo.kl_horizon=100",
     "optim.batch_size=8",
     "optim.micro_batch_size=4",
-    "trainer.limit_train_batches=8",
+    "trainer.limit_train_batches=24",
     "trainer.limit_val_batches=1",
     "trainer.checkpoint_every_n_steps=4",
     "trainer.log_every_n_steps=1",
     "trainer.enable_progress_bar=false",
-    "data.limit=64",
+    "data.limit=192",
     "logger=csv",
 ]
 COMPARED = (
@@ -77,7 +78,7 @@ def test_ppo_fit_exports_policy_and_critic_for_vanilla_transformers(full_run):
     final = metrics(full_run)
     for key in (*COMPARED, "ppo/entropy", "ppo/clip_frac", "val/ref_reward"):
         assert key in final, key
-    assert final["trainer/global_step"] == 32  # 8 rollouts x 2 epochs x 2 optimizers
+    assert final["trainer/global_step"] == 96  # 24 rollouts x 2 epochs x 2 optimizers
     meta = json.loads((full_run / "meta.json").read_text())
     assert meta["status"] == "completed" and meta["critic"] == "critic/"
 
