@@ -8,7 +8,8 @@ phases of one PPO iteration (Ouyang et al. 2022, following Ziegler et al. 2019):
    (whitened) and returns from the critic's values. Everything is detached.
 2. `ppo_step` — ``ppo.ppo_epochs`` passes over the rollout in shuffled mini-batches of
    ``optim.micro_batch_size × accumulation`` rows; clipped policy loss for the actor, clipped
-   value loss for the critic, two optimizers and schedulers stepped by hand.
+   value loss for the critic, summed into one loss per micro-batch; ONE optimizer (actor and
+   critic parameter groups, each with its own learning rate) and one schedule, stepped by hand.
 3. `log_metrics` — ``ppo/reward``, ``ppo/kl``, ``ppo/entropy``, ``ppo/clip_frac``,
    ``ppo/value_loss``, ``ppo/policy_loss``, ``ppo/kl_coef`` …; then the KL controller updates.
 
@@ -16,17 +17,26 @@ Validation decodes the validation prompts *greedily* with the actor and, once, w
 reference (the SFT policy), and logs ``val/reward`` and ``val/ref_reward`` (mean RM score), and
 on the tiny corpus ``val/oracle`` / ``val/ref_oracle`` (the ground-truth oracle).
 
-Lightning's ``global_step`` counts optimizer steps of *both* optimizers: one rollout advances it
-by ``2 × ppo_epochs × mini-batches per rollout``.
+Lightning's ``global_step`` counts optimizer steps: one rollout advances it by
+``ppo_epochs × mini-batches per rollout`` (``trainer.max_steps`` counts the same steps).
+
+Distributed: every rank samples its own prompts (the DataModule's distributed sampler); within a
+mini-batch, gradients are accumulated locally and synchronised once, on its last micro-batch —
+DDP through Lightning's ``block_backward_sync`` (``DistributedDataParallel.no_sync``), DeepSpeed
+through ``set_gradient_accumulation_boundary`` (ZeRO-2 reduces into its gradient partitions).
+The frozen reference and reward model are kept *outside* the module's registered children: they
+are in no optimizer, no checkpoint, no DDP bucket, and no ZeRO partitioning (see `PPOModule`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import logging
 import math
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
@@ -36,7 +46,7 @@ from argsfw.config.run_dir import RunDir
 from argsfw.config.schema import JobConfig, OptimConfig, PPOConfig
 from argsfw.errors import UsageError
 from argsfw.modules import StageParts
-from argsfw.modules._optim import adamw_with_schedule, total_optimizer_steps
+from argsfw.modules._optim import total_optimizer_steps
 from argsfw.rlhf.gae import gae
 from argsfw.rlhf.kl import KLController, kl_estimate, token_rewards
 from argsfw.rlhf.ppo import ppo_policy_loss, ppo_value_loss
@@ -45,10 +55,27 @@ from argsfw.rlhf.stats import entropy_from_logits, gather_logprobs, masked_mean,
 
 log = logging.getLogger(__name__)
 
-FROZEN = ("ref.", "reward_model.")  # state-dict prefixes of the frozen models
+FROZEN = ("ref.", "reward_model.")  # their state-dict prefixes in checkpoints of older versions
 KL_STATE_KEY = "argsfw.ppo.kl_controller"
 # why: PPOModule keeps its models in eval mode on purpose (see PPOModule.train)
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training")
+
+
+SCHEDULES = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
+
+
+def param_groups(model: torch.nn.Module, cfg: OptimConfig) -> list[dict]:
+    """AdamW groups of `model`'s trainable parameters at ``cfg.lr``.
+
+    As `argsfw.modules._optim.adamw_with_schedule`: ``cfg.weight_decay`` on matrices, none on
+    biases and norms; empty groups are left out.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    return [{**g, "lr": cfg.lr} for g in groups if g["params"]]
 
 
 def value_head(model: torch.nn.Module) -> torch.nn.Module:
@@ -84,6 +111,11 @@ class PPOModule(L.LightningModule):
     ``num_labels=1`` ``AutoModelForSequenceClassification`` (the critic starts as a copy of the
     reward model: its body plus its scalar head, read at every token). Batches are left-padded
     prompts ``input_ids``/``attention_mask`` ``[B, P]`` (see `argsfw.data.PromptCollator`).
+
+    Only `actor` and `critic` are registered children (parameters, ``state_dict``, optimizer).
+    `ref` and `reward_model` are held in a plain tuple, so DDP does not bucket them, DeepSpeed
+    does not partition them (ZeRO-3 would shard every registered parameter) and checkpoints do
+    not carry them; `_apply` still moves and casts them with the module.
     """
 
     def __init__(
@@ -102,9 +134,11 @@ class PPOModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
-        self.actor, self.critic, self.ref, self.reward_model = actor, critic, ref, reward_model
+        self.actor, self.critic = actor, critic
         for frozen in (ref, reward_model):
             frozen.requires_grad_(False)
+        # why a tuple: nn.Module registers only Module-valued attributes, so these stay unregistered
+        self._frozen: tuple[torch.nn.Module, torch.nn.Module] = (ref, reward_model)
         self.tokenizer, self.ppo, self.optim = tokenizer, ppo, optim
         self.accumulation, self.gradient_clip_val = accumulation, gradient_clip_val
         self.oracle = oracle  # (prompt, response) -> float, the tiny corpus' ground truth
@@ -113,6 +147,27 @@ class PPOModule(L.LightningModule):
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
         self._ref_val: dict[int, tuple[float, float | None, int]] = {}  # batch -> ref scores
+
+    @property
+    def ref(self) -> torch.nn.Module:
+        """The frozen reference policy (the SFT model), not a registered child."""
+        return self._frozen[0]
+
+    @property
+    def reward_model(self) -> torch.nn.Module:
+        """The frozen reward model, not a registered child."""
+        return self._frozen[1]
+
+    def _apply(self, fn, *args, **kwargs):
+        """Apply `fn` (device move, dtype cast) to the frozen models too.
+
+        Why override torch's private hook: ``.to()``, ``.cuda()``, ``.bfloat16()`` — called by
+        Lightning's precision plugins, its strategies and DeepSpeed's engine — all go through
+        `_apply`, and the unregistered frozen models must follow the module they serve.
+        """
+        for frozen in self._frozen:
+            frozen._apply(fn, *args, **kwargs)
+        return super()._apply(fn, *args, **kwargs)
 
     def train(self, mode: bool = True) -> PPOModule:
         """Keep every model in eval mode, whatever Lightning asks.
@@ -221,23 +276,50 @@ class PPOModule(L.LightningModule):
         )
         return policy, value
 
+    @contextlib.contextmanager
+    def _gradient_sync(self, last: bool) -> Iterator[None]:
+        """Around one micro-batch's backward: sync gradients across ranks only if `last`.
+
+        DDP: Lightning's `block_backward_sync` (``DistributedDataParallel.no_sync``) on all but
+        the last micro-batch, whose backward all-reduces the accumulated gradients once; a no-op
+        on one process and under DeepSpeed. DeepSpeed: Lightning sets the engine's gradient
+        accumulation to 1 for manual optimisation, so the engine is told where the mini-batch's
+        accumulation boundary is (its documented way to take one ``step`` after several
+        backwards); ZeRO-2 then reduces into its gradient partitions and clips at the boundary.
+        """
+        from argsfw.strategies import is_deepspeed
+
+        strategy = self.trainer.strategy
+        if is_deepspeed(strategy):
+            strategy.model.set_gradient_accumulation_boundary(last)
+        if last:
+            yield
+        else:
+            with strategy.block_backward_sync():
+                yield
+
     def ppo_step(self, rollout: Rollout) -> dict[str, float]:
-        """``ppo_epochs`` passes of shuffled mini-batches; returns the mean loss statistics."""
-        actor_opt, critic_opt = self.optimizers()
-        schedulers = self.lr_schedulers()
+        """``ppo_epochs`` passes of shuffled mini-batches; returns the mean loss statistics.
+
+        One optimizer step per mini-batch (actor and critic together): the micro-batches'
+        summed losses are back-propagated one by one (gradients accumulate), synced once.
+        """
+        opt = self.optimizers()
+        scheduler = self.lr_schedulers()
         micro = self.optim.micro_batch_size
         sums: dict[str, float] = {}
         n = 0
         for _ in range(self.ppo.ppo_epochs):
             for minibatch in rollout.minibatches(micro * self.accumulation):
-                actor_opt.zero_grad()
-                critic_opt.zero_grad()
-                for start in range(0, len(minibatch), micro):
+                opt.zero_grad()
+                starts = range(0, len(minibatch), micro)
+                for start in starts:
                     mb = minibatch.index(torch.arange(start, min(start + micro, len(minibatch))))
-                    policy, value = self._losses(mb)
-                    # actor and critic share no parameters: one backward fills both gradients
-                    loss = policy.loss + self.ppo.vf_coef * value.loss
-                    self.manual_backward(loss / self.accumulation)
+                    with self._gradient_sync(last=start == starts[-1]):
+                        policy, value = self._losses(mb)
+                        # actor and critic share no parameters: one backward fills both gradients
+                        loss = policy.loss + self.ppo.vf_coef * value.loss
+                        self.manual_backward(loss / self.accumulation)
                     for key, v in (
                         ("policy_loss", policy.loss), ("value_loss", value.loss),
                         ("clip_frac", policy.clip_frac), ("approx_kl", policy.approx_kl),
@@ -245,12 +327,10 @@ class PPOModule(L.LightningModule):
                     ):  # fmt: skip
                         sums[key] = sums.get(key, 0.0) + float(v.detach())
                     n += 1
-                for opt in (actor_opt, critic_opt):
-                    if self.gradient_clip_val:
-                        self.clip_gradients(opt, self.gradient_clip_val, "norm")
-                    opt.step()
-                for scheduler in schedulers:
-                    scheduler.step()
+                if self.gradient_clip_val:  # a no-op under DeepSpeed: its engine clips (setup)
+                    self.clip_gradients(opt, self.gradient_clip_val, "norm")
+                opt.step()
+                scheduler.step()
         return {k: v / max(n, 1) for k, v in sums.items()}
 
     def _step_seed(self) -> int:
@@ -274,6 +354,7 @@ class PPOModule(L.LightningModule):
 
     def log_metrics(self, rollout: Rollout, entropy, kl_coef: float, stats: dict) -> None:
         """Log one PPO iteration under the shared ``ppo/`` names (per step)."""
+        lrs = self.lr_schedulers().get_last_lr()  # one per parameter group, actor's first
         metrics = {
             "ppo/reward": rollout.scores.mean(),  # RM score of the samples (before the KL term)
             "ppo/objective": (rollout.scores - kl_coef * rollout.kl).mean(),
@@ -281,7 +362,8 @@ class PPOModule(L.LightningModule):
             "ppo/entropy": entropy,
             "ppo/kl_coef": kl_coef,
             "ppo/response_length": rollout.response_mask.sum(1).float().mean(),
-            "ppo/lr": self.lr_schedulers()[0].get_last_lr()[0],
+            "ppo/lr": lrs[0],  # the actor's learning rate (its first parameter group)
+            "ppo/critic_lr": lrs[-1],
             **{f"ppo/{k}": v for k, v in stats.items()},
         }
         self.log("ppo/reward", metrics.pop("ppo/reward"), prog_bar=True, batch_size=len(rollout))
@@ -323,9 +405,9 @@ class PPOModule(L.LightningModule):
     # --- optimizers and checkpoints --------------------------------------------------------
 
     def _optimizer_steps(self) -> int:
-        """Steps each optimizer will take in this fit (for the schedules)."""
-        if self.trainer.max_steps > 0:  # max_steps counts both optimizers' steps
-            return math.ceil(self.trainer.max_steps / 2)
+        """Optimizer steps this fit will take (for the schedule); ``global_step`` counts them."""
+        if self.trainer.max_steps > 0:
+            return int(self.trainer.max_steps)
         rows_per_step = self.optim.micro_batch_size * self.accumulation
         per_rollout = self.ppo.ppo_epochs * math.ceil(self.ppo.rollout_batch_size / rows_per_step)
         # not estimated_stepping_batches: it builds the train loader before a resumed run
@@ -333,29 +415,54 @@ class PPOModule(L.LightningModule):
         return total_optimizer_steps(self.trainer) * per_rollout
 
     def configure_optimizers(self):
-        total = self._optimizer_steps()
+        """One AdamW over actor and critic parameter groups and one schedule.
+
+        One optimizer because Lightning's DeepSpeed strategy takes exactly one. The actor's
+        groups (first) use ``optim.lr``, the critic's ``ppo.critic_lr`` (or ``optim.lr``); each
+        model has a decayed (matrices) and an undecayed (biases, norms) group. The schedule
+        scales every group's own base learning rate by the same warm-up/decay factor.
+        """
+        from transformers import get_scheduler
+
         critic_optim = dataclasses.replace(self.optim, lr=self.ppo.critic_lr or self.optim.lr)
-        actor = adamw_with_schedule(self.actor, self.optim, total)
-        critic = adamw_with_schedule(self.critic, critic_optim, total)
-        return [actor["optimizer"], critic["optimizer"]], [
-            actor["lr_scheduler"],
-            critic["lr_scheduler"],
-        ]
+        groups = param_groups(self.actor, self.optim) + param_groups(self.critic, critic_optim)
+        optimizer = torch.optim.AdamW(groups, lr=self.optim.lr, betas=tuple(self.optim.betas))
+        # the schedule of argsfw.modules._optim.adamw_with_schedule, over all four groups
+        scheduler = get_scheduler(
+            SCHEDULES[self.optim.scheduler],
+            optimizer,
+            num_warmup_steps=self.optim.warmup_steps,
+            num_training_steps=max(self._optimizer_steps(), 1),
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+        }
+
+    def setup(self, stage: str) -> None:
+        """Under DeepSpeed, hand ``trainer.gradient_clip_val`` to the engine.
+
+        Why: manual optimisation leaves the Trainer's clip value unset and Lightning's
+        `clip_gradients` is a no-op under DeepSpeed (its engine clips, at the accumulation
+        boundary, by the config's ``gradient_clipping``, which the strategy fills in later).
+        """
+        from argsfw.strategies import is_deepspeed
+
+        strategy = self.trainer.strategy
+        if is_deepspeed(strategy) and isinstance(strategy.config, dict):
+            strategy.config.setdefault("gradient_clipping", float(self.gradient_clip_val or 0.0))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Store the KL controller; leave the frozen models out (they reload from their inputs)."""
+        """Store the KL controller (the frozen models are not in the state dict: see class doc)."""
         checkpoint[KL_STATE_KEY] = self.kl_ctl.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Restore the KL controller; drop frozen weights a checkpoint of an older version holds."""
+        if KL_STATE_KEY in checkpoint:
+            self.kl_ctl.load_state_dict(checkpoint[KL_STATE_KEY])
         state = checkpoint.get("state_dict", {})
         for key in [k for k in state if k.startswith(FROZEN)]:
             del state[key]
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Restore the KL controller; put the live frozen weights back so loading stays strict."""
-        if KL_STATE_KEY in checkpoint:
-            self.kl_ctl.load_state_dict(checkpoint[KL_STATE_KEY])
-        if "state_dict" in checkpoint:
-            frozen = {k: v for k, v in self.state_dict().items() if k.startswith(FROZEN)}
-            checkpoint["state_dict"].update(frozen)
 
 
 # --- stage assembly ---------------------------------------------------------------------------
@@ -373,10 +480,10 @@ def _require_inputs(job: JobConfig) -> None:
             "PPO needs reward_model=<RM run dir or HF dir>; produce one with "
             "python -m argsfw.fit recipe=tiny_rm (or your *_rm recipe)"
         )
-    if job.strategy.name == "deepspeed":
+    if job.strategy.name == "deepspeed" and job.strategy.zero_stage == 3:
         raise UsageError(
-            "the PPO stage steps two optimizers (actor, critic), which Lightning's DeepSpeed "
-            "strategy does not support; use strategy=ddp or strategy=auto"
+            "the PPO stage does not support DeepSpeed ZeRO-3 yet; use strategy=deepspeed_zero2 "
+            "or strategy=ddp"
         )
     if job.model.lora.enabled:
         raise UsageError("model.lora.enabled=true is not supported by the PPO stage yet")

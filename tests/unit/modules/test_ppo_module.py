@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import pytest
@@ -30,6 +31,8 @@ class _FakeTrainer:
         @staticmethod
         def reduce(x, reduce_op="mean"):
             return x
+
+        block_backward_sync = staticmethod(contextlib.nullcontext)
 
 
 def _batch(tokenizer):
@@ -105,21 +108,54 @@ def test_k3_rollout_kl_is_non_negative(parts):
     assert (rollout.kl > 0).all()
 
 
+def _optimize_by_hand(m, monkeypatch):
+    config = m.configure_optimizers.__func__(_with_trainer(m))
+    monkeypatch.setattr(m, "optimizers", lambda: config["optimizer"])
+    monkeypatch.setattr(m, "lr_schedulers", lambda: config["lr_scheduler"]["scheduler"])
+    monkeypatch.setattr(m, "manual_backward", lambda loss: loss.backward())
+    monkeypatch.setattr(m, "clip_gradients", lambda *a, **k: None)
+    return config["optimizer"], config["lr_scheduler"]["scheduler"]
+
+
 def test_ppo_step_updates_actor_and_critic_only(parts, monkeypatch):
     torch.manual_seed(0)
     m = _module(parts, ppo_epochs=2)
-    opts, scheds = m.configure_optimizers.__func__(_with_trainer(m))
-    monkeypatch.setattr(m, "optimizers", lambda: opts)
-    monkeypatch.setattr(m, "lr_schedulers", lambda: [s["scheduler"] for s in scheds])
-    monkeypatch.setattr(m, "manual_backward", lambda loss: loss.backward())
-    monkeypatch.setattr(m, "clip_gradients", lambda *a, **k: None)
+    opt, _ = _optimize_by_hand(m, monkeypatch)
     before = {k: v.clone() for k, v in m.state_dict().items()}
+    frozen = [p.clone() for p in (*m.ref.parameters(), *m.reward_model.parameters())]
     rollout, _ = m.generate_rollout(_batch(parts[2]))
     stats = m.ppo_step(rollout)
     assert set(stats) >= {"policy_loss", "value_loss", "clip_frac", "approx_kl"}
     after = m.state_dict()
     changed = {k.split(".")[0] for k in after if not torch.equal(after[k], before[k])}
     assert changed == {"actor", "critic"}
+    now = [*m.ref.parameters(), *m.reward_model.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(frozen, now))
+    # one optimizer step per mini-batch: 2 epochs x (4 rows / mini-batch of 2)
+    assert all(s["step"] == 4 for s in opt.state.values())
+
+
+def test_one_optimizer_with_actor_and_critic_groups_at_their_own_lr(parts, monkeypatch):
+    m = _module(parts, critic_lr=5e-4)
+    opt, scheduler = _optimize_by_hand(m, monkeypatch)
+    actor = {id(p) for p in m.actor.parameters()}
+    critic = {id(p) for p in m.critic.parameters()}
+    frozen = {id(p) for p in (*m.ref.parameters(), *m.reward_model.parameters())}
+    groups = [{id(p) for p in g["params"]} for g in opt.param_groups]
+    assert [g["lr"] for g in opt.param_groups] == [1e-3, 1e-3, 5e-4, 5e-4]
+    assert groups[0] | groups[1] == actor and groups[2] | groups[3] == critic
+    assert not frozen & set().union(*groups)
+    assert [g["weight_decay"] for g in opt.param_groups][1::2] == [0.0, 0.0]
+    assert scheduler.get_last_lr() == [1e-3, 1e-3, 5e-4, 5e-4]
+
+
+def test_frozen_models_are_not_registered_but_follow_dtype_casts(parts):
+    m = _module(parts)
+    names = {name.split(".")[0] for name, _ in m.named_parameters()}
+    assert names == {"actor", "critic"}
+    m.to(torch.float64)
+    assert all(p.dtype == torch.float64 for p in m.ref.parameters())
+    assert all(p.dtype == torch.float64 for p in m.reward_model.parameters())
 
 
 def _with_trainer(m):
@@ -138,6 +174,14 @@ def test_checkpoint_carries_kl_controller_and_skips_frozen_models(parts):
     fresh.on_load_checkpoint(ckpt)
     fresh.load_state_dict(ckpt["state_dict"], strict=True)
     assert fresh.kl_ctl == m.kl_ctl
+
+
+def test_checkpoint_of_an_older_version_with_frozen_weights_still_loads_strictly(parts):
+    m = _module(parts)
+    old = {f"ref.{k}": v for k, v in m.ref.state_dict().items()}
+    ckpt = {"state_dict": {**m.state_dict(), **old}}
+    m.on_load_checkpoint(ckpt)
+    m.load_state_dict(ckpt["state_dict"], strict=True)
 
 
 def test_frozen_models_stay_in_eval_mode_and_without_grad(parts):
