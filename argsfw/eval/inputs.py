@@ -223,7 +223,10 @@ def load_outputs(spec: str | os.PathLike) -> EvalInput:
         else {k: pairs[0][1].get(k) for k in ("method", "weight", "topk")}
     )
     stem = path.parent.name if path.name == OUTPUTS_FILE else path.stem
-    label = name or make_label(setting["method"], setting["weight"], setting["topk"], stem)
+    # An explicit name=path wins, then the label predict wrote (predict.label), then the setting.
+    recorded = pairs[0][1].get("label")
+    label = name or (recorded if isinstance(recorded, str) and recorded else None)
+    label = label or make_label(setting["method"], setting["weight"], setting["topk"], stem)
     return EvalInput(
         label,
         path,

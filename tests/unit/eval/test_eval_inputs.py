@@ -87,3 +87,12 @@ def test_cuts():
     assert cut_at_turn(" Sure.\n\nHuman: more") == " Sure."
     assert cut_at_turn(" Ok###Human: x") == " Ok"
     assert cut_at_turn("\n\nHuman: only a new turn") == " "
+
+
+def test_label_written_by_predict_is_used(tmp_path):
+    # predict.label (e.g. "ppo-greedy" for the PPO policy decoded greedily) names the row
+    path = tmp_path / "outputs.jsonl"
+    rec = {"prompt": "p", "result": "c", "method": "greedy", "label": "ppo-greedy"}
+    path.write_text(json.dumps(rec) + "\n")
+    assert load_outputs(path).label == "ppo-greedy"
+    assert load_outputs(f"named={path}").label == "named"
