@@ -20,19 +20,16 @@ on the tiny corpus ``val/oracle`` / ``val/ref_oracle`` (the ground-truth oracle)
 Lightning's ``global_step`` counts optimizer steps: one rollout advances it by
 ``ppo_epochs × mini-batches per rollout`` (``trainer.max_steps`` counts the same steps).
 
-Distributed: every rank samples its own prompts (the DataModule's distributed sampler); within a
-mini-batch, gradients are accumulated locally and synchronised once, on its last micro-batch —
-DDP through Lightning's ``block_backward_sync`` (``DistributedDataParallel.no_sync``), DeepSpeed
-through ``set_gradient_accumulation_boundary`` (ZeRO-2 reduces into its gradient partitions).
-The frozen reference and reward model are kept *outside* the module's registered children: they
-are in no optimizer, no checkpoint, no DDP bucket, and no ZeRO partitioning (see `PPOModule`).
+Distributed (DDP, DeepSpeed ZeRO-2): every rank samples its own prompts; gradients accumulate
+locally over a mini-batch's micro-batches and are synchronised once per optimizer step
+(`PPOModule._gradient_sync`). The frozen models are in no optimizer, DDP bucket, ZeRO partition
+or checkpoint (see `PPOModule`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import logging
 import math
 import warnings
@@ -49,9 +46,11 @@ from argsfw.modules import StageParts
 from argsfw.modules._optim import total_optimizer_steps
 from argsfw.rlhf.gae import gae
 from argsfw.rlhf.kl import KLController, kl_estimate, token_rewards
+from argsfw.rlhf.optim import actor_critic_adamw
 from argsfw.rlhf.ppo import ppo_policy_loss, ppo_value_loss
 from argsfw.rlhf.rollout import Rollout, positions_from_mask, response_mask_after_eos
 from argsfw.rlhf.stats import entropy_from_logits, gather_logprobs, masked_mean, masked_whiten
+from argsfw.rlhf.values import token_values, value_head  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
@@ -59,49 +58,6 @@ FROZEN = ("ref.", "reward_model.")  # their state-dict prefixes in checkpoints o
 KL_STATE_KEY = "argsfw.ppo.kl_controller"
 # why: PPOModule keeps its models in eval mode on purpose (see PPOModule.train)
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training")
-
-
-SCHEDULES = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
-
-
-def param_groups(model: torch.nn.Module, cfg: OptimConfig) -> list[dict]:
-    """AdamW groups of `model`'s trainable parameters at ``cfg.lr``.
-
-    As `argsfw.modules._optim.adamw_with_schedule`: ``cfg.weight_decay`` on matrices, none on
-    biases and norms; empty groups are left out.
-    """
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-    ]
-    return [{**g, "lr": cfg.lr} for g in groups if g["params"]]
-
-
-def value_head(model: torch.nn.Module) -> torch.nn.Module:
-    """The scalar head (``score``) of a ``num_labels=1`` sequence classifier.
-
-    Raises `UsageError` for a model class without a ``score`` head.
-    """
-    head = getattr(model, "score", None)
-    if not isinstance(head, torch.nn.Module):
-        raise UsageError(
-            f"{type(model).__name__} has no 'score' head; PPO needs an "
-            "AutoModelForSequenceClassification reward model (Llama, OPT, GPT-2, Mistral …)"
-        )
-    return head
-
-
-def token_values(model: torch.nn.Module, ids, mask, positions) -> torch.Tensor:
-    """The scalar head applied at every position: ``[B, T]`` (float32).
-
-    For the reward model, position ``i`` is the score of the prefix ending at token ``i`` (what
-    its sequence-classification forward returns for that prefix); for the critic it is V(s_i).
-    """
-    hidden = model.base_model(
-        input_ids=ids, attention_mask=mask, position_ids=positions
-    ).last_hidden_state  # [B, T, H]
-    return value_head(model)(hidden).squeeze(-1).float()
 
 
 class PPOModule(L.LightningModule):
@@ -112,10 +68,8 @@ class PPOModule(L.LightningModule):
     reward model: its body plus its scalar head, read at every token). Batches are left-padded
     prompts ``input_ids``/``attention_mask`` ``[B, P]`` (see `argsfw.data.PromptCollator`).
 
-    Only `actor` and `critic` are registered children (parameters, ``state_dict``, optimizer).
-    `ref` and `reward_model` are held in a plain tuple, so DDP does not bucket them, DeepSpeed
-    does not partition them (ZeRO-3 would shard every registered parameter) and checkpoints do
-    not carry them; `_apply` still moves and casts them with the module.
+    Only `actor` and `critic` are registered children; `ref` and `reward_model` sit in a plain
+    tuple, out of DDP, DeepSpeed and checkpoints; `_apply` moves and casts them with the module.
     """
 
     def __init__(
@@ -148,22 +102,14 @@ class PPOModule(L.LightningModule):
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
         self._ref_val: dict[int, tuple[float, float | None, int]] = {}  # batch -> ref scores
 
-    @property
-    def ref(self) -> torch.nn.Module:
-        """The frozen reference policy (the SFT model), not a registered child."""
-        return self._frozen[0]
-
-    @property
-    def reward_model(self) -> torch.nn.Module:
-        """The frozen reward model, not a registered child."""
-        return self._frozen[1]
+    ref = property(lambda self: self._frozen[0], doc="The frozen reference (SFT) policy.")
+    reward_model = property(lambda self: self._frozen[1], doc="The frozen reward model.")
 
     def _apply(self, fn, *args, **kwargs):
         """Apply `fn` (device move, dtype cast) to the frozen models too.
 
-        Why override torch's private hook: ``.to()``, ``.cuda()``, ``.bfloat16()`` — called by
-        Lightning's precision plugins, its strategies and DeepSpeed's engine — all go through
-        `_apply`, and the unregistered frozen models must follow the module they serve.
+        Why this private torch hook: ``.to()``, ``.cuda()``, ``.bfloat16()`` — called by Lightning
+        and DeepSpeed's engine — all go through it, and the frozen models must follow.
         """
         for frozen in self._frozen:
             frozen._apply(fn, *args, **kwargs)
@@ -195,10 +141,14 @@ class PPOModule(L.LightningModule):
             eos_token_id=self.eos_id,
             **({"do_sample": False} if greedy else sampling),
         )
+        from argsfw.strategies import zero_stage
+
         return model.generate(
             input_ids=batch["input_ids"],
             attention_mask=batch["attention_mask"],
             generation_config=config,
+            # ZeRO-3 gathers parameters collectively: ranks must step until the last one is done
+            synced_gpus=self._trainer is not None and zero_stage(self.trainer.strategy) == 3,
         )
 
     def _logprobs(self, model, ids, mask, positions, response_len: int):
@@ -280,19 +230,20 @@ class PPOModule(L.LightningModule):
     def _gradient_sync(self, last: bool) -> Iterator[None]:
         """Around one micro-batch's backward: sync gradients across ranks only if `last`.
 
-        DDP: Lightning's `block_backward_sync` (``DistributedDataParallel.no_sync``) on all but
-        the last micro-batch, whose backward all-reduces the accumulated gradients once; a no-op
-        on one process and under DeepSpeed. DeepSpeed: Lightning sets the engine's gradient
-        accumulation to 1 for manual optimisation, so the engine is told where the mini-batch's
-        accumulation boundary is (its documented way to take one ``step`` after several
-        backwards); ZeRO-2 then reduces into its gradient partitions and clips at the boundary.
+        DDP: Lightning's `block_backward_sync` (``no_sync``) on all but the last micro-batch,
+        whose backward all-reduces the accumulated gradients. DeepSpeed (Lightning sets its
+        gradient accumulation to 1 for manual optimisation): the engine's documented
+        `set_gradient_accumulation_boundary`, so one ``step`` follows several backwards.
         """
         from argsfw.strategies import is_deepspeed
 
         strategy = self.trainer.strategy
         if is_deepspeed(strategy):
+            # not block_backward_sync: its duck-typed check takes the engine for DDP, and the
+            # engine's no_sync refuses ZeRO-2/3 (which reduce during every backward)
             strategy.model.set_gradient_accumulation_boundary(last)
-        if last:
+            yield
+        elif last:
             yield
         else:
             with strategy.block_backward_sync():
@@ -415,36 +366,16 @@ class PPOModule(L.LightningModule):
         return total_optimizer_steps(self.trainer) * per_rollout
 
     def configure_optimizers(self):
-        """One AdamW over actor and critic parameter groups and one schedule.
-
-        One optimizer because Lightning's DeepSpeed strategy takes exactly one. The actor's
-        groups (first) use ``optim.lr``, the critic's ``ppo.critic_lr`` (or ``optim.lr``); each
-        model has a decayed (matrices) and an undecayed (biases, norms) group. The schedule
-        scales every group's own base learning rate by the same warm-up/decay factor.
-        """
-        from transformers import get_scheduler
-
-        critic_optim = dataclasses.replace(self.optim, lr=self.ppo.critic_lr or self.optim.lr)
-        groups = param_groups(self.actor, self.optim) + param_groups(self.critic, critic_optim)
-        optimizer = torch.optim.AdamW(groups, lr=self.optim.lr, betas=tuple(self.optim.betas))
-        # the schedule of argsfw.modules._optim.adamw_with_schedule, over all four groups
-        scheduler = get_scheduler(
-            SCHEDULES[self.optim.scheduler],
-            optimizer,
-            num_warmup_steps=self.optim.warmup_steps,
-            num_training_steps=max(self._optimizer_steps(), 1),
+        """One AdamW over actor and critic parameter groups, one schedule (`actor_critic_adamw`)."""
+        return actor_critic_adamw(
+            self.actor, self.critic, self.optim, self.ppo.critic_lr, self._optimizer_steps()
         )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
-        }
 
     def setup(self, stage: str) -> None:
-        """Under DeepSpeed, hand ``trainer.gradient_clip_val`` to the engine.
+        """Under DeepSpeed, hand ``trainer.gradient_clip_val`` to the engine's config.
 
-        Why: manual optimisation leaves the Trainer's clip value unset and Lightning's
-        `clip_gradients` is a no-op under DeepSpeed (its engine clips, at the accumulation
-        boundary, by the config's ``gradient_clipping``, which the strategy fills in later).
+        Why: `clip_gradients` is a no-op under DeepSpeed (the engine clips by its config's
+        ``gradient_clipping``), and manual optimisation leaves the Trainer's clip value unset.
         """
         from argsfw.strategies import is_deepspeed
 
@@ -481,15 +412,19 @@ def _require_inputs(job: JobConfig) -> None:
             "python -m argsfw.fit recipe=tiny_rm (or your *_rm recipe)"
         )
     if job.strategy.name == "deepspeed" and job.strategy.zero_stage == 3:
+        # why refused: sampling works under ZeRO-3 (synced_gpus), and one micro-batch per step
+        # matched DDP, but gradients accumulated over several micro-batches per step did not
         raise UsageError(
-            "the PPO stage does not support DeepSpeed ZeRO-3 yet; use strategy=deepspeed_zero2 "
-            "or strategy=ddp"
+            "the PPO stage does not support DeepSpeed ZeRO-3: its gradients accumulated over "
+            "several micro-batches per optimizer step differ from DDP's; use "
+            "strategy=deepspeed_zero2 or strategy=ddp"
         )
     if job.model.lora.enabled:
         raise UsageError("model.lora.enabled=true is not supported by the PPO stage yet")
 
 
 def _check_batches(job: JobConfig, accumulation: int) -> None:
+    """Raise `UsageError` unless a rollout splits into whole mini-batches."""
     rows = job.optim.micro_batch_size * accumulation
     if job.ppo.rollout_batch_size % rows:
         raise UsageError(
