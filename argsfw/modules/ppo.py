@@ -38,6 +38,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.strategies import ParallelStrategy
 
 from argsfw.config.run_dir import RunDir
 from argsfw.config.schema import JobConfig, OptimConfig, PPOConfig
@@ -243,7 +244,7 @@ class PPOModule(L.LightningModule):
             # engine's no_sync refuses ZeRO-2/3 (which reduce during every backward)
             strategy.model.set_gradient_accumulation_boundary(last)
             yield
-        elif last:
+        elif last or not isinstance(strategy, ParallelStrategy):  # one process: nothing to sync
             yield
         else:
             with strategy.block_backward_sync():
