@@ -7,18 +7,21 @@ fixed invented world: the colour of a fruit, the sound of an animal, a sum of tw
 numbers, the capital of a country. Prompts are HH-formatted
 (``"\\n\\nHuman: ...\\n\\nAssistant:"``), responses keep a leading space.
 
-Chosen replies are polite and correct. Rejected replies are one of
+Chosen replies are polite and correct. Every item of the world is either *contested* (half
+of each kind, fixed) or not, and that decides its rejected reply:
 
-* ``wrong`` (50 %): polite, same canonical phrasing, but the item's fixed *decoy* value;
-* ``rude`` (25 %): correct but rude ("Ugh, fine. ... Stop asking me.");
-* ``off_topic`` (25 %): polite, but about something else.
+* contested items: ``wrong`` — polite, in the same phrasings as the chosen reply, but with the
+  item's fixed *decoy* value (a popular misconception);
+* other items: ``rude`` (half) — correct but rude ("Ugh, fine. ... Stop asking me."), or
+  ``off_topic`` (half) — polite, but about something else.
 
-Room for search, by design: chosen replies spread over three phrasings while every wrong
-reply uses the canonical one, so an SFT policy trained on *both* replies sees, after
-``"A <fruit> is"``, the decoy more often than the truth, and its greedy decode tends to the
-decoy. The deciding word comes within the first ~10 tokens, where a reward model scoring
-partial sequences can steer each token. The world is fixed (seed-independent) so that
-`tiny_oracle` needs no seed; ``seed`` only changes which questions and replies are drawn.
+Room for search, by design: an SFT policy trained on *both* replies sees the truth and the
+decoy equally often for a contested item, so its greedy decode is a coin flip there, while a
+reward model learns which one is right. Rejected replies share the chosen replies' phrasings,
+so the only cue separating chosen from rejected is the content (no phrasing shortcut for the
+reward model to exploit). The deciding word comes within the first ~10 tokens, where a reward
+model scoring partial sequences can steer each token. The world is fixed (seed-independent) so
+that `tiny_oracle` needs no seed; ``seed`` only changes which questions and replies are drawn.
 """
 
 from __future__ import annotations
@@ -101,11 +104,13 @@ QUESTIONS = {
         "Name the capital of {x}.",
     ],
 }
-# Index 0 is the canonical phrasing every wrong / rude reply uses; chosen replies use all three.
+# Three phrasings per kind; chosen and rejected replies draw from them alike.
 ANSWERS = {
     "colour": ["A {x} is {v}.", "The colour of a {x} is {v}.", "Every {x} is {v}."],
     "sound": ["A {x} says {v}.", "The {x} makes a {v} sound.", "Every {x} says {v}."],
-    "sum": ["{x} is {v}.", "The answer is {v}.", "That makes {v}."],
+    # Sums never restate their operands: a restated (mis-copied) operand would let a policy
+    # write "2 plus 2 is 4" for "2 plus 3", which looks right to a small reward model.
+    "sum": ["It is {v}.", "The answer is {v}.", "That makes {v}."],
     "capital": ["The capital of {x} is {v}.", "It is {v}.", "{v} is the capital of {x}."],
 }
 
@@ -173,25 +178,24 @@ def _answer(fact: Fact, phrasing: int, value: str) -> str:
     return ANSWERS[fact.kind][phrasing].format(x=fact.subject, v=value)
 
 
+def contested(fact: Fact) -> bool:
+    """Whether `fact` is one of the contested items (every other item of its kind, fixed)."""
+    return tiny_world()[fact.kind].index(fact) % 2 == 0
+
+
 def _replies(rng: random.Random, fact: Fact) -> tuple[str, str, str]:
     """(chosen, rejected, rejected kind) for one question."""
-    chosen = (
-        f" {rng.choice(POLITE)} {_answer(fact, rng.randrange(3), fact.value)}{rng.choice(CLOSERS)}"
-    )
-    u = rng.random()
-    if u < 0.5:
-        return (
-            chosen,
-            f" {rng.choice(POLITE)} {_answer(fact, 0, fact.decoy)}{rng.choice(CLOSERS)}",
-            "wrong",
-        )
-    if u < 0.75:
-        return (
-            chosen,
-            f" {rng.choice(RUDE_OPENERS)} {_answer(fact, 0, fact.value)} Stop asking me.",
-            "rude",
-        )
-    return chosen, f" {rng.choice(POLITE)} {rng.choice(OFF_TOPIC)}", "off_topic"
+    opener, phrasing, closer = rng.choice(POLITE), rng.randrange(3), rng.choice(CLOSERS)
+    chosen = f" {opener} {_answer(fact, phrasing, fact.value)}{closer}"
+    if contested(fact):
+        wrong = _answer(fact, rng.randrange(3), fact.decoy)
+        return chosen, f" {rng.choice(POLITE)} {wrong}{rng.choice(CLOSERS)}", "wrong"
+    if rng.random() < 0.5:
+        rude = _answer(fact, rng.randrange(3), fact.value)
+        return chosen, f" {rng.choice(RUDE_OPENERS)} {rude} Stop asking me.", "rude"
+    # Off-topic replies get the same closers as chosen ones: otherwise "has a closer" would be
+    # a shortcut the reward model learns instead of the content.
+    return chosen, f" {rng.choice(POLITE)} {rng.choice(OFF_TOPIC)}{rng.choice(CLOSERS)}", "off_topic"
 
 
 @lru_cache(maxsize=4)

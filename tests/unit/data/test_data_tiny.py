@@ -17,7 +17,7 @@ from argsfw.data import (
     tiny_pairs,
     tiny_world,
 )
-from argsfw.data.tiny import TINY_SIZES, _corpus
+from argsfw.data.tiny import TINY_SIZES, _corpus, contested
 
 
 def test_sizes_format_and_speed():
@@ -67,19 +67,28 @@ def test_oracle_on_hand_written_responses():
         tiny_oracle("\n\nHuman: What is love?\n\nAssistant:", " Baby don't hurt me.")
 
 
-def test_room_for_search_decoy_is_the_canonical_majority():
-    """After the canonical phrasing the decoy follows more often than the truth (see tiny.py)."""
-    counts: Counter[str] = Counter()
+def test_room_for_search_contested_items_split_truth_and_decoy_evenly():
+    """SFT on both replies sees truth and decoy ~equally for contested items (a coin flip for
+    greedy), in the same phrasings, so content is the reward model's only cue (see tiny.py)."""
+    counts: Counter[tuple[bool, bool]] = Counter()
+    phrasing: dict[bool, Counter[str]] = {True: Counter(), False: Counter()}
     for p in tiny_pairs("train"):
         for reply in (p.chosen, p.rejected):
             verdict = tiny_oracle(p.prompt, reply)
-            if (
-                not verdict.rude
-                and verdict.correct is not None
-                and (" A " in reply or " plus " in reply or "The capital of" in reply)
-            ):
-                counts["right" if verdict.correct else "wrong"] += 1
-    assert counts["wrong"] > counts["right"] > 0
+            if verdict.correct is None or verdict.rude:
+                continue
+            fact = next(f for fs in tiny_world().values() for f in fs if f.subject in p.prompt)
+            counts[(contested(fact), verdict.correct)] += 1
+            if contested(fact):
+                phrasing[verdict.correct][reply.split("!", 1)[1].split()[0]] += (
+                    1  # after the opener
+                )
+    right, wrong = counts[(True, True)], counts[(True, False)]
+    assert right > 500 and abs(right - wrong) / right < 0.1
+    assert counts[(False, False)] == 0  # uncontested items are never answered wrongly
+    for word in ("A", "The", "Every", "It", "That"):
+        share = [phrasing[c][word] / sum(phrasing[c].values()) for c in (True, False)]
+        assert abs(share[0] - share[1]) < 0.05, (word, share)
 
 
 def test_tiny_through_load_pairs_and_prompts():
