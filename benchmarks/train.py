@@ -50,7 +50,7 @@ def _plain(parts, batches, clip: float) -> float:
     opt_cfg = adamw_with_schedule(module.model, module.optim, len(batches))
     opt, sched = opt_cfg["optimizer"], opt_cfg["lr_scheduler"]["scheduler"]
     start = time.perf_counter()
-    for i, batch in enumerate(batches):
+    for batch in batches:
         loss = _loss(module, batch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(module.parameters(), clip)

@@ -197,7 +197,9 @@ class PredictConfig:
     """Options of ``python -m argsfw.predict`` that are not decoding settings."""
 
     too_long: str = "skip"  # skip | truncate (keep the last tokens): prompts over a context limit
-    strict_tokenizer: bool = False  # policy/RM tokenizers differ: error, not the cross-tokenizer scorer
+    strict_tokenizer: bool = (
+        False  # policy/RM tokenizers differ: error, not the cross-tokenizer scorer
+    )
     legacy_json: bool = False  # also write outputs_original.json: [{prompt, response, method}]
     label: str | None = None  # this output's name in records and reports (default: from settings)
     log_every_n_batches: int = 10  # throughput metrics to the logger every N batches

@@ -195,7 +195,11 @@ def _replies(rng: random.Random, fact: Fact) -> tuple[str, str, str]:
         return chosen, f" {rng.choice(RUDE_OPENERS)} {rude} Stop asking me.", "rude"
     # Off-topic replies get the same closers as chosen ones: otherwise "has a closer" would be
     # a shortcut the reward model learns instead of the content.
-    return chosen, f" {rng.choice(POLITE)} {rng.choice(OFF_TOPIC)}{rng.choice(CLOSERS)}", "off_topic"
+    return (
+        chosen,
+        f" {rng.choice(POLITE)} {rng.choice(OFF_TOPIC)}{rng.choice(CLOSERS)}",
+        "off_topic",
+    )
 
 
 @lru_cache(maxsize=4)
