@@ -99,7 +99,11 @@ def plan(job: JobConfig, root: Path) -> list[Step]:
     for name, overrides in p.predict.items():
         run_dir = root / "predict" / name
         args = _merge(
-            [f"recipe={p.predict_recipe}"], inputs, shlex.split(overrides), [f"run_dir={run_dir}"]
+            [f"recipe={p.predict_recipe}"],
+            inputs,
+            list(p.predict_overrides),
+            shlex.split(overrides),
+            [f"run_dir={run_dir}"],
         )
         steps.append(Step(f"predict {name}", "predict", resolve(args), run_dir))
     if p.evaluate:

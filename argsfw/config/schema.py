@@ -220,9 +220,9 @@ class PipelineConfig:
     ppo: str | None = None  # fit recipe of the PPO policy
     fit_overrides: list[str] = field(default_factory=list)  # applied to every fit step
     predict_recipe: str | None = None  # predict recipe every decode step starts from
-    predict: dict[str, str] = field(
-        default_factory=dict
-    )  # step name -> overrides ("-m" sweeps allowed)
+    # step name -> its overrides ("-m" sweeps allowed)
+    predict: dict[str, str] = field(default_factory=dict)
+    predict_overrides: list[str] = field(default_factory=list)  # applied to every predict step
     evaluate: str | None = None  # evaluate recipe run over every predict output
     evaluate_overrides: list[str] = field(default_factory=list)
 
