@@ -27,6 +27,18 @@ _TEXTS = [
 ] * 40
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models run fastest on one thread; on a shared 2-core machine OpenMP spin-waits between
+    contending threads made every op ~100x slower. (Subprocesses get OMP_NUM_THREADS from make.)"""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real HH-RLHF test files; skipped with the reason when ../shared/data is absent."""

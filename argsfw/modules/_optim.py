@@ -1,34 +1,39 @@
-"""The optimizer and schedule every automatically optimised stage uses (`OptimConfig`)."""
+"""The optimizer and schedule of every fit stage (`OptimConfig`), PPO's actor-critic one included."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
 
+SCHEDULES = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
 
-def adamw_with_schedule(model: torch.nn.Module, cfg, total_steps: int) -> dict:
-    """``configure_optimizers`` result: torch AdamW over trainable parameters + a per-step schedule.
 
-    Weight decay applies to matrices only (not biases and norms). A plain torch AdamW rather
-    than DeepSpeed's fused one: it needs no C++ op build, and DeepSpeed accepts it (ZeRO
-    shards its states all the same). ``total_steps`` is the number of optimizer steps.
-    """
-    from transformers import get_scheduler
-
+def param_groups(model: torch.nn.Module, cfg) -> list[dict]:
+    """AdamW groups of `model`'s trainable parameters at ``cfg.lr``: ``cfg.weight_decay`` on
+    matrices, none on biases and norms; empty groups left out."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
     ]
-    optimizer = torch.optim.AdamW(
-        [g for g in groups if g["params"]], lr=cfg.lr, betas=tuple(cfg.betas)
-    )
-    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[
-        cfg.scheduler
-    ]
+    return [{**g, "lr": cfg.lr} for g in groups if g["params"]]
+
+
+def adamw_with_groups(groups: list[dict], cfg, total_steps: int) -> dict:
+    """``configure_optimizers`` result: one torch AdamW over `groups` and one per-step schedule.
+
+    The schedule scales every group's own base learning rate by the same warm-up/decay factor.
+    A plain torch AdamW rather than DeepSpeed's fused one: it needs no C++ op build, and
+    DeepSpeed accepts it (ZeRO shards its states all the same). ``total_steps`` is the number
+    of optimizer steps; `cfg` is an `OptimConfig`.
+    """
+    from transformers import get_scheduler
+
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
     scheduler = get_scheduler(
-        name,
+        SCHEDULES[cfg.scheduler],
         optimizer,
         num_warmup_steps=cfg.warmup_steps,
         num_training_steps=max(int(total_steps), 1),
@@ -37,6 +42,25 @@ def adamw_with_schedule(model: torch.nn.Module, cfg, total_steps: int) -> dict:
         "optimizer": optimizer,
         "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
     }
+
+
+def adamw_with_schedule(model: torch.nn.Module, cfg, total_steps: int) -> dict:
+    """AdamW over one model's trainable parameters (`param_groups`) with the per-step schedule."""
+    return adamw_with_groups(param_groups(model, cfg), cfg, total_steps)
+
+
+def actor_critic_adamw(
+    actor: torch.nn.Module, critic: torch.nn.Module, cfg, critic_lr: float | None, total_steps: int
+) -> dict:
+    """One AdamW and one schedule for PPO's actor and critic.
+
+    One optimizer because Lightning's DeepSpeed strategy takes exactly one. The actor's groups
+    come first, at ``cfg.lr``; the critic's at `critic_lr` (or ``cfg.lr``).
+    """
+    critic_cfg = dataclasses.replace(cfg, lr=critic_lr or cfg.lr)
+    return adamw_with_groups(
+        param_groups(actor, cfg) + param_groups(critic, critic_cfg), cfg, total_steps
+    )
 
 
 def total_optimizer_steps(trainer) -> int:

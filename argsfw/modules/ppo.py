@@ -44,10 +44,9 @@ from argsfw.config.run_dir import RunDir
 from argsfw.config.schema import JobConfig, OptimConfig, PPOConfig
 from argsfw.errors import UsageError
 from argsfw.modules import StageParts
-from argsfw.modules._optim import total_optimizer_steps
+from argsfw.modules._optim import actor_critic_adamw, total_optimizer_steps
 from argsfw.rlhf.gae import gae
 from argsfw.rlhf.kl import KLController, kl_estimate, token_rewards
-from argsfw.rlhf.optim import actor_critic_adamw
 from argsfw.rlhf.ppo import ppo_policy_loss, ppo_value_loss
 from argsfw.rlhf.rollout import Rollout, positions_from_mask, response_mask_after_eos
 from argsfw.rlhf.stats import entropy_from_logits, gather_logprobs, masked_mean, masked_whiten

@@ -33,17 +33,6 @@ FIELDS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models gain nothing from intra-op threads; on a shared 2-core box they oversubscribe."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _args(kit, run_dir: Path, *extra: str) -> list[str]:
     return [
         "recipe=tiny_args",

@@ -13,8 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from argsfw.predict import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -22,17 +20,6 @@ ENV = {
     **os.environ,
     "OMP_NUM_THREADS": "1",
 }  # one intra-op thread per process (DDP ranks get it from Lightning)
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models gain nothing from intra-op threads; on a shared 2-core box they oversubscribe."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _args(kit, run_dir: Path, *extra: str) -> list[str]:

@@ -49,15 +49,3 @@ def models(request) -> Models:
 @pytest.fixture
 def prompts() -> list[str]:
     return list(PROMPTS)
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models run fastest on one thread; on a shared 2-core machine OpenMP spin-waiting
-    between contending threads made these tests ~10x slower. Restored after each test."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
