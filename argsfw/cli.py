@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 
 from argsfw.config.run_dir import RunDir, default_run_dir
@@ -37,6 +38,8 @@ def setup_logging() -> None:
         level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    # Lightning 2.6 + torch 2.13 warn about their own pytree internals on every run; not ours to fix.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
