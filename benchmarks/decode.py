@@ -87,16 +87,20 @@ def prompts_of_length(tok, dialogues: list[str], target: int, n: int) -> list[li
     raise SystemExit(f"could not find {n} prompts of ~{target} tokens")
 
 
+# Policy and RM of the benchmark: Llama, hidden 256, 4 layers, MLP 1024 (see README.md).
+BENCH_SPEC = TinySpec(
+    arch="llama",
+    hidden_size=256,
+    num_layers=4,
+    num_heads=4,
+    intermediate_size=1024,
+    max_position_embeddings=2048,
+)
+
+
 def build_models(texts: list[str]):
     tok = train_tokenizer(texts, vocab_size=8000)
-    spec = TinySpec(
-        arch="llama",
-        hidden_size=256,
-        num_layers=4,
-        num_heads=4,
-        intermediate_size=1024,
-        max_position_embeddings=2048,
-    )
+    spec = BENCH_SPEC
     return tok, build_tiny_policy(tok, spec, seed=0), build_tiny_reward_model(tok, spec, seed=1)
 
 
@@ -324,14 +328,7 @@ def main(argv=None) -> None:
 
     # (e) an RM with its own tokenizer: what detokenize + re-tokenize per candidate costs
     rm_tok = train_tokenizer(dialogues[::2], vocab_size=6000)
-    spec = TinySpec(
-        arch="llama",
-        hidden_size=256,
-        num_layers=4,
-        num_heads=4,
-        intermediate_size=1024,
-        max_position_embeddings=2048,
-    )
+    spec = BENCH_SPEC
     cross = ArgsDecoder(llm, tok, build_tiny_reward_model(rm_tok, spec, seed=2), rm_tok)
     t_shared = t_cross = 0.0
     for p in short[:n_short]:

@@ -8,6 +8,7 @@ so ``tiny_sft`` and ``tiny_rm`` always share one vocabulary.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from functools import lru_cache
 from pathlib import Path
@@ -36,14 +37,9 @@ def tiny_spec(job: JobConfig):
     """`TinySpec` of ``model.tiny``."""
     from argsfw.models import TinySpec
 
-    t = job.model.tiny
+    # TinyModelConfig is TinySpec plus the tokenizer's vocab_size: copy the shared fields.
     return TinySpec(
-        arch=t.arch,
-        hidden_size=t.hidden_size,
-        num_layers=t.num_layers,
-        num_heads=t.num_heads,
-        intermediate_size=t.intermediate_size,
-        max_position_embeddings=t.max_position_embeddings,
+        **{f.name: getattr(job.model.tiny, f.name) for f in dataclasses.fields(TinySpec)}
     )
 
 
