@@ -35,7 +35,7 @@ from argsfw.data.types import DataError, DataStats
 log = logging.getLogger(__name__)
 
 
-class _ListDataset(torch.utils.data.Dataset):
+class ListDataset(torch.utils.data.Dataset):
     """Pre-tokenized examples held in memory (the corpora here are small enough)."""
 
     def __init__(self, items: list[dict]):
@@ -59,7 +59,7 @@ class _BaseDataModule(L.LightningDataModule):
         self.cfg = cfg
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
-        self.datasets: dict[str, _ListDataset] = {}
+        self.datasets: dict[str, ListDataset] = {}
         self.stats: dict[str, DataStats] = {}  # per split: read / kept / dropped
         self.truncation: dict[str, TruncationCounts] = {}  # per split: cut to fit
         self.collate_fn: Callable[[list[dict]], dict] = lambda x: x
@@ -90,7 +90,7 @@ class _BaseDataModule(L.LightningDataModule):
                     f"data split {split!r} of source {self.cfg.source!r} is empty after selection ({stats})"
                 )
             self.datasets[split], self.stats[split], self.truncation[split] = (
-                _ListDataset(items),
+                ListDataset(items),
                 stats,
                 trunc,
             )
@@ -224,7 +224,7 @@ class PromptDataModule(_BaseDataModule):
         """Like the base, but a resumed predict run with every prompt done is not an error."""
         if stage == "predict" and self.skip_ids and self.cfg.eval_split not in self.datasets:
             items, stats, trunc = self._build(self.cfg.eval_split)
-            self.datasets[self.cfg.eval_split] = _ListDataset(items)
+            self.datasets[self.cfg.eval_split] = ListDataset(items)
             self.stats[self.cfg.eval_split], self.truncation[self.cfg.eval_split] = stats, trunc
             return
         super().setup(stage)

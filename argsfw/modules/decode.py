@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from argsfw.callbacks.outputs import read_state
+from argsfw.data.datamodules import ListDataset
 from argsfw.data.types import PromptRecord
 from argsfw.decoding.accounting import DecodeStats
 from argsfw.decoding.config import DecodeConfig
@@ -218,17 +219,6 @@ def skip_record(rid: str, index: int, n_prompt_tokens: int, reason: str) -> dict
     return {"id": rid, "index": index, "skipped": reason, "n_prompt_tokens": n_prompt_tokens}
 
 
-class _Prompts(torch.utils.data.Dataset):
-    def __init__(self, items: list[dict]):
-        self.items = items
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> dict:
-        return self.items[i]
-
-
 def _collate(items: list[dict]) -> dict[str, list]:
     """Lists, not tensors: the engine tokenizes with the policy's own defaults (BOS and all)."""
     return {k: [it[k] for it in items] for k in ("ids", "prompts", "index")}
@@ -278,7 +268,7 @@ class PromptsDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         """Batches in dataset order; Lightning adds the distributed sampler under DDP."""
         return DataLoader(
-            _Prompts(self.todo),
+            ListDataset(self.todo),
             batch_size=self.batch_size,
             shuffle=False,
             collate_fn=_collate,

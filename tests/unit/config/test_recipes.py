@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from argsfw.cli import ENTRY_OF_STAGE
 from argsfw.config.compose import CONF_DIR, available_recipes, compose, expand_sweep
 from argsfw.config.schema import JobConfig
 from argsfw.errors import ConfigError
 from argsfw.models.known import KNOWN_ARCHITECTURES, build_on_meta
 
 RECIPES = available_recipes()
-ENTRY = {
-    "sft": "fit",
-    "rm": "fit",
-    "ppo": "fit",
-    "predict": "predict",
-    "evaluate": "evaluate",
-    "pipeline": "pipeline",
-}
+ENTRY = ENTRY_OF_STAGE
 REQUIRED = {
     "opt125m_sft",
     "opt350m_rm",
