@@ -35,10 +35,12 @@ def env(**extra: str) -> dict[str, str]:
     return e
 
 
-def fit(*args: str, timeout: float = 240, check: bool = True, env_extra: dict | None = None):
-    """Run ``python -m argsfw.fit ARGS`` and return the CompletedProcess (raises on failure if `check`)."""
+def run_module(
+    module: str, *args: str, timeout: float = 240, check: bool = True, env_extra: dict | None = None
+):
+    """Run ``python -m argsfw.<module> ARGS``; return the CompletedProcess (raises on failure if `check`)."""
     proc = subprocess.run(
-        [sys.executable, "-m", "argsfw.fit", *args],
+        [sys.executable, "-m", f"argsfw.{module}", *args],
         cwd=REPO,
         env=env(**(env_extra or {})),
         capture_output=True,
@@ -46,8 +48,13 @@ def fit(*args: str, timeout: float = 240, check: bool = True, env_extra: dict | 
         timeout=timeout,
     )
     if check and proc.returncode != 0:
-        raise AssertionError(f"fit failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+        raise AssertionError(f"{module} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc
+
+
+def fit(*args: str, timeout: float = 240, check: bool = True, env_extra: dict | None = None):
+    """Run ``python -m argsfw.fit ARGS`` (see `run_module`)."""
+    return run_module("fit", *args, timeout=timeout, check=check, env_extra=env_extra)
 
 
 def metrics(run_dir: Path) -> dict:

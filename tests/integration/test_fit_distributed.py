@@ -15,7 +15,7 @@ import time
 
 import pytest
 import torch
-from _fit_helpers import REPO, SMALL, env, fit, metrics
+from _fit_helpers import REPO, SMALL, env, fit, metrics, run_module
 
 pytestmark = pytest.mark.slow
 IDS = torch.tensor([[1, 40, 41, 42, 43, 44], [1, 50, 51, 52, 0, 0]])
@@ -49,15 +49,7 @@ def test_zero_on_two_cpu_processes_exports_and_converts(stage, tmp_path):
     ckpt = run / "checkpoints" / "last.ckpt"
     assert (ckpt / "checkpoint").is_dir(), "a ZeRO checkpoint is a directory of shards"
     out = tmp_path / "converted"
-    proc = subprocess.run(
-        [sys.executable, "-m", "argsfw.export", str(ckpt), str(out)],
-        cwd=REPO,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_module("export", str(ckpt), str(out), timeout=180)
     torch.testing.assert_close(_rewards(out), _rewards(run / "hf"))
 
 

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import torch
-from _fit_helpers import REPO, SMALL, env, fit, metrics
+from _fit_helpers import SMALL, fit, metrics, run_module
 
 pytestmark = pytest.mark.slow
 IDS = torch.tensor([[1, 40, 41, 42, 43, 44, 45, 46], [1, 50, 51, 52, 53, 0, 0, 0]])
@@ -43,15 +40,7 @@ def test_tiny_sft_exports_a_causal_lm_with_the_trained_outputs(tmp_path):
         torch.testing.assert_close(model(input_ids=IDS, attention_mask=MASK).logits, expected)
     # python -m argsfw.export from the Lightning checkpoint gives the same weights
     out = tmp_path / "exported"
-    proc = subprocess.run(
-        [sys.executable, "-m", "argsfw.export", str(run / "checkpoints" / "last.ckpt"), str(out)],
-        cwd=REPO,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_module("export", str(run / "checkpoints" / "last.ckpt"), str(out), timeout=120)
     again = AutoModelForCausalLM.from_pretrained(out).eval()
     with torch.no_grad():
         torch.testing.assert_close(again(input_ids=IDS, attention_mask=MASK).logits, expected)
