@@ -23,6 +23,9 @@ SMALL = [
     "trainer.limit_val_batches=2",
 ]
 
+# The final metrics every reward-model fit writes to metrics.json.
+RM_METRICS = ("train/loss", "val/loss", "val/reward_acc", "val/reward_gap", "val/prefix_reward_acc")
+
 
 def env(**extra: str) -> dict[str, str]:
     """The test environment (offline hub, CPU DeepSpeed) plus `extra`; a None value removes a key."""

@@ -15,7 +15,7 @@ import time
 
 import pytest
 import torch
-from _fit_helpers import REPO, SMALL, env, fit, metrics, run_module
+from _fit_helpers import REPO, RM_METRICS, SMALL, env, fit, metrics, run_module
 
 pytestmark = pytest.mark.slow
 IDS = torch.tensor([[1, 40, 41, 42, 43, 44], [1, 50, 51, 52, 0, 0]])
@@ -112,12 +112,6 @@ def test_killed_then_resumed_run_matches_an_uninterrupted_one(tmp_path):
     fit("recipe=tiny_rm", *RESUME, f"run_dir={fresh}")
     a, b = metrics(killed), metrics(fresh)
     assert a["trainer/global_step"] == b["trainer/global_step"] == 40
-    for key in (
-        "train/loss",
-        "val/loss",
-        "val/reward_acc",
-        "val/reward_gap",
-        "val/prefix_reward_acc",
-    ):
+    for key in RM_METRICS:
         assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
     torch.testing.assert_close(_rewards(killed / "hf"), _rewards(fresh / "hf"))

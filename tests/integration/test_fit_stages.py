@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _fit_helpers import SMALL, fit, metrics, run_module
+from _fit_helpers import RM_METRICS, SMALL, fit, metrics, run_module
 
 pytestmark = pytest.mark.slow
 IDS = torch.tensor([[1, 40, 41, 42, 43, 44, 45, 46], [1, 50, 51, 52, 53, 0, 0, 0]])
@@ -59,13 +59,7 @@ def test_tiny_rm_exports_a_sequence_classifier_with_the_trained_outputs(tmp_path
         *SMALL,
     )
     m = metrics(run)
-    for key in (
-        "train/loss",
-        "val/loss",
-        "val/reward_acc",
-        "val/reward_gap",
-        "val/prefix_reward_acc",
-    ):
+    for key in RM_METRICS:
         assert key in m, key
     model = AutoModelForSequenceClassification.from_pretrained(run / "hf").eval()
     assert model.config.num_labels == 1 and model.config.pad_token_id is not None
