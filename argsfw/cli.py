@@ -44,13 +44,16 @@ def setup_logging() -> None:
 
 
 def _usage(entry: str) -> str:
-    from argsfw.config.compose import available_recipes
+    from argsfw.config.compose import RECIPE_PATH_ENV, recipes_by_stage
 
     stages = [s for s, e in ENTRY_OF_STAGE.items() if e == entry]
+    by_stage = recipes_by_stage()
+    mine = [r for s in stages for r in by_stage.get(s, [])]
     return (
-        f"usage: python -m argsfw.{entry} recipe=NAME [key=value ...] [-m] [--verbose]\n"
+        f"usage: python -m argsfw.{entry} recipe=NAME|path/to/recipe.yaml [key=value ...] [-m] [--verbose]\n"
         f"  stages: {', '.join(stages)}\n"
-        f"  recipes: {', '.join(available_recipes())}\n"
+        f"  recipes: {', '.join(sorted(mine)) or '(none)'}\n"
+        f"  (more recipes: YAML files in the folders named by ${RECIPE_PATH_ENV})\n"
         "  -m / --multirun   sweep comma-separated values, e.g. -m decode.weight=0,0.5,1\n"
         "  print_config=true print the resolved config and exit\n"
         "  run_dir=PATH      where the run writes (default runs/<recipe>)\n"

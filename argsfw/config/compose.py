@@ -10,6 +10,7 @@ ordinary runs, each with its own run directory.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from dataclasses import fields, is_dataclass
 from pathlib import Path
@@ -19,14 +20,90 @@ from omegaconf import OmegaConf
 from argsfw.config.schema import JobConfig
 from argsfw.errors import ConfigError
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("model", "data", "trainer", "strategy", "logger", "decode")
 _SCHEMA_NAME = "argsfw_job_schema"
+RECIPE_PATH_ENV = "ARGSFW_RECIPE_PATH"
+
+
+def _asset_dir(name: str) -> Path:
+    """``configs/`` or ``recipes/``: inside the installed package, or beside it in a checkout.
+
+    The wheel carries the two top-level folders as ``argsfw/configs`` and ``argsfw/recipes``
+    (hatchling's force-include, see pyproject.toml); a source checkout or editable install has
+    them at the repository root, next to ``argsfw/``.
+    """
+    package = Path(__file__).resolve().parents[1]
+    for candidate in (package / name, package.parent / name):
+        if candidate.is_dir() and (name != "configs" or (candidate / "argsfw.yaml").is_file()):
+            return candidate
+    raise ConfigError(
+        f"argsfw's {name}/ folder is missing from {package}; reinstall argsfw (pip install argsfw)"
+    )
+
+
+CONF_DIR = _asset_dir("configs")
+RECIPE_DIR = _asset_dir("recipes")
+
+
+def recipe_dirs() -> list[Path]:
+    """Where recipes are looked up: the folders in ``$ARGSFW_RECIPE_PATH``, then the shipped ones."""
+    extra = [Path(p).expanduser() for p in os.environ.get(RECIPE_PATH_ENV, "").split(os.pathsep)]
+    for d in extra:
+        if str(d) not in ("", ".") and not d.is_dir():
+            raise ConfigError(
+                f"{RECIPE_PATH_ENV} names '{d}', which is not a folder; fix or unset it"
+            )
+    return [d for d in extra if str(d) not in ("", ".")] + [RECIPE_DIR]
+
+
+def recipe_files() -> dict[str, Path]:
+    """Recipe name -> YAML file over `recipe_dirs`; a name found in two folders is an error."""
+    found: dict[str, Path] = {}
+    for d in recipe_dirs():
+        for path in sorted(d.glob("*.yaml")):
+            if path.stem in found and found[path.stem] != path:
+                raise ConfigError(
+                    f"recipe '{path.stem}' is defined twice ({found[path.stem]} and {path}); "
+                    f"rename one of them"
+                )
+            found.setdefault(path.stem, path)
+    return found
 
 
 def available_recipes() -> list[str]:
-    """Names of the recipes shipped in ``argsfw/conf/recipe``."""
-    return sorted(p.stem for p in (CONF_DIR / "recipe").glob("*.yaml"))
+    """Names of the recipes in `recipe_dirs` (shipped ones and ``$ARGSFW_RECIPE_PATH``)."""
+    return sorted(recipe_files())
+
+
+def find_recipe(spec: str) -> Path:
+    """The YAML file of ``recipe=SPEC``: a recipe name, or a path to a YAML file of one's own."""
+    if spec.endswith((".yaml", ".yml")) or os.sep in spec or "/" in spec:
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise ConfigError(
+                f"recipe file '{spec}' does not exist; give a YAML file or a recipe name"
+            )
+        return path.resolve()
+    files = recipe_files()
+    if spec not in files:
+        near = difflib.get_close_matches(spec, list(files), n=3, cutoff=0.6)
+        hint = f"did you mean {', '.join(near)}? " if near else ""
+        raise ConfigError(
+            f"unknown recipe '{spec}'; {hint}available recipes: {', '.join(sorted(files))}"
+        )
+    return files[spec]
+
+
+def recipes_by_stage() -> dict[str, list[str]]:
+    """Stage -> recipe names, read from each recipe's ``stage:`` line (no composition)."""
+    out: dict[str, list[str]] = {}
+    for name, path in recipe_files().items():
+        try:
+            stage = OmegaConf.load(path).get("stage")
+        except Exception:
+            stage = None
+        out.setdefault(str(stage), []).append(name)
+    return out
 
 
 def group_options(group: str) -> list[str]:
@@ -38,6 +115,25 @@ def _register_schema() -> None:
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(name=_SCHEMA_NAME, node=JobConfig)
+
+
+def _register_recipe(name: str, path: Path) -> None:
+    # Recipes live outside the Hydra config folder (top-level recipes/, or any file a user
+    # names), so each one is handed to Hydra through its ConfigStore as the `recipe` group's
+    # option; its defaults list (`override /model: …`) composes exactly as a file there would.
+    from hydra.core.config_store import ConfigStore
+
+    try:
+        node = OmegaConf.load(path)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"recipe '{path}' is not valid YAML: {first}") from None
+    header = path.read_text().lstrip().splitlines()[:1]
+    if header != ["# @package _global_"]:
+        raise ConfigError(
+            f"recipe '{path}' must start with the line '# @package _global_' (see recipes/)"
+        )
+    ConfigStore.instance().store(group="recipe", name=name, node=node, package="_global_")
 
 
 def _schema_keys(prefix: str) -> list[str]:
@@ -124,14 +220,13 @@ def compose(overrides: list[str], default_recipe: str | None = None) -> JobConfi
     )
     if not recipe:
         raise ConfigError(
-            f"name a recipe: recipe=NAME (available: {', '.join(available_recipes())})"
+            f"name a recipe: recipe=NAME or recipe=path/to/file.yaml (available: {', '.join(available_recipes())})"
         )
-    if recipe not in available_recipes():
-        raise ConfigError(
-            f"unknown recipe '{recipe}'; available recipes: {', '.join(available_recipes())}"
-        )
+    path = find_recipe(recipe)
+    recipe = path.stem
     overrides = [o for o in overrides if not o.startswith("recipe=")] + [f"recipe={recipe}"]
     _register_schema()
+    _register_recipe(recipe, path)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -1,6 +1,6 @@
 """The configuration schema: one structured-config dataclass per config group.
 
-Every key has a type, a default and a one-line doc. Hydra composes YAML from ``argsfw/conf``
+Every key has a type, a default and a one-line doc. Hydra composes YAML from ``configs/`` and ``recipes/``
 against `JobConfig`; a key that is not here fails at start-up with its name. Values are then
 checked by each dataclass's ``__post_init__`` (run by ``OmegaConf.to_object``), so library
 code receives typed dataclasses, never an untyped DictConfig.

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from argsfw.cli import ENTRY_OF_STAGE
-from argsfw.config.compose import CONF_DIR, available_recipes, compose, expand_sweep
+from argsfw.config.compose import (
+    RECIPE_DIR,
+    RECIPE_PATH_ENV,
+    available_recipes,
+    compose,
+    expand_sweep,
+    recipe_files,
+)
 from argsfw.config.schema import JobConfig
 from argsfw.errors import ConfigError
 from argsfw.models.known import KNOWN_ARCHITECTURES, build_on_meta
@@ -47,7 +54,10 @@ def test_required_recipes_exist():
 def test_recipe_composes_and_validates(name):
     job = compose([f"recipe={name}"])
     assert isinstance(job, JobConfig) and job.recipe == name and job.stage in ENTRY
-    header = (CONF_DIR / "recipe" / f"{name}.yaml").read_text().splitlines()
+    path = recipe_files()[name]
+    assert path.parent == RECIPE_DIR, "shipped recipes live in the top-level recipes/ folder"
+    header = path.read_text().splitlines()
+    assert header[0] == "# @package _global_"
     command = next(line for line in header if line.startswith("# Command:"))
     assert f"python -m argsfw.{ENTRY[job.stage]} recipe={name}" in command
     assert any(line.startswith("# Needs:") for line in header), (
@@ -144,3 +154,55 @@ def test_accumulation_is_derived_from_global_and_micro_batch():
     )
     with pytest.raises(ConfigError, match="not divisible"):
         job.optim.accumulation(world_size=3)
+
+
+_OWN = """# @package _global_
+# Command:  python -m argsfw.fit recipe=my_sft.yaml
+# Needs:    a laptop CPU
+defaults:
+  - override /data: tiny
+stage: sft
+optim:
+  lr: 3.0e-4
+"""
+
+
+def test_a_recipe_file_of_ones_own_composes_by_path(tmp_path):
+    path = tmp_path / "my_sft.yaml"
+    path.write_text(_OWN)
+    job = compose([f"recipe={path}", "optim.warmup_steps=3"])
+    assert job.recipe == "my_sft" and job.stage == "sft"
+    assert job.optim.lr == 3.0e-4 and job.optim.warmup_steps == 3
+
+
+def test_recipe_path_env_adds_a_folder_of_recipes(tmp_path, monkeypatch):
+    (tmp_path / "my_sft.yaml").write_text(_OWN)
+    monkeypatch.setenv(RECIPE_PATH_ENV, str(tmp_path))
+    assert "my_sft" in available_recipes() and "tiny_sft" in available_recipes()
+    assert compose(["recipe=my_sft"]).optim.lr == 3.0e-4
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        ("duplicate", "recipe 'tiny_sft' is defined twice"),
+        ("no_header", "must start with the line '# @package _global_'"),
+        ("missing_file", "recipe file"),
+        ("bad_env_dir", "which is not a folder"),
+    ],
+)
+def test_bad_recipe_sources_are_one_line_errors(tmp_path, monkeypatch, setup, message):
+    spec = "recipe=tiny_sft"
+    if setup == "duplicate":
+        (tmp_path / "tiny_sft.yaml").write_text(_OWN)
+        monkeypatch.setenv(RECIPE_PATH_ENV, str(tmp_path))
+    elif setup == "no_header":
+        (tmp_path / "r.yaml").write_text(_OWN.split("\n", 1)[1])
+        spec = f"recipe={tmp_path / 'r.yaml'}"
+    elif setup == "missing_file":
+        spec = f"recipe={tmp_path / 'absent.yaml'}"
+    else:
+        monkeypatch.setenv(RECIPE_PATH_ENV, str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError) as info:
+        compose([spec])
+    assert message in str(info.value) and "\n" not in str(info.value)
