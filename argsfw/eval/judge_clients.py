@@ -148,12 +148,8 @@ class OpenAIChatClient:
             timeout=timeout,
             trust_env=not is_loopback(base_url),
         )
-        self._httpx, self._key, self._timeout, self._key_source = (
-            httpx,
-            api_key,
-            timeout,
-            key_source,
-        )
+        self._httpx, self._key, self._key_source = httpx, api_key, key_source
+        self._timeout = timeout
         self.model, self.temperature, self.max_tokens = model, temperature, max_tokens
         self.max_consecutive_failures = max_consecutive_failures
         self.failures = 0  # connection failures in a row
@@ -162,7 +158,7 @@ class OpenAIChatClient:
         """One chat turn.
 
         Raises:
-            JudgeTransientError: retry (connection failure, HTTP 429 or 5xx).
+            JudgeTransientError: retry (connection failure, HTTP 408, 429 or 5xx).
             JudgeUnreachableError: the endpoint failed to answer too many times in a row.
             JudgeError: the endpoint refused the request (401 / 403 / other 4xx).
         """
@@ -187,11 +183,11 @@ class OpenAIChatClient:
             raise JudgeTransientError(f"{what} talking to {url}") from None
         self.failures = 0
         code = resp.status_code
-        if code == 429 or code >= 500:
+        if code in (408, 429) or code >= 500:
             wait = parse_retry_after(resp.headers.get("retry-after"))
             raise JudgeTransientError(f"HTTP {code} from {url}", retry_after=wait)
         if code >= 400:
-            text = resp.text[:200].replace(self._key, "***") if self._key else resp.text[:200]
+            text = (resp.text.replace(self._key, "***") if self._key else resp.text)[:200]
             if code not in (401, 403):
                 fix = "check eval.judge.base_url and eval.judge.model"
             elif self._key:

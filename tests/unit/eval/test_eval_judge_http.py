@@ -78,11 +78,22 @@ def test_unparseable_replies_retried_then_counted_apart_from_ties(judge_server):
 
 def test_401_is_one_line_usage_error_without_retry(judge_server):
     url, server = judge_server
-    client = OpenAIChatClient(url, "m", "bad-key", key_source="$MY_KEY")
+    server.script(Reply(status=401, text="Incorrect API key provided:\nsk-bad-key"))
+    client = OpenAIChatClient(url, "m", "sk-bad-key", key_source="$MY_KEY")
     with pytest.raises(JudgeError, match=r"HTTP 401 .*the key from \$MY_KEY was refused") as e:
         judge_pair(A, B, client, _cfg(url))
     assert is_usage_error(e.value) and "\n" not in str(e.value)
-    assert "bad-key" not in str(e.value)  # the server's text is shown, never the key
+    assert "Incorrect API key" in str(e.value) and "sk-bad-key" not in str(e.value)
+    assert len(server.requests) == 1 and server.requests[0]["auth"] == "Bearer sk-bad-key"
+
+
+def test_other_4xx_names_url_and_model(judge_server):
+    url, server = judge_server
+    server.script(Reply(status=404, text="model judge-1 not found"))
+    with pytest.raises(
+        JudgeError, match="HTTP 404 .*check eval.judge.base_url and eval.judge.model"
+    ):
+        make_client(_cfg(url)).complete("s", "u")
     assert len(server.requests) == 1
 
 
