@@ -106,9 +106,10 @@ def test_429_waits_for_retry_after(judge_server):
     assert 0.95 <= gap < 3.0, gap  # the header's second, not the 0.1 s backoff
 
 
-def test_retry_after_is_capped(judge_server):
+@pytest.mark.parametrize("status", [503, 408])
+def test_retry_after_is_capped(judge_server, status):
     url, server = judge_server
-    server.script(Reply(status=503, retry_after="3600"), "8 7")
+    server.script(Reply(status=status, retry_after="3600"), "8 7")
     got = ask_scores(make_client(_cfg(url)), "q", "x", "y", max_retries=1, max_retry_after=0.3)
     assert got.scores == (8.0, 7.0)
     (gap,) = _gaps(server)
