@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from argsfw.errors import ConfigError
+
+JUDGE_KINDS = ("openai", "hf")
 
 
 @dataclass
@@ -21,7 +26,29 @@ class JudgeConfig:
     api_key_file: str | None = None  # file holding the key; read at run time, never copied
     temperature: float = 0.7  # judge sampling temperature (the original's GPT-4 setting)
     max_tokens: int = 512  # longest judge reply (max_new_tokens for kind=hf)
-    timeout: float = 60.0  # seconds per HTTP request before it counts as a retryable failure
+    timeout: float = 60.0  # seconds per HTTP request before it counts as a connection failure
+    max_consecutive_failures: int = 3  # connection failures (refused, timeout) in a row: stop
+    max_retry_after: float = 60.0  # longest Retry-After (429 / 5xx) honoured, in seconds
+
+    def __post_init__(self) -> None:
+        if self.kind not in JUDGE_KINDS:
+            raise ConfigError(
+                f"eval.judge.kind={self.kind!r} is not valid; choose one of {', '.join(JUDGE_KINDS)}"
+            )
+        url = urlsplit(self.base_url or "")
+        if self.kind == "openai" and (url.scheme not in ("http", "https") or not url.hostname):
+            raise ConfigError(
+                f"eval.judge.base_url={self.base_url!r} is not an http(s) URL; "
+                "e.g. https://api.openai.com/v1 or http://127.0.0.1:8000/v1"
+            )
+        for name, low in (("max_retries", 0), ("max_consecutive_failures", 1)):
+            if getattr(self, name) < low:
+                raise ConfigError(f"eval.judge.{name} must be >= {low}, got {getattr(self, name)}")
+        if not self.timeout > 0 or self.max_retry_after < 0:
+            raise ConfigError(
+                f"eval.judge.timeout must be > 0 and eval.judge.max_retry_after >= 0 "
+                f"(got {self.timeout}, {self.max_retry_after})"
+            )
 
 
 @dataclass

@@ -6,31 +6,68 @@ for helpfulness, harmlessness and level of detail, both scores on its reply's fi
 (as the original's GPT-4 prompt asked). A's and B's scores are summed over the two orders, so
 a judge that favours the first position adds the same to both; the sums decide win / tie /
 lose for A. A reply whose first line is not exactly two numbers in [1, 10] is retried up to
-``max_retries`` times; if it stays unparseable (or the endpoint keeps failing) the prompt is
-counted as ``unparsed`` and left out of the rates, never counted as a tie.
+``max_retries`` times; if it stays unparseable the prompt is counted as ``unparsed``, and if
+the endpoint keeps answering 429 / 5xx it is counted as ``failed``; both are left out of the
+rates, never counted as ties.
 
 Rates come with a 95% Wilson score interval (see `argsfw.eval.stats.wilson_interval`).
 
-The judge is any OpenAI-compatible ``/chat/completions`` endpoint (`OpenAIChatClient`, key
-from an environment variable or a key file, never from a config file) or a local Hugging Face
-chat model (`HFChatClient`).
+The judge is any OpenAI-compatible ``/chat/completions`` endpoint or a local Hugging Face chat
+model (the clients, their errors and the key rules are in `argsfw.eval.judge_clients`).
+`check_judge` runs at start-up: a remote endpoint without a key is refused before anything is
+sent or loaded. A 429 / 5xx is retried after its ``Retry-After`` (capped at
+``max_retry_after``) or a short backoff; a dead endpoint stops the run.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import random
 import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple
 
 from argsfw.eval.config import JudgeConfig
 from argsfw.eval.inputs import EvalInput, cut_at_turn
+from argsfw.eval.judge_clients import (
+    HFChatClient,
+    JudgeClient,
+    JudgeError,
+    JudgeTransientError,
+    JudgeUnreachableError,
+    OpenAIChatClient,
+    api_key_for,
+    is_loopback,
+    make_client,
+    parse_retry_after,
+    resolve_api_key,
+)
 from argsfw.eval.stats import wilson_interval
+
+__all__ = [
+    "Asked",
+    "HFChatClient",
+    "JudgeClient",
+    "JudgeError",
+    "JudgeResult",
+    "JudgeTransientError",
+    "JudgeUnreachableError",
+    "OpenAIChatClient",
+    "api_key_for",
+    "ask_scores",
+    "check_judge",
+    "is_loopback",
+    "judge_all",
+    "judge_pair",
+    "make_client",
+    "match_prompts",
+    "parse_retry_after",
+    "parse_scores",
+    "resolve_api_key",
+    "select_baseline",
+]
 
 log = logging.getLogger(__name__)
 
@@ -53,20 +90,6 @@ USER_TEMPLATE = (
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 
-class JudgeError(RuntimeError):
-    """The judge cannot be used at all (bad key, wrong URL or model): fix the setup."""
-
-
-class JudgeClient(Protocol):
-    """Anything that answers one chat turn; raises `JudgeTransientError` on retryable failures."""
-
-    def complete(self, system: str, user: str) -> str: ...
-
-
-class JudgeTransientError(RuntimeError):
-    """A failure worth retrying (timeout, connection refused, HTTP 429 or 5xx)."""
-
-
 def parse_scores(reply: str) -> tuple[float, float] | None:
     """The two scores on the reply's first line, or None if it is not exactly two numbers in [1, 10]."""
     first = reply.strip().split("\n", 1)[0] if reply else ""
@@ -78,143 +101,66 @@ def parse_scores(reply: str) -> tuple[float, float] | None:
     return nums[0], nums[1]
 
 
-def resolve_api_key(cfg: JudgeConfig) -> str | None:
-    """The API key from ``cfg.api_key_file`` (a path) or the env var ``cfg.api_key_env``.
+def check_judge(cfg: JudgeConfig, inputs: Sequence[EvalInput], need_key: bool = True) -> None:
+    """Start-up checks, before any model loads or request is sent: two inputs, the baseline,
+    and (``kind=openai``, `need_key`) a key for a remote endpoint.
 
     Raises:
-        JudgeError: the key file is named but cannot be read.
+        JudgeError: one of these is wrong.
     """
-    if cfg.api_key_file:
-        try:
-            return Path(cfg.api_key_file).expanduser().read_text(encoding="utf-8").strip() or None
-        except OSError as e:
-            raise JudgeError(
-                f"cannot read judge key file {cfg.api_key_file!r}: {e.strerror}"
-            ) from None
-    return os.environ.get(cfg.api_key_env) or None
+    select_baseline(inputs, cfg)
+    if need_key and cfg.kind == "openai":
+        api_key_for(cfg)
 
 
-class OpenAIChatClient:
-    """An OpenAI-compatible chat-completions endpoint over `httpx`."""
+class Asked(NamedTuple):
+    """One order's verdict: the scores (None if none parsed), attempts made, the last reply, and
+    the last attempt's endpoint error (None when it got a reply)."""
 
-    def __init__(
-        self,
-        base_url: str,
-        model: str,
-        api_key: str | None,
-        temperature: float = 0.7,
-        max_tokens: int = 512,
-        timeout: float = 60.0,
-    ):
-        import httpx
-
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
-        self._httpx = httpx
-        self.model, self.temperature, self.max_tokens = model, temperature, max_tokens
-
-    def complete(self, system: str, user: str) -> str:
-        """One chat turn. Raises `JudgeTransientError` (retry) or `JudgeError` (give up)."""
-        body = {
-            "model": self.model,
-            "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
-            "temperature": self.temperature,
-            "max_tokens": self.max_tokens,
-        }
-        try:
-            resp = self._client.post("/chat/completions", json=body)
-        except self._httpx.TransportError as e:
-            raise JudgeTransientError(
-                f"{type(e).__name__} talking to {self._client.base_url}"
-            ) from None
-        if resp.status_code == 429 or resp.status_code >= 500:
-            raise JudgeTransientError(f"HTTP {resp.status_code} from {resp.url}")
-        if resp.status_code >= 400:
-            raise JudgeError(
-                f"HTTP {resp.status_code} from {resp.url}: check the base URL, model and key ({resp.text[:200]!r})"
-            )
-        try:
-            return resp.json()["choices"][0]["message"]["content"] or ""
-        except (ValueError, KeyError, IndexError, TypeError):
-            return ""  # why: a malformed body is an unparseable reply, retried like one
-
-    def close(self) -> None:
-        self._client.close()
-
-
-class HFChatClient:
-    """A local Hugging Face causal LM as the judge, greedy decoding, chat template if it has one."""
-
-    def __init__(self, spec: str, device: str | None = None, max_new_tokens: int = 64):
-        from argsfw.models import default_device, load_policy, load_tokenizer
-
-        self.tokenizer = load_tokenizer(spec, "judge tokenizer")
-        self.model = load_policy(spec, device=device or default_device())
-        self.max_new_tokens = max_new_tokens
-
-    def complete(self, system: str, user: str) -> str:
-        """Generate the judge's reply to one system + user turn."""
-        import torch
-
-        tok = self.tokenizer
-        if getattr(tok, "chat_template", None):
-            messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-            text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        else:  # why: base models have no template; a plain transcript still works
-            text = f"{system}\n\n{user}\n\n"
-        enc = tok(text, return_tensors="pt").to(self.model.device)
-        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        with torch.no_grad():
-            out = self.model.generate(
-                **enc, max_new_tokens=self.max_new_tokens, do_sample=False, pad_token_id=pad
-            )
-        return tok.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-
-
-def make_client(cfg: JudgeConfig, device: str | None = None) -> JudgeClient:
-    """Build the client `cfg.kind` names (``openai`` or ``hf``).
-
-    Raises:
-        ValueError: unknown kind.
-    """
-    if cfg.kind == "openai":
-        key = resolve_api_key(cfg)
-        if key is None:
-            log.warning(
-                "judge: no API key in $%s%s; sending no Authorization header",
-                cfg.api_key_env,
-                f" or {cfg.api_key_file}" if cfg.api_key_file else "",
-            )
-        return OpenAIChatClient(
-            cfg.base_url, cfg.model, key, cfg.temperature, cfg.max_tokens, cfg.timeout
-        )
-    if cfg.kind == "hf":
-        return HFChatClient(cfg.model, device, cfg.max_tokens)
-    raise ValueError(f"unknown judge kind {cfg.kind!r}; choose 'openai' or 'hf'")
+    scores: tuple[float, float] | None
+    attempts: int
+    reply: str
+    error: str | None
 
 
 def ask_scores(
-    client: JudgeClient, question: str, answer1: str, answer2: str, max_retries: int
-) -> tuple[tuple[float, float] | None, int, str]:
+    client: JudgeClient,
+    question: str,
+    answer1: str,
+    answer2: str,
+    max_retries: int,
+    max_retry_after: float = 60.0,
+) -> Asked:
     """Ask once plus up to `max_retries` retries until the reply parses.
 
-    Returns:
-        ``(scores or None, attempts made, last reply)``.
+    A retryable endpoint error waits the server's ``Retry-After`` (at most `max_retry_after`
+    seconds) or a short exponential backoff first.
+
+    Raises:
+        JudgeError, JudgeUnreachableError: from the client; retrying cannot help.
     """
     user = USER_TEMPLATE.format(question=question, answer1=answer1, answer2=answer2)
-    reply = ""
-    for attempt in range(1, max_retries + 2):
+    reply, error = "", None
+    attempts = max_retries + 1
+    for attempt in range(1, attempts + 1):
         try:
-            reply = client.complete(SYSTEM_PROMPT, user)
+            reply, error = client.complete(SYSTEM_PROMPT, user), None
         except JudgeTransientError as e:
-            log.warning("judge: %s (attempt %d)", e, attempt)
-            time.sleep(min(0.05 * 2**attempt, 2.0))
+            error = str(e)
+            log.warning("judge: %s (attempt %d of %d)", e, attempt, attempts)
+            if attempt < attempts:
+                wait = min(0.05 * 2**attempt, 2.0)
+                if e.retry_after is not None:
+                    wait = max(wait, min(e.retry_after, max_retry_after))
+                time.sleep(wait)
             continue
         scores = parse_scores(reply)
         if scores is not None:
-            return scores, attempt, reply
-        log.warning("judge: unparseable reply (attempt %d): %r", attempt, reply[:80])
-    return None, max_retries + 1, reply
+            return Asked(scores, attempt, reply, None)
+        log.warning(
+            "judge: unparseable reply (attempt %d of %d): %r", attempt, attempts, reply[:80]
+        )
+    return Asked(None, attempts, reply, error)
 
 
 def match_prompts(a: EvalInput, b: EvalInput) -> tuple[list[tuple[str, str, str]], dict[str, int]]:
@@ -247,14 +193,15 @@ def match_prompts(a: EvalInput, b: EvalInput) -> tuple[list[tuple[str, str, str]
 
 @dataclass
 class JudgeResult:
-    """Outcome of A vs B. Rates exclude ``unparsed``; CIs are 95% Wilson intervals."""
+    """Outcome of A vs B. Rates exclude ``unparsed`` and ``failed``; CIs are 95% Wilson intervals."""
 
     a: str
     b: str
     win: int = 0
     tie: int = 0
     lose: int = 0
-    unparsed: int = 0
+    unparsed: int = 0  # a reply never parsed within the retries
+    failed: int = 0  # the endpoint kept failing (429 / 5xx) for an order
     consistent: int = 0  # both orders agreed on the winner (or both tied)
     mismatches: dict[str, int] = field(default_factory=dict)
     details: list[dict[str, Any]] = field(default_factory=list)
@@ -270,6 +217,7 @@ class JudgeResult:
             "tie": self.tie,
             "lose": self.lose,
             "unparsed": self.unparsed,
+            "failed": self.failed,
             "win_rate": self.win / n if n else None,
             "win_rate_ci95": wilson_interval(self.win, n),
             "win_or_tie_rate": (self.win + self.tie) / n if n else None,
@@ -292,6 +240,7 @@ def judge_pair(a: EvalInput, b: EvalInput, client: JudgeClient, cfg: JudgeConfig
 
     Raises:
         JudgeError: the endpoint refuses the request (bad URL, model or key).
+        JudgeUnreachableError: the endpoint stopped answering.
     """
     pairs, mism = match_prompts(a, b)
     if mism["only_in_a"] or mism["only_in_b"]:
@@ -302,19 +251,25 @@ def judge_pair(a: EvalInput, b: EvalInput, client: JudgeClient, cfg: JudgeConfig
     res = JudgeResult(a.label, b.label, mismatches=mism)
     for prompt, cont_a, cont_b in pairs:
         ans_a, ans_b = cut_at_turn(cont_a), cut_at_turn(cont_b)
-        ab, n1, reply1 = ask_scores(client, prompt, ans_a, ans_b, cfg.max_retries)  # A first
-        ba, n2, reply2 = ask_scores(client, prompt, ans_b, ans_a, cfg.max_retries)  # B first
+        orders = [
+            ask_scores(client, prompt, first, second, cfg.max_retries, cfg.max_retry_after)
+            for first, second in ((ans_a, ans_b), (ans_b, ans_a))  # A first, then B first
+        ]
+        ab, ba = (o.scores for o in orders)
         detail = {
             "prompt": prompt,
             "a_first": ab,
             "b_first": ba,
-            "attempts": [n1, n2],
-            "replies": [reply1, reply2],
+            "attempts": [o.attempts for o in orders],
+            "replies": [o.reply for o in orders],
+            "errors": [o.error for o in orders],
         }
         res.details.append(detail)
         if ab is None or ba is None:
-            res.unparsed += 1
-            detail["outcome"] = "unparsed"
+            # why: an order lost to the endpoint says nothing about the answers; keep it apart
+            failed = any(o.scores is None and o.error for o in orders)
+            detail["outcome"] = "failed" if failed else "unparsed"
+            setattr(res, detail["outcome"], getattr(res, detail["outcome"]) + 1)
             continue
         margin = (ab[0] + ba[1]) - (ab[1] + ba[0])
         outcome = {1: "win", 0: "tie", -1: "lose"}[_sign(margin)]
@@ -324,24 +279,33 @@ def judge_pair(a: EvalInput, b: EvalInput, client: JudgeClient, cfg: JudgeConfig
     return res
 
 
+def select_baseline(inputs: Sequence[EvalInput], cfg: JudgeConfig) -> EvalInput:
+    """The input the others are judged against: ``cfg.baseline`` (a label or path), else the last.
+
+    Raises:
+        JudgeError: fewer than two inputs, or a baseline matching none.
+    """
+    if len(inputs) < 2:
+        raise JudgeError("the judge needs at least two outputs files: outputs=[a,b,...]")
+    if not cfg.baseline:
+        return inputs[-1]
+    base = [i for i in inputs if cfg.baseline in (i.label, str(i.path), str(i.path.parent))]
+    if not base:
+        raise JudgeError(
+            f"judge baseline {cfg.baseline!r} matches no input label or path ({[i.label for i in inputs]})"
+        )
+    return base[0]
+
+
 def judge_all(
     inputs: Sequence[EvalInput], cfg: JudgeConfig, client: JudgeClient
 ) -> list[JudgeResult]:
-    """Compare every input with the baseline (``cfg.baseline``: a label or path; default the
-    last input). With no baseline and two inputs, the first is judged against the second.
+    """Compare every input with the baseline (see `select_baseline`). With no baseline and two
+    inputs, the first is judged against the second.
 
     Raises:
-        ValueError: fewer than two inputs, or a baseline matching none.
+        JudgeError: fewer than two inputs, a baseline matching none, or a refused request.
+        JudgeUnreachableError: the endpoint stopped answering.
     """
-    if len(inputs) < 2:
-        raise ValueError("the judge needs at least two outputs files")
-    if cfg.baseline:
-        base = [i for i in inputs if cfg.baseline in (i.label, str(i.path), str(i.path.parent))]
-        if not base:
-            raise ValueError(
-                f"judge baseline {cfg.baseline!r} matches no input label or path ({[i.label for i in inputs]})"
-            )
-        baseline = base[0]
-    else:
-        baseline = inputs[-1]
+    baseline = select_baseline(inputs, cfg)
     return [judge_pair(inp, baseline, client, cfg) for inp in inputs if inp is not baseline]

@@ -77,9 +77,9 @@ def markdown(report: dict[str, Any]) -> str:
     if report.get("judge"):
         lines += ["", "## Pairwise judge (both orders per prompt; 95% Wilson intervals)", ""]
         lines.append(
-            "| A | B (baseline) | judged | win | tie | lose | unparsed | win-or-tie [95% CI] |"
+            "| A | B (baseline) | judged | win | tie | lose | unparsed | failed | win-or-tie [95% CI] |"
         )
-        lines.append("|---|---|---:|---:|---:|---:|---:|---|")
+        lines.append("|---|---|---:|---:|---:|---:|---:|---:|---|")
         for j in report["judge"]:
             ci = j["win_or_tie_rate_ci95"]
             rate = (
@@ -89,7 +89,7 @@ def markdown(report: dict[str, Any]) -> str:
             )
             lines.append(
                 f"| {j['a']} | {j['b']} | {j['n_judged']} | {j['win']} | {j['tie']} | {j['lose']} "
-                f"| {j['unparsed']} | {rate} |"
+                f"| {j['unparsed']} | {j['failed']} | {rate} |"
             )
     notes = report.get("notes", []) + [w for e in report["inputs"] for w in e.get("warnings", [])]
     if notes:
@@ -201,7 +201,7 @@ def log_wandb(run: Any, report: dict[str, Any], files: dict[str, Path]) -> None:
         if path.suffix == ".png":
             payload[f"eval/plots/{name}"] = wandb.Image(str(path))
     if report.get("judge"):
-        cols = ["a", "b", "n_judged", "win", "tie", "lose", "unparsed", "win_or_tie_rate"]
+        cols = ["a", "b", "n_judged", "win", "tie", "lose", "unparsed", "failed", "win_or_tie_rate"]
         payload["eval/judge"] = wandb.Table(
             columns=cols, data=[[j[c] for c in cols] for j in report["judge"]]
         )

@@ -15,7 +15,7 @@ from typing import Any
 
 from argsfw.eval.config import EvalConfig
 from argsfw.eval.inputs import EvalInput, cut_at_turn, load_inputs
-from argsfw.eval.judge import JudgeClient, judge_all, make_client
+from argsfw.eval.judge import JudgeClient, check_judge, judge_all, make_client
 from argsfw.eval.report import flat_metrics, log_wandb, slug, write_report
 from argsfw.eval.stats import cost_metrics, oracle_metrics
 
@@ -194,8 +194,10 @@ def run_evaluation(
 
     Raises:
         EvalInputError: an input is missing or malformed (one line naming file and line).
-        ValueError: an unknown metric name, or a judge with fewer than two inputs.
-        argsfw.eval.judge.JudgeError: the judge endpoint refuses requests (URL, model, key).
+        ValueError: an unknown metric name.
+        argsfw.eval.judge.JudgeError: fewer than two inputs, an unknown baseline, a remote
+            endpoint without a key (all before anything loads), or a refused request.
+        argsfw.eval.judge.JudgeUnreachableError: the judge endpoint stopped answering.
         argsfw.models.ModelPathError: the reward or coherence model path is not usable.
     """
     cfg = config if config is not None else EvalConfig()
@@ -204,6 +206,8 @@ def run_evaluation(
     if unknown:
         raise ValueError(f"unknown metric(s) {sorted(unknown)}; choose from {list(METRICS)}")
     inputs = load_inputs(list(outputs))
+    if "judge" in metrics:  # why: before any model loads, so a missing key costs nothing
+        check_judge(cfg.judge, inputs, need_key=judge_client is None)
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []

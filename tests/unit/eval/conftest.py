@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from judge_server import JudgeServer
 
 PROMPTS = [
     "\n\nHuman: What is the capital of France?\n\nAssistant:",
@@ -71,73 +69,12 @@ def write_original(path: Path, continuations: list[str], method: str = "greedy")
     return path
 
 
-class JudgeHandler(BaseHTTPRequestHandler):
-    """Canned chat completions. Scores: GOOD 8, BAD 3, else 5; Assistant 1 gets +1 (position
-    bias). Question text ALWAYS_BROKEN: never parseable; FLAKY: unparseable the first time."""
-
-    requests: list[dict] = []
-    seen: dict[str, int] = {}
-
-    def log_message(self, *args) -> None:  # keep pytest output clean
-        pass
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        user = body["messages"][-1]["content"]
-        type(self).requests.append(
-            {"path": self.path, "auth": self.headers.get("Authorization"), "user": user}
-        )
-        n = type(self).seen[user] = type(self).seen.get(user, 0) + 1
-        if "SERVER_ERROR" in user and n == 1:
-            return self._send(503, {"error": {"message": "overloaded"}})
-        if self.headers.get("Authorization") == "Bearer bad-key":
-            return self._send(401, {"error": {"message": "invalid key"}})
-        answers = re.findall(
-            r"answer begins\]\n(.*?)\n\[Assistant \d's answer ends", user, flags=re.S
-        )
-        score = [8 if "GOOD" in a else 3 if "BAD" in a else 5 for a in answers] or [5, 5]
-        if "ALWAYS_BROKEN" in user or ("FLAKY" in user and n == 1):
-            content = "I would rather not give numbers."
-        else:
-            content = f"{min(score[0] + 1, 10)} {score[1]}\nAssistant 1 looks better placed."
-        payload = {
-            "id": "x",
-            "object": "chat.completion",
-            "model": body["model"],
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": content},
-                    "finish_reason": "stop",
-                }
-            ],
-        }
-        self._send(200, payload)
-
-    def _send(self, status: int, payload: dict) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-
 @pytest.fixture
 def judge_server():
-    """A real HTTP server on 127.0.0.1 serving `JudgeHandler`; yields (base_url, handler class)."""
-    JudgeHandler.requests, JudgeHandler.seen = [], {}
-    server = ThreadingHTTPServer(("127.0.0.1", 0), JudgeHandler)
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", JudgeHandler
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    """A scripted chat-completions server on 127.0.0.1 (`judge_server.JudgeServer`, answering
+    with `canned_judge` unless scripted); yields ``(base_url, server)``, shut down after."""
+    with JudgeServer() as server:
+        yield server.url, server
 
 
 @pytest.fixture
