@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 import pytest
 
 from argsfw.cli import ENTRY_OF_STAGE
@@ -60,6 +62,11 @@ def test_recipe_composes_and_validates(name):
     assert header[0] == "# @package _global_"
     command = next(line for line in header if line.startswith("# Command:"))
     assert f"python -m argsfw.{ENTRY[job.stage]} recipe={name}" in command
+    # The command as a shell would split it must compose too (quoting of list overrides).
+    words = shlex.split(command.removeprefix("# Command:").split("(", 1)[0])
+    args = words[words.index(f"argsfw.{ENTRY[job.stage]}") + 1 :]
+    runs = expand_sweep([a for a in args if a not in ("-m", "--multirun")])
+    assert compose(list(runs[0])).recipe == name
     assert any(line.startswith("# Needs:") for line in header), (
         "recipes say what hardware and time they need"
     )
