@@ -8,7 +8,8 @@ The flow, the same for every stage (the stage itself only builds `StageParts`):
    Trainer (accumulation derived from ``optim``), checkpoints in ``checkpoints/``;
 4. ``trainer.fit`` (resumed from ``checkpoints/last.ckpt`` with ``resume=true``);
 5. export ``hf/`` atomically (rank 0; ZeRO-3 parameters gathered first), write
-   ``metrics.json`` and close ``meta.json``. A non-finite loss stops the run, exports nothing.
+   ``metrics.json`` and close ``meta.json``. A non-finite loss stops the run, exports nothing
+   (`argsfw.errors.NonFiniteLossError`, raised by `argsfw.trainer.FiniteLossGuard`).
 """
 
 from __future__ import annotations
@@ -25,13 +26,9 @@ from typing import Any
 from argsfw.cli import run_entry
 from argsfw.config.run_dir import RunDir, write_json_atomic
 from argsfw.config.schema import JobConfig
-from argsfw.errors import ArgsfwError, UsageError
+from argsfw.errors import UsageError
 
 log = logging.getLogger("argsfw.fit")
-
-
-class NonFiniteLossError(ArgsfwError):
-    """The training loss became NaN or infinite; the message names the step and batch."""
 
 
 def check_run_dir(job: JobConfig, run: RunDir) -> None:
