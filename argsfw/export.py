@@ -77,8 +77,8 @@ def _require_checkpoint(path: Path) -> None:
             )
     elif not path.is_file():
         raise UsageError(
-            f"checkpoint {path} does not exist (expected a .ckpt file or a ZeRO checkpoint dir, "
-            "e.g. <run_dir>/checkpoints/last.ckpt)"
+            f"checkpoint {path} does not exist; pass a .ckpt file or a ZeRO checkpoint dir, "
+            "e.g. <run_dir>/checkpoints/last.ckpt"
         )
 
 

@@ -94,7 +94,8 @@ def plan(job: JobConfig, root: Path) -> list[Step]:
         steps.append(Step(stage, "fit", resolve(args), dirs[stage]))
     if p.predict and not p.predict_recipe:
         raise ConfigError(
-            "pipeline.predict needs pipeline.predict_recipe (the predict recipe each step starts from)"
+            "pipeline.predict needs pipeline.predict_recipe: set it to the predict recipe each step "
+            "starts from (e.g. pipeline.predict_recipe=tiny_args)"
         )
     for name, overrides in p.predict.items():
         run_dir = root / "predict" / name

@@ -169,6 +169,10 @@ def predict_one(job, run: RunDir) -> dict | None:
     """Decode every prompt of `job` not yet in `run`, merge, mark done; returns the summary (rank 0)."""
     from argsfw.data.loading import load_prompts_with_stats
 
+    if job.strategy.name == "deepspeed":
+        raise ConfigError(
+            "predict runs data-parallel (each rank holds whole models): use strategy=auto or strategy=ddp"
+        )
     zero = is_global_zero()
     if job.overwrite and zero:
         clear_outputs(run.path)
@@ -363,10 +367,6 @@ def _trainer(job, run: RunDir, callbacks: list, logger):
     )
     cpu = t.accelerator == "cpu" or (t.accelerator == "auto" and not torch.cuda.is_available())
     multi = (n is None and torch.cuda.device_count() > 1) or (n or 1) > 1 or t.num_nodes > 1
-    if job.strategy.name == "deepspeed":
-        raise ConfigError(
-            "predict runs data-parallel (each rank holds whole models): use strategy=auto or strategy=ddp"
-        )
     strategy = DDPStrategy(process_group_backend="gloo" if cpu else None) if multi else "auto"
     return L.Trainer(
         accelerator=t.accelerator,

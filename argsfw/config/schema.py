@@ -274,7 +274,8 @@ class OptimConfig:
             )
         if self.batch_size % self.micro_batch_size:
             raise ConfigError(
-                f"optim.batch_size={self.batch_size} is not a multiple of optim.micro_batch_size={self.micro_batch_size}"
+                f"optim.batch_size={self.batch_size} is not a multiple of optim.micro_batch_size="
+                f"{self.micro_batch_size}; make the global batch a multiple of the micro batch"
             )
 
     def accumulation(self, world_size: int) -> int:

@@ -69,7 +69,7 @@ def resolve_model_path(spec: str | os.PathLike, what: str = "model") -> str:
         )
     if _looks_local(s):
         raise ModelPathError(
-            f"{what} path {s!r} does not exist (expected a Hugging Face directory, an argsfw run directory or a hub id 'org/name')"
+            f"{what} path {s!r} does not exist; pass a Hugging Face directory, an argsfw run directory or a hub id 'org/name'"
         )
     if _hub_offline() and not _in_hub_cache(s):
         raise ModelPathError(
