@@ -170,7 +170,8 @@ def _read_ds_chat_weights(path: Path) -> tuple[dict[str, torch.Tensor], Path]:
                 return load_file(str(f)), f.parent
             return torch.load(f, map_location="cpu", weights_only=True), f.parent
     raise UsageError(
-        f"no DeepSpeed-Chat weights at {path} (expected pytorch_model.bin or model.safetensors)"
+        f"no DeepSpeed-Chat weights at {path}: pass the file, or the directory holding "
+        "pytorch_model.bin or model.safetensors"
     )
 
 

@@ -138,7 +138,7 @@ def check_steps(steps: list[Step]) -> None:
                 if ENTRY_OF_STAGE.get(sub.stage) != step.entry:
                     raise ConfigError(
                         f"recipe '{sub.recipe}' is a {sub.stage or 'stage-less'} recipe, "
-                        f"not a {step.entry} one"
+                        f"not a {step.entry} one; name a {step.entry} recipe for this step"
                     )
         except ConfigError as exc:
             raise ConfigError(f"pipeline step '{step.name}': {exc}") from None

@@ -76,7 +76,7 @@ def read_config_file(path: str) -> list[dict]:
     p = Path(path).expanduser()
     if not p.is_file():
         raise ConfigError(
-            f"decode.config_file {path!r} does not exist (one JSON object per line, e.g. {_EXAMPLE})"
+            f"decode.config_file {path!r} does not exist; name a file with one JSON object per line, e.g. {_EXAMPLE}"
         )
     out: list[dict] = []
     for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):

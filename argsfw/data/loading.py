@@ -74,7 +74,8 @@ def check_data_config(cfg: DataConfig) -> None:
                 )
     elif not cfg.path:
         raise DataError(
-            f"data.source={cfg.source} needs data.path (a local file, directory or glob, or a hub dataset id)"
+            f"data.source={cfg.source} needs data.path: set it to a local file, directory or glob, "
+            "or a hub dataset id"
         )
 
 

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from argsfw.decoding.types import ARGS_METHODS, DecodeInputError, resolve_method
+from argsfw.decoding.types import ARGS_METHODS, METHODS, DecodeInputError, resolve_method
 
 
 @dataclass
@@ -48,7 +48,9 @@ def check_decode_settings(s: DecodeConfig, vocab: int | None = None, prefix: str
     except DecodeInputError as exc:
         if not prefix:
             raise
-        raise type(exc)(f"{prefix}method: {exc}") from None
+        raise type(exc)(
+            f"{prefix}method={s.method!r} is not a decoding method; choose one of {', '.join(METHODS)}"
+        ) from None
     if not _int(s.max_new_tokens) or s.max_new_tokens < 1:
         raise DecodeInputError(
             f"{prefix}max_new_tokens must be a positive integer, got {s.max_new_tokens!r}"
