@@ -119,6 +119,68 @@ def _set_threads(n: int | None) -> None:
     torch.set_num_threads(n)
 
 
+# Schema keys holding a list that a user may give as one value (``outputs=runs/a``).
+LIST_KEYS = ("outputs",)
+
+
+def normalise_list_overrides(overrides: Sequence[str]) -> list[str]:
+    """``outputs=PATH`` (one value, not a list) becomes ``outputs=['PATH']``.
+
+    Why here and not left to Hydra: its grammar takes ``outputs=runs/a`` for a string and then
+    fails to merge it into a list field with a message that names neither fix.
+    """
+    out = []
+    for o in overrides:
+        key, eq, value = o.partition("=")
+        if eq and key in LIST_KEYS and value.strip() and not value.lstrip().startswith("["):
+            quoted = value.strip().strip("'\"").replace("'", "\\'")
+            o = f"{key}=['{quoted}']"
+        out.append(o)
+    return out
+
+
+def check_hardware(job: JobConfig) -> None:
+    """Refuse, before any model loads, an accelerator or device this machine does not have.
+
+    Raises `ConfigError` naming the key, what the machine has and the setting that works here.
+    """
+    uses_trainer = job.stage in ("sft", "rm", "ppo", "predict")
+    accel = job.trainer.accelerator if uses_trainer else "auto"
+    wants_cuda = accel in ("gpu", "cuda")
+    eval_cuda = job.stage == "evaluate" and str(job.eval.device or "").startswith("cuda")
+    if not (wants_cuda or eval_cuda or accel == "mps"):
+        return
+    import torch
+
+    if accel == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(
+            "trainer.accelerator=mps but this machine has no Apple MPS device; "
+            "use trainer=cpu (or trainer.accelerator=cpu)"
+        )
+    count = torch.cuda.device_count() if (wants_cuda or eval_cuda) else 0
+    if eval_cuda and count == 0:
+        raise ConfigError(
+            f"eval.device={job.eval.device} but this machine has no CUDA GPU; use eval.device=cpu "
+            "(or leave it unset: cuda when there is one, else cpu)"
+        )
+    if not wants_cuda:
+        return
+    if count == 0:
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise ConfigError(
+            f"trainer.accelerator={accel} but this machine has no CUDA GPU (torch {torch.__version__}, "
+            f"{build}); use trainer=cpu (or trainer.accelerator=cpu), or run on a GPU machine"
+        )
+    devices = job.trainer.devices
+    ids = list(devices) if isinstance(devices, (list, tuple)) else None
+    wanted = max(ids) + 1 if ids else (devices if isinstance(devices, int) and devices > 0 else 0)
+    if wanted > count:
+        raise ConfigError(
+            f"trainer.devices={devices} but this machine has {count} CUDA GPU(s); "
+            f"use trainer.devices={count} (or -1 for all of them)"
+        )
+
+
 def _run_all(entry, runner, overrides, multirun, default_recipe) -> int:
     from argsfw.config.compose import compose, expand_sweep, to_yaml
 
@@ -129,7 +191,7 @@ def _run_all(entry, runner, overrides, multirun, default_recipe) -> int:
     if multirun and len(jobs) > 1:
         log.info("sweep of %d runs", len(jobs))
     for i, job_overrides in enumerate(jobs):
-        job = compose(list(job_overrides), default_recipe=default_recipe)
+        job = compose(normalise_list_overrides(job_overrides), default_recipe=default_recipe)
         expected = ENTRY_OF_STAGE.get(job.stage)
         if expected != entry:
             raise ConfigError(
@@ -138,6 +200,7 @@ def _run_all(entry, runner, overrides, multirun, default_recipe) -> int:
         if job.print_config:
             print(to_yaml(job))
             continue
+        check_hardware(job)
         _quiet_loading_bars()
         _set_threads(job.num_threads)
         run = RunDir(default_run_dir(job, _sweep_suffix(job_overrides, swept)))

@@ -35,5 +35,13 @@ def is_usage_error(exc: BaseException) -> bool:
     return isinstance(exc, UsageError) or any(c.__name__ in names for c in type(exc).__mro__)
 
 
+class NonFiniteLossError(ArgsfwError):
+    """The training loss became NaN or infinite; the message names the step and batch (exit 1).
+
+    Here, not in `argsfw.fit`, so the Trainer's guard (`argsfw.trainer`) and the fit entry point
+    both import it without importing each other.
+    """
+
+
 class StepFailed(ArgsfwError):
     """A stage of a pipeline failed; its own output said why (exit code 1)."""

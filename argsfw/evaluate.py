@@ -29,20 +29,57 @@ def expand_outputs(specs: list[str]) -> list[str]:
         raise ConfigError(
             "name the outputs to evaluate: outputs=[runs/tiny_args,...] (predict run dirs, JSONL/JSON files, or name=path)"
         )
+    from argsfw.eval.inputs import split_spec
+
     out: list[str] = []
     for spec in specs:
-        label, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
-        p = Path(path)
+        _, p = split_spec(spec)
+        if not p.exists():
+            raise ConfigError(
+                f"outputs path {str(p)!r} does not exist; name predict run directories, "
+                "JSONL/JSON files or folders of runs: outputs=[runs/tiny_args,...]"
+            )
         if p.is_dir() and not (p / "outputs.jsonl").is_file():
             found = sorted(q.parent for q in p.rglob("outputs.jsonl"))
             if not found:
                 raise ConfigError(
-                    f"outputs folder {path!r} holds no outputs.jsonl; run python -m argsfw.predict first"
+                    f"outputs folder {str(p)!r} holds no outputs.jsonl; run python -m argsfw.predict first"
                 )
+            for run_dir in found:
+                _require_finished(run_dir)
             out.extend(str(q) for q in found)
         else:
+            if p.is_dir():
+                _require_finished(p)
             out.append(spec)
     return out
+
+
+def _require_finished(run_dir: Path) -> None:
+    """Refuse a predict run directory without its DONE marker: its outputs may be partial.
+
+    Naming the run's outputs.jsonl file instead evaluates them as they are (with a warning).
+    """
+    from argsfw.eval.inputs import DONE_MARKER
+
+    is_run = (run_dir / "config.yaml").is_file() or (run_dir / "meta.json").is_file()
+    if is_run and not (run_dir / DONE_MARKER).exists():
+        raise ConfigError(
+            f"outputs {str(run_dir)!r} is an unfinished predict run (no {DONE_MARKER} marker): "
+            "re-run its predict command to finish it, or name its outputs.jsonl to evaluate "
+            "the partial outputs as they are"
+        )
+
+
+def check_reward_model(job: JobConfig) -> None:
+    """Check the reward model input (path, head, weights, tokenizer) before anything is written."""
+    if not job.reward_model or "reward" not in job.eval.metrics:
+        return
+    from argsfw.models import SEQ_CLS, check_head, check_tokenizer_files, check_weights
+
+    check_head(job.reward_model, "reward model", SEQ_CLS)
+    check_weights(job.reward_model, "reward model")
+    check_tokenizer_files(job.reward_model, "reward model")
 
 
 def _oracle(job: JobConfig):
@@ -79,6 +116,7 @@ def _run(job: JobConfig, run: RunDir) -> None:
     from argsfw.eval.run import run_evaluation
 
     outputs = expand_outputs(list(job.outputs))
+    check_reward_model(job)
     run.start(job, "evaluate")
     wb = _wandb_run(job, run)
     try:

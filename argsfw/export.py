@@ -23,10 +23,12 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from argsfw.errors import UsageError
+
+if TYPE_CHECKING:  # torch loads only once the inputs are checked: bad paths fail in a second
+    import torch
 
 log = logging.getLogger("argsfw.export")
 
@@ -40,25 +42,66 @@ def lightning_state_dict(checkpoint: str | os.PathLike) -> dict[str, torch.Tenso
     ZeRO shards are consolidated to fp32 with Lightning's converter. Raises `UsageError`
     when the path is neither.
     """
+    import torch
+
     path = Path(checkpoint)
     if path.is_dir():
-        if not (path / "checkpoint").is_dir():
-            raise UsageError(
-                f"{path} is a directory but not a DeepSpeed checkpoint (no checkpoint/ inside)"
-            )
+        _require_checkpoint(path)
         from lightning.pytorch.utilities.deepspeed import convert_zero_checkpoint_to_fp32_state_dict
 
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "fp32.ckpt"
             convert_zero_checkpoint_to_fp32_state_dict(str(path), str(out))
             return torch.load(out, map_location="cpu", weights_only=False)["state_dict"]
-    if not path.is_file():
-        raise UsageError(
-            f"checkpoint {path} does not exist (expected a .ckpt file or a ZeRO checkpoint dir)"
-        )
+    _require_checkpoint(path)
     # weights_only=False: a Lightning checkpoint holds loop and callback state, not only tensors;
     # only load checkpoints you trust (your own runs)
-    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # truncated zip, not a torch file, unpickling error
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(
+            f"checkpoint {path} cannot be read ({reason}): it is truncated or not a Lightning "
+            "checkpoint; use another one from the run's checkpoints/ (e.g. last.ckpt)"
+        ) from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise UsageError(f"{path} is not a Lightning checkpoint (no state_dict in it)")
+    return ckpt["state_dict"]
+
+
+def _require_checkpoint(path: Path) -> None:
+    if path.is_dir():
+        if not (path / "checkpoint").is_dir():
+            raise UsageError(
+                f"{path} is a directory but not a DeepSpeed checkpoint (no checkpoint/ inside)"
+            )
+    elif not path.is_file():
+        raise UsageError(
+            f"checkpoint {path} does not exist; pass a .ckpt file or a ZeRO checkpoint dir, "
+            "e.g. <run_dir>/checkpoints/last.ckpt"
+        )
+
+
+def check_out_dir(out: Path, overwrite: bool) -> None:
+    """Refuse to replace an existing non-empty directory unless `overwrite` (and then only an
+    HF model directory, so a mistyped path never deletes unrelated files).
+
+    Raises `UsageError` naming the directory and the options.
+    """
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return
+    if not out.is_dir():
+        raise UsageError(f"out_dir {out} is a file; name a directory to write")
+    if not overwrite:
+        raise UsageError(
+            f"out_dir {out} already exists and is not empty; choose a new directory or pass "
+            "--overwrite to replace it"
+        )
+    if not (out / "config.json").is_file():
+        raise UsageError(
+            f"out_dir {out} is not a Hugging Face model directory (no config.json); refusing to "
+            "replace it even with --overwrite: choose a new directory"
+        )
 
 
 def _job_for(checkpoint: Path, config: str | None):
@@ -76,17 +119,23 @@ def _job_for(checkpoint: Path, config: str | None):
 
 
 def export_checkpoint(
-    checkpoint: str | os.PathLike, out_dir: str | os.PathLike, config: str | None = None
+    checkpoint: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    config: str | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Rebuild the stage of `checkpoint`'s run, load its weights and write the HF dir `out_dir`.
 
     Returns `out_dir`. Written through a temporary sibling and renamed, so a failure leaves no
-    half-written directory.
+    half-written directory. Raises `UsageError` for a missing or unreadable checkpoint, a
+    missing run config, or an existing non-empty `out_dir` without `overwrite`.
     """
     from argsfw.config.run_dir import RunDir
     from argsfw.modules import build_stage
 
     ckpt = Path(checkpoint)
+    _require_checkpoint(ckpt)
+    check_out_dir(Path(out_dir), overwrite)
     job = _job_for(ckpt, config)
     state = lightning_state_dict(ckpt)
     parts = build_stage(job, RunDir(ckpt.resolve().parent.parent))
@@ -108,6 +157,8 @@ def _atomic_write(out: Path, write) -> Path:
 
 
 def _read_ds_chat_weights(path: Path) -> tuple[dict[str, torch.Tensor], Path]:
+    import torch
+
     files = (
         [path] if path.is_file() else [path / n for n in ("pytorch_model.bin", "model.safetensors")]
     )
@@ -119,7 +170,8 @@ def _read_ds_chat_weights(path: Path) -> tuple[dict[str, torch.Tensor], Path]:
                 return load_file(str(f)), f.parent
             return torch.load(f, map_location="cpu", weights_only=True), f.parent
     raise UsageError(
-        f"no DeepSpeed-Chat weights at {path} (expected pytorch_model.bin or model.safetensors)"
+        f"no DeepSpeed-Chat weights at {path}: pass the file, or the directory holding "
+        "pytorch_model.bin or model.safetensors"
     )
 
 
@@ -144,15 +196,20 @@ def convert_ds_chat_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torc
 
 
 def import_deepspeed_chat(
-    checkpoint: str | os.PathLike, out_dir: str | os.PathLike, tokenizer: str | None = None
+    checkpoint: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    tokenizer: str | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write a DeepSpeed-Chat OPT reward checkpoint as an HF `OPTForSequenceClassification` dir.
 
     The OPT ``config.json`` is read beside the weights; the tokenizer from `tokenizer` (an HF
     dir or hub id), else from the checkpoint's directory. Returns `out_dir`.
     """
+    import torch
     from transformers import AutoConfig, AutoTokenizer, OPTForSequenceClassification
 
+    check_out_dir(Path(out_dir), overwrite)
     state, folder = _read_ds_chat_weights(Path(checkpoint))
     if not (folder / "config.json").is_file():
         raise UsageError(
@@ -200,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
         help="import a DeepSpeed-Chat OPT reward model",
     )
     p.add_argument("--tokenizer", help="tokenizer dir or hub id (DeepSpeed-Chat import)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing HF directory at OUT_DIR"
+    )
     p.add_argument("--verbose", action="store_true", help="show tracebacks")
     args = p.parse_args(argv)
     logging.basicConfig(
@@ -207,9 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         if args.from_deepspeed_chat:
-            out = import_deepspeed_chat(args.checkpoint, args.out_dir, args.tokenizer)
+            out = import_deepspeed_chat(
+                args.checkpoint, args.out_dir, args.tokenizer, args.overwrite
+            )
         else:
-            out = export_checkpoint(args.checkpoint, args.out_dir, args.config)
+            out = export_checkpoint(args.checkpoint, args.out_dir, args.config, args.overwrite)
     except Exception as exc:
         from argsfw.errors import is_usage_error
 

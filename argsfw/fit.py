@@ -8,7 +8,8 @@ The flow, the same for every stage (the stage itself only builds `StageParts`):
    Trainer (accumulation derived from ``optim``), checkpoints in ``checkpoints/``;
 4. ``trainer.fit`` (resumed from ``checkpoints/last.ckpt`` with ``resume=true``);
 5. export ``hf/`` atomically (rank 0; ZeRO-3 parameters gathered first), write
-   ``metrics.json`` and close ``meta.json``. A non-finite loss stops the run, exports nothing.
+   ``metrics.json`` and close ``meta.json``. A non-finite loss stops the run, exports nothing
+   (`argsfw.errors.NonFiniteLossError`, raised by `argsfw.trainer.FiniteLossGuard`).
 """
 
 from __future__ import annotations
@@ -25,13 +26,9 @@ from typing import Any
 from argsfw.cli import run_entry
 from argsfw.config.run_dir import RunDir, write_json_atomic
 from argsfw.config.schema import JobConfig
-from argsfw.errors import ArgsfwError, UsageError
+from argsfw.errors import UsageError
 
 log = logging.getLogger("argsfw.fit")
-
-
-class NonFiniteLossError(ArgsfwError):
-    """The training loss became NaN or infinite; the message names the step and batch."""
 
 
 def check_run_dir(job: JobConfig, run: RunDir) -> None:
@@ -81,7 +78,27 @@ def resume_checkpoint(job: JobConfig, run: RunDir) -> str | None:
     return None
 
 
+def check_inputs(job: JobConfig) -> None:
+    """Everything about a fit's inputs that can be checked before the run directory is written:
+    the stage, model paths and heads, readable weights, tokenizers, data files for each split.
+
+    Raises a usage error (exit code 2) naming the bad input and the fix.
+    """
+    from argsfw.data.loading import VALIDATION, check_data_files
+    from argsfw.modules import STAGE_MODULES
+    from argsfw.modules._models import check_fit_inputs
+
+    if job.stage not in STAGE_MODULES:
+        raise UsageError(
+            f"stage {job.stage!r} cannot be fitted; fit stages: {', '.join(STAGE_MODULES)}"
+        )
+    check_fit_inputs(job)
+    val = VALIDATION if job.data.val_fraction > 0 else job.data.eval_split
+    check_data_files(job.data, [job.data.split, val])
+
+
 def _fit(job: JobConfig, run: RunDir) -> None:
+    check_inputs(job)  # before Lightning is imported: bad inputs fail in about a second
     import lightning as L
 
     from argsfw.modules import build_stage

@@ -94,7 +94,8 @@ def plan(job: JobConfig, root: Path) -> list[Step]:
         steps.append(Step(stage, "fit", resolve(args), dirs[stage]))
     if p.predict and not p.predict_recipe:
         raise ConfigError(
-            "pipeline.predict needs pipeline.predict_recipe (the predict recipe each step starts from)"
+            "pipeline.predict needs pipeline.predict_recipe: set it to the predict recipe each step "
+            "starts from (e.g. pipeline.predict_recipe=tiny_args)"
         )
     for name, overrides in p.predict.items():
         run_dir = root / "predict" / name
@@ -119,9 +120,34 @@ def plan(job: JobConfig, root: Path) -> list[Step]:
     return steps
 
 
+def check_steps(steps: list[Step]) -> None:
+    """Compose every step's configuration (each setting of a sweep) before the first step runs.
+
+    A typo in a step's recipe, key or value then fails at once, naming the step, rather than
+    after the stages before it have trained. Raises `ConfigError`.
+    """
+    from argsfw.cli import ENTRY_OF_STAGE, normalise_list_overrides
+    from argsfw.config.compose import compose, expand_sweep
+
+    for step in steps:
+        multirun = any(a in ("-m", "--multirun") for a in step.args)
+        args = [a for a in step.args if a not in ("-m", "--multirun", "--verbose")]
+        try:
+            for overrides in expand_sweep(args) if multirun else [args]:
+                sub = compose(normalise_list_overrides(overrides))
+                if ENTRY_OF_STAGE.get(sub.stage) != step.entry:
+                    raise ConfigError(
+                        f"recipe '{sub.recipe}' is a {sub.stage or 'stage-less'} recipe, "
+                        f"not a {step.entry} one; name a {step.entry} recipe for this step"
+                    )
+        except ConfigError as exc:
+            raise ConfigError(f"pipeline step '{step.name}': {exc}") from None
+
+
 def _run(job: JobConfig, run: RunDir) -> None:
-    run.start(job, "pipeline")
     steps = plan(job, run.path)
+    check_steps(steps)
+    run.start(job, "pipeline")
     t0 = time.perf_counter()
     for i, step in enumerate(steps, 1):
         if step.entry == "fit" and fit_complete(step.run_dir):

@@ -18,7 +18,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from argsfw.callbacks.outputs import (
@@ -34,6 +34,8 @@ from argsfw.callbacks.outputs import (
 )
 from argsfw.cli import run_entry
 from argsfw.config.run_dir import RunDir
+from argsfw.data.types import DataError
+from argsfw.decoding.types import DecodeInputError
 from argsfw.errors import ConfigError, UsageError
 
 log = logging.getLogger("argsfw.predict")
@@ -74,7 +76,7 @@ def read_config_file(path: str) -> list[dict]:
     p = Path(path).expanduser()
     if not p.is_file():
         raise ConfigError(
-            f"decode.config_file {path!r} does not exist (one JSON object per line, e.g. {_EXAMPLE})"
+            f"decode.config_file {path!r} does not exist; name a file with one JSON object per line, e.g. {_EXAMPLE}"
         )
     out: list[dict] = []
     for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
@@ -167,6 +169,10 @@ def predict_one(job, run: RunDir) -> dict | None:
     """Decode every prompt of `job` not yet in `run`, merge, mark done; returns the summary (rank 0)."""
     from argsfw.data.loading import load_prompts_with_stats
 
+    if job.strategy.name == "deepspeed":
+        raise ConfigError(
+            "predict runs data-parallel (each rank holds whole models): use strategy=auto or strategy=ddp"
+        )
     zero = is_global_zero()
     if job.overwrite and zero:
         clear_outputs(run.path)
@@ -175,11 +181,17 @@ def predict_one(job, run: RunDir) -> dict | None:
     if not job.overwrite:
         check_settings(run.path, run.meta().get(SETTINGS_KEY), current, state)
     records, data_stats = load_prompts_with_stats(job.data)
+    if not records:
+        raise DataError(
+            f"no prompts to decode: data.source={job.data.source} split {job.data.eval_split!r} "
+            f"yields none ({data_stats}); check data.path, data.eval_split and data.limit/offset"
+        )
     todo = [r for r in records if r.id not in state.done_ids]
     if not todo and state.done:
         log.info("%s is complete (%d prompts); nothing to do", run.outputs_path, len(records))
         return None
-    check_inputs(job)
+    facts = check_inputs(job)
+    check_prompts_fit(job, facts, todo)
     run.path.mkdir(parents=True, exist_ok=True)
     if zero:
         run.start(job, "predict")
@@ -188,7 +200,7 @@ def predict_one(job, run: RunDir) -> dict | None:
         )
     t0 = time.perf_counter()
     try:
-        logger = _decode(job, run, records) if todo else None
+        logger = _decode(job, run, records, facts.cross_tokenizer) if todo else None
         if not zero:
             return None
         summary = finish(job, run, records, state, time.perf_counter() - t0, logger)
@@ -199,22 +211,113 @@ def predict_one(job, run: RunDir) -> dict | None:
     return summary
 
 
-def check_inputs(job) -> None:
-    """Fail fast, in one line, on missing model inputs; say which command makes them.
+@dataclass
+class ModelFacts:
+    """What predict reads from the models' configs and tokenizers before any weight loads."""
 
-    Raises `ModelPathError` (exit code 2).
+    tokenizer: object  # the policy's tokenizer
+    vocab: int | None  # rows of the policy's output layer (config.vocab_size)
+    llm_ctx: int | None  # the policy's context length
+    rm_ctx: int | None  # the reward model's (None without an RM, or when tokenizers differ)
+    cross_tokenizer: bool  # the RM's tokenizer differs: scored through the cross-tokenizer path
+
+
+def check_inputs(job) -> ModelFacts:
+    """Fail fast, in one line, on unusable model inputs and settings, before Lightning starts.
+
+    Paths (naming the command that makes a missing one), the head each checkpoint was saved for,
+    readable weights, tokenizers, and the decode settings against the policy's vocabulary and
+    the models' context. Raises `ModelPathError`, `DecodeInputError` or `ConfigError` (exit 2).
     """
-    from argsfw.models import ModelPathError, resolve_model_path
+    from transformers import AutoConfig
 
-    needed = [("policy", job.policy, "sft")]
+    from argsfw.decoding.config import check_decode_settings
+    from argsfw.decoding.engine import rm_context_length
+    from argsfw.decoding.policy import context_length
+    from argsfw.models import (
+        CAUSAL_LM,
+        SEQ_CLS,
+        ModelPathError,
+        check_head,
+        check_weights,
+        load_tokenizer,
+        resolve_model_path,
+    )
+
+    needed = [("policy", job.policy, "sft", CAUSAL_LM)]
     if needs_reward_model(job.decode):
-        needed.append(("reward_model", job.reward_model, "rm"))
-    for key, spec, stage in needed:
+        needed.append(("reward_model", job.reward_model, "rm", SEQ_CLS))
+    configs = {}
+    for key, spec, stage, head in needed:
         what = "policy" if key == "policy" else "reward model"
         try:
-            resolve_model_path(spec or "", what)
+            path = resolve_model_path(spec or "", what)
         except ModelPathError as exc:
             raise ModelPathError(f"{exc}; {_producer_hint(key, spec, stage)}") from None
+        check_head(path, what, head)
+        check_weights(path, what)
+        configs[key] = AutoConfig.from_pretrained(path)
+    policy = configs["policy"]
+    vocab = getattr(policy, "vocab_size", None)
+    check_decode_settings(job.decode, vocab if isinstance(vocab, int) else None, prefix="decode.")
+    tokenizer = load_tokenizer(job.policy, "policy")
+    cross = _check_tokenizers(job, tokenizer)
+    facts = ModelFacts(
+        tokenizer=tokenizer,
+        vocab=vocab,
+        llm_ctx=context_length(policy),
+        rm_ctx=rm_context_length(configs["reward_model"])
+        if "reward_model" in configs and not cross
+        else None,
+        cross_tokenizer=cross,
+    )
+    for name, ctx in (("policy", facts.llm_ctx), ("reward model", facts.rm_ctx)):
+        if ctx is not None and job.decode.max_new_tokens >= ctx:
+            raise ConfigError(
+                f"decode.max_new_tokens={job.decode.max_new_tokens} leaves no room for a prompt in "
+                f"the {name}'s context of {ctx} tokens; set decode.max_new_tokens below {ctx}"
+            )
+    return facts
+
+
+def check_prompts_fit(job, facts: ModelFacts, todo) -> None:
+    """Refuse a run in which no prompt can be decoded (every one too long, or empty).
+
+    With ``predict.too_long=skip`` a prompt that does not fit a context with
+    ``decode.max_new_tokens`` is skipped; when all are, the run would end with no output.
+    Raises `DecodeInputError` with the counts and the fixes.
+    """
+    if not todo:
+        return
+    from argsfw.decoding.types import DecodeInputError
+
+    if all(not r.prompt.strip() for r in todo):
+        # one empty prompt is generation from scratch (the original README's example); all of
+        # them empty is a data mapping that reads the wrong field
+        raise DecodeInputError(
+            f"all {len(todo)} prompts are empty: check data.source / data.fields.prompt "
+            f"(the field read as the prompt) and data.path"
+        )
+    ids = facts.tokenizer([r.prompt for r in todo]).input_ids
+    limits = [c for c in (facts.llm_ctx, facts.rm_ctx) if c is not None]
+    room = min(limits) - job.decode.max_new_tokens if limits else None
+    empty = sum(1 for row in ids if not row)
+    too_long = 0
+    if job.predict.too_long == "skip" and room is not None:
+        too_long = sum(1 for row in ids if row and len(row) > room)
+    if empty + too_long < len(todo):
+        return
+    if empty == len(todo):
+        raise DecodeInputError(
+            f"none of the {len(todo)} prompts can be decoded: every one tokenizes to no tokens; "
+            "check the prompt field of the data (data.fields.prompt) or the tokenizer"
+        )
+    raise DecodeInputError(
+        f"none of the {len(todo)} prompts can be decoded: {too_long} are longer than the "
+        f"{room} tokens the context leaves with decode.max_new_tokens={job.decode.max_new_tokens}"
+        + (f" and {empty} are empty" if empty else "")
+        + "; lower decode.max_new_tokens or set predict.too_long=truncate"
+    )
 
 
 def _producer_hint(key: str, spec: str | None, stage: str) -> str:
@@ -228,14 +331,14 @@ def _producer_hint(key: str, spec: str | None, stage: str) -> str:
     return f"make it with `python -m argsfw.fit recipe={recipe}{where}` or pass {key}=<HF dir | run dir | hub id>"
 
 
-def _check_tokenizers(job) -> bool:
+def _check_tokenizers(job, policy_tokenizer) -> bool:
     """True when the RM needs the cross-tokenizer scorer; raises `TokenizerMismatchError` if strict."""
     from argsfw.models import check_tokenizer_compat, load_tokenizer
 
     if not needs_reward_model(job.decode):
         return False
     compat = check_tokenizer_compat(
-        load_tokenizer(job.policy, "policy"), load_tokenizer(job.reward_model, "reward model")
+        policy_tokenizer, load_tokenizer(job.reward_model, "reward model")
     )
     if compat.same:
         return False
@@ -264,10 +367,6 @@ def _trainer(job, run: RunDir, callbacks: list, logger):
     )
     cpu = t.accelerator == "cpu" or (t.accelerator == "auto" and not torch.cuda.is_available())
     multi = (n is None and torch.cuda.device_count() > 1) or (n or 1) > 1 or t.num_nodes > 1
-    if job.strategy.name == "deepspeed":
-        raise ConfigError(
-            "predict runs data-parallel (each rank holds whole models): use strategy=auto or strategy=ddp"
-        )
     strategy = DDPStrategy(process_group_backend="gloo" if cpu else None) if multi else "auto"
     return L.Trainer(
         accelerator=t.accelerator,
@@ -285,7 +384,7 @@ def _trainer(job, run: RunDir, callbacks: list, logger):
     )
 
 
-def _decode(job, run: RunDir, records):
+def _decode(job, run: RunDir, records, cross_tokenizer: bool):
     """Run Lightning's predict loop over the prompts still to do; returns the logger (or None)."""
     from argsfw.callbacks.writer import DecodeProgressBar, PartFileWriter, ThroughputLogger
     from argsfw.loggers import build_logger
@@ -298,7 +397,7 @@ def _decode(job, run: RunDir, records):
         dtype=job.model.dtype,
         too_long=job.predict.too_long,
         use_rm=needs_reward_model(job.decode),
-        cross_tokenizer=_check_tokenizers(job),
+        cross_tokenizer=cross_tokenizer,
         label=default_label(job),
     )
     callbacks = [PartFileWriter(run.path), ThroughputLogger(job.predict.log_every_n_batches)]
@@ -346,6 +445,12 @@ def finish(job, run: RunDir, records, before: OutputState, seconds: float, logge
         "prompts_per_second": len(new) / busy if busy > 0 else 0.0,
         "tokens_per_second": tokens / busy if busy > 0 else 0.0,
     }
+    if not out and merged.skipped:
+        reasons = ", ".join(f"{n} {why}" for why, n in merged.skipped.items()) or "none written"
+        raise DecodeInputError(
+            f"no prompt was decoded: all {len(records)} were skipped ({reasons}; see "
+            f"{run.path / 'skipped.jsonl'}); lower decode.max_new_tokens or set predict.too_long=truncate"
+        )
     if job.predict.legacy_json:
         write_legacy_json(run.path, default_label(job))
     if missing:

@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from argsfw.config.run_dir import RunDir
 from argsfw.config.schema import JobConfig
+from argsfw.errors import NonFiniteLossError
 from argsfw.loggers import build_logger
 from argsfw.modules._resume import RNGState, make_resumable
 from argsfw.strategies import build_strategy, world_size
@@ -30,8 +31,6 @@ class FiniteLossGuard(Callback):
 
     def on_before_backward(self, trainer, pl_module, loss: torch.Tensor) -> None:
         if not torch.isfinite(loss).all():
-            from argsfw.fit import NonFiniteLossError
-
             batch = trainer.fit_loop.epoch_loop.batch_idx
             raise NonFiniteLossError(
                 f"loss is {loss.item()} at global step {trainer.global_step} "

@@ -8,13 +8,15 @@ code receives typed dataclasses, never an untyped DictConfig.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from argsfw.data.config import DataConfig
-from argsfw.decoding.config import DecodeConfig
+from argsfw.data.loading import check_data_config
+from argsfw.decoding.config import DecodeConfig, check_decode_settings
 from argsfw.errors import ConfigError
-from argsfw.eval.config import EvalConfig
+from argsfw.eval.config import EvalConfig, check_eval_config
 
 STAGES = ("sft", "rm", "ppo", "predict", "evaluate", "pipeline")
 
@@ -24,6 +26,69 @@ def _choice(name: str, value: Any, options: tuple) -> None:
         raise ConfigError(
             f"{name}={value!r} is not valid; choose one of {', '.join(map(str, options))}"
         )
+
+
+def _check(name: str, value: Any, ok: bool, valid: str) -> None:
+    """Raise `ConfigError` naming ``name=value`` and the valid range unless `ok`."""
+    if not ok:
+        raise ConfigError(f"{name}={value!r} is out of range: it must be {valid}")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _positive(name: str, value: Any) -> None:
+    _check(name, value, _number(value) and value > 0, "a finite number > 0")
+
+
+def _non_negative(name: str, value: Any) -> None:
+    _check(name, value, _number(value) and value >= 0, "a finite number >= 0")
+
+
+def _at_least(name: str, value: Any, low: int) -> None:
+    _check(name, value, isinstance(value, int) and value >= low, f"an integer >= {low}")
+
+
+def _fraction(name: str, value: Any, closed_low: bool = True) -> None:
+    ok = _number(value) and (0 <= value <= 1 if closed_low else 0 < value <= 1)
+    _check(name, value, ok, "in [0, 1]" if closed_low else "in (0, 1]")
+
+
+def _batches(name: str, value: Any) -> None:
+    """A Lightning ``limit_*``/``val_check_interval`` value: None, an int >= 1 or a fraction in (0, 1]."""
+    if value is None:
+        return
+    ok = (isinstance(value, int) and value >= 1) or (isinstance(value, float) and 0 < value <= 1)
+    _check(name, value, ok, "an integer >= 1 (batches) or a fraction in (0, 1]")
+
+
+# Lightning's precision names (and the legacy short forms it still accepts).
+PRECISIONS = (
+    "64-true", "32-true", "16-true", "bf16-true", "16-mixed", "bf16-mixed",
+    "transformer-engine", "transformer-engine-float16", "64", "32", "16", "bf16",
+)  # fmt: skip
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu", "hpu")
+
+
+def _check_devices(value: Any) -> None:
+    """``trainer.devices``: an int >= 1, -1 or "auto" (all), a non-empty list of ids, or "0,1"."""
+    if isinstance(value, bool):
+        ok = False
+    elif isinstance(value, int):
+        ok = value >= 1 or value == -1
+    elif isinstance(value, (list, tuple)):
+        ok = bool(value) and all(isinstance(v, int) and v >= 0 for v in value)
+    elif isinstance(value, str):
+        parts = [p.strip() for p in value.split(",") if p.strip()]
+        ok = value == "auto" or (bool(parts) and all(p.lstrip("-").isdigit() for p in parts))
+        ok = ok and value.strip() not in ("0", "")
+    else:
+        ok = False
+    _check(
+        "trainer.devices", value, ok,
+        "an integer >= 1 (devices per node), -1 or auto (all), or a list of device ids",
+    )  # fmt: skip
 
 
 @dataclass
@@ -40,6 +105,15 @@ class TinyModelConfig:
 
     def __post_init__(self) -> None:
         _choice("model.tiny.arch", self.arch, ("llama", "opt"))
+        for key in ("hidden_size", "num_layers", "num_heads", "intermediate_size"):
+            _at_least(f"model.tiny.{key}", getattr(self, key), 1)
+        _at_least("model.tiny.vocab_size", self.vocab_size, 64)
+        _at_least("model.tiny.max_position_embeddings", self.max_position_embeddings, 2)
+        if self.hidden_size % self.num_heads:
+            raise ConfigError(
+                f"model.tiny.hidden_size={self.hidden_size} is not a multiple of "
+                f"model.tiny.num_heads={self.num_heads}; change one of them"
+            )
 
 
 @dataclass
@@ -51,6 +125,16 @@ class LoraConfig:
     alpha: int = 16
     dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+
+    def __post_init__(self) -> None:
+        _at_least("model.lora.r", self.r, 1)
+        _positive("model.lora.alpha", self.alpha)
+        _check(
+            "model.lora.dropout",
+            self.dropout,
+            _number(self.dropout) and 0 <= self.dropout < 1,
+            "in [0, 1)",
+        )
 
 
 @dataclass
@@ -64,6 +148,13 @@ class ModelConfig:
     gradient_checkpointing: bool = False
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
+
+    def __post_init__(self) -> None:
+        _choice(
+            "model.dtype",
+            self.dtype,
+            ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16", "auto"),
+        )
 
 
 @dataclass
@@ -87,6 +178,37 @@ class TrainerConfig:
     enable_progress_bar: bool = True
     deterministic: bool = False
     checkpoint_every_n_steps: int = 0  # 0: only at epoch ends; >0 also every N optimizer steps
+
+    def __post_init__(self) -> None:
+        # Whether the named accelerator exists is checked at start-up (`argsfw.cli`), not here:
+        # every recipe, GPU ones included, must compose on a machine without a GPU.
+        _choice("trainer.accelerator", self.accelerator, ACCELERATORS)
+        _check_devices(self.devices)
+        _choice("trainer.precision", self.precision, PRECISIONS)
+        _at_least("trainer.num_nodes", self.num_nodes, 1)
+        _check(
+            "trainer.max_epochs",
+            self.max_epochs,
+            self.max_epochs == -1 or self.max_epochs >= 1,
+            "an integer >= 1, or -1 (no limit)",
+        )
+        _check(
+            "trainer.max_steps",
+            self.max_steps,
+            self.max_steps == -1 or self.max_steps >= 1,
+            "an integer >= 1, or -1 (no limit: max_epochs decides)",
+        )
+        if self.gradient_clip_val is not None:
+            _non_negative("trainer.gradient_clip_val", self.gradient_clip_val)
+        _at_least("trainer.log_every_n_steps", self.log_every_n_steps, 1)
+        _at_least("trainer.checkpoint_every_n_steps", self.checkpoint_every_n_steps, 0)
+        _at_least("trainer.num_sanity_val_steps", self.num_sanity_val_steps, -1)
+        if self.check_val_every_n_epoch is not None:
+            _at_least("trainer.check_val_every_n_epoch", self.check_val_every_n_epoch, 1)
+        for key in ("val_check_interval", "limit_train_batches", "limit_predict_batches"):
+            _batches(f"trainer.{key}", getattr(self, key))
+        if self.limit_val_batches != 0:  # 0 turns validation off
+            _batches("trainer.limit_val_batches", self.limit_val_batches)
 
 
 @dataclass
@@ -118,6 +240,7 @@ class LoggerConfig:
     def __post_init__(self) -> None:
         _choice("logger.name", self.name, ("wandb", "csv", "tensorboard", "none"))
         _choice("logger.mode", self.mode, ("auto", "online", "offline", "disabled"))
+        _at_least("logger.log_samples", self.log_samples, 0)
 
 
 @dataclass
@@ -134,9 +257,25 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         _choice("optim.scheduler", self.scheduler, ("cosine", "linear", "constant"))
+        _positive("optim.lr", self.lr)
+        _non_negative("optim.weight_decay", self.weight_decay)
+        _check(
+            "optim.betas", self.betas,
+            len(self.betas) == 2 and all(_number(b) and 0 <= b < 1 for b in self.betas),
+            "two numbers in [0, 1), e.g. [0.9, 0.95]",
+        )  # fmt: skip
+        _at_least("optim.warmup_steps", self.warmup_steps, 0)
+        _at_least("optim.batch_size", self.batch_size, 1)
+        _at_least("optim.micro_batch_size", self.micro_batch_size, 1)
+        if self.micro_batch_size > self.batch_size:
+            raise ConfigError(
+                f"optim.micro_batch_size={self.micro_batch_size} is larger than the global "
+                f"optim.batch_size={self.batch_size}; lower micro_batch_size or raise batch_size"
+            )
         if self.batch_size % self.micro_batch_size:
             raise ConfigError(
-                f"optim.batch_size={self.batch_size} is not a multiple of optim.micro_batch_size={self.micro_batch_size}"
+                f"optim.batch_size={self.batch_size} is not a multiple of optim.micro_batch_size="
+                f"{self.micro_batch_size}; make the global batch a multiple of the micro batch"
             )
 
     def accumulation(self, world_size: int) -> int:
@@ -156,6 +295,9 @@ class SFTConfig:
     target: str = "chosen"  # chosen | both (train on both replies of each pair)
     loss_on_prompt: bool = False  # also train on prompt tokens
 
+    def __post_init__(self) -> None:
+        _choice("sft.target", self.target, ("chosen", "both"))
+
 
 @dataclass
 class RMConfig:
@@ -164,6 +306,10 @@ class RMConfig:
     margin: float = 0.0
     prefix_cuts: int = 0  # also train on this many response-prefix cut points per pair
     init_from_policy: bool = False  # start the RM body from the `policy=` (SFT) model
+
+    def __post_init__(self) -> None:
+        _check("rm.margin", self.margin, _number(self.margin), "a finite number")
+        _at_least("rm.prefix_cuts", self.prefix_cuts, 0)
 
 
 @dataclass
@@ -190,6 +336,17 @@ class PPOConfig:
 
     def __post_init__(self) -> None:
         _choice("ppo.kl_estimator", self.kl_estimator, ("k1", "k3"))
+        for key in ("rollout_batch_size", "ppo_epochs", "max_new_tokens", "kl_horizon"):
+            _at_least(f"ppo.{key}", getattr(self, key), 1)
+        _at_least("ppo.top_k", self.top_k, 0)
+        for key in ("temperature", "target_kl", "clip_range", "clip_range_value"):
+            _positive(f"ppo.{key}", getattr(self, key))
+        _non_negative("ppo.kl_coef", self.kl_coef)
+        _non_negative("ppo.vf_coef", self.vf_coef)
+        _fraction("ppo.gamma", self.gamma)
+        _fraction("ppo.lam", self.lam)
+        if self.critic_lr is not None:
+            _positive("ppo.critic_lr", self.critic_lr)
 
 
 @dataclass
@@ -206,6 +363,7 @@ class PredictConfig:
 
     def __post_init__(self) -> None:
         _choice("predict.too_long", self.too_long, ("skip", "truncate"))
+        _at_least("predict.log_every_n_batches", self.log_every_n_batches, 1)
 
 
 @dataclass
@@ -262,3 +420,17 @@ class JobConfig:
     def __post_init__(self) -> None:
         if self.stage:
             _choice("stage", self.stage, STAGES)
+        _at_least("seed", self.seed, 0)
+        if self.num_threads is not None:
+            _at_least("num_threads", self.num_threads, 1)
+        if self.resume and self.overwrite:
+            raise ConfigError("resume=true and overwrite=true contradict each other; pass one")
+        try:  # why re-raised: the library checks raise their packages' own ValueErrors
+            check_data_config(self.data)
+            check_eval_config(self.eval)
+            if self.stage == "predict":
+                # the checks that need no model; vocabulary and context follow once the models'
+                # configs are read (argsfw.predict), before any weight loads
+                check_decode_settings(self.decode, prefix="decode.")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None

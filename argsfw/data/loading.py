@@ -29,7 +29,7 @@ from argsfw.data.adapters import (
     Parsed,
 )
 from argsfw.data.config import DataConfig
-from argsfw.data.reading import read_split
+from argsfw.data.reading import read_split, resolve_files
 from argsfw.data.types import DataError, DataStats, PreferencePair, PromptRecord
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,11 @@ VALIDATION = "validation"
 SOURCES = ("tiny", *ADAPTERS)
 
 
-def _check_cfg(cfg: DataConfig) -> None:
+def check_data_config(cfg: DataConfig) -> None:
+    """Check the values of `cfg` that need no file: source, fractions, counts, lengths, splits.
+
+    Raises `DataError` naming the key and its valid values (run at composition time).
+    """
     if cfg.source not in SOURCES:
         raise DataError(f"unknown data.source {cfg.source!r}; choose one of {', '.join(SOURCES)}")
     if not 0.0 <= cfg.val_fraction < 1.0:
@@ -54,6 +58,38 @@ def _check_cfg(cfg: DataConfig) -> None:
         raise DataError(
             f"data.fields has unknown keys {sorted(unknown)}; allowed: {', '.join(PAIR_FIELDS)}"
         )
+    for key in ("max_length", "max_prompt_length"):
+        if getattr(cfg, key) < 1:
+            raise DataError(f"data.{key} must be an integer >= 1, got {getattr(cfg, key)}")
+    if cfg.num_workers < 0:
+        raise DataError(f"data.num_workers must be >= 0, got {cfg.num_workers}")
+    if cfg.source == "tiny":
+        from argsfw.data.tiny import TINY_SIZES, tiny_split_name
+
+        for key in ("split", "eval_split"):
+            if tiny_split_name(getattr(cfg, key)) not in TINY_SIZES:
+                raise DataError(
+                    f"data.{key}={getattr(cfg, key)!r}: the tiny corpus has splits "
+                    f"{', '.join(TINY_SIZES)}; set data.{key} to one of them"
+                )
+    elif not cfg.path:
+        raise DataError(
+            f"data.source={cfg.source} needs data.path: set it to a local file, directory or glob, "
+            "or a hub dataset id"
+        )
+
+
+def check_data_files(cfg: DataConfig, splits: list[str]) -> None:
+    """Fail at start-up, before any model loads, when a local data path has no files for a split.
+
+    Reads no record (bad records are reported, with file and line, when they are read).
+    Raises `DataError` naming the path and the split.
+    """
+    if cfg.source == "tiny":
+        return
+    for split in dict.fromkeys(splits):
+        carve = cfg.val_fraction > 0 and split in (VALIDATION, cfg.split)
+        resolve_files(cfg.path, cfg.split if carve else split)
 
 
 def _in_validation(prompt: str, seed: int, fraction: float) -> bool:
@@ -96,7 +132,7 @@ def _parse_source(cfg: DataConfig, split: str, responses: bool) -> list[Parsed]:
 
 def _records(cfg: DataConfig, split: str | None, responses: bool) -> tuple[list[Parsed], DataStats]:
     """Parsed records of the requested split, after the validation carve."""
-    _check_cfg(cfg)
+    check_data_config(cfg)
     split = split or cfg.split
     carve = cfg.val_fraction > 0 and split in (VALIDATION, cfg.split)
     parsed = _parse_source(cfg, cfg.split if carve else split, responses)

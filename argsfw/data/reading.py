@@ -158,7 +158,7 @@ def resolve_files(path: str, split: str) -> list[str] | None:
         spec.endswith(JSON_SUFFIXES) or spec.startswith((".", "/", "~")) or not _HUB_ID.match(spec)
     )
     if looks_local or Path(spec.split("/", 1)[0]).is_dir():
-        raise DataError(f"data path {spec!r} does not exist (expected {EXPECTED})")
+        raise DataError(f"data path {spec!r} does not exist; set data.path to {EXPECTED}")
     return None
 
 

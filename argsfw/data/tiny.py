@@ -232,12 +232,17 @@ def _corpus(seed: int) -> dict[str, tuple[PreferencePair, ...]]:
 _SPLIT_ALIASES = {"val": "validation", "valid": "validation", "dev": "validation", "eval": "test"}
 
 
+def tiny_split_name(split: str) -> str:
+    """The tiny corpus' name for `split` (``val``/``dev`` → ``validation``, ``eval`` → ``test``)."""
+    return _SPLIT_ALIASES.get(split, split)
+
+
 def tiny_pairs(split: str = "train", seed: int = 0) -> list[PreferencePair]:
     """The tiny corpus' pairs of `split` (train 4000 / validation 400 / test 400), deterministic in `seed`.
 
     Raises `DataError` for an unknown split name.
     """
-    name = _SPLIT_ALIASES.get(split, split)
+    name = tiny_split_name(split)
     corpus = _corpus(seed)
     if name not in corpus:
         raise DataError(f"the tiny corpus has splits {', '.join(TINY_SIZES)}; got {split!r}")

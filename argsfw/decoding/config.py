@@ -6,8 +6,11 @@ and the baselines ``greedy``, ``top-k``, ``nucleus``, ``best-of-n``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
+
+from argsfw.decoding.types import ARGS_METHODS, METHODS, DecodeInputError, resolve_method
 
 
 @dataclass
@@ -32,3 +35,58 @@ class DecodeConfig:
     # the original's settings file: one JSON object per line (rm_weight, topk, mode, sample_temp);
     # predict writes one output per line
     config_file: str | None = None
+
+
+def check_decode_settings(s: DecodeConfig, vocab: int | None = None, prefix: str = "") -> str:
+    """Validate the settings of `s` that need no model, and ``topk`` against `vocab` if given.
+
+    `prefix` (``"decode."`` from the config) is put before each key in the messages.
+    Returns the engine method name. Raises `DecodeInputError` with a one-line reason.
+    """
+    try:
+        method = resolve_method(s.method)
+    except DecodeInputError as exc:
+        if not prefix:
+            raise
+        raise type(exc)(
+            f"{prefix}method={s.method!r} is not a decoding method; choose one of {', '.join(METHODS)}"
+        ) from None
+    if not _int(s.max_new_tokens) or s.max_new_tokens < 1:
+        raise DecodeInputError(
+            f"{prefix}max_new_tokens must be a positive integer, got {s.max_new_tokens!r}"
+        )
+    if not _int(s.batch_size) or s.batch_size < 1:
+        raise DecodeInputError(
+            f"{prefix}batch_size must be a positive integer, got {s.batch_size!r}"
+        )
+    if (method in ARGS_METHODS or method == "top-k") and (
+        not _int(s.topk) or s.topk < 1 or (vocab is not None and s.topk > vocab)
+    ):
+        bound = f"in [1, {vocab}] (the vocabulary size)" if vocab is not None else ">= 1"
+        raise DecodeInputError(f"{prefix}topk must be an integer {bound}, got {s.topk!r}")
+    if not math.isfinite(float(s.weight)):
+        raise DecodeInputError(f"{prefix}weight must be a finite number, got {s.weight!r}")
+    if (
+        method in ("args-stochastic", "top-k", "nucleus", "best-of-n")
+        and not float(s.temperature) > 0
+    ):
+        hint = " (greedy methods need no temperature)" if prefix else ""
+        raise DecodeInputError(
+            f"{prefix}temperature must be > 0 for {method}, got {s.temperature!r}{hint}"
+        )
+    if method in ("nucleus", "best-of-n") and not 0 < float(s.top_p) <= 1:
+        raise DecodeInputError(f"{prefix}top_p must be in (0, 1], got {s.top_p!r}")
+    if method == "best-of-n" and (not _int(s.num_samples) or s.num_samples < 1):
+        raise DecodeInputError(
+            f"{prefix}num_samples must be a positive integer, got {s.num_samples!r}"
+        )
+    cs = s.chunk_size
+    if not (cs is None or cs == "auto" or (_int(cs) and cs >= 1)):
+        raise DecodeInputError(
+            f"{prefix}chunk_size must be a positive integer or 'auto', got {cs!r}"
+        )
+    return method
+
+
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -9,13 +9,12 @@ prompt in input order plus one `DecodeStats` for the call.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import torch
 
 from argsfw.decoding.accounting import DecodeStats, Meter
 from argsfw.decoding.baselines import NucleusSampler, TopKSampler, best_of_n, greedy_chooser
-from argsfw.decoding.config import DecodeConfig
+from argsfw.decoding.config import DecodeConfig, check_decode_settings
 from argsfw.decoding.cross_tokenizer import CrossTokenizerScorer, retokenizer
 from argsfw.decoding.policy import PolicyState, context_length, left_pad
 from argsfw.decoding.sampling import make_generator
@@ -192,37 +191,7 @@ class ArgsDecoder:
     # ------------------------------------------------------------------ validation
     def check_settings(self, s: DecodeConfig) -> DecodeConfig:
         """Validate ``s`` against the models; returns it. Raises `DecodeInputError` with a one-line reason."""
-        method = resolve_method(s.method)
-        if not isinstance(s.max_new_tokens, int) or s.max_new_tokens < 1:
-            raise DecodeInputError(
-                f"max_new_tokens must be a positive integer, got {s.max_new_tokens!r}"
-            )
-        if not isinstance(s.batch_size, int) or s.batch_size < 1:
-            raise DecodeInputError(f"batch_size must be a positive integer, got {s.batch_size!r}")
-        if (method in ARGS_METHODS or method == "top-k") and (
-            not isinstance(s.topk, int) or not 1 <= s.topk <= self.vocab
-        ):
-            raise DecodeInputError(
-                f"topk must be an integer in [1, {self.vocab}] (the vocabulary size), got {s.topk!r}"
-            )
-        if not math.isfinite(float(s.weight)):
-            raise DecodeInputError(f"weight must be a finite number, got {s.weight!r}")
-        if (
-            method in ("args-stochastic", "top-k", "nucleus", "best-of-n")
-            and not float(s.temperature) > 0
-        ):
-            raise DecodeInputError(f"temperature must be > 0 for {method}, got {s.temperature!r}")
-        if method in ("nucleus", "best-of-n") and not 0 < float(s.top_p) <= 1:
-            raise DecodeInputError(f"top_p must be in (0, 1], got {s.top_p!r}")
-        if method == "best-of-n" and (not isinstance(s.num_samples, int) or s.num_samples < 1):
-            raise DecodeInputError(f"num_samples must be a positive integer, got {s.num_samples!r}")
-        cs = s.chunk_size
-        if not (
-            cs is None
-            or cs == "auto"
-            or (isinstance(cs, int) and not isinstance(cs, bool) and cs >= 1)
-        ):
-            raise DecodeInputError(f"chunk_size must be a positive integer or 'auto', got {cs!r}")
+        method = check_decode_settings(s, self.vocab)
         needs_rm = method == "best-of-n" or (method in ARGS_METHODS and s.weight != 0)
         if needs_rm and self.rm is None:
             raise DecodeInputError(

@@ -9,6 +9,9 @@ from argsfw.errors import ConfigError
 
 JUDGE_KINDS = ("openai", "hf")
 
+# Metric names ``eval.metrics`` may list (the judge also runs with ``eval.judge.enabled``).
+METRICS = ("reward", "diversity", "coherence", "cost", "judge", "oracle")
+
 
 @dataclass
 class JudgeConfig:
@@ -67,3 +70,22 @@ class EvalConfig:
     device: str | None = None  # RM / embedder / HF judge device; None = cuda if any, else cpu
     reward_dtype: str = "float32"  # reward model dtype (float32 | bf16 | fp16)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
+
+
+def check_eval_config(cfg: EvalConfig) -> None:
+    """Check metric names, batch sizes and choices of `cfg`; raises `ValueError` naming the key."""
+    unknown = sorted(set(cfg.metrics) - set(METRICS))
+    if unknown:
+        raise ValueError(f"eval.metrics: unknown metric(s) {unknown}; choose from {list(METRICS)}")
+    for key in (
+        "reward_batch_size",
+        "max_reward_tokens",
+        "coherence_max_tokens",
+        "coherence_batch_size",
+    ):
+        if getattr(cfg, key) < 1:
+            raise ValueError(f"eval.{key} must be an integer >= 1, got {getattr(cfg, key)}")
+    if cfg.coherence_pooling not in ("auto", "mean", "cls", "cls_before_pooler"):
+        raise ValueError(
+            f"eval.coherence_pooling={cfg.coherence_pooling!r}; choose auto, mean, cls or cls_before_pooler"
+        )

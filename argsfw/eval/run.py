@@ -13,14 +13,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from argsfw.eval.config import EvalConfig
+from argsfw.eval.config import METRICS, EvalConfig
 from argsfw.eval.inputs import EvalInput, cut_at_turn, load_inputs
 from argsfw.eval.judge import JudgeClient, check_judge, judge_all, make_client
 from argsfw.eval.report import flat_metrics, log_wandb, slug, write_report
 from argsfw.eval.stats import cost_metrics, oracle_metrics
 
 log = logging.getLogger(__name__)
-METRICS = ("reward", "diversity", "coherence", "cost", "judge", "oracle")
 
 
 def _config_dict(cfg: Any) -> dict[str, Any]:

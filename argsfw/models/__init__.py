@@ -1,10 +1,16 @@
 """Model factory and loading: tiny models for CPU work, HF dirs / run dirs / hub ids for real ones."""
 
 from argsfw.models.loading import (
+    CAUSAL_LM,
+    SEQ_CLS,
     ModelPathError,
     TokenizerCompat,
+    check_head,
     check_tokenizer_compat,
+    check_tokenizer_files,
+    check_weights,
     default_device,
+    load_checked,
     load_policy,
     load_reward_model,
     load_tokenizer,
@@ -21,13 +27,19 @@ from argsfw.models.tiny import (
 )
 
 __all__ = [
+    "CAUSAL_LM",
+    "SEQ_CLS",
     "ModelPathError",
     "TinySpec",
     "TokenizerCompat",
     "build_tiny_policy",
     "build_tiny_reward_model",
+    "check_head",
     "check_tokenizer_compat",
+    "check_tokenizer_files",
+    "check_weights",
     "default_device",
+    "load_checked",
     "load_policy",
     "load_reward_model",
     "load_tokenizer",

@@ -8,6 +8,7 @@ they would produce a misleading "cannot connect" error.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -68,7 +69,7 @@ def resolve_model_path(spec: str | os.PathLike, what: str = "model") -> str:
         )
     if _looks_local(s):
         raise ModelPathError(
-            f"{what} path {s!r} does not exist (expected a Hugging Face directory, an argsfw run directory or a hub id 'org/name')"
+            f"{what} path {s!r} does not exist; pass a Hugging Face directory, an argsfw run directory or a hub id 'org/name'"
         )
     if _hub_offline() and not _in_hub_cache(s):
         raise ModelPathError(
@@ -105,26 +106,239 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+# Files any one of which holds a tokenizer's vocabulary (what `AutoTokenizer` can load from).
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model",
+    "sentencepiece.bpe.model", "tokenizer.tiktoken",
+)  # fmt: skip
+# The heads a checkpoint is saved for, by the suffix of its config's ``architectures``.
+CAUSAL_LM, SEQ_CLS = "causal-lm", "sequence-classifier"
+_HEAD_SUFFIXES = {
+    CAUSAL_LM: ("ForCausalLM", "LMHeadModel"),
+    SEQ_CLS: ("ForSequenceClassification",),
+}
+_HEAD_ADVICE = {
+    CAUSAL_LM: "pass a causal LM (*ForCausalLM, e.g. an SFT run such as runs/tiny_sft)",
+    SEQ_CLS: "pass a scalar reward model (*ForSequenceClassification with num_labels=1, e.g. a "
+    "reward-model run such as runs/tiny_rm)",
+}
+
+
+def _local_dir(spec: str | os.PathLike, what: str) -> Path | None:
+    """The resolved local model directory of `spec`, or None for a hub id."""
+    path = Path(resolve_model_path(spec, what))
+    return path if path.is_dir() else None
+
+
+def _architectures(path: Path) -> list[str]:
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    archs = config.get("architectures") if isinstance(config, dict) else None
+    return [a for a in archs if isinstance(a, str)] if isinstance(archs, list) else []
+
+
+def check_head(spec: str | os.PathLike, what: str, head: str) -> None:
+    """Refuse a local checkpoint saved for another head, from its ``config.json`` alone.
+
+    A reward model named as the policy would get a freshly initialised LM head (and decode
+    noise); a causal LM named as the reward model a random score head. Raises `ModelPathError`
+    naming the architecture found and the kind of model to pass. Hub ids and configs without
+    ``architectures`` pass (the loading-info check in `load_policy`/`load_reward_model` follows).
+    """
+    path = _local_dir(spec, what)
+    archs = _architectures(path) if path is not None else []
+    if not archs or any(a.endswith(_HEAD_SUFFIXES[head]) for a in archs):
+        return
+    other = next(
+        (h for h, sfx in _HEAD_SUFFIXES.items() if h != head and archs[0].endswith(sfx)), None
+    )
+    kind = {CAUSAL_LM: "a causal language model", SEQ_CLS: "a sequence classifier (reward model)"}
+    found = kind.get(other, f"saved as {', '.join(archs)}")
+    raise ModelPathError(
+        f"{what} {os.fspath(spec)!r} is {found} (config.json architectures: {', '.join(archs)}); "
+        f"{_HEAD_ADVICE[head]}"
+    )
+
+
+def _weight_files(path: Path) -> list[Path]:
+    index = sorted(path.glob("*.safetensors.index.json"))
+    if index:
+        try:
+            shards = json.loads(index[0].read_text(encoding="utf-8")).get("weight_map", {}).values()
+        except (OSError, ValueError) as exc:
+            raise ModelPathError(
+                f"{index[0]} cannot be read ({exc}); re-export or re-download the model"
+            ) from None
+        return [path / name for name in sorted(set(shards))]
+    return sorted(path.glob("*.safetensors"))
+
+
+def check_weights(spec: str | os.PathLike, what: str) -> None:
+    """Read the header of every safetensors file of a local model directory (no tensor data).
+
+    Raises `ModelPathError` naming the file when a shard is missing, truncated or corrupt, so a
+    bad download fails at start-up with the fix rather than deep in a run.
+    """
+    path = _local_dir(spec, what)
+    if path is None:
+        return
+    from safetensors import safe_open
+
+    for f in _weight_files(path):
+        if not f.is_file():
+            raise ModelPathError(
+                f"{what} weights {f} are missing (listed in the safetensors index): copy the "
+                "whole model directory again, or re-export it with python -m argsfw.export"
+            )
+        try:
+            with safe_open(str(f), framework="pt"):
+                pass
+        except Exception as exc:  # SafetensorError (a plain Exception subclass) and OSError
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelPathError(
+                f"{what} weights {f} cannot be read ({reason}): the file is truncated or corrupt; "
+                "re-export it (python -m argsfw.export CKPT DIR) or copy/download it again"
+            ) from None
+
+
+def check_tokenizer_files(spec: str | os.PathLike, what: str) -> None:
+    """Refuse a local model directory that holds no tokenizer, naming the files looked for.
+
+    Raises `ModelPathError` saying how to add one.
+    """
+    path = _local_dir(spec, what)
+    if path is None or any((path / name).is_file() for name in TOKENIZER_FILES):
+        return
+    raise ModelPathError(
+        f"{what} directory {str(path)!r} holds no tokenizer (none of {', '.join(TOKENIZER_FILES[:4])} …): "
+        f"save the model's tokenizer there (tokenizer.save_pretrained({str(path)!r})) or name a "
+        "directory that has one"
+    )
+
+
 def load_tokenizer(spec: str | os.PathLike, what: str = "tokenizer"):
-    """Load the tokenizer stored with a model input (see `resolve_model_path`)."""
+    """Load the tokenizer stored with a model input (see `resolve_model_path`).
+
+    Raises `ModelPathError` when a local directory holds no tokenizer or it cannot be loaded.
+    """
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(resolve_model_path(spec, what))
-
-
-def _load(auto_cls, spec, what, dtype, device, **kwargs):
     path = resolve_model_path(spec, what)
-    model = auto_cls.from_pretrained(path, dtype=parse_dtype(dtype), **kwargs)
+    check_tokenizer_files(path, what)
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, ModelPathError):
+            raise
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelPathError(
+            f"the tokenizer of {what} {path!r} cannot be loaded: {reason}"
+        ) from None
+
+
+def _head_keys(keys, model) -> list[str]:
+    prefix = getattr(model, "base_model_prefix", "") or ""
+    return sorted(k for k in keys if not prefix or k.split(".", 1)[0] != prefix)
+
+
+def _stored_summary(path: str, prefix: str) -> str:
+    """What a local checkpoint holds: its head tensors by name, its body as a count."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return "a hub checkpoint"
+    from safetensors import safe_open
+
+    keys: list[str] = []
+    for f in _weight_files(folder):
+        with safe_open(str(f), framework="pt") as st:
+            keys.extend(st.keys())
+    body = [k for k in keys if k.split(".", 1)[0] == prefix]
+    heads = sorted(set(keys) - set(body))
+    return f"{len(body)} body tensors" + (
+        f" and {', '.join(heads[:4])}" if heads else " and no head"
+    )
+
+
+def check_loading_info(info: dict, model, spec, what: str, new_head: bool = False) -> None:
+    """Refuse a load that left weights freshly initialised or found another head's weights.
+
+    `info` is ``from_pretrained(..., output_loading_info=True)``'s. With `new_head` (a reward
+    model started from a policy) the head may be new; the body never. Tied weights are not
+    reported missing by transformers, so they pass. Raises `ModelPathError` naming the weights
+    and what the directory holds.
+    """
+    missing = sorted(info.get("missing_keys") or ())
+    unexpected = sorted(info.get("unexpected_keys") or ())
+    mismatched = sorted(
+        str(m[0] if isinstance(m, tuple) else m) for m in info.get("mismatched_keys") or ()
+    )
+    if new_head:
+        missing = [k for k in missing if k not in _head_keys(missing, model)]
+        unexpected = [k for k in unexpected if k not in _head_keys(unexpected, model)]
+    bad_unexpected = _head_keys(unexpected, model)
+    if unexpected and not bad_unexpected:
+        log.warning(
+            "%s %s: %d unused weights in the checkpoint (e.g. %s)",
+            what,
+            spec,
+            len(unexpected),
+            unexpected[0],
+        )
+    if not (missing or bad_unexpected or mismatched):
+        return
+    parts = []
+    if missing:
+        parts.append(
+            f"lacks {', '.join(missing[:4])}{' …' if len(missing) > 4 else ''} (would be initialised at random)"
+        )
+    if bad_unexpected:
+        parts.append(f"has weights of another head ({', '.join(bad_unexpected[:4])})")
+    if mismatched:
+        parts.append(f"has weights of the wrong shape ({', '.join(mismatched[:4])})")
+    raise ModelPathError(
+        f"{what} {os.fspath(spec)!r} does not fit a {type(model).__name__}: it {'; it '.join(parts)}; "
+        f"the directory holds {_stored_summary(os.fspath(spec), getattr(model, 'base_model_prefix', ''))}"
+    )
+
+
+def load_checked(auto_cls, spec, what, dtype=None, new_head: bool = False, **kwargs):
+    """``auto_cls.from_pretrained`` of a model input, refusing weights that do not fit the head.
+
+    Checks the safetensors headers first (`check_weights`), then the loading info
+    (`check_loading_info`). Raises `ModelPathError`.
+    """
+    path = resolve_model_path(spec, what)
+    check_weights(path, what)
+    if (
+        not (Path(path) / "config.json").is_file()
+        and (Path(path) / "adapter_config.json").is_file()
+    ):
+        return auto_cls.from_pretrained(path, dtype=parse_dtype(dtype), **kwargs)  # a peft adapter
+    model, info = auto_cls.from_pretrained(
+        path, dtype=parse_dtype(dtype), output_loading_info=True, **kwargs
+    )
+    check_loading_info(info, model, path, what, new_head=new_head)
+    return model
+
+
+def _load(auto_cls, spec, what, dtype, device, head, **kwargs):
+    check_head(spec, what, head)
+    model = load_checked(auto_cls, spec, what, dtype, **kwargs)
     if device is not None:
         model = model.to(device)
     return model.eval()
 
 
 def load_policy(spec: str | os.PathLike, dtype="float32", device: str | None = None):
-    """Load a causal LM (`AutoModelForCausalLM`) in eval mode on `device`."""
+    """Load a causal LM (`AutoModelForCausalLM`) in eval mode on `device`.
+
+    Raises `ModelPathError` for a bad path, unreadable weights or a checkpoint of another head.
+    """
     from transformers import AutoModelForCausalLM
 
-    return _load(AutoModelForCausalLM, spec, "policy", dtype, device)
+    return _load(AutoModelForCausalLM, spec, "policy", dtype, device, CAUSAL_LM)
 
 
 def load_reward_model(
@@ -137,7 +351,7 @@ def load_reward_model(
     """
     from transformers import AutoModelForSequenceClassification
 
-    model = _load(AutoModelForSequenceClassification, spec, "reward model", dtype, device)
+    model = _load(AutoModelForSequenceClassification, spec, "reward model", dtype, device, SEQ_CLS)
     if model.config.num_labels != 1:
         raise ModelPathError(
             f"reward model {spec!r} has num_labels={model.config.num_labels}; a reward model needs num_labels=1"

@@ -68,10 +68,46 @@ def load_tokenizer_for(job: JobConfig, source: str | None):
 
 
 def _from_pretrained(auto_cls, source: str, job: JobConfig, what: str, **kwargs):
-    from argsfw.models import parse_dtype, resolve_model_path
+    from argsfw.models import load_checked
 
-    path = resolve_model_path(source, what)
-    return auto_cls.from_pretrained(path, dtype=parse_dtype(job.model.dtype), **kwargs)
+    return load_checked(auto_cls, source, what, job.model.dtype, **kwargs)
+
+
+def check_fit_inputs(job: JobConfig) -> None:
+    """Check a fit stage's model inputs before anything is written or loaded.
+
+    Paths, the head each checkpoint was saved for, readable weights and a tokenizer.
+    Raises `ModelPathError` or `UsageError` (naming the command that makes a missing input).
+    """
+    from argsfw.models import CAUSAL_LM, SEQ_CLS, check_head, check_tokenizer_files, check_weights
+
+    if job.stage == "ppo":
+        from argsfw.modules.ppo import _require_inputs
+
+        _require_inputs(job)
+        inputs = [("policy", job.policy, CAUSAL_LM), ("reward model", job.reward_model, SEQ_CLS)]
+    elif job.stage == "rm":
+        if job.rm.init_from_policy and not job.policy:
+            raise UsageError(
+                "rm.init_from_policy=true needs policy=<SFT run dir>; produce one with "
+                "python -m argsfw.fit recipe=tiny_sft (or your *_sft recipe)"
+            )
+        # the body may come from a causal LM or a reward model: any head passes
+        source = job.policy if job.rm.init_from_policy else job.model.base
+        inputs = [("policy" if source == job.policy else "model.base", source, None)]
+    else:
+        source = base_source(job)
+        inputs = [("policy" if source == job.policy else "model.base", source, CAUSAL_LM)]
+    for what, spec, head in inputs:
+        if not spec:
+            continue
+        if head is not None:
+            check_head(spec, what, head)
+        check_weights(spec, what)
+        if not job.model.tokenizer:
+            check_tokenizer_files(spec, what)
+    if job.model.tokenizer:
+        check_tokenizer_files(job.model.tokenizer, "model.tokenizer")
 
 
 def _finish(model, tokenizer, job: JobConfig, task: str):
@@ -138,8 +174,15 @@ def build_reward_model(job: JobConfig) -> tuple[Any, Any, dict]:
     source = job.policy if job.rm.init_from_policy else job.model.base
     tok = load_tokenizer_for(job, source)
     if source:
+        # the scalar head is new when the body comes from a causal LM (init_from_policy, or a
+        # pretrained base model), so only the body must load in full
         model = _from_pretrained(
-            AutoModelForSequenceClassification, source, job, "reward model", num_labels=1
+            AutoModelForSequenceClassification,
+            source,
+            job,
+            "reward model",
+            num_labels=1,
+            new_head=True,
         )
     else:
         model = build_tiny_reward_model(tok, tiny_spec(job), seed=job.seed)

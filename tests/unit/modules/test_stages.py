@@ -148,7 +148,8 @@ def test_existing_run_dir_is_refused_with_both_options(tmp_path, capsys):
 
 
 def test_nan_loss_stops_with_step_and_exports_nothing(tiny_job, tmp_path):
-    from argsfw.fit import NonFiniteLossError, _fit
+    from argsfw.errors import NonFiniteLossError
+    from argsfw.fit import _fit
 
     job = tiny_job(
         "tiny_sft",

@@ -1,0 +1,115 @@
+"""Start-up validation as library calls: loading info, tied weights, list overrides, decode checks.
+
+The end-to-end contract (exit code 2, one line, nothing written) is the table in
+tests/integration/test_bad_inputs.py; these pin the pieces it relies on.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from argsfw.cli import normalise_list_overrides
+from argsfw.config.compose import compose
+from argsfw.decoding.config import DecodeConfig, check_decode_settings
+from argsfw.decoding.types import DecodeInputError
+from argsfw.models import ModelPathError, load_policy, load_reward_model
+
+
+def _without_architectures(src, dst):
+    """A copy of a model dir whose config.json does not say its head (the fast check can't tell)."""
+    shutil.copytree(src, dst)
+    cfg = json.loads((dst / "config.json").read_text())
+    cfg.pop("architectures")
+    (dst / "config.json").write_text(json.dumps(cfg))
+    return dst
+
+
+def test_reward_model_as_policy_is_refused_by_its_loading_info(tiny_kit, tmp_path):
+    rm = _without_architectures(tiny_kit["reward_model"], tmp_path / "rm")
+    with pytest.raises(ModelPathError) as err:
+        load_policy(rm)
+    msg = str(err.value)
+    assert "lacks lm_head.weight" in msg and "would be initialised at random" in msg
+    assert "has weights of another head (score.weight)" in msg and "\n" not in msg
+
+
+def test_causal_lm_as_reward_model_is_refused_by_its_loading_info(tiny_kit, tmp_path):
+    lm = _without_architectures(tiny_kit["policy"], tmp_path / "lm")
+    with pytest.raises(ModelPathError, match=r"lacks score.weight .*lm_head.weight"):
+        load_reward_model(lm)
+
+
+def test_tied_embeddings_are_not_missing_weights(tiny_kit, tmp_path):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = AutoConfig.from_pretrained(tiny_kit["policy"])
+    cfg.tie_word_embeddings = True
+    model = AutoModelForCausalLM.from_config(cfg)
+    model.save_pretrained(tmp_path / "tied")
+    for f in tiny_kit["policy"].glob("tokenizer*"):
+        shutil.copy(f, tmp_path / "tied")
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "tied" / "model.safetensors"), "pt") as st:
+        stored = list(st.keys())
+    assert "lm_head.weight" not in stored  # stored once, as the embedding
+    loaded = load_policy(tmp_path / "tied")
+    assert loaded.lm_head.weight.data_ptr() == loaded.model.embed_tokens.weight.data_ptr()
+
+
+def test_rm_from_a_policy_may_have_a_new_head_but_not_a_new_body(tiny_kit, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    from argsfw.models import load_checked
+
+    rm = load_checked(
+        AutoModelForSequenceClassification,
+        tiny_kit["policy"],
+        "policy",
+        num_labels=1,
+        new_head=True,
+    )
+    assert rm.score.out_features == 1
+    with pytest.raises(ModelPathError, match="lacks score.weight"):
+        load_checked(AutoModelForSequenceClassification, tiny_kit["policy"], "policy", num_labels=1)
+
+
+@pytest.mark.parametrize(
+    ("given", "composed"),
+    [
+        ("outputs=runs/x", ["runs/x"]),
+        ("outputs=args=runs/a", ["args=runs/a"]),  # a row label
+        ("outputs=[runs/a,runs/b]", ["runs/a", "runs/b"]),  # already a list
+        ("outputs=runs/w=1,k=2", ["runs/w=1,k=2"]),  # a sweep's run dir: one path
+    ],
+)
+def test_one_output_path_is_a_list_of_one(given, composed):
+    job = compose(normalise_list_overrides([given]), default_recipe="evaluate")
+    assert job.outputs == composed
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (DecodeConfig(topk=0), "decode.topk must be an integer >= 1, got 0"),
+        (DecodeConfig(weight=float("nan")), "decode.weight must be a finite number"),
+        (DecodeConfig(method="nucleus", top_p=0.0), "decode.top_p must be in (0, 1]"),
+        (
+            DecodeConfig(method="beam"),
+            "decode.method='beam' is not a decoding method; choose one of",
+        ),
+    ],
+)
+def test_decode_settings_are_checked_without_models(settings, message):
+    with pytest.raises(DecodeInputError) as err:
+        check_decode_settings(settings, prefix="decode.")
+    assert message in str(err.value)
+
+
+def test_topk_is_checked_against_the_vocabulary_when_known():
+    assert check_decode_settings(DecodeConfig(topk=50), vocab=50) == "args-greedy"
+    with pytest.raises(DecodeInputError, match=r"topk must be an integer in \[1, 49\]"):
+        check_decode_settings(DecodeConfig(topk=50), vocab=49)
