@@ -53,6 +53,7 @@ from argsfw.rlhf.token_rewards import (
     farma_bt_loss,
     farma_consistency_loss,
     last_token_values,
+    scheduled_loss,
     top1_agreement,
 )
 
@@ -117,12 +118,18 @@ class TokenRMModule(L.LightningModule):
         super().__init__()
         self.model = model
         self.cfg, self.optim, self.pad_id, self.seed = cfg, optim, pad_id, seed
-        frozen = tuple(m for m in (policy, teacher) if m is not None)
-        for m in frozen:
-            m.requires_grad_(False).eval()
-        # why a tuple: nn.Module registers only Module-valued attributes
-        self._frozen: tuple[torch.nn.Module, ...] = frozen
-        self._policy, self._teacher = policy, teacher
+        for m in (policy, teacher):
+            if m is not None:
+                m.requires_grad_(False).eval()
+        # why a tuple: nn.Module registers only Module-valued attributes, so these stay unregistered
+        self._frozen_pair: tuple[torch.nn.Module | None, torch.nn.Module | None] = (policy, teacher)
+
+    policy = property(lambda self: self._frozen_pair[0], doc="The frozen initial policy (or None).")
+    teacher = property(lambda self: self._frozen_pair[1], doc="The frozen sequence RM (or None).")
+
+    @property
+    def _frozen(self) -> list[torch.nn.Module]:
+        return [m for m in self._frozen_pair if m is not None]
 
     def _apply(self, fn, *args, **kwargs):
         """Apply `fn` (device move, dtype cast) to the frozen models too (see PPOModule._apply)."""
@@ -157,11 +164,10 @@ class TokenRMModule(L.LightningModule):
     def _bt_step(self, batch: dict) -> torch.Tensor:
         chosen, rejected, consistency = self._bt_terms(batch)
         bt = farma_bt_loss(chosen, rejected, self.cfg.margin)
-        weighted = self.cfg.consistency_weight * consistency
-        if self.cfg.schedule == "sum":
-            loss = bt + weighted
-        else:  # by optimizer step, so every micro-batch of one accumulated step agrees
-            loss = bt if self.global_step % 2 == 0 else weighted
+        # by optimizer step, so every micro-batch of one accumulated step has the same objective
+        loss = scheduled_loss(
+            bt, consistency, self.cfg.consistency_weight, self.cfg.schedule, self.global_step
+        )
         n = chosen.numel()
         self.log("train/bt_loss", bt, on_step=True, on_epoch=False, batch_size=n)
         self.log("train/consistency_loss", consistency, on_step=True, on_epoch=False, batch_size=n)
@@ -196,13 +202,13 @@ class TokenRMModule(L.LightningModule):
             mask.sum(1).cpu(), prompt_len.cpu(), self.cfg.distill_prefixes, generator
         )
         rows, pos = rows.to(ids.device), pos.to(ids.device)
-        if self._policy is not None:
-            logits = self._policy(input_ids=ids, attention_mask=mask).logits
+        if self.policy is not None:
+            logits = self.policy(input_ids=ids, attention_mask=mask).logits
         else:  # LoRA: the initial policy is the student without its adapters
             with self.model.disable_adapter():
                 logits = self.model(input_ids=ids, attention_mask=mask).logits
         cands = logits[rows, pos].topk(self.cfg.distill_topk, dim=-1).indices  # [M, k]
-        scorer = SharedTokenizerScorer(self._teacher, DecodeStats())
+        scorer = SharedTokenizerScorer(self.teacher, DecodeStats())
         scorer.start(*left_padded_prefixes(ids, rows, pos, self.pad_id))
         # why clone: the scorer runs under inference_mode; its tensors cannot enter autograd
         target = scorer.score(cands).clone()

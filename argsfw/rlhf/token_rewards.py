@@ -94,6 +94,18 @@ def farma_consistency_loss(
     return per_row.mean()
 
 
+def scheduled_loss(
+    bt: torch.Tensor, consistency: torch.Tensor, weight: float, schedule: str, step: int
+) -> torch.Tensor:
+    """The token-RM objective of optimizer step `step`: ``bt + weight·consistency`` (``"sum"``),
+    or, ``"alternate"``, ``bt`` on even steps and ``weight·consistency`` on odd ones."""
+    if schedule == "sum":
+        return bt + weight * consistency
+    if schedule == "alternate":
+        return bt if step % 2 == 0 else weight * consistency
+    raise ValueError(f"unknown schedule {schedule!r}; choose sum or alternate")
+
+
 def centered(values: torch.Tensor) -> torch.Tensor:
     """``values`` ``[N, k]`` minus each row's mean."""
     return values - values.mean(-1, keepdim=True)

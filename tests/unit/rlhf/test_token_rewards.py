@@ -14,6 +14,7 @@ from argsfw.rlhf.token_rewards import (
     farma_consistency_loss,
     genarm_loss,
     last_token_values,
+    scheduled_loss,
     sequence_logprob_sum,
     taken_token_values,
     top1_agreement,
@@ -79,8 +80,8 @@ def test_farma_consistency_pulls_the_taken_value_to_the_next_max():
     assert grad[2].tolist() == [0.0, 0.0, 0.0]
     logits.grad = None
     farma_consistency_loss(logits, IDS, mask, stop_grad=False).backward()
-    assert logits.grad[1].tolist() == [0.0, 0.0, -3.0 + 5.0]  # both sides of t=1, t=2
-    assert logits.grad[2].tolist() == [0.0, 0.0, 3.0]
+    assert logits.grad[0, 1].tolist() == [0.0, 0.0, -3.0 + 5.0]  # both sides of t=1, t=2
+    assert logits.grad[0, 2].tolist() == [0.0, 0.0, 3.0]
 
 
 def test_farma_consistency_respects_the_mask_per_row():
@@ -107,3 +108,16 @@ def test_top1_agreement():
     pred = torch.tensor([[0.1, 0.9, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
     target = torch.tensor([[0.0, 5.0, 1.0], [0.0, 3.0, 0.0], [-1.0, -2.0, 0.0]])
     assert top1_agreement(pred, target).item() == pytest.approx(2 / 3)
+
+
+def test_scheduled_loss_sums_or_alternates_by_step():
+    bt, cons = torch.tensor(2.0), torch.tensor(10.0)
+    assert scheduled_loss(bt, cons, 0.5, "sum", 3).item() == 7.0
+    assert [scheduled_loss(bt, cons, 0.5, "alternate", s).item() for s in range(4)] == [
+        2.0,
+        5.0,
+        2.0,
+        5.0,
+    ]
+    with pytest.raises(ValueError, match="unknown schedule"):
+        scheduled_loss(bt, cons, 0.5, "both", 0)
