@@ -45,7 +45,7 @@ from argsfw.modules._lm_rewards import (
     pair_datamodule,
     set_reward_kind,
 )
-from argsfw.modules._models import build_causal_lm
+from argsfw.modules._models import base_source, build_causal_lm, load_tokenizer_for
 from argsfw.modules._optim import adamw_with_schedule, total_optimizer_steps
 from argsfw.rlhf.pairwise import pairwise_accuracy, reward_gap
 from argsfw.rlhf.token_rewards import (
@@ -272,35 +272,40 @@ def check_teacher(spec: str) -> None:
         )
 
 
-def _teacher(job: JobConfig, tokenizer):
-    from argsfw.models import load_reward_model, load_tokenizer
+def check_teacher_tokenizer(job: JobConfig) -> None:
+    """Refuse a teacher whose tokenizer differs from the policy's (tokenizers only, no model)."""
+    from argsfw.models import load_tokenizer
     from argsfw.models.loading import check_tokenizer_compat
 
     spec = job.token_rm.teacher_rm
     compat = check_tokenizer_compat(
-        tokenizer, load_tokenizer(spec, "token_rm.teacher_rm"), ("policy", "teacher RM")
+        load_tokenizer_for(job, base_source(job)),
+        load_tokenizer(spec, "token_rm.teacher_rm"),
+        ("policy", "teacher RM"),
     )
     if not compat.same:
         raise UsageError(
             f"token_rm.teacher_rm={spec!r} does not share the policy's tokenizer ({compat}); "
             "distillation scores the policy's candidate tokens with the teacher directly"
         )
-    return load_reward_model(spec, dtype=job.model.dtype, tokenizer=tokenizer)
 
 
 def build(job: JobConfig, run: RunDir) -> StageParts:
     """The token_rm stage's parts. Raises `UsageError`/`ModelPathError` for bad inputs, before loading."""
     from peft import PeftModel
 
+    from argsfw.models import load_reward_model
+
     cfg = job.token_rm
     check_causal_lm_init(job)
     if cfg.mode == "distill":
         check_teacher(cfg.teacher_rm)
+        check_teacher_tokenizer(job)
     model, tokenizer, meta = build_causal_lm(job)
     set_reward_kind(model, REWARD_KIND)
     policy = teacher = None
     if cfg.mode == "distill":
-        teacher = _teacher(job, tokenizer)
+        teacher = load_reward_model(cfg.teacher_rm, dtype=job.model.dtype, tokenizer=tokenizer)
         if not isinstance(model, PeftModel):
             policy = copy.deepcopy(model)
     module = TokenRMModule(
