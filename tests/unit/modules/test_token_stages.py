@@ -166,3 +166,29 @@ def test_sequence_rm_export_records_its_kind(tiny_job, tmp_path):
     parts.export(parts.module, tmp_path / "hf")
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
     assert config["argsfw_reward_kind"] == "sequence" and parts.meta["reward_kind"] == "sequence"
+
+
+def test_distill_under_lora_takes_candidates_from_the_student_without_adapters(
+    distill_parts, tiny_job, tiny_kit, tmp_path
+):
+    lora = _parts(
+        tiny_job,
+        tmp_path / "lora",
+        "tiny_token_rm_distill",
+        f"policy={tiny_kit['policy']}",
+        f"token_rm.teacher_rm={tiny_kit['reward_model']}",
+        "token_rm.distill_topk=4",
+        "token_rm.distill_prefixes=3",
+        "model.lora.enabled=true",
+        "model.lora.r=4",
+    )
+    assert lora.module.policy is None and distill_parts.module.policy is not None
+    for n, p in lora.module.named_parameters():  # non-zero adapters: the student differs
+        if "lora_B" in n:
+            p.data.normal_()
+    batch = _batch(distill_parts, "val")
+    g = torch.Generator
+    ref = distill_parts.module.distill_targets(batch, g().manual_seed(1))
+    got = lora.module.eval().distill_targets(batch, g().manual_seed(1))
+    assert torch.equal(got["cands"], ref["cands"]) and torch.equal(got["pos"], ref["pos"])
+    torch.testing.assert_close(got["target"], ref["target"])
