@@ -24,6 +24,8 @@ ENTRY_OF_STAGE = {
     "sft": "fit",
     "rm": "fit",
     "ppo": "fit",
+    "arm": "fit",
+    "token_rm": "fit",
     "predict": "predict",
     "evaluate": "evaluate",
     "pipeline": "pipeline",

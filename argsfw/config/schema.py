@@ -18,7 +18,7 @@ from argsfw.decoding.config import DecodeConfig, check_decode_settings
 from argsfw.errors import ConfigError
 from argsfw.eval.config import EvalConfig, check_eval_config
 
-STAGES = ("sft", "rm", "ppo", "predict", "evaluate", "pipeline")
+STAGES = ("sft", "rm", "ppo", "arm", "token_rm", "predict", "evaluate", "pipeline")
 
 
 def _choice(name: str, value: Any, options: tuple) -> None:
@@ -313,6 +313,66 @@ class RMConfig:
 
 
 @dataclass
+class ArmConfig:
+    """GenARM's autoregressive RM: r(x, y) = Σ log π_r(y_t | x, y_<t), loss −log σ(β·Δr − margin)."""
+
+    beta: float = 0.05  # scale of the reward gap in the loss (GenARM's HH-RLHF value)
+    length_normalize: bool = False  # divide each reply's log-likelihood by its token count
+    margin: float = 0.0  # ask β·(r_chosen − r_rejected) to exceed this
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.beta) and self.beta > 0):
+            raise ConfigError(f"arm.beta={self.beta} must be a finite number > 0 (GenARM: 0.05)")
+        if not math.isfinite(self.margin):
+            raise ConfigError(f"arm.margin={self.margin} must be finite")
+
+
+TOKEN_RM_MODES = ("bt", "distill")
+
+
+@dataclass
+class TokenRMConfig:
+    """Token-level RM head r(x, y_<t, v) = logits[v]: FaRMA-style pairs, or distilled from a sequence RM."""
+
+    mode: str = "bt"  # bt (pairs: Bradley-Terry + consistency) | distill (regress a sequence RM)
+    margin: float = 0.0  # bt: Bradley-Terry margin on the last-token values
+    consistency_weight: float = 1.0  # bt: weight of the consistency loss (0: Bradley-Terry only)
+    schedule: str = "sum"  # bt: sum (both losses every step) | alternate (by optimizer step)
+    consistency_stop_grad: bool = True  # bt: detach max_v r(x, y_≤t, v), the consistency target
+    teacher_rm: str | None = None  # distill: the sequence RM (HF dir, run dir or hub id)
+    distill_topk: int = 10  # distill: candidates per prefix, the policy's top-k
+    distill_prefixes: int = 4  # distill: prefixes sampled per training response
+    distill_center: bool = True  # distill: centre head values and targets per prefix
+
+    def __post_init__(self) -> None:
+        _choice("token_rm.mode", self.mode, TOKEN_RM_MODES)
+        _choice("token_rm.schedule", self.schedule, ("sum", "alternate"))
+        w = self.consistency_weight
+        if not (math.isfinite(w) and w >= 0):
+            raise ConfigError(f"token_rm.consistency_weight={w} must be a finite number >= 0")
+        if not math.isfinite(self.margin):
+            raise ConfigError(f"token_rm.margin={self.margin} must be finite")
+        if self.mode == "distill" and not self.teacher_rm:
+            raise ConfigError(
+                "token_rm.mode=distill needs token_rm.teacher_rm=<sequence RM run dir or HF dir>, "
+                "e.g. runs/tiny_rm"
+            )
+        if self.mode == "bt" and self.teacher_rm:
+            raise ConfigError(
+                "token_rm.teacher_rm is used only with token_rm.mode=distill; drop it or set the mode"
+            )
+        if self.schedule == "alternate" and self.consistency_weight == 0:
+            raise ConfigError(
+                "token_rm.schedule=alternate with token_rm.consistency_weight=0 would skip every "
+                "other step; use schedule=sum"
+            )
+        if self.distill_topk < 2:
+            raise ConfigError(f"token_rm.distill_topk={self.distill_topk} must be >= 2")
+        if self.distill_prefixes < 1:
+            raise ConfigError(f"token_rm.distill_prefixes={self.distill_prefixes} must be >= 1")
+
+
+@dataclass
 class PPOConfig:
     """PPO with a critic, frozen reference and frozen reward model."""
 
@@ -390,7 +450,7 @@ class JobConfig:
     """One run of one entry point. Stage inputs take an HF dir, an argsfw run dir or a hub id."""
 
     recipe: str = ""  # the recipe's name (set by composition)
-    stage: str = ""  # sft | rm | ppo | predict | evaluate | pipeline
+    stage: str = ""  # sft | rm | ppo | arm | token_rm | predict | evaluate | pipeline
     run_dir: str | None = None  # default: runs/<recipe>
     resume: bool = False  # continue the run in run_dir from its last checkpoint
     overwrite: bool = False  # start over in an existing run_dir
@@ -412,6 +472,8 @@ class JobConfig:
     sft: SFTConfig = field(default_factory=SFTConfig)
     rm: RMConfig = field(default_factory=RMConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
+    arm: ArmConfig = field(default_factory=ArmConfig)
+    token_rm: TokenRMConfig = field(default_factory=TokenRMConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)

@@ -1,6 +1,6 @@
 """One LightningModule per fit stage, and the interface `argsfw.fit` drives them through.
 
-Each stage module (`argsfw.modules.sft`, `.reward`, `.ppo`) exposes
+Each stage module (`argsfw.modules.sft`, `.reward`, `.ppo`, `.arm`, `.token_rm`) exposes
 ``build(job: JobConfig, run: RunDir) -> StageParts``. `argsfw.fit` does everything the stages
 share (run directory, seeding, logger, strategy, Trainer, checkpoints, resume, export, metrics)
 and asks the stage only for the parts below.
@@ -25,6 +25,8 @@ STAGE_MODULES = {
     "sft": "argsfw.modules.sft",
     "rm": "argsfw.modules.reward",
     "ppo": "argsfw.modules.ppo",
+    "arm": "argsfw.modules.arm",
+    "token_rm": "argsfw.modules.token_rm",
 }
 
 

@@ -16,10 +16,11 @@ import torch
 from argsfw.config.run_dir import RunDir
 from argsfw.config.schema import JobConfig, OptimConfig
 from argsfw.modules import StageParts
-from argsfw.modules._models import build_reward_model, save_model_dir
+from argsfw.modules._models import build_reward_model, save_model_dir, unwrap
 from argsfw.modules._optim import adamw_with_schedule, total_optimizer_steps
 from argsfw.rlhf.pairwise import bradley_terry_loss, pairwise_accuracy, reward_gap
 
+REWARD_KIND = "sequence"  # meta.json reward_kind: one scalar per whole sequence
 VAL_PREFIX_CUTS = 3  # validation prefixes at 1/4, 2/4, 3/4 of each response
 
 
@@ -95,11 +96,14 @@ def build(job: JobConfig, run: RunDir) -> StageParts:
     datamodule.eval_collate_fn = RMCollator(tokenizer, VAL_PREFIX_CUTS)
 
     def export(module: RewardModule, out_dir: Path) -> None:
+        # the kind of reward model, also in config.json for directories used without meta.json
+        unwrap(module.model).config.argsfw_reward_kind = REWARD_KIND
         save_model_dir(module.model, tokenizer, out_dir)
 
     meta = {
         **meta,
         "kind": "reward_model",
+        "reward_kind": REWARD_KIND,
         "rm_margin": job.rm.margin,
         "rm_prefix_cuts": job.rm.prefix_cuts,
         "rm_init_from_policy": job.rm.init_from_policy,

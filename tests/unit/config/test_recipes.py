@@ -36,6 +36,11 @@ REQUIRED = {
     "tiny_rm",
     "tiny_ppo",
     "tiny_args",
+    "tiny_arm",
+    "tiny_token_rm",
+    "tiny_token_rm_distill",
+    "llama7b_arm",
+    "opt1.3b_token_rm",
 }
 # Published parameter counts of the causal LMs the recipes name.
 PARAMS = {
@@ -108,6 +113,8 @@ def test_every_gpu_recipe_is_checked_on_meta():
         "opt1.3b_ppo",
         "opt2.7b_sft",
         "llama7b_eval",
+        "llama7b_arm",
+        "opt1.3b_token_rm",
     } <= set(BIG)
 
 

@@ -1,0 +1,105 @@
+"""GenARM's autoregressive reward model (Xu et al., ICLR 2025): a causal LM whose likelihood is the reward.
+
+``r(x, y) = Σ_t log π_r(y_t | x, y_<t)`` over the response tokens (divided by their count with
+``arm.length_normalize``), trained on preference pairs with ``−log σ(β·(r_w − r_l) − margin)``.
+There is no reference model. π_r starts from a causal LM, usually the SFT policy (``policy=``),
+so it shares the policy's tokenizer; at decode time its next-token log-probabilities are the
+token rewards (GenARM samples from ``π_base · π_r^α``), one RM forward of one token per step.
+
+Validation logs ``val/loss``, ``val/reward_acc`` (fraction of pairs with r_w > r_l) and
+``val/reward_gap``. The export is a plain HF causal LM with ``reward_kind: arm``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from argsfw.config.run_dir import RunDir
+from argsfw.config.schema import ArmConfig, JobConfig, OptimConfig
+from argsfw.modules import StageParts
+from argsfw.modules._lm_rewards import (
+    both_sides,
+    check_causal_lm_init,
+    export_reward_lm,
+    pair_datamodule,
+    set_reward_kind,
+)
+from argsfw.modules._models import build_causal_lm
+from argsfw.modules._optim import adamw_with_schedule, total_optimizer_steps
+from argsfw.rlhf.pairwise import pairwise_accuracy, reward_gap
+from argsfw.rlhf.token_rewards import genarm_loss, sequence_logprob_sum
+
+REWARD_KIND = "arm"
+
+
+class ArmModule(L.LightningModule):
+    """A causal LM π_r trained with `genarm_loss` on its response log-likelihoods.
+
+    Batches come from `argsfw.modules._lm_rewards.PairCollator` (chosen / rejected ids, masks
+    and response masks, [N, T]).
+    """
+
+    def __init__(self, model: torch.nn.Module, arm: ArmConfig, optim: OptimConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.arm, self.optim = arm, optim
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Logits [B, T, V]."""
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    def rewards(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(r_chosen, r_rejected)`` [N] each, from one forward over both sides."""
+        ids = both_sides(batch, "input_ids")
+        logits = self(ids, both_sides(batch, "attention_mask"))
+        r = sequence_logprob_sum(
+            logits, ids, both_sides(batch, "response_mask"), self.arm.length_normalize
+        )
+        return r.chunk(2)
+
+    def _loss(self, chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
+        return genarm_loss(chosen, rejected, self.arm.beta, self.arm.margin)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        chosen, rejected = self.rewards(batch)
+        loss = self._loss(chosen, rejected)
+        n = chosen.numel()
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
+        self.log("train/reward_acc", pairwise_accuracy(chosen, rejected), batch_size=n)
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        chosen, rejected = self.rewards(batch)
+        log = dict(on_epoch=True, sync_dist=True, batch_size=chosen.numel())
+        self.log("val/loss", self._loss(chosen, rejected), prog_bar=True, **log)
+        self.log("val/reward_acc", pairwise_accuracy(chosen, rejected), prog_bar=True, **log)
+        self.log("val/reward_gap", reward_gap(chosen, rejected), **log)
+        self.log("val/reward_chosen", chosen.mean(), **log)
+
+    def configure_optimizers(self) -> dict:
+        return adamw_with_schedule(self.model, self.optim, total_optimizer_steps(self.trainer))
+
+
+def build(job: JobConfig, run: RunDir) -> StageParts:
+    """The arm stage's parts. Raises `UsageError`/`ModelPathError` for bad inputs, before loading."""
+    check_causal_lm_init(job)
+    model, tokenizer, meta = build_causal_lm(job)
+    set_reward_kind(model, REWARD_KIND)
+
+    def export(module: ArmModule, out_dir: Path) -> None:
+        export_reward_lm(module.model, tokenizer, out_dir, REWARD_KIND)
+
+    meta = {
+        **meta,
+        "kind": "reward_model",
+        "reward_kind": REWARD_KIND,
+        "arm_beta": job.arm.beta,
+        "arm_length_normalize": job.arm.length_normalize,
+        "arm_margin": job.arm.margin,
+    }
+    return StageParts(
+        ArmModule(model, job.arm, job.optim), pair_datamodule(job, tokenizer), export, meta
+    )

@@ -1,0 +1,110 @@
+"""tiny_arm, tiny_token_rm and tiny_token_rm_distill end to end as subprocesses; bad fit inputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from _fit_helpers import SMALL, fit, metrics
+
+pytestmark = pytest.mark.slow
+SHORT = ["trainer.max_steps=4", "logger.name=none", *SMALL]
+
+
+def _exported(run, kind):
+    from transformers import AutoModelForCausalLM
+
+    meta = json.loads((run / "hf" / "meta.json").read_text())
+    config = json.loads((run / "hf" / "config.json").read_text())
+    assert meta["reward_kind"] == config["argsfw_reward_kind"] == kind
+    assert meta["status"] == "completed" and (run / "hf" / "tokenizer.json").is_file()
+    return AutoModelForCausalLM.from_pretrained(run / "hf").eval(), meta
+
+
+@pytest.mark.parametrize("recipe", ["tiny_arm", "tiny_token_rm"])
+def test_pairwise_token_rms_fit_and_export_a_causal_lm(recipe, tmp_path):
+    run = tmp_path / recipe
+    fit(f"recipe={recipe}", f"run_dir={run}", "policy=null", *SHORT)
+    m = metrics(run)
+    assert m["trainer/global_step"] == 4
+    for key in ("train/loss", "val/loss", "val/reward_acc", "val/reward_gap"):
+        assert key in m, key
+    model, meta = _exported(run, "arm" if recipe == "tiny_arm" else "token")
+    assert model.config.vocab_size == meta["vocab_size"]
+
+
+def _distill(tiny_kit, run, *extra):
+    fit(
+        "recipe=tiny_token_rm_distill",
+        f"run_dir={run}",
+        f"policy={tiny_kit['policy']}",
+        f"token_rm.teacher_rm={tiny_kit['reward_model']}",
+        "token_rm.distill_topk=4",
+        "optim.scheduler=constant",
+        *SHORT,
+        *extra,
+    )
+
+
+def test_distill_fits_and_a_resumed_run_equals_an_unbroken_one(tiny_kit, tmp_path):
+    from safetensors.torch import load_file
+
+    # kill-free: a 2-step run's mid-epoch step-2 checkpoint (saved before the epoch-end one,
+    # which would mark the epoch done) is resumed to step 4 and compared with an unbroken run
+    straight, half, halves = tmp_path / "straight", tmp_path / "half", tmp_path / "halves"
+    _distill(tiny_kit, straight)
+    _distill(tiny_kit, half, "trainer.max_steps=2", "trainer.checkpoint_every_n_steps=2")
+    _distill(tiny_kit, halves, f"ckpt_path={half / 'checkpoints' / 'step000002.ckpt'}")
+    a, b = metrics(straight), metrics(halves)
+    assert a["trainer/global_step"] == b["trainer/global_step"] == 4
+    for key in ("val/loss", "val/top1_agree"):
+        assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
+    _, meta = _exported(straight, "token")
+    assert meta["token_rm_mode"] == "distill" and meta["teacher_rm"] == str(
+        tiny_kit["reward_model"]
+    )
+    wa = load_file(straight / "hf" / "model.safetensors")
+    wb = load_file(halves / "hf" / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        torch.testing.assert_close(wa[name], wb[name], msg=name)
+
+
+def _bad_inputs(kit, other_rm, tmp):
+    seq_rm, policy = kit["reward_model"], kit["policy"]
+    return [
+        (["recipe=tiny_arm", f"policy={seq_rm}"], "is a sequence classifier"),
+        (["recipe=tiny_token_rm", f"policy={seq_rm}"], "is a sequence classifier"),
+        (["recipe=tiny_arm", f"policy={tmp / 'nope'}"], "does not exist"),
+        (["recipe=tiny_arm", "arm.beta=0"], "arm.beta=0.0 must be a finite number > 0"),
+        (["recipe=tiny_arm", "arm.beta=nan"], "arm.beta=nan must be a finite number > 0"),
+        (["recipe=tiny_token_rm", "token_rm.consistency_weight=-1"], "consistency_weight=-1.0"),
+        (["recipe=tiny_token_rm", "token_rm.schedule=both"], "token_rm.schedule='both'"),
+        (["recipe=tiny_token_rm", "token_rm.mode=distill"], "needs token_rm.teacher_rm="),
+        (
+            ["recipe=tiny_token_rm_distill", f"policy={policy}", f"token_rm.teacher_rm={policy}"],
+            "is not a sequence reward model",
+        ),
+        (
+            ["recipe=tiny_token_rm_distill", f"policy={policy}", f"token_rm.teacher_rm={tmp}"],
+            "holds no config.json",
+        ),
+        (
+            ["recipe=tiny_token_rm_distill", f"policy={policy}", f"token_rm.teacher_rm={other_rm}"],
+            "does not share the policy's tokenizer",
+        ),
+        (["recipe=tiny_token_rm_distill", "token_rm.distill_topk=1"], "distill_topk=1 must be"),
+    ]
+
+
+def test_bad_fit_inputs_are_one_line_exit_2(tiny_kit, tiny_texts, tmp_path, capsys):
+    from argsfw.fit import main
+    from argsfw.models import make_tiny_kit
+
+    other = make_tiny_kit(tmp_path / "other", tiny_texts[:50], vocab_size=300)["reward_model"]
+    for i, (argv, message) in enumerate(_bad_inputs(tiny_kit, other, tmp_path)):
+        code = main([*argv, f"run_dir={tmp_path / f'r{i}'}", "logger.name=none"])
+        err = capsys.readouterr().err.strip()
+        assert code == 2, (argv, err)
+        assert len(err.splitlines()) == 1 and message in err, (argv, err)
