@@ -109,7 +109,6 @@ SIZES = {
 KS = (10, 40)
 PROMPT_TOKENS = 300
 IDENTITY_TARGETS = (40, 80, 120, 200)  # prompt lengths of the identity check (a padded batch)
-TARGETS = dict(vs_plain=2.2, batch_gain=8.0, vs_original=3.0)  # issue 14, bf16, k = 10
 
 
 # ---------------------------------------------------------------------------- small helpers
@@ -210,9 +209,9 @@ def step_env(a) -> dict:
 # ---------------------------------------------------------------------------- identity
 def step_identity(a) -> dict:
     """fp32 on the device: each fast path equals the no-cache reference, token for token."""
+    import decode as bench
     import torch
 
-    import decode as bench
     from argsfw.decoding import ArgsDecoder, DecodeConfig, reference_decode
     from argsfw.models import TinySpec, build_tiny_policy, build_tiny_reward_model, train_tokenizer
 
@@ -286,10 +285,9 @@ def agreement(tokens: list[list[int]], ref: list[list[int]]) -> dict:
 
 def profile_args(dec, prompt, k: int, new: int) -> dict:
     """torch.profiler over one ARGS-greedy call: top ops, and how busy the GPU was."""
+    import decode as bench
     import torch
     from torch.profiler import ProfilerActivity, profile
-
-    import decode as bench
 
     cuda = torch.cuda.is_available()
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
@@ -308,103 +306,137 @@ def profile_args(dec, prompt, k: int, new: int) -> dict:
     )
 
 
-def step_speed(a) -> dict:
-    import torch
+class SpeedRun:
+    """The speed step: ~1B policy and RM, each lower precision against fp32 and three decoders.
 
-    import decode as bench
-    from argsfw.decoding import ArgsDecoder
-    from argsfw.models import TinySpec
+    Units run in order of importance (the first dtype, k = 10 first) and the record is saved after
+    each, so a step killed for time still leaves what it measured. A unit is skipped, and listed,
+    when the budget left is less than what the same unit took in the first dtype.
+    """
 
-    clock, dev, sizes = Clock(a.budget), device(), SIZES[a.mode]
-    out = dict(status="running", device=str(dev), sizes={**sizes, "k": KS}, skipped=[])
-    path = a.out / "steps" / "speed.json"
+    def __init__(self, a):
+        import decode as bench
 
-    def save():
-        write_json(path, {**out, "seconds": round(clock.elapsed(), 1)})
-
-    dialogues = dialogues_of(a.data)
-    spec = TinySpec(arch="llama", **sizes["spec"])
-    with dev:  # initialise the weights where they will run (1B on a CPU takes tens of seconds)
-        tok, llm32, rm32 = bench.build_models(
-            dialogues[: sizes["tok_texts"]], spec, sizes["vocab"]
+        self.bench, self.sizes, self.dev = bench, SIZES[a.mode], device()
+        self.clock, self.path = Clock(a.budget), a.out / "steps" / "speed.json"
+        self.out = dict(
+            status="running",
+            device=str(self.dev),
+            sizes={**self.sizes, "k": KS},
+            skipped=[],
+            rows=[],
+            batch=[],
+            agreement=[],
+            floor={},
         )
-    single = bench.prompts_of_length(tok, dialogues, PROMPT_TOKENS, sizes["n_batch"])
-    batch, single = single, single[: sizes["n_single"]]
-    n_params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    out.update(
-        vocab=len(tok),
-        params=dict(policy=n_params(llm32), rm=n_params(rm32)),
-        prompt_tokens=[len(p) for p in batch],
-        attn_implementation=llm32.config._attn_implementation,
-        rows=[],
-        batch=[],
-        agreement=[],
-        floor={},
-    )
-    new, pad = sizes["new"], tok.pad_token_id
-    save()
+        self.took: dict[str, float] = {}
+        self.new = self.sizes["new"]
 
-    # fp32 tokens first, as the reference for the lower precisions; then fp32 leaves the device
-    dec32 = ArgsDecoder(llm32, tok, rm32)
-    ref = {k: [bench.run_fast(dec32, [p], k, new)[0][0].new_ids for p in single] for k in KS}
-    master = (llm32.to("cpu"), rm32.to("cpu"))
-    del dec32
-    took: dict[str, float] = {}  # a unit's seconds in the first dtype: the estimate for the next
+    def save(self) -> None:
+        write_json(self.path, {**self.out, "seconds": round(self.clock.elapsed(), 1)})
 
-    for dtype_name in sizes["dtypes"]:
-        dtype = getattr(torch, dtype_name)
-        llm, rm = (copy.deepcopy(m).to(dev, dtype) for m in master)
+    def setup(self, data: Path) -> None:
+        """Tokenizer, fp32 models on the device, prompts; fp32 tokens as the reference; fp32 to CPU."""
+        from argsfw.decoding import ArgsDecoder
+        from argsfw.models import TinySpec
+
+        b, sizes = self.bench, self.sizes
+        dialogues = dialogues_of(data)
+        spec = TinySpec(arch="llama", **sizes["spec"])
+        with self.dev:  # initialise the weights where they run (1B on a CPU takes tens of seconds)
+            tok, llm, rm = b.build_models(dialogues[: sizes["tok_texts"]], spec, sizes["vocab"])
+        self.tok, self.pad = tok, tok.pad_token_id
+        self.batch = b.prompts_of_length(tok, dialogues, PROMPT_TOKENS, sizes["n_batch"])
+        self.single = self.batch[: sizes["n_single"]]
+        self.out.update(
+            vocab=len(tok),
+            params=dict(policy=n_params(llm), rm=n_params(rm)),
+            prompt_tokens=[len(p) for p in self.batch],
+            attn_implementation=llm.config._attn_implementation,
+        )
+        self.save()
         dec = ArgsDecoder(llm, tok, rm)
-        bench.run_fast(dec, single[:1], 10, 4)  # warm-up: kernels, allocator, cuBLAS handles
-        bench.original_args_greedy(llm, rm, single[0], 10, 1.0, 4)
-        bench.run_plain(llm, single[0], 4, pad)
-        out["floor"][dtype_name] = bench.forward_floor(
-            llm, rm, PROMPT_TOKENS + new // 2, KS, sizes["floor_reps"]
-        )
+        self.ref = {
+            k: [b.run_fast(dec, [p], k, self.new)[0][0].new_ids for p in self.single] for k in KS
+        }
+        self.master = (llm.to("cpu"), rm.to("cpu"))  # only one dtype's copies on the device
+
+    def run_dtype(self, name: str, profile: bool) -> None:
+        """Every unit for one dtype: warm-up, floor, then batch 1 and batch N at each k."""
+        import torch
+
+        from argsfw.decoding import ArgsDecoder
+
+        b = self.bench
+        llm, rm = (copy.deepcopy(m).to(self.dev, getattr(torch, name)) for m in self.master)
+        dec = ArgsDecoder(llm, self.tok, rm)
+        b.run_fast(dec, self.single[:1], 10, 4)  # warm-up: kernels, allocator, cuBLAS handles
+        b.original_args_greedy(llm, rm, self.single[0], 10, 1.0, 4)
+        b.run_plain(llm, self.single[0], 4, self.pad)
+        reps = self.sizes["floor_reps"]
+        self.out["floor"][name] = b.forward_floor(llm, rm, PROMPT_TOKENS + self.new // 2, KS, reps)
         for k in KS:
             for unit in ("compare", "batch"):
-                key = f"{unit}{k}"
-                need = took.get(key, 0.0)
-                if clock.left() < need:
-                    out["skipped"].append(f"{dtype_name} {unit} k={k} (needs ~{need:.0f}s)")
+                need = self.took.get(f"{unit}{k}", 0.0)
+                if self.clock.left() < need:
+                    self.out["skipped"].append(f"{name} {unit} k={k} (needs ~{need:.0f}s)")
                     continue
                 t0 = time.perf_counter()
                 if unit == "compare":
-                    r = bench.compare(dec, llm, rm, single, k, new, pad)
-                    out["agreement"].append(
-                        dict(dtype=dtype_name, k=k, **agreement(r.pop("tokens"), ref[k]))
-                    )
-                    out["rows"].append(dict(dtype=dtype_name, batch=1, new=new, **r))
+                    self.compare(name, dec, k)
                 else:
-                    (_, st), dt, mem = bench.peak_timed(
-                        lambda k=k: bench.run_fast(dec, batch, k, new, batch_size=len(batch))
-                    )
-                    one = next(
-                        (x for x in out["rows"] if x["dtype"] == dtype_name and x["k"] == k), None
-                    )
-                    out["batch"].append(
-                        dict(
-                            dtype=dtype_name,
-                            k=k,
-                            batch=len(batch),
-                            seconds=dt,
-                            prompts_per_s=len(batch) / dt,
-                            batch1_prompts_per_s=1 / one["fast_s"] if one else None,
-                            gain=len(batch) / dt * one["fast_s"] if one else None,
-                            vs_original=len(batch) / dt * one["orig_s"] if one else None,
-                            mem=mem,
-                            rm_cache=st.rm_cache_bytes_peak,
-                        )
-                    )
-                took.setdefault(key, time.perf_counter() - t0)
-                save()
-        if dtype_name == sizes["dtypes"][0] and clock.left() > 10:
-            out["profile"] = dict(dtype=dtype_name, **profile_args(dec, single[0], 10, sizes["profile_tokens"]))
-        del llm, rm, dec
-        if dev.type == "cuda":
+                    self.batched(name, dec, k)
+                self.took.setdefault(f"{unit}{k}", time.perf_counter() - t0)
+                self.save()
+        if profile and self.clock.left() > 10:
+            tokens = self.sizes["profile_tokens"]
+            self.out["profile"] = dict(dtype=name, **profile_args(dec, self.single[0], 10, tokens))
+        if self.dev.type == "cuda":
+            del llm, rm, dec
             torch.cuda.empty_cache()
-    out["status"] = "partial" if out["skipped"] else "ok"
-    return out
+
+    def compare(self, name: str, dec, k: int) -> None:
+        """Batch 1: argsfw vs the original structure vs plain greedy; tokens against fp32."""
+        r = self.bench.compare(dec, dec.llm, dec.rm, self.single, k, self.new, self.pad)
+        self.out["agreement"].append(
+            dict(dtype=name, k=k, **agreement(r.pop("tokens"), self.ref[k]))
+        )
+        self.out["rows"].append(dict(dtype=name, batch=1, new=self.new, **r))
+
+    def batched(self, name: str, dec, k: int) -> None:
+        """All N prompts in one batch; gain over batch 1 from the same dtype and k's batch-1 row."""
+        n = len(self.batch)
+        (_, st), dt, mem = self.bench.peak_timed(
+            lambda: self.bench.run_fast(dec, self.batch, k, self.new, batch_size=n)
+        )
+        one = next((r for r in self.out["rows"] if r["dtype"] == name and r["k"] == k), None)
+        self.out["batch"].append(
+            dict(
+                dtype=name,
+                k=k,
+                batch=n,
+                seconds=dt,
+                prompts_per_s=n / dt,
+                batch1_prompts_per_s=1 / one["fast_s"] if one else None,
+                gain=n / dt * one["fast_s"] if one else None,
+                vs_original=n / dt * one["orig_s"] if one else None,
+                mem=mem,
+                rm_cache=st.rm_cache_bytes_peak,
+            )
+        )
+
+
+def n_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def step_speed(a) -> dict:
+    run = SpeedRun(a)
+    run.setup(a.data)
+    for i, name in enumerate(run.sizes["dtypes"]):
+        run.run_dtype(name, profile=i == 0)
+    run.out["status"] = "partial" if run.out["skipped"] else "ok"
+    return run.out
 
 
 # ---------------------------------------------------------------------------- fits
@@ -439,7 +471,9 @@ def step_fit(a) -> dict:
 
     name = a.step
     if name == "fit_zero2" and importlib.util.find_spec("deepspeed") is None:
-        return dict(status="skipped", reason="deepspeed is not installed here (see logs/install.log)")
+        return dict(
+            status="skipped", reason="deepspeed is not installed here (see logs/install.log)"
+        )
     args = fit_args(a, name)
     env = {**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", str(REPO))}
     out = dict(command="python -m argsfw.fit " + " ".join(args))
@@ -454,7 +488,9 @@ def step_fit(a) -> dict:
             timeout=max(a.budget - 5, 10),
         )
     except subprocess.TimeoutExpired as e:
-        text = (e.stdout or b"").decode(errors="replace") + (e.stderr or b"").decode(errors="replace")
+        text = (e.stdout or b"").decode(errors="replace") + (e.stderr or b"").decode(
+            errors="replace"
+        )
         log.write_text(text)
         return dict(out, status="timeout", error=f"killed after {e.timeout:.0f} s: {text[-1000:]}")
     out["rc"] = proc.returncode
@@ -476,117 +512,6 @@ def step_fit(a) -> dict:
     return dict(out, status="ok" if all(checks.values()) else "failed", checks=checks, metrics=m)
 
 
-# ---------------------------------------------------------------------------- report
-def load_steps(out: Path) -> dict:
-    steps = {}
-    for name in ("install", *STEPS):
-        f, rc = out / "steps" / f"{name}.json", out / "steps" / f"{name}.rc"
-        rec = json.loads(f.read_text()) if f.is_file() else None
-        code = int(rc.read_text().strip() or 1) if rc.is_file() else None
-        if rec is None:
-            ref = out / "steps" / f"{name}.log_name"  # steps run together share one log
-            log = out / "logs" / (ref.read_text().strip() if ref.is_file() else f"{name}.log")
-            tail = log.read_text()[-1500:] if log.is_file() else ""
-            why = "timeout" if code in (124, 137) else "failed" if code is not None else "not run"
-            rec = dict(status=why, rc=code, error=tail)
-        elif rec.get("status") == "running":
-            rec["status"] = "timeout" if code in (124, 137) else "failed"
-        steps[name] = rec
-    return steps
-
-
-def targets(speed: dict) -> list[dict]:
-    """Issue 14's targets on the first dtype (bf16), k = 10, batch 1 vs 16."""
-    dt = (speed.get("sizes") or {}).get("dtypes", ["bfloat16"])[0]
-    row = next((r for r in speed.get("rows", []) if r["dtype"] == dt and r["k"] == 10), None)
-    b = next((r for r in speed.get("batch", []) if r["dtype"] == dt and r["k"] == 10), None)
-    specs = [
-        ("ARGS-greedy / plain greedy (k=10, batch 1)", row and row["vs_plain"], "<=", TARGETS["vs_plain"]),
-        (f"batch {b['batch'] if b else 16} / batch 1 prompts/s (k=10)", b and b["gain"], ">=", TARGETS["batch_gain"]),
-        ("speedup over the original structure (k=10, batch 1)", row and row["speedup"], ">=", TARGETS["vs_original"]),
-    ]
-    out = []
-    for name, value, op, goal in specs:
-        if value is None:
-            out.append(dict(target=f"{name} {op} {goal}", value=None, met=None))
-            continue
-        met = value <= goal if op == "<=" else value >= goal
-        miss = None if met else round(abs(value / goal - 1) * 100, 1)
-        out.append(dict(target=f"{name} {op} {goal}", dtype=dt, value=round(value, 3), met=met, missed_by_pct=miss))
-    return out
-
-
-def mib(b) -> str:
-    return "—" if b is None else f"{b / 2**20:,.0f}"
-
-
-def markdown(res: dict) -> str:
-    env, st = res["steps"]["env"], res["steps"]
-    sp = st["speed"]
-    lines = [
-        f"# argsfw GPU kit — {res['mode']}",
-        "",
-        f"{env.get('device', 'CPU')} · torch {env.get('versions', {}).get('torch')} (CUDA {env.get('torch_cuda')}) · "
-        f"transformers {env.get('versions', {}).get('transformers')} · deepspeed {env.get('versions', {}).get('deepspeed')} · "
-        f"python {env.get('python')} · total {res['seconds']:.0f} s",
-        "",
-        "| step | status | seconds | note |",
-        "|---|---|---:|---|",
-    ]
-    for name, rec in st.items():
-        note = rec.get("reason") or rec.get("checked") or (rec.get("error") or "")[-160:].replace("\n", " ").replace("|", "/")
-        lines.append(f"| {name} | {rec.get('status')} | {rec.get('seconds', '')} | {note} |")
-    if st["identity"].get("cases"):
-        idn = st["identity"]
-        lines += ["", f"**fp32 token identity** ({idn['device']}, attention `{idn['attn_implementation']}`, prompts {idn['prompt_tokens']} tokens, {idn['new_tokens']} new, k = 10):", ""]
-        lines += ["| case | batch | identical to the reference |", "|---|---:|---|"]
-        lines += [f"| {c['case']} | {c['batch_size']} | {'yes' if c['identical'] else 'NO ' + str(c['mismatched_prompts'])} |" for c in idn["cases"]]
-    if sp.get("rows"):
-        p = sp["params"]
-        lines += ["", f"**Decoding speed**: Llama policy {p['policy'] / 1e6:,.1f}M + RM {p['rm'] / 1e6:,.1f}M params (random), vocab {sp['vocab']}, "
-                  f"~{PROMPT_TOKENS}-token HH-RLHF prompts, {sp['sizes']['new']} new tokens, w = 1, attention `{sp['attn_implementation']}`.", ""]
-        lines += ["| dtype | k | argsfw s | original s | plain s | vs original | argsfw / plain | same tokens as original | peak MiB argsfw / original / plain |", "|---|---:|---:|---:|---:|---:|---:|---|---|"]
-        for r in sp["rows"]:
-            lines.append(f"| {r['dtype']} | {r['k']} | {r['fast_s']:.2f} | {r['orig_s']:.2f} | {r['plain_s']:.2f} | {r['speedup']:.2f}x | {r['vs_plain']:.2f}x | {'yes' if r['same_tokens'] else 'no'} | {mib(r['mem_fast'])} / {mib(r['mem_orig'])} / {mib(r['mem_plain'])} |")
-    if sp.get("batch"):
-        lines += ["", "| dtype | k | batch | prompts/s | batch-1 prompts/s | gain | vs original | peak MiB |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
-        for b in sp["batch"]:
-            g = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
-            lines.append(f"| {b['dtype']} | {b['k']} | {b['batch']} | {b['prompts_per_s']:.2f} | {g(b['batch1_prompts_per_s'])} | {g(b['gain'])}x | {g(b['vs_original'])}x | {mib(b['mem'])} |")
-    if sp.get("agreement"):
-        lines += ["", "| dtype | k | rows identical to fp32 | common prefix | same positions |", "|---|---:|---:|---:|---:|"]
-        lines += [f"| {g['dtype']} | {g['k']} | {g['identical']}/{g['prompts']} | {g['common_prefix_frac']:.0%} | {g['same_position_frac']:.0%} |" for g in sp["agreement"]]
-    if sp.get("floor"):
-        lines += ["", "Two-forward floor (median ms of one cached forward at ~%d positions):" % (PROMPT_TOKENS + sp["sizes"]["new"] // 2), ""]
-        for dt, f in sp["floor"].items():
-            lines.append(f"- {dt}: policy step {f['llm_1']:.2f}, RM 1 / 10 / 40 tokens {f['rm_1']:.2f} / {f['rm_10']:.2f} / {f['rm_40']:.2f} → floor of argsfw/plain at k=10 {(f['llm_1'] + f['rm_10']) / f['llm_1']:.2f}x")
-    if res.get("targets"):
-        lines += ["", "**Targets** (issue 14)" + (" — dry run: tiny models on a CPU, not meaningful" if res["mode"] == "dry-run" else "") + ":", "", "| target | value | met |", "|---|---:|---|"]
-        for t in res["targets"]:
-            met = "—" if t["met"] is None else "yes" if t["met"] else f"no ({t['missed_by_pct']}% off)"
-            lines.append(f"| {t['target']} | {t['value']} | {met} |")
-    if sp.get("profile"):
-        pr = sp["profile"]
-        lines += ["", f"Profile of one ARGS-greedy call ({pr['dtype']}, k = {pr['k']}, {pr['new_tokens']} tokens, {pr['wall_s']} s; device busy {pr['device_busy_frac']}):", "", "```", pr["table"], "```"]
-    if sp.get("skipped"):
-        lines += ["", "Skipped for time: " + "; ".join(sp["skipped"])]
-    return "\n".join(lines) + "\n"
-
-
-def report(a) -> dict:
-    steps = load_steps(a.out)
-    t = a.out / "steps" / "started"
-    res = dict(
-        mode="dry-run" if a.mode == "dry" else "gpu",
-        seconds=time.time() - float(t.read_text()) if t.is_file() else 0.0,
-        steps=steps,
-        targets=targets(steps["speed"]) if steps["speed"].get("rows") else [],
-    )
-    write_json(a.out / "results.json", res)
-    (a.out / "results.md").write_text(markdown(res))
-    return res
-
-
 # ---------------------------------------------------------------------------- CLI
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -596,13 +521,20 @@ def main(argv=None) -> int:
     ap.add_argument("out", type=Path)
     ap.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes")
     ap.add_argument("--budget", type=float, default=300.0, help="seconds this step may take")
-    ap.add_argument("--data", type=Path, default=None, help="the hh-rlhf folder (default: prepare.sh's copy, else ../shared/data)")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="the hh-rlhf folder (default: prepare.sh's copy, else ../shared/data)",
+    )
     a = ap.parse_args(argv)
     a.mode = "dry" if a.dry_run else "gpu"
     a.data = a.data or default_data()
     (a.out / "steps").mkdir(parents=True, exist_ok=True)
     (a.out / "logs").mkdir(parents=True, exist_ok=True)
     if a.step == "report":
+        from report import report
+
         res = report(a)
         print((a.out / "results.md").read_text())
         return 0 if all(s.get("status") in OK for s in res["steps"].values()) else 1

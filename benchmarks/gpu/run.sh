@@ -31,12 +31,14 @@ date +%s >"$OUT/steps/started"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 TOKENIZERS_PARALLELISM=false
 export WANDB_MODE=disabled PYTHONUNBUFFERED=1 PIP_NO_INDEX=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 if [[ $DRY == 1 ]]; then
-  TOTAL=${KIT_TOTAL:-120} MODE=--dry-run
+  BASE=120 MODE=--dry-run
   export DS_ACCELERATOR=cpu OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 else
-  TOTAL=${KIT_TOTAL:-480} MODE=
+  BASE=480 MODE=
   export DS_ACCELERATOR=cuda
 fi
+
+TOTAL=${KIT_TOTAL:-$BASE} # the step budgets below are for BASE seconds, scaled to TOTAL
 
 # ------------------------------------------------------------------ install (GPU machine)
 if [[ "${KIT_INSTALL:-$((1 - DRY))}" == 1 ]]; then
@@ -49,7 +51,7 @@ if [[ "${KIT_INSTALL:-$((1 - DRY))}" == 1 ]]; then
   if [[ ${#whls[@]} -eq 0 ]]; then
     status=failed note="no wheels in $WHEELS: run benchmarks/gpu/prepare.sh on a machine with the registries"
     echo "$note" >"$OUT/logs/install.log"
-  elif ! "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "${whls[@]}" \
+  elif ! timeout 150 "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "${whls[@]}" \
     >"$OUT/logs/install.log" 2>&1; then
     status=failed note="pip install from the wheels failed (see logs/install.log)"
   fi
@@ -69,9 +71,9 @@ fi
 
 # ------------------------------------------------------------------ steps, each under its budget
 # step NAMES BUDGET: kit.py NAMES (one step, or several joined by commas in one process) under
-# min(BUDGET, what is left of TOTAL less 5 s for the report)
+# min(BUDGET scaled to TOTAL, what is left of TOTAL less 5 s for the report)
 step() {
-  local names=$1 budget=$2 left rc n
+  local names=$1 budget=$(($2 * TOTAL / BASE)) left rc n
   local log=${names//,/+}
   left=$((TOTAL - (SECONDS - START) - 5))
   ((budget > left)) && budget=$left
