@@ -193,6 +193,8 @@ def profile_section(sp: dict) -> list[str]:
         ]
     if sp.get("skipped"):
         out += ["", "Skipped for time: " + "; ".join(sp["skipped"])]
+    if sp.get("errors"):  # the first line of each; results.json has the tracebacks
+        out += ["", "Errors:", ""] + [f"- {e.splitlines()[0]}" for e in sp["errors"]]
     return out
 
 

@@ -51,6 +51,12 @@ if [[ "${KIT_INSTALL:-$((1 - DRY))}" == 1 ]]; then
   if [[ ${#whls[@]} -eq 0 ]]; then
     status=failed note="no wheels in $WHEELS: run benchmarks/gpu/prepare.sh on a machine with the registries"
     echo "$note" >"$OUT/logs/install.log"
+  elif ! "$PY" -m pip --version >/dev/null 2>&1; then
+    # no pip: a wheel is a zip archive of the files in their installed layout; unpacking one into
+    # the target folder is what `pip install --target` does for these (no scripts, no data dirs)
+    note="no pip here: wheels unpacked with zipfile"
+    "$PY" -c 'import sys, zipfile; [zipfile.ZipFile(w).extractall(sys.argv[1]) for w in sys.argv[2:]]' \
+      "$SITE" "${whls[@]}" >"$OUT/logs/install.log" 2>&1 || status=failed
   elif ! timeout 150 "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "${whls[@]}" \
     >"$OUT/logs/install.log" 2>&1; then
     status=failed note="pip install from the wheels failed (see logs/install.log)"
