@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tarfile
 
 import pytest
 from _fit_helpers import REPO, env
@@ -23,7 +24,8 @@ def test_gpu_kit_dry_run(tmp_path, shared_data):
         KIT_PYTHON=sys.executable,  # the project's venv in place of the wheel install
         KIT_INSTALL="0",
         KIT_DATA=str(shared_data / "hh-rlhf"),
-        KIT_TOTAL="400",  # a cap against a hang, not the expected time (~1 min on 2 idle cores)
+        KIT_TOTAL="400",  # a cap against a hang, not the expected time
+        KIT_WORK=str(tmp_path / "work"),
     )
     proc = subprocess.run(
         ["bash", str(REPO / "benchmarks" / "gpu" / "run.sh"), "--dry-run", str(out)],
@@ -34,6 +36,15 @@ def test_gpu_kit_dry_run(tmp_path, shared_data):
         timeout=450,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # the GPU machine returns at most 8 files from its output folder: the kit leaves three
+    assert sorted(p.name for p in out.iterdir()) == [
+        "kit-logs.tar.gz",
+        "results.json",
+        "results.md",
+    ]
+    with tarfile.open(out / "kit-logs.tar.gz") as tar:
+        names = tar.getnames()
+    assert "steps/identity.json" in names and "logs/fit_sft.fit.log" in names
     res = json.loads((out / "results.json").read_text())
     assert res["mode"] == "dry-run"
     steps = res["steps"]

@@ -15,8 +15,10 @@ def kit():
     sys.path.insert(0, str(REPO / "benchmarks" / "gpu"))
     try:
         yield importlib.import_module("kit"), importlib.import_module("report")
-    finally:
+    finally:  # the kit's top-level module names must not linger for other tests
         sys.path.remove(str(REPO / "benchmarks" / "gpu"))
+        for name in ("kit", "report"):
+            sys.modules.pop(name, None)
 
 
 def test_agreement_counts_prefix_and_positions(kit):
