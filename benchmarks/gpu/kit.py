@@ -1,9 +1,10 @@
 """GPU verification kit: the steps `run.sh` runs, one process each, and the report that joins them.
 
-    python benchmarks/gpu/kit.py STEP OUT [--dry-run] [--budget S] [--data DIR]
-    python benchmarks/gpu/kit.py report OUT [--dry-run]
+    python benchmarks/gpu/kit.py STEP[,STEP...] WORK [--dry-run] [--budget S] [--data DIR]
+    python benchmarks/gpu/kit.py report WORK [--dry-run]
 
-Steps (each writes ``OUT/steps/STEP.json``; a failed or killed step does not stop the next):
+Steps (each writes ``WORK/steps/STEP.json``; a failed or killed step does not stop the next;
+``run.sh`` copies the report out of WORK):
   env        versions, device, and whether transformers has the cache API the engine uses
   identity   fp32 ARGS-greedy (batch 1, greedy-large, batched) token for token against the
              no-cache reference path, on tiny models, on the device
