@@ -39,15 +39,15 @@ FILES = ("helpful-base/test-part-a.jsonl.gz", "harmless-base/test.jsonl.gz")
 
 
 # ---------------------------------------------------------------------------- data and models
-def load_dialogues() -> list[str]:
-    """HH-RLHF `chosen` dialogues from the shared data folder (exits if it is absent)."""
-    if not all((DATA / f).is_file() for f in FILES):
+def load_dialogues(root: Path = DATA) -> list[str]:
+    """HH-RLHF `chosen` dialogues from ``root`` (default: the shared data folder; exits if absent)."""
+    if not all((root / f).is_file() for f in FILES):
         sys.exit(
-            f"benchmark skipped: HH-RLHF test files not found under {DATA} (the project's ../shared/data)"
+            f"benchmark skipped: HH-RLHF test files not found under {root} (the project's ../shared/data)"
         )
     out = []
     for f in FILES:
-        with gzip.open(DATA / f, "rt") as fh:
+        with gzip.open(root / f, "rt") as fh:
             out.extend(json.loads(line)["chosen"] for line in fh)
     return out
 
@@ -98,9 +98,12 @@ BENCH_SPEC = TinySpec(
 )
 
 
-def build_models(texts: list[str]):
-    tok = train_tokenizer(texts, vocab_size=8000)
-    spec = BENCH_SPEC
+def build_models(texts: list[str], spec: TinySpec = BENCH_SPEC, vocab_size: int = 8000):
+    """A BPE tokenizer trained on ``texts``, a random policy (seed 0) and a random RM (seed 1) of ``spec``.
+
+    Built on torch's current default device (``with torch.device("cuda"):`` initialises on the GPU).
+    """
+    tok = train_tokenizer(texts, vocab_size=vocab_size)
     return tok, build_tiny_policy(tok, spec, seed=0), build_tiny_reward_model(tok, spec, seed=1)
 
 
@@ -116,7 +119,8 @@ def original_args_greedy(
     row (an index_select copy of k*L positions per layer), and the k candidates are fed as k rows
     of one token against it. The policy decodes with its own batch-1 cache.
     """
-    x = torch.tensor([prompt])
+    device = llm.device
+    x = torch.tensor([prompt], device=device)
     llm_cache, rm_cache = DynamicCache(config=llm.config), DynamicCache(config=rm.config)
     logits = (
         llm(input_ids=x, cache=llm_cache, use_cache=True, logits_to_keep=1).logits[0, -1].float()
@@ -135,11 +139,11 @@ def original_args_greedy(
         best = int((top + w * r.float()).argmax())
         tok = int(cands[best])
         new.append(tok)
-        rm_cache.reorder_cache(torch.full((k,), best))  # k copies of the chosen row
+        rm_cache.reorder_cache(torch.full((k,), best, device=device))  # k copies of the chosen row
         if step < max_new - 1:
             logits = (
                 llm(
-                    input_ids=torch.tensor([[tok]]),
+                    input_ids=torch.tensor([[tok]], device=device),
                     cache=llm_cache,
                     use_cache=True,
                     logits_to_keep=1,
@@ -158,16 +162,18 @@ def forward_floor(llm, rm, length: int, ks=(10, 40), reps: int = 40) -> dict:
     ARGS needs one of each per token, so ``(llm + rm_k) / llm`` is the floor of "ARGS-greedy
     time / plain greedy time" for batch 1, before any engine overhead.
     """
-    x = torch.randint(5, llm.config.vocab_size, (1, length))
+    device = llm.device
+    x = torch.randint(5, llm.config.vocab_size, (1, length), device=device)
 
     def median(model, n: int, lm: bool) -> float:
         cache = DynamicCache()
         (model if lm else model.model)(input_ids=x, cache=cache, use_cache=True)
-        ids = torch.randint(5, llm.config.vocab_size, (1, n))
-        mask = torch.zeros(1, 1, n, length + n)
-        pos = torch.full((1, n), length)
+        ids = torch.randint(5, llm.config.vocab_size, (1, n), device=device)
+        mask = torch.zeros(1, 1, n, length + n, device=device, dtype=model.dtype)
+        pos = torch.full((1, n), length, device=device)
         times = []
         for _ in range(reps):
+            sync()
             t0 = time.perf_counter()
             if lm:
                 model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
@@ -179,6 +185,7 @@ def forward_floor(llm, rm, length: int, ks=(10, 40), reps: int = 40) -> dict:
                     cache=cache,
                     use_cache=True,
                 )
+            sync()
             times.append(time.perf_counter() - t0)
             cache.crop(-n)
         return sorted(times)[reps // 2] * 1e3
@@ -190,10 +197,28 @@ def forward_floor(llm, rm, length: int, ks=(10, 40), reps: int = 40) -> dict:
 
 
 # ---------------------------------------------------------------------------- timing helpers
+def sync() -> None:
+    """Wait for queued CUDA work, so a wall-clock reading covers it (no-op on CPU)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def timed(fn):
+    sync()
     t0 = time.perf_counter()
     out = fn()
+    sync()
     return out, time.perf_counter() - t0
+
+
+def peak_timed(fn):
+    """`timed` plus the CUDA peak allocated bytes during ``fn`` (None on CPU)."""
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    if cuda:
+        sync()
+        torch.cuda.reset_peak_memory_stats()
+    out, dt = timed(fn)
+    return out, dt, (torch.cuda.max_memory_allocated() if cuda else None)
 
 
 def run_fast(dec, prompts, k, max_new, batch_size=1):
@@ -209,7 +234,7 @@ def run_fast(dec, prompts, k, max_new, batch_size=1):
 
 
 def run_plain(llm, prompt, max_new, pad_id):
-    ids = torch.tensor([prompt])
+    ids = torch.tensor([prompt], device=llm.device)
     return llm.generate(
         ids,
         attention_mask=torch.ones_like(ids),
@@ -221,19 +246,34 @@ def run_plain(llm, prompt, max_new, pad_id):
 
 
 def compare(dec, llm, rm, prompts, k, max_new, pad_id) -> dict:
-    """Per prompt, interleaved so load changes hit all three alike: fast, original structure, plain greedy."""
+    """Per prompt, interleaved so load changes hit all three alike: fast, original structure, plain greedy.
+
+    Besides the times, returns argsfw's new tokens per prompt (``tokens``) and, on CUDA, each
+    decoder's peak allocated bytes (``mem_fast``/``mem_orig``/``mem_plain``, None on CPU).
+    """
     t_fast = t_orig = t_plain = 0.0
-    same, cache_fast, cache_orig = True, 0, 0
+    same, cache_fast, cache_orig, tokens = True, 0, 0, []
+    mem = {"fast": None, "orig": None, "plain": None}
+
+    def top(name, m):
+        mem[name] = m if mem[name] is None else max(mem[name], m)
+
     for p in prompts:
-        (gens, st), dt = timed(lambda p=p: run_fast(dec, [p], k, max_new))
+        (gens, st), dt, m = peak_timed(lambda p=p: run_fast(dec, [p], k, max_new))
         t_fast += dt
+        top("fast", m)
+        tokens.append(gens[0].new_ids)
         cache_fast = max(cache_fast, st.rm_cache_bytes_peak)
-        (orig, peak), dt = timed(lambda p=p: original_args_greedy(llm, rm, p, k, 1.0, max_new))
+        (orig, peak), dt, m = peak_timed(
+            lambda p=p: original_args_greedy(llm, rm, p, k, 1.0, max_new)
+        )
         t_orig += dt
+        top("orig", m)
         cache_orig = max(cache_orig, peak)
         same &= orig == gens[0].new_ids
-        _, dt = timed(lambda p=p: run_plain(llm, p, max_new, pad_id))
+        _, dt, m = peak_timed(lambda p=p: run_plain(llm, p, max_new, pad_id))
         t_plain += dt
+        top("plain", m)
     n = len(prompts)
     return dict(
         k=k,
@@ -246,6 +286,8 @@ def compare(dec, llm, rm, prompts, k, max_new, pad_id) -> dict:
         same_tokens=same,
         cache_fast=cache_fast,
         cache_orig=cache_orig,
+        tokens=tokens,
+        **{f"mem_{name}": v for name, v in mem.items()},
     )
 
 
