@@ -26,8 +26,10 @@ from argsfw.decoding.scoring import (
     sequence_rewards,
 )
 from argsfw.decoding.search import ArgsChooser, decode_batch, log
+from argsfw.decoding.token_level import check_token_rm_vocab, token_level_parts, token_rm_kind
 from argsfw.decoding.types import (
     ARGS_METHODS,
+    TOKEN_LEVEL_METHODS,
     DecodeInputError,
     Generation,
     PromptTooLongError,
@@ -71,6 +73,27 @@ def auto_chunk_size(rm, rows: int, length: int, k: int) -> int:
     return int(max(1, min(k, free // max(per_cand, 1))))
 
 
+_UNMARKED_LOGGED: set[str] = set()  # methods already warned about an unmarked causal-LM RM
+
+
+def check_rm_kind(method: str, kind: str | None) -> None:
+    """Refuse a reward model of the wrong kind for ``method`` (one line); log an unmarked causal LM."""
+    from argsfw.models.reward_kind import kind_error
+
+    reason = kind_error(method, kind)
+    if reason:
+        raise DecodeInputError(reason)
+    if kind is None and method not in _UNMARKED_LOGGED:
+        _UNMARKED_LOGGED.add(method)
+        log.warning(
+            "the reward model is a causal LM without an argsfw reward_kind marker; %s reads it as %s",
+            method,
+            "an autoregressive RM (log-softmax of its head)"
+            if method.startswith("genarm")
+            else "a token-level RM (raw head values)",
+        )
+
+
 class ArgsDecoder:
     """Reward-guided search and its baselines over batches of prompts.
 
@@ -79,13 +102,15 @@ class ArgsDecoder:
         llm_tokenizer: its tokenizer; prompts are tokenized with its defaults (BOS added when
             it adds one; no chat template), as the original ARGS code does.
         rm: a scalar reward model (`AutoModelForSequenceClassification`, ``num_labels=1``), or
-            None for the baselines that need none. It may sit on another device or dtype and
-            need not have a pad token.
+            a token-level RM (a causal LM with the policy's vocabulary, for ``genarm`` and
+            ``token-rm``; see `argsfw.decoding.token_level`), or None for the baselines that
+            need none. It may sit on another device or dtype and need not have a pad token.
         rm_tokenizer: the RM's tokenizer if it differs from the policy's (then candidates are
             scored by detokenizing and re-tokenizing, see `argsfw.decoding.cross_tokenizer`).
 
     Raises:
-        DecodeInputError: if ``rm`` is not a decoder sequence classifier with one label.
+        DecodeInputError: if ``rm`` is not a decoder sequence classifier with one label nor a
+            causal LM with the policy's vocabulary.
     """
 
     def __init__(self, llm, llm_tokenizer, rm=None, rm_tokenizer=None):
@@ -94,9 +119,14 @@ class ArgsDecoder:
         self.llm, self.tokenizer, self.rm = llm.eval(), llm_tokenizer, rm
         self.rm_tokenizer = rm_tokenizer if rm_tokenizer is not None else llm_tokenizer
         self.shared_tokenizer = True
+        # "sequence", or a causal LM's marked kind ("arm" | "token") or None (unmarked)
+        self.rm_kind = token_rm_kind(rm) if rm is not None else None
         if rm is not None:
             rm.eval()
-            reward_parts(rm)  # fail now, not mid-search, on an unusable RM
+            if self.rm_kind == "sequence":
+                reward_parts(rm)  # fail now, not mid-search, on an unusable RM
+            else:
+                check_token_rm_vocab(llm, rm, llm_tokenizer, rm_tokenizer)
             if self.rm_tokenizer is not llm_tokenizer:
                 self.shared_tokenizer = check_tokenizer_compat(
                     llm_tokenizer, self.rm_tokenizer
@@ -199,16 +229,20 @@ class ArgsDecoder:
             )
         if not isinstance(s.batch_size, int) or s.batch_size < 1:
             raise DecodeInputError(f"batch_size must be a positive integer, got {s.batch_size!r}")
-        if (method in ARGS_METHODS or method == "top-k") and (
+        if (method in ARGS_METHODS or method in ("top-k", "token-rm", "token-rm-stochastic")) and (
             not isinstance(s.topk, int) or not 1 <= s.topk <= self.vocab
         ):
             raise DecodeInputError(
                 f"topk must be an integer in [1, {self.vocab}] (the vocabulary size), got {s.topk!r}"
             )
-        if not math.isfinite(float(s.weight)):
-            raise DecodeInputError(f"weight must be a finite number, got {s.weight!r}")
+        for name in ("weight", "alpha"):
+            if not math.isfinite(float(getattr(s, name))):
+                raise DecodeInputError(f"{name} must be a finite number, got {getattr(s, name)!r}")
+        if s.alpha <= -1 and method in ("genarm", "genarm-greedy"):
+            raise DecodeInputError(f"alpha must be > -1 (it divides by 1 + alpha), got {s.alpha!r}")
         if (
-            method in ("args-stochastic", "top-k", "nucleus", "best-of-n")
+            method
+            in ("args-stochastic", "top-k", "nucleus", "best-of-n", "genarm", "token-rm-stochastic")
             and not float(s.temperature) > 0
         ):
             raise DecodeInputError(f"temperature must be > 0 for {method}, got {s.temperature!r}")
@@ -223,11 +257,15 @@ class ArgsDecoder:
             or (isinstance(cs, int) and not isinstance(cs, bool) and cs >= 1)
         ):
             raise DecodeInputError(f"chunk_size must be a positive integer or 'auto', got {cs!r}")
-        needs_rm = method == "best-of-n" or (method in ARGS_METHODS and s.weight != 0)
+        needs_rm = method == "best-of-n" or (
+            (method in ARGS_METHODS or method.startswith("token-rm")) and s.weight != 0
+        )
+        needs_rm |= method.startswith("genarm") and s.alpha != 0
         if needs_rm and self.rm is None:
-            raise DecodeInputError(
-                f"{method} with weight={s.weight} needs a reward model; none was given"
-            )
+            knob = f"alpha={s.alpha}" if method.startswith("genarm") else f"weight={s.weight}"
+            raise DecodeInputError(f"{method} with {knob} needs a reward model; none was given")
+        if needs_rm:
+            check_rm_kind(method, self.rm_kind)
         return s
 
     def _fit_prompt(self, i: int, ids: list[int], s: DecodeConfig) -> list[int]:
@@ -281,7 +319,9 @@ class ArgsDecoder:
             return self._best_of_n(s, policy, prompts, rows, keys, eos, meter)
         gens = [make_generator(s.seed, keys[r]) for r in rows]
         scorer = None
-        if method in ARGS_METHODS:
+        if method in TOKEN_LEVEL_METHODS:
+            scorer, chooser = token_level_parts(method, s, self.rm, stats, self.device)
+        elif method in ARGS_METHODS:
             if s.weight != 0:
                 scorer = self._scorer(stats)
             chunk = None

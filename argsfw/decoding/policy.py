@@ -41,11 +41,16 @@ class PolicyState:
 
     Shapes: ``mask`` [B, C] marks the real tokens among the C cached positions of each row;
     ``next_pos`` [B] is each row's next position id. Logits are returned as float32 [B, V].
+    ``role`` names the counters the forwards go to: ``"llm"`` (policy) or ``"rm"`` (a
+    token-level reward model stepped in lock-step with the policy).
     """
 
-    def __init__(self, model, ids: torch.Tensor, mask: torch.Tensor, stats: DecodeStats):
+    def __init__(
+        self, model, ids: torch.Tensor, mask: torch.Tensor, stats: DecodeStats, role: str = "llm"
+    ):
         self.model = model
         self.stats = stats
+        self.role = role
         self.ids, self.mask = ids, mask  # [B, T] prompt, left padded
         self.cache = DynamicCache(config=model.config)
         self.next_pos = mask.sum(-1)  # [B]
@@ -74,8 +79,12 @@ class PolicyState:
             use_cache=True,
             logits_to_keep=1,  # why: only the last position's logits are needed
         )
-        self.stats.llm_forwards += 1
-        self.stats.llm_tokens_in += ids.numel()
+        if self.role == "rm":
+            self.stats.rm_forwards += 1
+            self.stats.rm_tokens_in += ids.numel()
+        else:
+            self.stats.llm_forwards += 1
+            self.stats.llm_tokens_in += ids.numel()
         return out.logits[:, -1].float()
 
     def keep(self, rows: torch.Tensor) -> None:

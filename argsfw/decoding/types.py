@@ -12,7 +12,11 @@ from dataclasses import dataclass
 # Engine method names (the ``decode.method`` config key) and the original API's spellings.
 ARGS_METHODS = ("args-greedy", "args-stochastic", "args-greedy-large")
 BASELINE_METHODS = ("greedy", "top-k", "nucleus", "best-of-n")
-METHODS = ARGS_METHODS + BASELINE_METHODS
+# Guided by a token-level reward model (a causal LM), one RM token per generated token: GenARM
+# (sampling from pi_base * pi_r^alpha, or its argmax) and the ARGS rules with r read from a
+# token-level head (FaRMA-style). See `argsfw.decoding.token_level`.
+TOKEN_LEVEL_METHODS = ("genarm", "genarm-greedy", "token-rm", "token-rm-stochastic")
+METHODS = ARGS_METHODS + BASELINE_METHODS + TOKEN_LEVEL_METHODS
 ORIGINAL_METHODS = {
     "greedy": "args-greedy",
     "topk": "args-stochastic",
