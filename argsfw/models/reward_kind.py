@@ -110,13 +110,20 @@ def kind_error(method: str, kind: str | None) -> str | None:
 
 
 def load_token_reward_model(spec, dtype="float32", device: str | None = None):
-    """Load a token-level reward model (a causal LM: GenARM's ARM or a token-level head) in eval mode."""
+    """Load a token-level reward model (a causal LM: GenARM's ARM or a token-level head) in eval mode.
+
+    A kind marked only in ``meta.json`` is copied onto ``model.config`` (``argsfw_reward_kind``),
+    so the decoding engine, which sees the model alone, knows it too.
+    """
     from transformers import AutoModelForCausalLM
 
     from argsfw.models.loading import parse_dtype, resolve_model_path
 
     path = resolve_model_path(spec, "reward model")
     model = AutoModelForCausalLM.from_pretrained(path, dtype=parse_dtype(dtype))
+    kind = reward_kind(path) if Path(path).is_dir() else None
+    if kind in ("arm", "token"):
+        model.config.argsfw_reward_kind = kind
     if device is not None:
         model = model.to(device)
     return model.eval()
