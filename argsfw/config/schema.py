@@ -8,6 +8,7 @@ code receives typed dataclasses, never an untyped DictConfig.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -262,3 +263,9 @@ class JobConfig:
     def __post_init__(self) -> None:
         if self.stage:
             _choice("stage", self.stage, STAGES)
+        for key in ("weight", "alpha"):
+            value = getattr(self.decode, key)
+            if not math.isfinite(float(value)):
+                raise ConfigError(
+                    f"decode.{key}={value} is not a finite number; give a real number"
+                )

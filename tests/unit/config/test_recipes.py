@@ -34,6 +34,9 @@ REQUIRED = {
     "tiny_rm",
     "tiny_ppo",
     "tiny_args",
+    "tiny_genarm",
+    "tiny_token_rm_args",
+    "llama7b_genarm",
 }
 # Published parameter counts of the causal LMs the recipes name.
 PARAMS = {
@@ -101,6 +104,7 @@ def test_every_gpu_recipe_is_checked_on_meta():
         "opt1.3b_ppo",
         "opt2.7b_sft",
         "llama7b_eval",
+        "llama7b_genarm",
     } <= set(BIG)
 
 
