@@ -11,6 +11,8 @@ the same number of tokens):
   (b) argsfw's ARGS-greedy vs plain greedy `model.generate` of the policy alone;
   (c) 16 prompts decoded as one batch vs one at a time;
   (d) the RM's KV-cache bytes at k=10 vs k=40;
+  (f) the token-level-RM methods (token-rm, genarm-greedy, genarm) beside ARGS-greedy and plain
+      greedy, per prompt interleaved (``--only token-level`` runs this part alone);
 and the "two forwards per token" floor: one cached policy step vs one cached RM forward of k tokens.
 Models: Llama, hidden 256, 4 layers, vocab 8k, random weights (speed does not depend on what the
 weights say), policy and RM of the same size, tokenizer trained on the HH-RLHF text.
@@ -32,7 +34,13 @@ from transformers import DynamicCache
 
 from argsfw.decoding import ArgsDecoder, DecodeConfig
 from argsfw.decoding.accounting import cache_bytes
-from argsfw.models import TinySpec, build_tiny_policy, build_tiny_reward_model, train_tokenizer
+from argsfw.models import (
+    TinySpec,
+    build_tiny_policy,
+    build_tiny_reward_model,
+    build_tiny_token_reward_model,
+    train_tokenizer,
+)
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf"
 FILES = ("helpful-base/test-part-a.jsonl.gz", "harmless-base/test.jsonl.gz")
@@ -184,6 +192,7 @@ def forward_floor(llm, rm, length: int, ks=(10, 40), reps: int = 40) -> dict:
         return sorted(times)[reps // 2] * 1e3
 
     out = {"llm_1": median(llm, 1, True), "rm_1": median(rm, 1, False)}
+    out["rm_1_head"] = out["llm_1"]  # a token-level RM of the policy's shape costs a policy step
     for k in ks:
         out[f"rm_{k}"] = median(rm, k, False)
     return out
@@ -196,16 +205,73 @@ def timed(fn):
     return out, time.perf_counter() - t0
 
 
-def run_fast(dec, prompts, k, max_new, batch_size=1):
+def run_fast(dec, prompts, k, max_new, batch_size=1, method="args-greedy", **kw):
     s = DecodeConfig(
-        method="args-greedy",
+        method=method,
         weight=1.0,
         topk=k,
         max_new_tokens=max_new,
         stop_at_eos=False,
         batch_size=batch_size,
+        **kw,
     )
     return dec.generate_ids(prompts, s)
+
+
+# (f) name -> (decoder key, method, settings); decoders: "seq" (sequence RM), "token", "arm"
+TOKEN_LEVEL_ROWS = {
+    "engine greedy": ("seq", "greedy", {}),
+    "ARGS-greedy k=10": ("seq", "args-greedy", {}),
+    "token-rm k=10": ("token", "token-rm", {}),
+    "genarm-greedy": ("arm", "genarm-greedy", {}),
+    "genarm (sampling)": ("arm", "genarm", dict(alpha=1.0, temperature=0.5)),
+}
+
+
+def compare_token_level(decs, llm, prompts, max_new, pad_id) -> dict:
+    """Seconds per prompt of plain greedy and each `TOKEN_LEVEL_ROWS` method, prompt by prompt interleaved.
+
+    Two rounds in opposite orders, so a load change during a round hits every method alike.
+    Also returns each method's RM tokens read per generated token.
+    """
+    names = ["plain greedy", *TOKEN_LEVEL_ROWS]
+    t = dict.fromkeys(names, 0.0)
+    rm_tokens = {}
+    for rnd in range(2):
+        for p in prompts:
+            for name in names if rnd == 0 else names[::-1]:
+                if name == "plain greedy":
+                    t[name] += timed(lambda p=p: run_plain(llm, p, max_new, pad_id))[1]
+                    continue
+                key, method, kw = TOKEN_LEVEL_ROWS[name]
+                (gens, st), dt = timed(
+                    lambda p=p, key=key, method=method, kw=kw: run_fast(
+                        decs[key], [p], 10, max_new, method=method, **kw
+                    )
+                )
+                t[name] += dt
+                prefill = len(p)
+                rm_tokens[name] = (st.rm_tokens_in - prefill * (st.rm_forwards > 0)) / st.new_tokens
+    n = 2 * len(prompts)
+    return {name: (t[name] / n, rm_tokens.get(name, 0.0)) for name in names}
+
+
+def print_token_level(res: dict, L: int, max_new: int, floor: dict | None) -> None:
+    plain = res["plain greedy"][0]
+    args = res["ARGS-greedy k=10"][0]
+    print(
+        f"\n| method (L~{L}, {max_new} new tokens, batch 1) | s/prompt | / plain greedy | "
+        "ARGS-greedy k=10 / this | RM tokens read per new token (after the prompt) |"
+    )
+    print("|---|---|---|---|---|")
+    for name, (sec, rm_tok) in res.items():
+        print(f"| {name} | {sec:.2f} | {sec / plain:.2f}x | {args / sec:.2f}x | {rm_tok:.2f} |")
+    if floor:
+        print(
+            f"floor of a one-RM-token method: (policy step {floor['llm_1']:.1f} ms + RM step with its "
+            f"LM head {floor['rm_1_head']:.1f} ms) / policy step = "
+            f"{(floor['llm_1'] + floor['rm_1_head']) / floor['llm_1']:.2f}x"
+        )
 
 
 def run_plain(llm, prompt, max_new, pad_id):
@@ -260,6 +326,12 @@ def main(argv=None) -> None:
         default=1,
         help="torch CPU threads (1 is steadiest on a shared machine)",
     )
+    ap.add_argument(
+        "--only",
+        choices=("all", "token-level"),
+        default="all",
+        help="token-level: only (f), the token-level-RM methods vs ARGS-greedy and plain greedy",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     max_new = 32 if args.quick else 128
@@ -283,6 +355,22 @@ def main(argv=None) -> None:
     run_plain(llm, short[0], 4, tok.pad_token_id)
 
     floor = forward_floor(llm, rm, 300 + max_new // 2)
+    # (f) token-level RMs of the policy's shape (random weights, marked as the fit stages do)
+    decs = {
+        "seq": dec,
+        "token": ArgsDecoder(llm, tok, build_tiny_token_reward_model(tok, BENCH_SPEC, 3, "token")),
+        "arm": ArgsDecoder(llm, tok, build_tiny_token_reward_model(tok, BENCH_SPEC, 4, "arm")),
+    }
+    for key, method, kw in TOKEN_LEVEL_ROWS.values():
+        run_fast(decs[key], short[:1], 10, 4, method=method, **kw)  # warm-up
+    token_level = compare_token_level(decs, llm, short[:n_short], max_new, tok.pad_token_id)
+    L = round(sum(map(len, short[:n_short])) / n_short)
+    print_token_level(token_level, L, max_new, floor)
+    if args.only == "token-level":
+        print(
+            f"\ntotal wall time {time.perf_counter() - t_start:.0f}s, load at end {os.getloadavg()[0]:.1f}"
+        )
+        return
     print(
         f"forward floor at L~{300 + max_new // 2} (median ms): policy step {floor['llm_1']:.1f}, RM with 1 token "
         f"{floor['rm_1']:.1f}, 10 tokens {floor['rm_10']:.1f}, 40 tokens {floor['rm_40']:.1f} -> floor of "

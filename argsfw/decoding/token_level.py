@@ -22,11 +22,17 @@ step, in lock-step with the policy, gives the reward of all candidates at once:
 The RM is stepped with `PolicyState` (left padding, per-row positions, its own KV cache, rows
 dropped as they finish); its forwards count as ``rm_forwards`` / ``rm_tokens_in``: the padded
 prompt once, then one token per generated token (none after a row's last token).
+
+token-rm needs the head at k candidates only, so when the RM splits into backbone + linear head
+(checked once per model against its own forward, `split_head`), it runs the backbone and
+computes ``hidden @ W[candidates]``: k dot products instead of a vocabulary-wide matmul, which
+for a small RM with a large vocabulary is a good part of its step.
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 
 import torch
 
@@ -77,26 +83,60 @@ def check_token_rm_vocab(llm, rm, llm_tokenizer, rm_tokenizer) -> None:
             )
 
 
+_SPLITS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+@torch.inference_mode()
+def split_head(rm) -> tuple[torch.nn.Module, torch.nn.Linear] | None:
+    """``(backbone, lm_head)`` when ``lm_head(backbone(x).last_hidden_state)`` is ``rm(x).logits``, else None.
+
+    Checked once per model on a 3-token input (not counted in any call's stats), so models
+    whose forward does more after the head (logit scaling, soft-capping) keep the full path.
+    """
+    if rm in _SPLITS:
+        return _SPLITS[rm]
+    backbone = getattr(rm, getattr(rm, "base_model_prefix", ""), None)
+    head = rm.get_output_embeddings()
+    split = None
+    if isinstance(backbone, torch.nn.Module) and type(head) is torch.nn.Linear:
+        device = head.weight.device
+        x = torch.tensor([[1, 2, 3]], device=device) % head.weight.shape[0]
+        full = rm(input_ids=x).logits[0, -1].float()
+        part = head(backbone(input_ids=x).last_hidden_state[0, -1]).float()
+        if torch.allclose(full, part, rtol=1e-3, atol=1e-3 * (1 + float(full.abs().max()))):
+            split = (backbone, head)
+    _SPLITS[rm] = split
+    return split
+
+
 class TokenRewardState:
     """A token-level RM decoding in lock-step with the policy; follows the scorer protocol of `decode_batch`.
 
     ``head`` [B, V] (float32, policy device) is the RM's next-token head for every live row,
-    ready when the chooser runs. ``total`` [B] accumulates ``log_softmax(head)`` of the chosen
-    tokens (GenARM's reward of the sequence so far).
+    ready when the chooser runs (full mode). With ``candidates_only`` (token-rm, when
+    `split_head` allows) only the last hidden state [B, H] is kept and `score` applies the head
+    to the candidates. ``total`` [B] accumulates ``log_softmax(head)`` of the chosen tokens
+    (GenARM's reward of the sequence so far).
     """
 
-    def __init__(self, rm, stats: DecodeStats, out_device: torch.device):
+    def __init__(
+        self, rm, stats: DecodeStats, out_device: torch.device, candidates_only: bool = False
+    ):
         self.rm, self.stats, self.out_device = rm, stats, out_device
         self.rm_device = next(rm.parameters()).device
+        self.split = split_head(rm) if candidates_only else None
         self.state: PolicyState | None = None
         self.head: torch.Tensor | None = None
+        self.hidden: torch.Tensor | None = None
         self.total: torch.Tensor | None = None
 
     def start(self, ids: torch.Tensor, mask: torch.Tensor, prompts) -> None:
         """Read the (left-padded) prompts ``ids``/``mask`` [B, T] once."""
-        self.state = PolicyState(
-            self.rm, ids.to(self.rm_device), mask.to(self.rm_device), self.stats, role="rm"
-        )
+        ids, mask = ids.to(self.rm_device), mask.to(self.rm_device)
+        if self.split is not None:
+            self.state = PolicyState(self.split[0], ids, mask, self.stats, role="rm", head=False)
+        else:
+            self.state = PolicyState(self.rm, ids, mask, self.stats, role="rm")
         self._set(self.state.prefill())
         self.total = torch.zeros(ids.shape[0], device=self.out_device)
 
@@ -107,15 +147,29 @@ class TokenRewardState:
     def keep(self, rows: torch.Tensor) -> None:
         """Keep only ``rows`` [B'] of the batch."""
         self.state.keep(rows)
-        self.head = self.head[rows.to(self.head.device)]
+        if self.split is not None:
+            self.hidden = self.hidden[rows.to(self.hidden.device)]
+        else:
+            self.head = self.head[rows.to(self.head.device)]
         self.total = self.total[rows.to(self.total.device)]
 
     def score(self, cands: torch.Tensor, chunk_size=None) -> torch.Tensor:
-        """Rewards [B, k] of candidate tokens ``cands`` [B, k]: the raw head values (token-rm)."""
-        return self.head.gather(1, cands.to(self.head.device))
+        """Rewards [B, k] (float32) of candidate tokens ``cands`` [B, k]: the raw head values (token-rm)."""
+        if self.split is None:
+            return self.head.gather(1, cands.to(self.head.device))
+        lm_head = self.split[1]
+        c = cands.to(self.rm_device)
+        w = lm_head.weight[c]  # [B, k, H]
+        r = torch.einsum("bh,bkh->bk", self.hidden, w)  # [B, k]
+        if lm_head.bias is not None:
+            r = r + lm_head.bias[c]
+        return r.float().to(self.out_device)
 
-    def _set(self, head: torch.Tensor) -> None:
-        self.head = head.to(self.out_device)
+    def _set(self, out: torch.Tensor) -> None:
+        if self.split is not None:
+            self.hidden = out  # [B, H], RM device and dtype
+        else:
+            self.head = out.to(self.out_device)
         self.stats.rm_cache_bytes_peak = max(
             self.stats.rm_cache_bytes_peak, cache_bytes(self.state.cache)
         )
@@ -162,6 +216,6 @@ def token_level_parts(method: str, s, rm, stats: DecodeStats, device, describe=N
     if method.startswith("genarm"):
         scorer = TokenRewardState(rm, stats, device) if s.alpha != 0 else None
         return scorer, GenARMChooser(s.alpha, method == "genarm-greedy", s.temperature)
-    scorer = TokenRewardState(rm, stats, device) if s.weight != 0 else None
+    scorer = TokenRewardState(rm, stats, device, candidates_only=True) if s.weight != 0 else None
     chooser = ArgsChooser(s.weight, s.topk, method == "token-rm", s.temperature, None, describe)
     return scorer, chooser

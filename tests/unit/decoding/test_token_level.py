@@ -154,3 +154,39 @@ def test_accounting_one_rm_token_per_generated_token(llama, prompts, method, rm_
     early, st2 = dec.generate(prompts, s, stop_at_eos=True)
     assert early[0].n_new_tokens == 1
     assert st2.rm_tokens_in == len(prompts) * width + st2.new_tokens - len(prompts)
+
+
+def test_candidate_head_is_used_and_equals_the_full_head(models, prompts, monkeypatch):
+    """token-rm applies the RM's head to the k candidates only; forcing the full head gives the same tokens."""
+    from argsfw.decoding import token_level
+
+    assert token_level.split_head(models.token_rm) is not None  # Llama and OPT both split
+    s = DecodeConfig(method="token-rm", weight=1.5, topk=5, max_new_tokens=8)
+    dec = ArgsDecoder(models.llm, models.tokenizer, models.token_rm)
+    fast, _ = dec.generate(prompts, s)
+    monkeypatch.setitem(token_level._SPLITS, models.token_rm, None)
+    full, _ = dec.generate(prompts, s)
+    assert [g.new_ids for g in fast] == [g.new_ids for g in full]
+    assert [g.reward for g in fast] == pytest.approx([g.reward for g in full], abs=1e-5)
+
+
+def test_a_forward_that_changes_the_head_keeps_the_full_path(llama, prompts):
+    """An RM whose forward rescales its logits after the head fails the one-time probe."""
+    import copy
+
+    from argsfw.decoding import token_level
+
+    rm = copy.deepcopy(llama.token_rm)
+    plain_forward = rm.forward
+
+    def scaled(*args, **kwargs):
+        out = plain_forward(*args, **kwargs)
+        out.logits = out.logits * 3.0 - 1.0
+        return out
+
+    rm.forward = scaled
+    assert token_level.split_head(rm) is None
+    dec = ArgsDecoder(llama.llm, llama.tokenizer, rm)
+    s = DecodeConfig(method="token-rm", weight=1.0, topk=5, max_new_tokens=6)
+    for g in dec.generate(prompts, s)[0]:
+        assert (g.new_ids, g.finished) == _reference(llama, rm, dec, g, s)
