@@ -103,7 +103,8 @@ def split_head(rm) -> tuple[torch.nn.Module, torch.nn.Linear] | None:
         x = torch.tensor([[1, 2, 3]], device=device) % head.weight.shape[0]
         full = rm(input_ids=x).logits[0, -1].float()
         part = head(backbone(input_ids=x).last_hidden_state[0, -1]).float()
-        if torch.allclose(full, part, rtol=1e-3, atol=1e-3 * (1 + float(full.abs().max()))):
+        scale = 1 + float(full.nan_to_num(0.0, 0.0, 0.0).abs().max())
+        if torch.allclose(full, part, rtol=1e-3, atol=1e-3 * scale, equal_nan=True):
             split = (backbone, head)
     _SPLITS[rm] = split
     return split
@@ -175,11 +176,6 @@ class TokenRewardState:
         )
 
 
-def genarm_logits(base: torch.Tensor, arm: torch.Tensor, alpha: float) -> torch.Tensor:
-    """GenARM's next-token logits [B, V]: ``(log_softmax(base) + alpha * log_softmax(arm)) / (1 + alpha)``."""
-    return (base.log_softmax(-1) + alpha * arm.log_softmax(-1)) / (1 + alpha)
-
-
 class GenARMChooser:
     """One GenARM step over the whole vocabulary: argmax, or a sample at ``temperature``.
 
@@ -197,14 +193,15 @@ class GenARMChooser:
         else:
             vocab = torch.arange(scorer.head.shape[-1], device=scorer.head.device)
             check_finite(scorer.head, vocab.expand_as(scorer.head), ctx)
-            mixed = genarm_logits(logits, scorer.head, self.alpha)
+            arm = scorer.head.log_softmax(-1)  # [B, V] log pi_r
+            mixed = (logits.log_softmax(-1) + self.alpha * arm) / (1 + self.alpha)
         if self.greedy:
             tokens = mixed.argmax(-1)
         else:
             tokens = sample_rows((mixed / self.temperature).softmax(-1), ctx.generators)
-        if scorer is None:
+        if scorer is None or self.alpha == 0:
             return tokens, None
-        scorer.total = scorer.total + scorer.head.log_softmax(-1).gather(1, tokens[:, None])[:, 0]
+        scorer.total = scorer.total + arm.gather(1, tokens[:, None])[:, 0]
         return tokens, scorer.total
 
 

@@ -85,3 +85,20 @@ def test_token_level_methods_need_a_reward_model(llama):
         dec.generate(["hi"], DecodeConfig(method="genarm"))
     gens, _ = dec.generate(["hi"], DecodeConfig(method="token-rm", weight=0.0, max_new_tokens=2))
     assert gens[0].n_new_tokens == 2
+
+
+@pytest.mark.parametrize("method,rm_name", [("genarm-greedy", "arm"), ("token-rm", "token_rm")])
+def test_non_finite_rm_head_names_the_step(llama, method, rm_name):
+    import copy
+
+    import torch
+
+    from argsfw.decoding import NonFiniteRewardError
+
+    rm = copy.deepcopy(getattr(llama, rm_name))
+    with torch.no_grad():
+        rm.get_output_embeddings().weight[7:9] = float("nan")
+    dec = ArgsDecoder(llama.llm, llama.tokenizer, rm)
+    with pytest.raises(NonFiniteRewardError, match="at step 1 for prompt 0") as err:
+        dec.generate(["hi"], DecodeConfig(method=method, topk=400, max_new_tokens=2))
+    _msg(err)
