@@ -205,6 +205,7 @@ def timed(fn):
 
 
 def run_fast(dec, prompts, k, max_new, batch_size=1, method="args-greedy", **kw):
+    """One engine call with ``method`` at k candidates, EOS ignored (every run makes ``max_new`` tokens)."""
     s = DecodeConfig(
         method=method,
         weight=1.0,
@@ -217,13 +218,15 @@ def run_fast(dec, prompts, k, max_new, batch_size=1, method="args-greedy", **kw)
     return dec.generate_ids(prompts, s)
 
 
-# (f) name -> (decoder key, method, settings); decoders: "seq" (sequence RM), "token", "arm"
+# (f) name -> (decoder key, method, k, settings); decoders: "seq" (sequence RM), "token", "arm"
 TOKEN_LEVEL_ROWS = {
-    "engine greedy": ("seq", "greedy", {}),
-    "ARGS-greedy k=10": ("seq", "args-greedy", {}),
-    "token-rm k=10": ("token", "token-rm", {}),
-    "genarm-greedy": ("arm", "genarm-greedy", {}),
-    "genarm (sampling)": ("arm", "genarm", dict(alpha=1.0, temperature=0.5)),
+    "engine greedy": ("seq", "greedy", 10, {}),
+    "ARGS-greedy k=10": ("seq", "args-greedy", 10, {}),
+    "ARGS-greedy k=40": ("seq", "args-greedy", 40, {}),
+    "token-rm k=10": ("token", "token-rm", 10, {}),
+    "token-rm k=40": ("token", "token-rm", 40, {}),
+    "genarm-greedy": ("arm", "genarm-greedy", 10, {}),
+    "genarm (sampling)": ("arm", "genarm", 10, dict(alpha=1.0, temperature=0.5)),
 }
 
 
@@ -242,10 +245,10 @@ def compare_token_level(decs, llm, prompts, max_new, pad_id) -> dict:
                 if name == "plain greedy":
                     t[name] += timed(lambda p=p: run_plain(llm, p, max_new, pad_id))[1]
                     continue
-                key, method, kw = TOKEN_LEVEL_ROWS[name]
+                key, method, k, kw = TOKEN_LEVEL_ROWS[name]
                 (gens, st), dt = timed(
-                    lambda p=p, key=key, method=method, kw=kw: run_fast(
-                        decs[key], [p], 10, max_new, method=method, **kw
+                    lambda p=p, key=key, method=method, k=k, kw=kw: run_fast(
+                        decs[key], [p], k, max_new, method=method, **kw
                     )
                 )
                 t[name] += dt
@@ -256,15 +259,19 @@ def compare_token_level(decs, llm, prompts, max_new, pad_id) -> dict:
 
 
 def print_token_level(res: dict, L: int, max_new: int, floor: dict | None) -> None:
-    plain = res["plain greedy"][0]
-    args = res["ARGS-greedy k=10"][0]
+    plain, engine = res["plain greedy"][0], res["engine greedy"][0]
+    args = {k: res[f"ARGS-greedy k={k}"][0] for k in (10, 40)}
     print(
-        f"\n| method (L~{L}, {max_new} new tokens, batch 1) | s/prompt | / plain greedy | "
-        "ARGS-greedy k=10 / this | RM tokens read per new token (after the prompt) |"
+        f"\n| method (L~{L}, {max_new} new tokens, batch 1) | s/prompt | / plain greedy (generate) | "
+        "/ engine greedy | ARGS-greedy at the same k / this | RM tokens read per new token (after the prompt) |"
     )
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     for name, (sec, rm_tok) in res.items():
-        print(f"| {name} | {sec:.2f} | {sec / plain:.2f}x | {args / sec:.2f}x | {rm_tok:.2f} |")
+        k = 40 if name.endswith("k=40") else 10
+        print(
+            f"| {name} | {sec:.2f} | {sec / plain:.2f}x | {sec / engine:.2f}x | "
+            f"{args[k] / sec:.2f}x | {rm_tok:.2f} |"
+        )
     if floor:
         # A token-level RM of the policy's shape costs one policy step (genarm reads its whole
         # head); token-rm runs its backbone only (the rm_1 forward) plus k dot products.
@@ -363,8 +370,8 @@ def main(argv=None) -> None:
         "token": ArgsDecoder(llm, tok, build_tiny_token_reward_model(tok, BENCH_SPEC, 3, "token")),
         "arm": ArgsDecoder(llm, tok, build_tiny_token_reward_model(tok, BENCH_SPEC, 4, "arm")),
     }
-    for key, method, kw in TOKEN_LEVEL_ROWS.values():
-        run_fast(decs[key], short[:1], 10, 4, method=method, **kw)  # warm-up
+    for key, method, k, kw in TOKEN_LEVEL_ROWS.values():
+        run_fast(decs[key], short[:1], k, 4, method=method, **kw)  # warm-up
     token_level = compare_token_level(decs, llm, short[:n_short], max_new, tok.pad_token_id)
     L = round(sum(map(len, short[:n_short])) / n_short)
     print_token_level(token_level, L, max_new, floor)
