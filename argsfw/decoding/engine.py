@@ -26,7 +26,12 @@ from argsfw.decoding.scoring import (
     sequence_rewards,
 )
 from argsfw.decoding.search import ArgsChooser, decode_batch, log
-from argsfw.decoding.token_level import check_token_rm_vocab, token_level_parts, token_rm_kind
+from argsfw.decoding.token_level import (
+    check_rm_kind,
+    check_token_rm_vocab,
+    token_level_parts,
+    token_rm_kind,
+)
 from argsfw.decoding.types import (
     ARGS_METHODS,
     TOKEN_LEVEL_METHODS,
@@ -71,27 +76,6 @@ def auto_chunk_size(rm, rows: int, length: int, k: int) -> int:
         rows * torch.finfo(dtype).bits // 8 * (2 * heads * (length + k) + 4 * hidden + 2 * inter)
     )
     return int(max(1, min(k, free // max(per_cand, 1))))
-
-
-_UNMARKED_LOGGED: set[str] = set()  # methods already warned about an unmarked causal-LM RM
-
-
-def check_rm_kind(method: str, kind: str | None) -> None:
-    """Refuse a reward model of the wrong kind for ``method`` (one line); log an unmarked causal LM."""
-    from argsfw.models.reward_kind import kind_error
-
-    reason = kind_error(method, kind)
-    if reason:
-        raise DecodeInputError(reason)
-    if kind is None and method not in _UNMARKED_LOGGED:
-        _UNMARKED_LOGGED.add(method)
-        log.warning(
-            "the reward model is a causal LM without an argsfw reward_kind marker; %s reads it as %s",
-            method,
-            "an autoregressive RM (log-softmax of its head)"
-            if method.startswith("genarm")
-            else "a token-level RM (raw head values)",
-        )
 
 
 class ArgsDecoder:

@@ -60,6 +60,27 @@ def token_rm_kind(rm) -> str | None:
     return kind if kind in ("arm", "token") else None
 
 
+_UNMARKED_LOGGED: set[str] = set()  # methods already warned about an unmarked causal-LM RM
+
+
+def check_rm_kind(method: str, kind: str | None) -> None:
+    """Refuse a reward model of the wrong kind for ``method`` (one line); log an unmarked causal LM."""
+    from argsfw.models.reward_kind import kind_error
+
+    reason = kind_error(method, kind)
+    if reason:
+        raise DecodeInputError(reason)
+    if kind is None and method not in _UNMARKED_LOGGED:
+        _UNMARKED_LOGGED.add(method)
+        log.warning(
+            "the reward model is a causal LM without an argsfw reward_kind marker; %s reads it as %s",
+            method,
+            "an autoregressive RM (log-softmax of its head)"
+            if method.startswith("genarm")
+            else "a token-level RM (raw head values)",
+        )
+
+
 def check_token_rm_vocab(llm, rm, llm_tokenizer, rm_tokenizer) -> None:
     """Refuse a token-level RM whose vocabulary differs from the policy's (head size or tokenizer).
 
