@@ -72,7 +72,8 @@ class Generation:
     ``text`` the continuation decoded with ``skip_special_tokens=True``. ``reward`` is the reward
     model's score of the whole final sequence when the method computed it for free (ARGS
     methods with a non-zero weight score the chosen candidate at the last step; best-of-n
-    scores every sample), else None.
+    scores every sample; genarm sums the ARM's ``log pi_r(y_t | x, y_<t)``, its reward of the
+    response; token-rm reads the head value of the last token), else None.
     """
 
     index: int
