@@ -227,7 +227,17 @@ TOKEN_LEVEL_ROWS = {
     "token-rm k=40": ("token", "token-rm", 40, {}),
     "genarm-greedy": ("arm", "genarm-greedy", 10, {}),
     "genarm (sampling)": ("arm", "genarm", 10, dict(alpha=1.0, temperature=0.5)),
+    "genarm-greedy, ARM of hidden 128": ("small_arm", "genarm-greedy", 10, {}),
 }
+# GenARM's weak-to-strong setting: an ARM smaller than the policy (same vocabulary and depth)
+SMALL_ARM_SPEC = TinySpec(
+    arch="llama",
+    hidden_size=128,
+    num_layers=4,
+    num_heads=4,
+    intermediate_size=512,
+    max_position_embeddings=2048,
+)
 
 
 def compare_token_level(decs, llm, prompts, max_new, pad_id) -> dict:
@@ -369,6 +379,9 @@ def main(argv=None) -> None:
         "seq": dec,
         "token": ArgsDecoder(llm, tok, build_tiny_token_reward_model(tok, BENCH_SPEC, 3, "token")),
         "arm": ArgsDecoder(llm, tok, build_tiny_token_reward_model(tok, BENCH_SPEC, 4, "arm")),
+        "small_arm": ArgsDecoder(
+            llm, tok, build_tiny_token_reward_model(tok, SMALL_ARM_SPEC, 5, "arm")
+        ),
     }
     for key, method, k, kw in TOKEN_LEVEL_ROWS.values():
         run_fast(decs[key], short[:1], k, 4, method=method, **kw)  # warm-up
