@@ -123,16 +123,29 @@ def needs_reward_model(settings) -> bool:
     from argsfw.decoding.types import ARGS_METHODS, resolve_method
 
     method = resolve_method(settings.method)
-    return method == "best-of-n" or (method in ARGS_METHODS and float(settings.weight) != 0.0)
+    if method.startswith("genarm"):
+        return float(settings.alpha) != 0.0
+    weighted = method in ARGS_METHODS or method.startswith("token-rm")
+    return method == "best-of-n" or (weighted and float(settings.weight) != 0.0)
+
+
+def is_token_level(settings) -> bool:
+    """True for the methods guided by a token-level RM (a causal LM), see `argsfw.decoding.token_level`."""
+    from argsfw.decoding.types import TOKEN_LEVEL_METHODS, resolve_method
+
+    return resolve_method(settings.method) in TOKEN_LEVEL_METHODS
 
 
 def output_settings(job) -> dict:
     """The settings that decide a run's outputs (not batch size, devices or logging)."""
-    decode = {
-        k: v
-        for k, v in asdict(job.decode).items()
-        if k not in ("batch_size", "config_file", "debug", "truncate_prompt")
-    }
+    from argsfw.decoding.types import resolve_method
+
+    # why alpha only for genarm: other methods ignore it, and runs made before it existed keep
+    # their fingerprint
+    skip = {"batch_size", "config_file", "debug", "truncate_prompt"}
+    if not resolve_method(job.decode.method).startswith("genarm"):
+        skip.add("alpha")
+    decode = {k: v for k, v in asdict(job.decode).items() if k not in skip}
     data = {k: getattr(job.data, k) for k in ("source", "path", "eval_split", "fields", "seed")}
     rm = _norm_path(job.reward_model) if needs_reward_model(job.decode) else None
     return {
@@ -156,8 +169,13 @@ def default_label(job) -> str:
 
     if job.predict.label:
         return job.predict.label
-    m = resolve_method(job.decode.method)
-    return f"{m} w={job.decode.weight:g} k={job.decode.topk}" if m.startswith("args") else m
+    d = job.decode
+    m = resolve_method(d.method)
+    if m.startswith(("args", "token-rm")):
+        return f"{m} w={d.weight:g} k={d.topk}"
+    if m == "genarm":
+        return f"{m} alpha={d.alpha:g} T={d.temperature:g}"
+    return f"{m} alpha={d.alpha:g}" if m == "genarm-greedy" else m
 
 
 def _run(job, run: RunDir) -> None:
@@ -246,14 +264,20 @@ def check_inputs(job) -> ModelFacts:
 
     needed = [("policy", job.policy, "sft", CAUSAL_LM)]
     if needs_reward_model(job.decode):
-        needed.append(("reward_model", job.reward_model, "rm", SEQ_CLS))
-    configs = {}
+        rm_head = CAUSAL_LM if is_token_level(job.decode) else SEQ_CLS
+        needed.append(("reward_model", job.reward_model, "rm", rm_head))
+    configs, paths = {}, {}
     for key, spec, stage, head in needed:
         what = "policy" if key == "policy" else "reward model"
+        if key == "reward_model" and is_token_level(job.decode):
+            stage = "arm" if job.decode.method.startswith("genarm") else "token_rm_distill"
         try:
             path = resolve_model_path(spec or "", what)
         except ModelPathError as exc:
             raise ModelPathError(f"{exc}; {_producer_hint(key, spec, stage)}") from None
+        paths[key] = path
+        if key == "reward_model":  # the kind the method needs first: its message names the fix
+            check_reward_kind(job.decode, paths["policy"], path)
         check_head(path, what, head)
         check_weights(path, what)
         configs[key] = AutoConfig.from_pretrained(path)
@@ -320,6 +344,34 @@ def check_prompts_fit(job, facts: ModelFacts, todo) -> None:
     )
 
 
+def check_reward_kind(settings, policy_dir: str, rm_dir: str) -> None:
+    """Refuse a reward model of the wrong kind for the method, or a token-level RM with another vocabulary.
+
+    Reads config.json / meta.json only (no model loads). Raises `ConfigError` (exit code 2).
+    """
+    from argsfw.decoding.types import resolve_method
+    from argsfw.models.reward_kind import _read_json, is_causal_lm_config, kind_error, reward_kind
+
+    method = resolve_method(settings.method)
+    if not Path(rm_dir).is_dir():
+        return  # a hub id: the engine checks the loaded model
+    kind = reward_kind(rm_dir)
+    if kind is None and not is_causal_lm_config(rm_dir):
+        kind = "sequence"  # neither marked nor a causal LM: the sequence loader says what is wrong
+    reason = kind_error(method, kind)
+    if reason:
+        raise ConfigError(f"{reason} (reward_model={rm_dir})")
+    if kind in ("arm", "token", None) and Path(policy_dir).is_dir():
+        v_llm = _read_json(Path(policy_dir) / "config.json").get("vocab_size")
+        v_rm = _read_json(Path(rm_dir) / "config.json").get("vocab_size")
+        if v_llm and v_rm and v_llm != v_rm:
+            raise ConfigError(
+                f"the token-level reward model {rm_dir} has a vocabulary of {v_rm} but the policy's is "
+                f"{v_llm}: decode.method={method} reads the RM's head for the policy's own tokens, so "
+                "both need one tokenizer"
+            )
+
+
 def _producer_hint(key: str, spec: str | None, stage: str) -> str:
     from argsfw.config.compose import available_recipes
 
@@ -342,6 +394,11 @@ def _check_tokenizers(job, policy_tokenizer) -> bool:
     )
     if compat.same:
         return False
+    if is_token_level(job.decode):
+        raise TokenizerMismatchError(
+            f"policy and token-level reward model {compat}: decode.method={job.decode.method} "
+            "needs one tokenizer for both"
+        )
     if job.predict.strict_tokenizer:
         raise TokenizerMismatchError(
             f"policy and reward model {compat} (predict.strict_tokenizer=true)"
@@ -397,6 +454,7 @@ def _decode(job, run: RunDir, records, cross_tokenizer: bool):
         dtype=job.model.dtype,
         too_long=job.predict.too_long,
         use_rm=needs_reward_model(job.decode),
+        token_level_rm=is_token_level(job.decode),
         cross_tokenizer=cross_tokenizer,
         label=default_label(job),
     )

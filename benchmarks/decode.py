@@ -11,6 +11,8 @@ the same number of tokens):
   (b) argsfw's ARGS-greedy vs plain greedy `model.generate` of the policy alone;
   (c) 16 prompts decoded as one batch vs one at a time;
   (d) the RM's KV-cache bytes at k=10 vs k=40;
+  (f) the token-level-RM methods (token-rm, genarm-greedy, genarm) beside ARGS-greedy and plain
+      greedy, per prompt interleaved (``--only token-level`` runs this part alone);
 and the "two forwards per token" floor: one cached policy step vs one cached RM forward of k tokens.
 Models: Llama, hidden 256, 4 layers, vocab 8k, random weights (speed does not depend on what the
 weights say), policy and RM of the same size, tokenizer trained on the HH-RLHF text.
@@ -32,7 +34,13 @@ from transformers import DynamicCache
 
 from argsfw.decoding import ArgsDecoder, DecodeConfig
 from argsfw.decoding.accounting import cache_bytes
-from argsfw.models import TinySpec, build_tiny_policy, build_tiny_reward_model, train_tokenizer
+from argsfw.models import (
+    TinySpec,
+    build_tiny_policy,
+    build_tiny_reward_model,
+    build_tiny_token_reward_model,
+    train_tokenizer,
+)
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf"
 FILES = ("helpful-base/test-part-a.jsonl.gz", "harmless-base/test.jsonl.gz")
@@ -221,16 +229,93 @@ def peak_timed(fn):
     return out, dt, (torch.cuda.max_memory_allocated() if cuda else None)
 
 
-def run_fast(dec, prompts, k, max_new, batch_size=1):
+def run_fast(dec, prompts, k, max_new, batch_size=1, method="args-greedy", **kw):
+    """One engine call with ``method`` at k candidates, EOS ignored (every run makes ``max_new`` tokens)."""
     s = DecodeConfig(
-        method="args-greedy",
+        method=method,
         weight=1.0,
         topk=k,
         max_new_tokens=max_new,
         stop_at_eos=False,
         batch_size=batch_size,
+        **kw,
     )
     return dec.generate_ids(prompts, s)
+
+
+# (f) name -> (decoder key, method, k, settings); decoders: "seq" (sequence RM), "token", "arm"
+TOKEN_LEVEL_ROWS = {
+    "engine greedy": ("seq", "greedy", 10, {}),
+    "ARGS-greedy k=10": ("seq", "args-greedy", 10, {}),
+    "ARGS-greedy k=40": ("seq", "args-greedy", 40, {}),
+    "token-rm k=10": ("token", "token-rm", 10, {}),
+    "token-rm k=40": ("token", "token-rm", 40, {}),
+    "genarm-greedy": ("arm", "genarm-greedy", 10, {}),
+    "genarm (sampling)": ("arm", "genarm", 10, dict(alpha=1.0, temperature=0.5)),
+    "genarm-greedy, ARM of hidden 128": ("small_arm", "genarm-greedy", 10, {}),
+}
+# GenARM's weak-to-strong setting: an ARM smaller than the policy (same vocabulary and depth)
+SMALL_ARM_SPEC = TinySpec(
+    arch="llama",
+    hidden_size=128,
+    num_layers=4,
+    num_heads=4,
+    intermediate_size=512,
+    max_position_embeddings=2048,
+)
+
+
+def compare_token_level(decs, llm, prompts, max_new, pad_id) -> dict:
+    """Seconds per prompt of plain greedy and each `TOKEN_LEVEL_ROWS` method, prompt by prompt interleaved.
+
+    Two rounds in opposite orders, so a load change during a round hits every method alike.
+    Also returns each method's RM tokens read per generated token.
+    """
+    names = ["plain greedy", *TOKEN_LEVEL_ROWS]
+    t = dict.fromkeys(names, 0.0)
+    rm_tokens = {}
+    for rnd in range(2):
+        for p in prompts:
+            for name in names if rnd == 0 else names[::-1]:
+                if name == "plain greedy":
+                    t[name] += timed(lambda p=p: run_plain(llm, p, max_new, pad_id))[1]
+                    continue
+                key, method, k, kw = TOKEN_LEVEL_ROWS[name]
+                (gens, st), dt = timed(
+                    lambda p=p, key=key, method=method, k=k, kw=kw: run_fast(
+                        decs[key], [p], k, max_new, method=method, **kw
+                    )
+                )
+                t[name] += dt
+                prefill = len(p)
+                rm_tokens[name] = (st.rm_tokens_in - prefill * (st.rm_forwards > 0)) / st.new_tokens
+    n = 2 * len(prompts)
+    return {name: (t[name] / n, rm_tokens.get(name, 0.0)) for name in names}
+
+
+def print_token_level(res: dict, L: int, max_new: int, floor: dict | None) -> None:
+    plain, engine = res["plain greedy"][0], res["engine greedy"][0]
+    args = {k: res[f"ARGS-greedy k={k}"][0] for k in (10, 40)}
+    print(
+        f"\n| method (L~{L}, {max_new} new tokens, batch 1) | s/prompt | / plain greedy (generate) | "
+        "/ engine greedy | ARGS-greedy at the same k / this | RM tokens read per new token (after the prompt) |"
+    )
+    print("|---|---|---|---|---|---|")
+    for name, (sec, rm_tok) in res.items():
+        k = 40 if name.endswith("k=40") else 10
+        print(
+            f"| {name} | {sec:.2f} | {sec / plain:.2f}x | {sec / engine:.2f}x | "
+            f"{args[k] / sec:.2f}x | {rm_tok:.2f} |"
+        )
+    if floor:
+        # A token-level RM of the policy's shape costs one policy step (genarm reads its whole
+        # head); token-rm runs its backbone only (the rm_1 forward) plus k dot products.
+        llm_1, rm_1 = floor["llm_1"], floor["rm_1"]
+        print(
+            f"floor (policy step {llm_1:.1f} ms, RM backbone step {rm_1:.1f} ms): genarm 2.00x plain "
+            f"greedy, token-rm {(llm_1 + rm_1) / llm_1:.2f}x; ARGS-greedy k=10 "
+            f"{(llm_1 + floor['rm_10']) / llm_1:.2f}x"
+        )
 
 
 def run_plain(llm, prompt, max_new, pad_id):
@@ -302,6 +387,12 @@ def main(argv=None) -> None:
         default=1,
         help="torch CPU threads (1 is steadiest on a shared machine)",
     )
+    ap.add_argument(
+        "--only",
+        choices=("all", "token-level"),
+        default="all",
+        help="token-level: only (f), the token-level-RM methods vs ARGS-greedy and plain greedy",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     max_new = 32 if args.quick else 128
@@ -325,6 +416,25 @@ def main(argv=None) -> None:
     run_plain(llm, short[0], 4, tok.pad_token_id)
 
     floor = forward_floor(llm, rm, 300 + max_new // 2)
+    # (f) token-level RMs of the policy's shape (random weights, marked as the fit stages do)
+    decs = {
+        "seq": dec,
+        "token": ArgsDecoder(llm, tok, build_tiny_token_reward_model(tok, BENCH_SPEC, 3, "token")),
+        "arm": ArgsDecoder(llm, tok, build_tiny_token_reward_model(tok, BENCH_SPEC, 4, "arm")),
+        "small_arm": ArgsDecoder(
+            llm, tok, build_tiny_token_reward_model(tok, SMALL_ARM_SPEC, 5, "arm")
+        ),
+    }
+    for key, method, k, kw in TOKEN_LEVEL_ROWS.values():
+        run_fast(decs[key], short[:1], k, 4, method=method, **kw)  # warm-up
+    token_level = compare_token_level(decs, llm, short[:n_short], max_new, tok.pad_token_id)
+    L = round(sum(map(len, short[:n_short])) / n_short)
+    print_token_level(token_level, L, max_new, floor)
+    if args.only == "token-level":
+        print(
+            f"\ntotal wall time {time.perf_counter() - t_start:.0f}s, load at end {os.getloadavg()[0]:.1f}"
+        )
+        return
     print(
         f"forward floor at L~{300 + max_new // 2} (median ms): policy step {floor['llm_1']:.1f}, RM with 1 token "
         f"{floor['rm_1']:.1f}, 10 tokens {floor['rm_10']:.1f}, 40 tokens {floor['rm_40']:.1f} -> floor of "

@@ -70,3 +70,36 @@ def tiny_opt_kit(tmp_path_factory) -> dict[str, Path]:
     return make_tiny_kit(
         tmp_path_factory.mktemp("tiny_opt_kit"), _TEXTS, spec=TinySpec(arch="opt"), vocab_size=512
     )
+
+
+@pytest.fixture(scope="session")
+def token_kit(tiny_kit, tmp_path_factory) -> dict[str, Path]:
+    """Token-level RMs for `tiny_kit`'s policy, saved as HF dirs with its tokenizer.
+
+    ``arm`` (reward_kind "arm", marked in config.json), ``token`` (reward_kind "token", marked
+    in meta.json only, as a fit run writes it), ``unmarked`` (a plain causal LM) and
+    ``other_vocab`` (a "token" RM with a different vocabulary).
+    """
+    import json
+
+    from transformers import AutoTokenizer
+
+    from argsfw.models import TinySpec, build_tiny_token_reward_model, save_hf, train_tokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_kit["policy"])
+    out = tmp_path_factory.mktemp("token_kit")
+    kit = {
+        "arm": save_hf(build_tiny_token_reward_model(tok, TinySpec(), 11, "arm"), tok, out / "arm")
+    }
+    token = build_tiny_token_reward_model(tok, TinySpec(), 12, "token")
+    del token.config.argsfw_reward_kind
+    kit["token"] = save_hf(token, tok, out / "token")
+    (kit["token"] / "meta.json").write_text(json.dumps({"reward_kind": "token"}))
+    unmarked = build_tiny_token_reward_model(tok, TinySpec(), 13, "token")
+    del unmarked.config.argsfw_reward_kind
+    kit["unmarked"] = save_hf(unmarked, tok, out / "unmarked")
+    other = train_tokenizer(_TEXTS[::2], vocab_size=300)
+    kit["other_vocab"] = save_hf(
+        build_tiny_token_reward_model(other, TinySpec(), 14, "token"), other, out / "other_vocab"
+    )
+    return kit

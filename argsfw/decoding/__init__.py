@@ -2,7 +2,8 @@
 
 Entry points: `ArgsDecoder` (batches of prompts, `DecodeConfig` settings, returns
 `Generation`s and `DecodeStats`) and `ARGS` (the original API). `reference_decode` is the slow,
-obviously right path the tests hold the engine against.
+obviously right path the tests hold the engine against (`reference_token_decode` for the
+token-level-RM methods, GenARM and token-rm).
 
 Names are imported lazily: ``argsfw.config`` imports `DecodeConfig` from here, and must not pay
 for torch and transformers just to validate a config.
@@ -20,6 +21,7 @@ _LAZY = {
     "auto_chunk_size": "argsfw.decoding.engine",
     "DecodeStats": "argsfw.decoding.accounting",
     "reference_decode": "argsfw.decoding.reference",
+    "reference_token_decode": "argsfw.decoding.reference",
     "METHODS": "argsfw.decoding.types",
     "DecodeInputError": "argsfw.decoding.types",
     "Generation": "argsfw.decoding.types",

@@ -8,6 +8,8 @@
 Differences from the original code, all fixes: generation stops after the EOS token (kept);
 ``"greedy-large"`` and ``"greedy_large"`` are both accepted; ``chunk_size`` and ``temperature``
 are honoured; the RM may use a different tokenizer; a list of prompts decodes in batches.
+A token-level RM (a causal LM: GenARM's autoregressive RM, or a token-level reward head) given
+as ``rm_path`` is loaded as a causal LM and decodes with ``method="genarm"`` / ``"token-rm"``.
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ class ARGS:
     Args:
         llm_path: the policy (a Hugging Face directory, an argsfw run directory or a hub id).
         rm_path: the reward model (same kinds of input). Its own tokenizer is used if its
-            directory has one, else the policy's.
+            directory has one, else the policy's. A sequence classifier serves the ARGS
+            methods and best-of-n; a causal LM (``reward_kind`` "arm" or "token", see
+            `argsfw.models.reward_kind`) serves genarm / token-rm.
         llm_dev, rm_dev: devices; default CUDA when present, else CPU. The RM defaults to the
             policy's device.
         torch_dtype: dtype for both models (a torch dtype or a name such as ``"bf16"``);
@@ -76,9 +80,19 @@ class ARGS:
             load_tokenizer(rm_dir, "reward model tokenizer") if has_tok else self.tokenizer
         )
         self.LLM = load_policy(llm_path, dtype=torch_dtype, device=self.llm_dev)
-        self.RM = load_reward_model(
-            rm_path, dtype=torch_dtype, device=self.rm_dev, tokenizer=self.rm_tokenizer
+        from argsfw.models.reward_kind import (
+            is_causal_lm_config,
+            load_token_reward_model,
+            reward_kind,
         )
+
+        kind = reward_kind(rm_dir) if rm_dir.is_dir() else None
+        if kind in ("arm", "token") or (kind is None and is_causal_lm_config(rm_dir)):
+            self.RM = load_token_reward_model(rm_dir, dtype=torch_dtype, device=self.rm_dev)
+        else:
+            self.RM = load_reward_model(
+                rm_path, dtype=torch_dtype, device=self.rm_dev, tokenizer=self.rm_tokenizer
+            )
         self.decoder = ArgsDecoder(self.LLM, self.tokenizer, self.RM, self.rm_tokenizer)
         self.last_stats: DecodeStats | None = None
 
@@ -99,6 +113,7 @@ class ARGS:
         num_samples: int = 4,
         truncate_prompt: bool = False,
         stop_at_eos: bool = True,
+        alpha: float = 1.0,
     ) -> torch.Tensor | list[torch.Tensor]:
         """Decode ``prompt``; returns a LongTensor (1, n_prompt + n_new) on the policy's device, starting with the prompt tokens.
 
@@ -106,7 +121,10 @@ class ARGS:
         ``softmax(score / temperature)`` over the k candidates), ``"greedy-large"`` /
         ``"greedy_large"`` (ARGS-greedy scoring ``chunk_size`` candidates per RM forward, an int
         or ``"auto"``), or an engine method name (``"top-k"``, ``"nucleus"``, ``"best-of-n"``,
-        ``"args-greedy"`` ...). Decoding stops after EOS (kept) or at ``max_new_token``. A list
+        ``"args-greedy"`` ...). With a token-level RM: ``"genarm"`` (sample from
+        ``pi_llm * pi_rm^alpha`` at ``temperature`` after GenARM's ``1 / (1 + alpha)``),
+        ``"genarm-greedy"``, ``"token-rm"`` (ARGS-greedy with the RM's head as r over the top
+        ``topk``) or ``"token-rm-stochastic"``. Decoding stops after EOS (kept) or at ``max_new_token``. A list
         of prompts returns a list of such tensors, in order, decoded ``batch_size`` at a time.
         ``debug=True`` logs every step on the ``argsfw.decoding`` logger at DEBUG level.
         The call's cost is left in ``self.last_stats``.
@@ -119,6 +137,7 @@ class ARGS:
         settings = DecodeConfig(
             method=engine_method,
             weight=weight,
+            alpha=alpha,
             topk=topk,
             max_new_tokens=max_new_token,
             temperature=temperature,

@@ -1,7 +1,8 @@
 """Schema of decoding settings (the ``decode`` config group). Plain, OmegaConf-compatible.
 
-Methods: ``args-greedy``, ``args-stochastic``, ``args-greedy-large`` (reward-guided search)
-and the baselines ``greedy``, ``top-k``, ``nucleus``, ``best-of-n``.
+Methods: ``args-greedy``, ``args-stochastic``, ``args-greedy-large`` (reward-guided search),
+the baselines ``greedy``, ``top-k``, ``nucleus``, ``best-of-n``, and the token-level-RM methods
+``genarm``, ``genarm-greedy``, ``token-rm``, ``token-rm-stochastic``.
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ class DecodeConfig:
     """How to decode: method, reward weight w, candidates k, length, sampling knobs."""
 
     method: str = "args-greedy"
-    weight: float = 1.0  # w in logit(v) + w * r([x, v])
+    weight: float = 1.0  # w in logit(v) + w * r([x, v]) (ARGS and token-rm methods)
+    alpha: float = 1.0  # genarm: next-token logits (log pi_base + alpha * log pi_r) / (1 + alpha)
     topk: int = 10  # k candidates scored by the RM per step (also k of top-k sampling)
     max_new_tokens: int = 128
-    temperature: float = 0.7  # args-stochastic / top-k / nucleus / best-of-n sampling temperature
+    # sampling temperature of args-stochastic / token-rm-stochastic / top-k / nucleus / best-of-n /
+    # genarm (applied after genarm's 1/(1+alpha): temperature 1/(1+alpha) samples pi_base*pi_r^alpha)
+    temperature: float = 0.7
     top_p: float = 0.9  # nucleus
     num_samples: int = 4  # best-of-n: N
     chunk_size: Any = None  # args-greedy-large: int or "auto"
@@ -59,15 +63,23 @@ def check_decode_settings(s: DecodeConfig, vocab: int | None = None, prefix: str
         raise DecodeInputError(
             f"{prefix}batch_size must be a positive integer, got {s.batch_size!r}"
         )
-    if (method in ARGS_METHODS or method == "top-k") and (
+    if (method in ARGS_METHODS or method in ("top-k", "token-rm", "token-rm-stochastic")) and (
         not _int(s.topk) or s.topk < 1 or (vocab is not None and s.topk > vocab)
     ):
         bound = f"in [1, {vocab}] (the vocabulary size)" if vocab is not None else ">= 1"
         raise DecodeInputError(f"{prefix}topk must be an integer {bound}, got {s.topk!r}")
-    if not math.isfinite(float(s.weight)):
-        raise DecodeInputError(f"{prefix}weight must be a finite number, got {s.weight!r}")
+    for name in ("weight", "alpha"):
+        if not math.isfinite(float(getattr(s, name))):
+            raise DecodeInputError(
+                f"{prefix}{name} must be a finite number, got {getattr(s, name)!r}"
+            )
+    if method in ("genarm", "genarm-greedy") and s.alpha <= -1:
+        raise DecodeInputError(
+            f"{prefix}alpha must be > -1 (genarm divides by 1 + alpha), got {s.alpha!r}"
+        )
     if (
-        method in ("args-stochastic", "top-k", "nucleus", "best-of-n")
+        method
+        in ("args-stochastic", "top-k", "nucleus", "best-of-n", "genarm", "token-rm-stochastic")
         and not float(s.temperature) > 0
     ):
         hint = " (greedy methods need no temperature)" if prefix else ""

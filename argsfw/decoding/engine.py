@@ -25,8 +25,15 @@ from argsfw.decoding.scoring import (
     sequence_rewards,
 )
 from argsfw.decoding.search import ArgsChooser, decode_batch, log
+from argsfw.decoding.token_level import (
+    check_rm_kind,
+    check_token_rm_vocab,
+    token_level_parts,
+    token_rm_kind,
+)
 from argsfw.decoding.types import (
     ARGS_METHODS,
+    TOKEN_LEVEL_METHODS,
     DecodeInputError,
     Generation,
     PromptTooLongError,
@@ -78,13 +85,15 @@ class ArgsDecoder:
         llm_tokenizer: its tokenizer; prompts are tokenized with its defaults (BOS added when
             it adds one; no chat template), as the original ARGS code does.
         rm: a scalar reward model (`AutoModelForSequenceClassification`, ``num_labels=1``), or
-            None for the baselines that need none. It may sit on another device or dtype and
-            need not have a pad token.
+            a token-level RM (a causal LM with the policy's vocabulary, for ``genarm`` and
+            ``token-rm``; see `argsfw.decoding.token_level`), or None for the baselines that
+            need none. It may sit on another device or dtype and need not have a pad token.
         rm_tokenizer: the RM's tokenizer if it differs from the policy's (then candidates are
             scored by detokenizing and re-tokenizing, see `argsfw.decoding.cross_tokenizer`).
 
     Raises:
-        DecodeInputError: if ``rm`` is not a decoder sequence classifier with one label.
+        DecodeInputError: if ``rm`` is not a decoder sequence classifier with one label nor a
+            causal LM with the policy's vocabulary.
     """
 
     def __init__(self, llm, llm_tokenizer, rm=None, rm_tokenizer=None):
@@ -93,9 +102,14 @@ class ArgsDecoder:
         self.llm, self.tokenizer, self.rm = llm.eval(), llm_tokenizer, rm
         self.rm_tokenizer = rm_tokenizer if rm_tokenizer is not None else llm_tokenizer
         self.shared_tokenizer = True
+        # "sequence", or a causal LM's marked kind ("arm" | "token") or None (unmarked)
+        self.rm_kind = token_rm_kind(rm) if rm is not None else None
         if rm is not None:
             rm.eval()
-            reward_parts(rm)  # fail now, not mid-search, on an unusable RM
+            if self.rm_kind == "sequence":
+                reward_parts(rm)  # fail now, not mid-search, on an unusable RM
+            else:
+                check_token_rm_vocab(llm, rm, llm_tokenizer, rm_tokenizer)
             if self.rm_tokenizer is not llm_tokenizer:
                 self.shared_tokenizer = check_tokenizer_compat(
                     llm_tokenizer, self.rm_tokenizer
@@ -192,11 +206,15 @@ class ArgsDecoder:
     def check_settings(self, s: DecodeConfig) -> DecodeConfig:
         """Validate ``s`` against the models; returns it. Raises `DecodeInputError` with a one-line reason."""
         method = check_decode_settings(s, self.vocab)
-        needs_rm = method == "best-of-n" or (method in ARGS_METHODS and s.weight != 0)
+        needs_rm = method == "best-of-n" or (
+            (method in ARGS_METHODS or method.startswith("token-rm")) and s.weight != 0
+        )
+        needs_rm |= method.startswith("genarm") and s.alpha != 0
         if needs_rm and self.rm is None:
-            raise DecodeInputError(
-                f"{method} with weight={s.weight} needs a reward model; none was given"
-            )
+            knob = f"alpha={s.alpha}" if method.startswith("genarm") else f"weight={s.weight}"
+            raise DecodeInputError(f"{method} with {knob} needs a reward model; none was given")
+        if needs_rm:
+            check_rm_kind(method, self.rm_kind)
         return s
 
     def _fit_prompt(self, i: int, ids: list[int], s: DecodeConfig) -> list[int]:
@@ -250,7 +268,9 @@ class ArgsDecoder:
             return self._best_of_n(s, policy, prompts, rows, keys, eos, meter)
         gens = [make_generator(s.seed, keys[r]) for r in rows]
         scorer = None
-        if method in ARGS_METHODS:
+        if method in TOKEN_LEVEL_METHODS:
+            scorer, chooser = token_level_parts(method, s, self.rm, stats, self.device)
+        elif method in ARGS_METHODS:
             if s.weight != 0:
                 scorer = self._scorer(stats)
             chunk = None

@@ -41,11 +41,24 @@ class PolicyState:
 
     Shapes: ``mask`` [B, C] marks the real tokens among the C cached positions of each row;
     ``next_pos`` [B] is each row's next position id. Logits are returned as float32 [B, V].
+    ``role`` names the counters the forwards go to: ``"llm"`` (policy) or ``"rm"`` (a
+    token-level reward model stepped in lock-step with the policy). ``model`` may be a bare
+    backbone (``head=False``): then `prefill`/`step` return last hidden states [B, H] in the
+    model's dtype instead of logits.
     """
 
-    def __init__(self, model, ids: torch.Tensor, mask: torch.Tensor, stats: DecodeStats):
-        self.model = model
+    def __init__(
+        self,
+        model,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        stats: DecodeStats,
+        role: str = "llm",
+        head: bool = True,
+    ):
+        self.model, self.head = model, head
         self.stats = stats
+        self.role = role
         self.ids, self.mask = ids, mask  # [B, T] prompt, left padded
         self.cache = DynamicCache(config=model.config)
         self.next_pos = mask.sum(-1)  # [B]
@@ -72,11 +85,16 @@ class PolicyState:
             position_ids=pos,
             cache=self.cache,
             use_cache=True,
-            logits_to_keep=1,  # why: only the last position's logits are needed
+            # why: only the last position's logits are needed
+            **({"logits_to_keep": 1} if self.head else {}),
         )
-        self.stats.llm_forwards += 1
-        self.stats.llm_tokens_in += ids.numel()
-        return out.logits[:, -1].float()
+        if self.role == "rm":
+            self.stats.rm_forwards += 1
+            self.stats.rm_tokens_in += ids.numel()
+        else:
+            self.stats.llm_forwards += 1
+            self.stats.llm_tokens_in += ids.numel()
+        return out.logits[:, -1].float() if self.head else out.last_hidden_state[:, -1]
 
     def keep(self, rows: torch.Tensor) -> None:
         """Keep only ``rows`` [B'] (indices into the current batch), dropping finished ones."""

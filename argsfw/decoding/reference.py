@@ -62,3 +62,65 @@ def reference_decode(
         if tok in eos_ids:
             return new, True
     return new, False
+
+
+@torch.inference_mode()
+def reference_token_decode(
+    llm,
+    rm,
+    prompt_ids: list[int],
+    *,
+    method: str,
+    alpha: float = 1.0,
+    weight: float = 1.0,
+    topk: int = 10,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    eos_ids: tuple[int, ...] = (),
+    stats: DecodeStats | None = None,
+) -> tuple[list[int], bool]:
+    """GenARM / token-rm decode of one prompt the slow way; returns ``(new_ids, ended_with_eos)``.
+
+    Every step both models re-read the whole sequence (no cache, batch 1). ``genarm``: sample
+    from ``softmax((log p_base + alpha * log p_arm) / (1 + alpha) / temperature)`` over the
+    vocabulary (``genarm-greedy``: its argmax). ``token-rm``: ARGS over the policy's top-k with
+    ``r(v)`` the RM's raw next-token logit of v (``token-rm-stochastic``: sampled). With
+    ``alpha=0`` / ``weight=0`` the RM is not read.
+    """
+    stats = stats or DecodeStats()
+    device = next(llm.parameters()).device
+    rm_device = next(rm.parameters()).device if rm is not None else device
+    ids = list(prompt_ids)
+    new: list[int] = []
+    uses_rm = rm is not None and (alpha if method.startswith("genarm") else weight) != 0
+    for _ in range(max_new_tokens):
+        logits = llm(input_ids=torch.tensor([ids], device=device)).logits[0, -1].float()  # [V]
+        stats.llm_forwards += 1
+        head = None
+        if uses_rm:
+            x = torch.tensor([ids], device=rm_device)
+            head = rm(input_ids=x).logits[0, -1].float().to(device)  # [V]
+            stats.rm_forwards += 1
+            stats.rm_tokens_in += x.numel()
+        if method.startswith("genarm"):
+            scores, cands = logits, torch.arange(logits.shape[0], device=device)
+            if head is not None:
+                log_p = logits - torch.logsumexp(logits, 0)
+                log_r = head - torch.logsumexp(head, 0)
+                scores = (log_p + alpha * log_r) / (1 + alpha)
+            greedy = method == "genarm-greedy"
+        else:
+            top, cands = logits.topk(topk)  # [k]
+            scores = top + weight * head[cands] if head is not None else top
+            greedy = method == "token-rm"
+        if greedy:
+            pick = int(scores.argmax())
+        else:
+            pick = int(sample_rows((scores / temperature).softmax(-1)[None], [generator])[0])
+        tok = int(cands[pick])
+        ids.append(tok)
+        new.append(tok)
+        if tok in eos_ids:
+            return new, True
+    return new, False

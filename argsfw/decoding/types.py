@@ -12,7 +12,11 @@ from dataclasses import dataclass
 # Engine method names (the ``decode.method`` config key) and the original API's spellings.
 ARGS_METHODS = ("args-greedy", "args-stochastic", "args-greedy-large")
 BASELINE_METHODS = ("greedy", "top-k", "nucleus", "best-of-n")
-METHODS = ARGS_METHODS + BASELINE_METHODS
+# Guided by a token-level reward model (a causal LM), one RM token per generated token: GenARM
+# (sampling from pi_base * pi_r^alpha, or its argmax) and the ARGS rules with r read from a
+# token-level head (FaRMA-style). See `argsfw.decoding.token_level`.
+TOKEN_LEVEL_METHODS = ("genarm", "genarm-greedy", "token-rm", "token-rm-stochastic")
+METHODS = ARGS_METHODS + BASELINE_METHODS + TOKEN_LEVEL_METHODS
 ORIGINAL_METHODS = {
     "greedy": "args-greedy",
     "topk": "args-stochastic",
@@ -68,7 +72,8 @@ class Generation:
     ``text`` the continuation decoded with ``skip_special_tokens=True``. ``reward`` is the reward
     model's score of the whole final sequence when the method computed it for free (ARGS
     methods with a non-zero weight score the chosen candidate at the last step; best-of-n
-    scores every sample), else None.
+    scores every sample; genarm sums the ARM's ``log pi_r(y_t | x, y_<t)``, its reward of the
+    response; token-rm reads the head value of the last token), else None.
     """
 
     index: int

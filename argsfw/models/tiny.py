@@ -125,6 +125,22 @@ def build_tiny_reward_model(
     ).eval()
 
 
+def build_tiny_token_reward_model(
+    tokenizer: PreTrainedTokenizerFast,
+    spec: TinySpec = TinySpec(),
+    seed: int = 0,
+    kind: str = "token",
+) -> PreTrainedModel:
+    """A randomly initialised causal LM marked as a token-level RM (``kind`` "arm" or "token").
+
+    The marker is the config attribute ``argsfw_reward_kind`` (see `argsfw.models.reward_kind`),
+    so it is saved in ``config.json`` with the weights.
+    """
+    model = build_tiny_policy(tokenizer, spec, seed)
+    model.config.argsfw_reward_kind = kind
+    return model
+
+
 def save_hf(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, out_dir: str | Path
 ) -> Path:

@@ -48,6 +48,7 @@ class DecodeSpec:
     dtype: str = "float32"
     too_long: str = "skip"  # skip | truncate
     use_rm: bool = True  # load the reward model (the method scores with it)
+    token_level_rm: bool = False  # the RM is a causal LM (genarm / token-rm), not a classifier
     cross_tokenizer: bool = False  # the RM's tokenizer differs from the policy's
     label: str = ""
 
@@ -100,10 +101,15 @@ class DecodeModule(L.LightningModule):
                 ("tok", spec.reward_model),
                 lambda: load_tokenizer(spec.reward_model, "reward model"),
             )
-            self.rm = _cached(
-                ("rm", spec.reward_model, spec.dtype, str(device)),
-                lambda: load_reward_model(spec.reward_model, spec.dtype, device, tokenizer=rm_tok),
-            )
+            if spec.token_level_rm:
+                from argsfw.models.reward_kind import load_token_reward_model
+
+                load = lambda: load_token_reward_model(spec.reward_model, spec.dtype, device)  # noqa: E731
+            else:
+                load = lambda: load_reward_model(  # noqa: E731
+                    spec.reward_model, spec.dtype, device, tokenizer=rm_tok
+                )
+            self.rm = _cached(("rm", spec.reward_model, spec.dtype, str(device)), load)
         self.tokenizer = tok
         self.decoder = ArgsDecoder(self.llm, tok, self.rm, rm_tok if spec.cross_tokenizer else None)
 
@@ -187,6 +193,7 @@ class DecodeModule(L.LightningModule):
             "method": self.method,
             "mode": ORIGINAL_MODE.get(self.method, self.method),
             "weight": float(s.weight),
+            "alpha": float(s.alpha),
             "topk": int(s.topk),
             "temperature": float(s.temperature),
             "max_new_tokens": s.max_new_tokens,

@@ -41,6 +41,9 @@ REQUIRED = {
     "tiny_token_rm_distill",
     "llama7b_arm",
     "opt1.3b_token_rm",
+    "tiny_genarm",
+    "tiny_token_rm_args",
+    "llama7b_genarm",
 }
 # Published parameter counts of the causal LMs the recipes name.
 PARAMS = {
@@ -115,6 +118,7 @@ def test_every_gpu_recipe_is_checked_on_meta():
         "llama7b_eval",
         "llama7b_arm",
         "opt1.3b_token_rm",
+        "llama7b_genarm",
     } <= set(BIG)
 
 

@@ -19,15 +19,27 @@ class Models:
     tokenizer: object
     llm: object
     rm: object
+    arm: object = None  # a causal LM marked reward_kind "arm" (GenARM)
+    token_rm: object = None  # a causal LM marked reward_kind "token" (token-level head)
 
 
 def _build(texts, arch: str, seed: int = 0) -> Models:
-    from argsfw.models import TinySpec, build_tiny_policy, build_tiny_reward_model, train_tokenizer
+    from argsfw.models import (
+        TinySpec,
+        build_tiny_policy,
+        build_tiny_reward_model,
+        build_tiny_token_reward_model,
+        train_tokenizer,
+    )
 
     tok = train_tokenizer(texts, vocab_size=400)
     spec = TinySpec(arch=arch, max_position_embeddings=128)
     return Models(
-        tok, build_tiny_policy(tok, spec, seed), build_tiny_reward_model(tok, spec, seed + 1)
+        tok,
+        build_tiny_policy(tok, spec, seed),
+        build_tiny_reward_model(tok, spec, seed + 1),
+        build_tiny_token_reward_model(tok, spec, seed + 2, kind="arm"),
+        build_tiny_token_reward_model(tok, spec, seed + 3, kind="token"),
     )
 
 

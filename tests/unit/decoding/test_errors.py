@@ -117,4 +117,7 @@ def test_a_string_is_not_a_prompt_list(dec):
 
 def test_unusable_reward_model(llama):
     with pytest.raises(DecodeInputError, match="score"):
-        ArgsDecoder(llama.llm, llama.tokenizer, llama.llm)
+        ArgsDecoder(llama.llm, llama.tokenizer, llama.llm.model)  # a backbone with no head at all
+    # a causal LM is a (token-level) RM the ARGS methods cannot use: refused before decoding
+    with pytest.raises(DecodeInputError, match="needs a sequence reward model"):
+        ArgsDecoder(llama.llm, llama.tokenizer, llama.llm).generate(["hi"], DecodeConfig())

@@ -1,0 +1,138 @@
+"""What kind of reward model a checkpoint is: a sequence classifier, or a token-level causal LM.
+
+Decoding methods need different reward models:
+
+- ``"sequence"``: a scalar reward of a whole sequence (``AutoModelForSequenceClassification``,
+  ``num_labels=1``), read by ARGS and best-of-n;
+- ``"arm"``: an autoregressive RM (GenARM), a causal LM whose response log-likelihood is the
+  reward, ``r(x, y) = sum_t log pi_r(y_t | x, y_<t)``, read by ``genarm``;
+- ``"token"``: a causal LM whose vocabulary head holds the reward of every candidate next token,
+  ``r(x, y_<t, v) = head(x, y_<t)[v]`` (FaRMA-style, or distilled from a sequence RM), read by
+  ``token-rm``.
+
+argsfw's fit stages mark token-level RMs twice: ``"reward_kind"`` in the run's ``meta.json``
+beside the weights and the attribute ``argsfw_reward_kind`` in ``config.json``. An unmarked
+``*ForSequenceClassification`` checkpoint is a sequence RM; an unmarked causal LM is ``None``
+(a user's own model: the token-level methods accept it and log that its kind is unmarked).
+Reading a kind opens JSON files only, so predict can refuse a mismatch before any model loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+KINDS = ("sequence", "arm", "token")
+CONFIG_ATTR = "argsfw_reward_kind"
+META_KEY = "reward_kind"
+# The kind each decoding method reads (methods not named need no reward model kind check).
+METHOD_KIND = {
+    "genarm": "arm",
+    "genarm-greedy": "arm",
+    "token-rm": "token",
+    "token-rm-stochastic": "token",
+}
+
+
+def _from_config(config) -> str | None:
+    """The kind a config object or dict declares: its marker, else its architectures."""
+    get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
+    marker = get(CONFIG_ATTR)
+    if marker in KINDS:
+        return marker
+    archs = get("architectures") or []
+    if any(str(a).endswith("ForSequenceClassification") for a in archs):
+        return "sequence"
+    return None
+
+
+def reward_kind(path_or_config) -> str | None:
+    """``"sequence"``, ``"arm"``, ``"token"`` or None (an unmarked causal LM or unknown).
+
+    ``path_or_config``: a model directory (its ``config.json`` and ``meta.json`` are read), a
+    transformers config, or a config dict. The ``config.json`` marker wins over ``meta.json``;
+    both win over the architecture name.
+    """
+    if not isinstance(path_or_config, (str, os.PathLike)):
+        return _from_config(path_or_config)
+    d = Path(path_or_config)
+    config = _read_json(d / "config.json")
+    if config.get(CONFIG_ATTR) in KINDS:
+        return config[CONFIG_ATTR]
+    meta = _read_json(d / "meta.json")
+    if meta.get(META_KEY) in KINDS:
+        return meta[META_KEY]
+    return _from_config(config)
+
+
+def is_causal_lm_config(path_or_config) -> bool:
+    """True when the checkpoint's architectures name a ``*ForCausalLM`` (or a marker says token-level)."""
+    if isinstance(path_or_config, (str, os.PathLike)):
+        config = _read_json(Path(path_or_config) / "config.json")
+    elif isinstance(path_or_config, dict):
+        config = path_or_config
+    else:
+        config = {
+            "architectures": getattr(path_or_config, "architectures", None),
+            CONFIG_ATTR: getattr(path_or_config, CONFIG_ATTR, None),
+        }
+    if config.get(CONFIG_ATTR) in ("arm", "token"):
+        return True
+    return any(str(a).endswith("ForCausalLM") for a in config.get("architectures") or [])
+
+
+def kind_error(method: str, kind: str | None) -> str | None:
+    """The one-line reason ``method`` cannot use a reward model of ``kind``, or None when it can.
+
+    ``kind`` is `reward_kind`'s answer, with ``None`` meaning an unmarked causal LM (accepted by
+    the token-level methods).
+    """
+    want = METHOD_KIND.get(method, "sequence")
+    if kind == want or (kind is None and want != "sequence"):
+        return None
+    hint = {
+        "sequence": "a sequence reward model (AutoModelForSequenceClassification, e.g. recipe=tiny_rm)",
+        "arm": "an autoregressive reward model (reward_kind 'arm', e.g. recipe=tiny_arm)",
+        "token": "a token-level reward model (reward_kind 'token', e.g. recipe=tiny_token_rm_distill)",
+    }
+    fix = {
+        "sequence": "args-greedy / args-stochastic / best-of-n",
+        "arm": "genarm / genarm-greedy",
+        "token": "token-rm / token-rm-stochastic",
+    }
+    got = "an unmarked causal LM" if kind is None else f"reward_kind '{kind}'"
+    return (
+        f"decode.method={method} needs {hint[want]}, but the reward model is {got}; "
+        f"pass a matching reward_model or use decode.method="
+        f"{fix[kind] if kind else fix['arm'] + ' / ' + fix['token']}"
+    )
+
+
+def load_token_reward_model(spec, dtype="float32", device: str | None = None):
+    """Load a token-level reward model (a causal LM: GenARM's ARM or a token-level head) in eval mode.
+
+    A kind marked only in ``meta.json`` is copied onto ``model.config`` (``argsfw_reward_kind``),
+    so the decoding engine, which sees the model alone, knows it too.
+    """
+    from transformers import AutoModelForCausalLM
+
+    from argsfw.models.loading import parse_dtype, resolve_model_path
+
+    path = resolve_model_path(spec, "reward model")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=parse_dtype(dtype))
+    kind = reward_kind(path) if Path(path).is_dir() else None
+    if kind in ("arm", "token"):
+        model.config.argsfw_reward_kind = kind
+    if device is not None:
+        model = model.to(device)
+    return model.eval()
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            obj = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return obj if isinstance(obj, dict) else {}

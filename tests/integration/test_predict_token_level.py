@@ -1,0 +1,101 @@
+"""`python -m argsfw.predict` with token-level RMs: recipes tiny_genarm / tiny_token_rm_args, and bad input.
+
+One real subprocess (the command line a user types); the rest run `main` in-process.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from argsfw.predict import main
+from tests.integration._fit_helpers import run_module
+
+COMMON = (
+    "data.limit=3",
+    "decode.batch_size=2",
+    "decode.max_new_tokens=5",
+    "logger=none",
+    "trainer.enable_progress_bar=false",
+)
+
+
+def _args(recipe: str, policy, rm, run_dir: Path, *extra: str) -> list[str]:
+    return [
+        f"recipe={recipe}",
+        f"policy={policy}",
+        f"reward_model={rm}",
+        f"run_dir={run_dir}",
+        *COMMON,
+        *extra,
+    ]
+
+
+def _records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "outputs.jsonl").read_text().splitlines()]
+
+
+def test_genarm_recipe_as_a_subprocess(tiny_kit, token_kit, tmp_path):
+    run = tmp_path / "genarm"
+    run_module("predict", *_args("tiny_genarm", tiny_kit["policy"], token_kit["arm"], run))
+    recs = _records(run)
+    assert len(recs) == 3 and (run / "DONE").is_file()
+    for r in recs:
+        assert (r["method"], r["alpha"], r["temperature"]) == ("genarm", 1.0, 0.5)
+        assert r["label"] == "genarm alpha=1 T=0.5" and isinstance(r["reward"], float)
+        # one RM forward per policy forward, the RM reading what the policy reads
+        assert r["stats"]["rm_forwards"] == r["stats"]["llm_forwards"] > 0
+        assert r["stats"]["rm_tokens_in"] == r["stats"]["llm_tokens_in"]
+
+
+def test_token_rm_recipe_in_process(tiny_kit, token_kit, tmp_path):
+    run = tmp_path / "token"
+    assert main(_args("tiny_token_rm_args", tiny_kit["policy"], token_kit["token"], run)) == 0
+    recs = _records(run)
+    assert [r["method"] for r in recs] == ["token-rm"] * 3
+    assert all(r["stats"]["rm_tokens_in"] == r["stats"]["llm_tokens_in"] for r in recs)
+
+
+def _one_error_line(capsys) -> str:
+    err = [
+        line
+        for line in capsys.readouterr().err.splitlines()
+        if line.startswith("argsfw predict: error")
+    ]
+    assert len(err) == 1, err
+    return err[0]
+
+
+@pytest.mark.parametrize(
+    "recipe,rm,extra,message",
+    [
+        ("tiny_genarm", "reward_model", (), "decode.method=genarm needs an autoregressive"),
+        ("tiny_token_rm_args", "reward_model", (), "needs a token-level reward model"),
+        ("tiny_args", "token", (), "decode.method=args-greedy needs a sequence reward model"),
+        ("tiny_genarm", "token", (), "reward model is reward_kind 'token'"),
+        ("tiny_token_rm_args", "other_vocab", (), "has a vocabulary of"),
+        ("tiny_genarm", "arm", ("decode.alpha=nan",), "decode.alpha=nan is not a finite number"),
+        (
+            "tiny_token_rm_args",
+            "token",
+            ("decode.weight=inf",),
+            "decode.weight=inf is not a finite",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_before_any_work(
+    tiny_kit, token_kit, tmp_path, capsys, recipe, rm, extra, message
+):
+    rm_path = tiny_kit["reward_model"] if rm == "reward_model" else token_kit[rm]
+    run = tmp_path / "run"
+    assert main(_args(recipe, tiny_kit["policy"], rm_path, run, *extra)) == 2
+    assert message in _one_error_line(capsys)
+    assert not run.exists()  # nothing written
+
+
+def test_unmarked_causal_lm_is_accepted_and_logged(tiny_kit, token_kit, tmp_path, caplog):
+    run = tmp_path / "unmarked"
+    assert main(_args("tiny_token_rm_args", tiny_kit["policy"], token_kit["unmarked"], run)) == 0
+    assert "without an argsfw reward_kind marker" in caplog.text
