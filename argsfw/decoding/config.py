@@ -1,6 +1,6 @@
 """Schema of decoding settings (the ``decode`` config group). Plain, OmegaConf-compatible.
 
-Methods: ``args-greedy``, ``args-stochastic``, ``args-greedy-large`` (reward-guided search)
+Methods: ``args-greedy``, ``args-stochastic``, ``args-greedy-large``, ``args-gated`` (reward-guided search)
 and the baselines ``greedy``, ``top-k``, ``nucleus``, ``best-of-n``.
 """
 
@@ -22,6 +22,9 @@ class DecodeConfig:
     top_p: float = 0.9  # nucleus
     num_samples: int = 4  # best-of-n: N
     chunk_size: Any = None  # args-greedy-large: int or "auto"
+    # args-gated: tau in [0, 1]; a step calls the RM only where the policy's top-1 probability
+    # is <= tau (1: every step, = args-greedy; 0: never, = greedy)
+    gate_threshold: float = 0.5
     stop_at_eos: bool = True
     batch_size: int = 8
     seed: int = 0  # per-prompt generators are seeded from (seed, prompt key): shard-independent

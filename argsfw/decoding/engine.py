@@ -17,6 +17,7 @@ from argsfw.decoding.accounting import DecodeStats, Meter
 from argsfw.decoding.baselines import NucleusSampler, TopKSampler, best_of_n, greedy_chooser
 from argsfw.decoding.config import DecodeConfig
 from argsfw.decoding.cross_tokenizer import CrossTokenizerScorer, retokenizer
+from argsfw.decoding.gated import GatedArgsChooser, GatedScorer
 from argsfw.decoding.policy import PolicyState, context_length, left_pad
 from argsfw.decoding.sampling import make_generator
 from argsfw.decoding.scoring import (
@@ -177,15 +178,17 @@ class ArgsDecoder:
             for i, g in zip(
                 batch, self._decode(method, s, [prompt_ids[i] for i in batch], batch, keys, meter)
             ):
-                new_ids, finished, reward = g
                 out[i] = Generation(
                     index=i,
                     prompt=prompts[i],
                     prompt_ids=prompt_ids[i],
-                    new_ids=new_ids,
-                    text=self.tokenizer.decode(new_ids, skip_special_tokens=True),
-                    finished=finished,
-                    reward=reward,
+                    new_ids=g.new_ids,
+                    text=self.tokenizer.decode(g.new_ids, skip_special_tokens=True),
+                    finished=g.finished,
+                    reward=g.reward,
+                    llm_tokens=g.llm_tokens,
+                    rm_tokens=g.rm_tokens,
+                    scored_steps=g.scored_steps if method in ARGS_METHODS else None,
                 )
         return out, meter.stop()
 
@@ -214,6 +217,17 @@ class ArgsDecoder:
             raise DecodeInputError(f"temperature must be > 0 for {method}, got {s.temperature!r}")
         if method in ("nucleus", "best-of-n") and not 0 < float(s.top_p) <= 1:
             raise DecodeInputError(f"top_p must be in (0, 1], got {s.top_p!r}")
+        if method == "args-gated":
+            tau = s.gate_threshold
+            if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0 <= tau <= 1:
+                raise DecodeInputError(
+                    f"gate_threshold must be a number in [0, 1] (1 = always score, 0 = never), got {tau!r}"
+                )
+            if self.rm is not None and not self.shared_tokenizer:
+                raise DecodeInputError(
+                    "args-gated needs a reward model that shares the policy's tokenizer; use "
+                    "args-greedy for a reward model with its own tokenizer"
+                )
         if method == "best-of-n" and (not isinstance(s.num_samples, int) or s.num_samples < 1):
             raise DecodeInputError(f"num_samples must be a positive integer, got {s.num_samples!r}")
         cs = s.chunk_size
@@ -281,7 +295,10 @@ class ArgsDecoder:
             return self._best_of_n(s, policy, prompts, rows, keys, eos, meter)
         gens = [make_generator(s.seed, keys[r]) for r in rows]
         scorer = None
-        if method in ARGS_METHODS:
+        if method == "args-gated":
+            scorer = GatedScorer(self.rm, stats) if s.weight != 0 else None
+            chooser = GatedArgsChooser(s.weight, s.topk, float(s.gate_threshold))
+        elif method in ARGS_METHODS:
             if s.weight != 0:
                 scorer = self._scorer(stats)
             chunk = None
@@ -307,10 +324,9 @@ class ArgsDecoder:
             chooser = TopKSampler(s.topk, s.temperature)
         else:
             chooser = NucleusSampler(s.top_p, s.temperature)
-        results = decode_batch(
+        return decode_batch(
             policy, scorer, chooser, prompts, rows, gens, s.max_new_tokens, eos, meter
         )
-        return [(r.new_ids, r.finished, r.reward) for r in results]
 
     def _scorer(self, stats: DecodeStats):
         if self.shared_tokenizer:
@@ -330,6 +346,10 @@ class ArgsDecoder:
         rewards = sequence_rewards(self.rm, seqs, meter.stats, batch_size=s.batch_size * n)
         out = []
         for p, j in enumerate(best_of_n(rewards, n)):
-            r = results[p * n + j]
-            out.append((r.new_ids, r.finished, float(rewards[p * n + j])))
+            copies = range(p * n, p * n + n)
+            best = results[p * n + j]
+            best.reward = float(rewards[p * n + j])
+            best.llm_tokens = sum(results[c].llm_tokens for c in copies)  # prompt once + N samples
+            best.rm_tokens = sum(len(seqs[c]) for c in copies)  # every sample scored whole
+            out.append(best)
         return out

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # Engine method names (the ``decode.method`` config key) and the original API's spellings.
-ARGS_METHODS = ("args-greedy", "args-stochastic", "args-greedy-large")
+ARGS_METHODS = ("args-greedy", "args-stochastic", "args-greedy-large", "args-gated")
 BASELINE_METHODS = ("greedy", "top-k", "nucleus", "best-of-n")
 METHODS = ARGS_METHODS + BASELINE_METHODS
 ORIGINAL_METHODS = {
@@ -69,6 +69,13 @@ class Generation:
     model's score of the whole final sequence when the method computed it for free (ARGS
     methods with a non-zero weight score the chosen candidate at the last step; best-of-n
     scores every sample), else None.
+
+    Cost of this prompt alone, whatever batch it shared: ``llm_tokens`` / ``rm_tokens`` are
+    the real (non-padding) token positions the policy / reward model computed for it, prompt
+    included (best-of-n: the prompt once, every sample's tokens, every sample scored);
+    padding, which depends on the batch, is only in the call's `DecodeStats`.
+    ``scored_steps`` counts the steps whose candidates the RM scored (reward-guided methods
+    only, else None).
     """
 
     index: int
@@ -78,6 +85,9 @@ class Generation:
     text: str
     finished: bool
     reward: float | None = None
+    llm_tokens: int = 0
+    rm_tokens: int = 0
+    scored_steps: int | None = None
 
     @property
     def n_prompt_tokens(self) -> int:
@@ -104,4 +114,7 @@ class Generation:
             "n_new_tokens": self.n_new_tokens,
             "finished": self.finished,
             "reward": self.reward,
+            "llm_tokens": self.llm_tokens,
+            "rm_tokens": self.rm_tokens,
+            "scored_steps": self.scored_steps,
         }
