@@ -149,13 +149,15 @@ def _norm_path(spec: str | None) -> str | None:
 
 
 def default_label(job) -> str:
-    """``args-greedy w=1.5 k=10`` for ARGS methods, the method name for baselines (or predict.label)."""
-    from argsfw.decoding.types import resolve_method
+    """``predict.label``, else the setting's `argsfw.decoding.types.setting_label`."""
+    from argsfw.decoding.types import resolve_method, setting_label
 
     if job.predict.label:
         return job.predict.label
-    m = resolve_method(job.decode.method)
-    return f"{m} w={job.decode.weight:g} k={job.decode.topk}" if m.startswith("args") else m
+    d = job.decode
+    return setting_label(
+        resolve_method(d.method), d.weight, d.topk, d.num_samples, d.gate_threshold
+    )
 
 
 def _run(job, run: RunDir) -> None:

@@ -82,7 +82,9 @@ class GatedScorer:
         self.cache = RewardCache(self.rm, self.stats, len(prompts))
         self.pending = [list(p) for p in prompts]  # per row: committed tokens the RM has not read
         self.next_pos = [0] * len(prompts)  # per row: position id of its first pending token
-        self.held: torch.Tensor | None = None  # [B, k] candidates held in the cache, -1 = not scored
+        self.held: torch.Tensor | None = (
+            None  # [B, k] candidates held in the cache, -1 = not scored
+        )
 
     @property
     def row_tokens(self) -> torch.Tensor:

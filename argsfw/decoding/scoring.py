@@ -131,7 +131,9 @@ class RewardCache:
         self.held = (c_len + block.n_commit, drop) if hold else None
         self.held_rows = None
         if hold and rows is not None:
-            self.held_rows = torch.zeros(self.col_valid.shape[0], dtype=torch.bool, device=self.device)
+            self.held_rows = torch.zeros(
+                self.col_valid.shape[0], dtype=torch.bool, device=self.device
+            )
             self.held_rows[rows] = True
         self.stats.rm_cache_bytes_peak = max(
             self.stats.rm_cache_bytes_peak, cache_bytes(self.cache)

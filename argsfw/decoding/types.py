@@ -21,6 +21,29 @@ ORIGINAL_METHODS = {
 }
 
 
+def setting_label(
+    method: str,
+    weight: float | None = None,
+    topk: int | None = None,
+    num_samples: int | None = None,
+    gate_threshold: float | None = None,
+) -> str:
+    """The label of a decode setting in outputs, tables and plots.
+
+    ``best-of-n N=4``; ``args-greedy w=1.5 k=10``, and any other reward-weighted method the
+    same way; ``args-gated w=1.5 k=10 τ=0.5``; the bare name for the other baselines.
+    """
+    parts = [method]
+    if method == "best-of-n":
+        parts += [f"N={num_samples}"] if num_samples is not None else []
+    elif method not in BASELINE_METHODS and isinstance(weight, (int, float)):
+        parts.append(f"w={weight:g}")
+        parts += [f"k={topk}"] if topk is not None else []
+    if method == "args-gated" and isinstance(gate_threshold, (int, float)):
+        parts.append(f"τ={gate_threshold:g}")
+    return " ".join(parts)
+
+
 class DecodeInputError(ValueError):
     """Bad decoding input: empty or over-long prompt, bad k, unknown method, unusable models."""
 
