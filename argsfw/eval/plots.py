@@ -68,11 +68,17 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: (points[i][0], -points[i][1]))
 
 
-def _setting(entry: dict[str, Any]) -> str:
-    """The label without its family: what varies inside a sweep (``w=1.5 k=10``)."""
-    label = str(entry.get("label", ""))
-    parts = label.split(" ", 1)
-    return parts[1] if len(parts) > 1 and not parts[0].lower().startswith("ppo") else ""
+def _settings(entries: Sequence[dict[str, Any]]) -> list[str]:
+    """Each entry's label without its family and without the parts its whole family shares:
+    what varies inside a sweep (``τ=0.6`` for gated runs that share w and k)."""
+    parts = [str(e.get("label", "")).split("#")[0].split(" ")[1:] for e in entries]
+    fams = [family(e) for e in entries]
+    out = []
+    for fam, mine in zip(fams, parts):
+        kin = [p for f, p in zip(fams, parts) if f == fam]
+        common = set.intersection(*(set(p) for p in kin)) if len(kin) > 1 else set()
+        out.append(" ".join(t for t in mine if t not in common))
+    return out
 
 
 def _points(report: dict[str, Any], x: str, y: str) -> list[tuple[dict, float, float, float]]:
@@ -95,7 +101,7 @@ def _pyplot():
 
 
 def _scatter(ax, pts, annotate: bool = True) -> None:
-    """One legend entry per family; each point annotated with its setting."""
+    """One legend entry per family; each point annotated with what varies in its family."""
     seen: dict[str, tuple[str, str]] = {}
     labelled: set[str] = set()
     for e, x, y, se in pts:
@@ -106,15 +112,56 @@ def _scatter(ax, pts, annotate: bool = True) -> None:
             ls="none", capsize=2, elinewidth=0.8, label=None if fam in labelled else fam,
         )  # fmt: skip
         labelled.add(fam)
-        if annotate and _setting(e):
-            ax.annotate(_setting(e), (x, y), textcoords="offset points", xytext=(4, 3), fontsize=6,
-                        color=colour)  # fmt: skip
+    if annotate:
+        texts = _settings([e for e, *_ in pts])
+        colours = [_style(family(e), seen)[0] for e, *_ in pts]
+        _place_labels(ax, [(x, y) for _, x, y, _ in pts], texts, colours)
+
+
+def _place_labels(ax, xy: list[tuple[float, float]], texts: list[str], colours: list[str]) -> None:
+    """Annotate points, moving a label to the next free spot around its point when it would
+    overlap one already placed (matplotlib has no label placement; adjustText is not a dependency)."""
+    ax.autoscale_view()
+    to_px = ax.transData.transform
+    h = 8.0
+    # x0, y0, x1, y1 in pixels of what a label must not cover: the markers, then placed labels
+    placed = [(px - 5, py - 5, px + 5, py + 5) for px, py in (to_px(p) for p in xy)]
+    for (x, y), text, colour in sorted(zip(xy, texts, colours), key=lambda t: -t[0][1]):
+        if not text:
+            continue
+        w = 3.6 * len(text) + 2
+        px, py = to_px((x, y))
+        for dx, dy in (
+            (5, 2),
+            (5, -h - 2),
+            (-w - 5, 2),
+            (-w - 5, -h - 2),
+            (5, h + 4),
+            (5, -2 * h - 4),
+        ):
+            box = (px + dx, py + dy, px + dx + w, py + dy + h)
+            if not any(
+                b[0] < box[2] and box[0] < b[2] and b[1] < box[3] and box[1] < b[3] for b in placed
+            ):
+                break
+        placed.append(box)
+        ax.annotate(
+            text, (x, y), textcoords="offset pixels", xytext=(dx, dy), fontsize=6, color=colour
+        )
+
+
+def _legend(ax) -> None:
+    """The legend outside the axes, families in `STYLES` order, extra entries (front, lines) first."""
+    handles, labels = ax.get_legend_handles_labels()
+    rank = {f: i for i, f in enumerate(STYLES)}
+    pairs = sorted(zip(handles, labels), key=lambda p: rank.get(p[1], -1))
+    ax.legend(*zip(*pairs), fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
 
 
 def _finish(fig, ax, out: Path, title: str) -> Path:
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    _legend(ax)
     fig.savefig(out, dpi=110, bbox_inches="tight")
     _pyplot().close(fig)
     return out
@@ -199,6 +246,8 @@ def plot_vs_weight(report: dict[str, Any], out: Path) -> Path | None:
     series = {k: v for k, v in series.items() if v}
     if not series:
         return None
+    if any(len(v) > 1 for v in series.values()):  # single settings live in the other plots
+        series = {k: v for k, v in series.items() if len(v) > 1}
     metrics = ["reward"] + (
         ["oracle"] if any(e["metrics"].get("oracle") is not None for v in series.values() for _, e in v) else []
     )  # fmt: skip
