@@ -1,6 +1,7 @@
 """``python -m argsfw.pipeline recipe=NAME`` — the whole study as one resumable command.
 
-Runs the fit stages (SFT → RM → PPO), every decode setting and the evaluation, each as its
+Runs the fit stages (``pipeline.fit``: SFT → RM → PPO → …), every decode setting
+(``pipeline.predict``, sweeps included) and the evaluation, each as its
 own ``python -m argsfw.<entry>`` process with its own run directory under this run's
 directory. Separate processes keep each stage's memory apart and let any stage use several
 devices (Lightning re-launches the *stage* command for its other ranks, not the pipeline).
@@ -64,15 +65,16 @@ def fit_complete(run_dir: Path) -> bool:
 
 
 def plan(job: JobConfig, root: Path) -> list[Step]:
-    """The ordered steps of `job`'s pipeline, with ``@sft``/``@rm``/``@ppo`` resolved."""
+    """The ordered steps of `job`'s pipeline, with every ``@<fit step>`` resolved to its run dir."""
     p = job.pipeline
-    dirs = {s: root / s for s in ("sft", "rm", "ppo") if getattr(p, s)}
-    subst = {f"@{s}": str(d) for s, d in dirs.items()}
+    dirs = {name: root / name for name in p.fit}
+    # longest names first, so "@rm" does not eat the start of "@rm_token"
+    subst = sorted(((f"@{n}", str(d)) for n, d in dirs.items()), key=lambda t: -len(t[0]))
 
     def resolve(args: list[str]) -> list[str]:
         out = []
         for a in args:
-            for token, path in subst.items():
+            for token, path in subst:
                 a = a.replace(token, path)
             out.append(a)
         return out
@@ -81,17 +83,12 @@ def plan(job: JobConfig, root: Path) -> list[Step]:
         ["reward_model=@rm"] if "rm" in dirs else []
     )
     steps: list[Step] = []
-    for stage in ("sft", "rm", "ppo"):
-        recipe = getattr(p, stage)
-        if not recipe:
-            continue
-        stage_inputs = inputs if stage == "ppo" else []
-        args = _merge(
-            [f"recipe={recipe}"], stage_inputs, list(p.fit_overrides), [f"run_dir={dirs[stage]}"]
-        )
-        if (dirs[stage]).exists() and not fit_complete(dirs[stage]):
+    for name, spec in p.fit.items():
+        recipe, *own = shlex.split(spec)
+        args = _merge([f"recipe={recipe}"], list(p.fit_overrides), own, [f"run_dir={dirs[name]}"])
+        if dirs[name].exists() and not fit_complete(dirs[name]):
             args.append("resume=true")
-        steps.append(Step(stage, "fit", resolve(args), dirs[stage]))
+        steps.append(Step(name, "fit", resolve(args), dirs[name]))
     if p.predict and not p.predict_recipe:
         raise ConfigError(
             "pipeline.predict needs pipeline.predict_recipe: set it to the predict recipe each step "
@@ -148,6 +145,7 @@ def _run(job: JobConfig, run: RunDir) -> None:
     steps = plan(job, run.path)
     check_steps(steps)
     run.start(job, "pipeline")
+    log.info("plan: %d steps: %s", len(steps), ", ".join(s.name for s in steps))
     t0 = time.perf_counter()
     for i, step in enumerate(steps, 1):
         if step.entry == "fit" and fit_complete(step.run_dir):

@@ -164,18 +164,18 @@ def _norm_path(spec: str | None) -> str | None:
 
 
 def default_label(job) -> str:
-    """``args-greedy w=1.5 k=10`` for ARGS methods, the method name for baselines (or predict.label)."""
-    from argsfw.decoding.types import resolve_method
+    """``predict.label``, else the setting's `argsfw.decoding.types.setting_label`."""
+    from argsfw.decoding.types import resolve_method, setting_label
 
     if job.predict.label:
         return job.predict.label
     d = job.decode
     m = resolve_method(d.method)
-    if m.startswith(("args", "token-rm")):
-        return f"{m} w={d.weight:g} k={d.topk}"
     if m == "genarm":
         return f"{m} alpha={d.alpha:g} T={d.temperature:g}"
-    return f"{m} alpha={d.alpha:g}" if m == "genarm-greedy" else m
+    if m == "genarm-greedy":
+        return f"{m} alpha={d.alpha:g}"
+    return setting_label(m, d.weight, d.topk, d.num_samples, d.gate_threshold)
 
 
 def _run(job, run: RunDir) -> None:

@@ -430,12 +430,13 @@ class PredictConfig:
 class PipelineConfig:
     """Stages chained by ``python -m argsfw.pipeline``, each run in ``<run_dir>/<step>``.
 
-    In any override, ``@sft``, ``@rm`` and ``@ppo`` stand for those steps' run directories.
+    In any override, ``@NAME`` stands for fit step NAME's run directory. A fit step named
+    ``sft`` gives every predict step its ``policy``, one named ``rm`` its ``reward_model``
+    (and evaluate's); a step's own overrides (or a predict step's ``recipe=``) win.
     """
 
-    sft: str | None = None  # fit recipe of the SFT policy
-    rm: str | None = None  # fit recipe of the reward model
-    ppo: str | None = None  # fit recipe of the PPO policy
+    # fit step name -> "RECIPE key=value ...", run in this order (a new stage is one more line)
+    fit: dict[str, str] = field(default_factory=dict)
     fit_overrides: list[str] = field(default_factory=list)  # applied to every fit step
     predict_recipe: str | None = None  # predict recipe every decode step starts from
     # step name -> its overrides ("-m" sweeps allowed)
@@ -443,6 +444,13 @@ class PipelineConfig:
     predict_overrides: list[str] = field(default_factory=list)  # applied to every predict step
     evaluate: str | None = None  # evaluate recipe run over every predict output
     evaluate_overrides: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for name, spec in self.fit.items():
+            if not str(spec or "").strip():
+                raise ConfigError(
+                    f"pipeline.fit.{name} is empty; give its fit recipe, e.g. {name}: tiny_{name}"
+                )
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """Schema of decoding settings (the ``decode`` config group). Plain, OmegaConf-compatible.
 
-Methods: ``args-greedy``, ``args-stochastic``, ``args-greedy-large`` (reward-guided search),
-the baselines ``greedy``, ``top-k``, ``nucleus``, ``best-of-n``, and the token-level-RM methods
-``genarm``, ``genarm-greedy``, ``token-rm``, ``token-rm-stochastic``.
+Methods: ``args-greedy``, ``args-stochastic``, ``args-greedy-large``, ``args-gated`` (reward-guided
+search), the baselines ``greedy``, ``top-k``, ``nucleus``, ``best-of-n``, and the token-level-RM
+methods ``genarm``, ``genarm-greedy``, ``token-rm``, ``token-rm-stochastic``.
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ class DecodeConfig:
     top_p: float = 0.9  # nucleus
     num_samples: int = 4  # best-of-n: N
     chunk_size: Any = None  # args-greedy-large: int or "auto"
+    # args-gated: tau in [0, 1]; a step calls the RM only where the policy's top-1 probability
+    # is <= tau (1: every step, = args-greedy; 0: never, = greedy)
+    gate_threshold: float = 0.5
     stop_at_eos: bool = True
     batch_size: int = 8
     seed: int = 0  # per-prompt generators are seeded from (seed, prompt key): shard-independent
@@ -86,6 +89,12 @@ def check_decode_settings(s: DecodeConfig, vocab: int | None = None, prefix: str
         raise DecodeInputError(
             f"{prefix}temperature must be > 0 for {method}, got {s.temperature!r}{hint}"
         )
+    if method == "args-gated":
+        tau = s.gate_threshold
+        if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0 <= tau <= 1:
+            raise DecodeInputError(
+                f"{prefix}gate_threshold must be a number in [0, 1] (1 = always score, 0 = never), got {tau!r}"
+            )
     if method in ("nucleus", "best-of-n") and not 0 < float(s.top_p) <= 1:
         raise DecodeInputError(f"{prefix}top_p must be in (0, 1], got {s.top_p!r}")
     if method == "best-of-n" and (not _int(s.num_samples) or s.num_samples < 1):

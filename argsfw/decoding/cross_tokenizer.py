@@ -113,6 +113,11 @@ class CrossTokenizerScorer:
         self.cache = RewardCache(self.rm, self.stats, len(prompts))
         self.step = 0
 
+    @property
+    def row_tokens(self) -> torch.Tensor:
+        """[B] real tokens each row has fed the RM so far."""
+        return self.cache.row_tokens
+
     def score(self, cands: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
         """Rewards [B, k] (float32) of appending each of ``cands`` [B, k] to each row's sequence."""
         self.step += 1

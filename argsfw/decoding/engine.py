@@ -16,6 +16,7 @@ from argsfw.decoding.accounting import DecodeStats, Meter
 from argsfw.decoding.baselines import NucleusSampler, TopKSampler, best_of_n, greedy_chooser
 from argsfw.decoding.config import DecodeConfig, check_decode_settings
 from argsfw.decoding.cross_tokenizer import CrossTokenizerScorer, retokenizer
+from argsfw.decoding.gated import GatedArgsChooser, GatedScorer
 from argsfw.decoding.policy import PolicyState, context_length, left_pad
 from argsfw.decoding.sampling import make_generator
 from argsfw.decoding.scoring import (
@@ -190,15 +191,17 @@ class ArgsDecoder:
             for i, g in zip(
                 batch, self._decode(method, s, [prompt_ids[i] for i in batch], batch, keys, meter)
             ):
-                new_ids, finished, reward = g
                 out[i] = Generation(
                     index=i,
                     prompt=prompts[i],
                     prompt_ids=prompt_ids[i],
-                    new_ids=new_ids,
-                    text=self.tokenizer.decode(new_ids, skip_special_tokens=True),
-                    finished=finished,
-                    reward=reward,
+                    new_ids=g.new_ids,
+                    text=self.tokenizer.decode(g.new_ids, skip_special_tokens=True),
+                    finished=g.finished,
+                    reward=g.reward,
+                    llm_tokens=g.llm_tokens,
+                    rm_tokens=g.rm_tokens,
+                    scored_steps=g.scored_steps if method in ARGS_METHODS else None,
                 )
         return out, meter.stop()
 
@@ -206,6 +209,11 @@ class ArgsDecoder:
     def check_settings(self, s: DecodeConfig) -> DecodeConfig:
         """Validate ``s`` against the models; returns it. Raises `DecodeInputError` with a one-line reason."""
         method = check_decode_settings(s, self.vocab)
+        if method == "args-gated" and self.rm is not None and not self.shared_tokenizer:
+            raise DecodeInputError(
+                "args-gated needs a reward model that shares the policy's tokenizer; use "
+                "args-greedy for a reward model with its own tokenizer"
+            )
         needs_rm = method == "best-of-n" or (
             (method in ARGS_METHODS or method.startswith("token-rm")) and s.weight != 0
         )
@@ -270,6 +278,9 @@ class ArgsDecoder:
         scorer = None
         if method in TOKEN_LEVEL_METHODS:
             scorer, chooser = token_level_parts(method, s, self.rm, stats, self.device)
+        elif method == "args-gated":
+            scorer = GatedScorer(self.rm, stats) if s.weight != 0 else None
+            chooser = GatedArgsChooser(s.weight, s.topk, float(s.gate_threshold))
         elif method in ARGS_METHODS:
             if s.weight != 0:
                 scorer = self._scorer(stats)
@@ -296,10 +307,9 @@ class ArgsDecoder:
             chooser = TopKSampler(s.topk, s.temperature)
         else:
             chooser = NucleusSampler(s.top_p, s.temperature)
-        results = decode_batch(
+        return decode_batch(
             policy, scorer, chooser, prompts, rows, gens, s.max_new_tokens, eos, meter
         )
-        return [(r.new_ids, r.finished, r.reward) for r in results]
 
     def _scorer(self, stats: DecodeStats):
         if self.shared_tokenizer:
@@ -319,6 +329,10 @@ class ArgsDecoder:
         rewards = sequence_rewards(self.rm, seqs, meter.stats, batch_size=s.batch_size * n)
         out = []
         for p, j in enumerate(best_of_n(rewards, n)):
-            r = results[p * n + j]
-            out.append((r.new_ids, r.finished, float(rewards[p * n + j])))
+            copies = range(p * n, p * n + n)
+            best = results[p * n + j]
+            best.reward = float(rewards[p * n + j])
+            best.llm_tokens = sum(results[c].llm_tokens for c in copies)  # prompt once + N samples
+            best.rm_tokens = sum(len(seqs[c]) for c in copies)  # every sample scored whole
+            out.append(best)
         return out

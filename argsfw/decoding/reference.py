@@ -33,11 +33,14 @@ def reference_decode(
     eos_ids: tuple[int, ...] = (),
     to_rm_ids: Callable[[list[int]], list[int]] | None = None,
     stats: DecodeStats | None = None,
+    gate_threshold: float | None = None,
 ) -> tuple[list[int], bool]:
     """ARGS-decode one prompt the slow way; returns ``(new_ids, ended_with_eos)``.
 
     ``to_rm_ids`` maps a policy id list to the RM's input ids (identity when None). With
     ``rm=None`` or ``weight=0`` the reward is not computed (plain top-k-restricted choice).
+    With ``gate_threshold`` τ (args-gated), a step whose top-1 probability exceeds τ takes the
+    policy's argmax without consulting the RM.
     """
     stats = stats or DecodeStats()
     scorer = ReferenceScorer(rm, stats, to_rm_ids) if rm is not None and weight != 0 else None
@@ -47,6 +50,13 @@ def reference_decode(
     for _ in range(max_new_tokens):
         logits = llm(input_ids=torch.tensor([ids], device=device)).logits[0, -1].float()  # [V]
         stats.llm_forwards += 1
+        if gate_threshold is not None and float(torch.softmax(logits, -1).max()) > gate_threshold:
+            tok = int(logits.argmax())
+            ids.append(tok)
+            new.append(tok)
+            if tok in eos_ids:
+                return new, True
+            continue
         top_logits, cands = logits.topk(topk)  # [k]
         scores = top_logits.clone()
         if scorer is not None:

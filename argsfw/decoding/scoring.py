@@ -93,18 +93,62 @@ class RewardCache:
         self.held: tuple[int, int] | None = (
             None  # (first column, count) of candidates kept for `adopt`
         )
+        self.held_rows: torch.Tensor | None = None  # [B] rows whose candidates are held (None: all)
+        # [B] real (non-padding) tokens each row has fed the RM: the per-record cost
+        self.row_tokens = torch.zeros(batch, dtype=torch.long, device=self.device)
 
     @torch.inference_mode()
-    def forward(self, block: TreeBlock, hold: bool = False) -> torch.Tensor:
+    def forward(
+        self, block: TreeBlock, hold: bool = False, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Run one block; returns the candidates' rewards [B, c] (float32) and commits the block's head.
 
         With ``hold=True`` the candidate columns stay in the cache until `adopt` keeps the
-        chosen one (``block`` must then hold one token per candidate).
+        chosen one (``block`` must then hold one token per candidate). With ``rows`` [S]
+        (batch indices) the block holds those rows only and only they enter the forward; the
+        other rows get masked hole columns, so a row that does not score costs no RM work.
         """
-        b, s = block.ids.shape
+        if rows is None:
+            rewards, n_new = self._run(self.cache, self.col_valid, block)
+            new_valid = block.valid[:, : block.n_commit]
+            self.row_tokens += block.valid.sum(-1)
+        else:
+            rows = rows.to(self.device)
+            # why a gathered copy: a forward runs on whole cache rows; the copy reads the S rows'
+            # prefix once, about what the forward's attention reads anyway
+            sub = DynamicCache(
+                ddp_cache_data=[(la.keys[rows], la.values[rows]) for la in self.cache.layers]
+            )
+            rewards, n_new = self._run(sub, self.col_valid[rows], block)
+            self._scatter(sub, rows, n_new)
+            new_valid = torch.zeros(
+                (self.col_valid.shape[0], block.n_commit), dtype=torch.bool, device=self.device
+            )
+            new_valid[rows] = block.valid[:, : block.n_commit]
+            self.row_tokens[rows] += block.valid.sum(-1)
+        drop = n_new - block.n_commit
         c_len = self.col_valid.shape[1]
+        self.held = (c_len + block.n_commit, drop) if hold else None
+        self.held_rows = None
+        if hold and rows is not None:
+            self.held_rows = torch.zeros(
+                self.col_valid.shape[0], dtype=torch.bool, device=self.device
+            )
+            self.held_rows[rows] = True
+        self.stats.rm_cache_bytes_peak = max(
+            self.stats.rm_cache_bytes_peak, cache_bytes(self.cache)
+        )
+        if drop > 0 and not hold:
+            self.cache.crop(-drop)
+        self.col_valid = torch.cat([self.col_valid, new_valid], dim=1)
+        return rewards
+
+    def _run(self, cache, col_valid: torch.Tensor, block: TreeBlock) -> tuple[torch.Tensor, int]:
+        """The backbone + head forward of ``block`` over ``cache``; returns (rewards [b, c], columns added)."""
+        b, s = block.ids.shape
+        c_len = col_valid.shape[1]
         allow = torch.cat(
-            [self.col_valid[:, None, :].expand(b, s, c_len), block.attend], dim=-1
+            [col_valid[:, None, :].expand(b, s, c_len), block.attend], dim=-1
         )  # [B, S, C+S]
         allow[:, :, :c_len] &= block.valid[:, :, None]  # padding queries see only themselves
         mask = torch.zeros(allow.shape, dtype=self.dtype, device=self.device)
@@ -113,7 +157,7 @@ class RewardCache:
             input_ids=block.ids,
             attention_mask=mask[:, None],  # [B, 1, S, C+S]
             position_ids=block.pos,
-            cache=self.cache,
+            cache=cache,
             use_cache=True,
         )
         hidden = out.last_hidden_state  # [B, S, H]
@@ -123,22 +167,34 @@ class RewardCache:
         rewards = self.head(picked)[..., 0].float()  # [B, c]
         self.stats.rm_forwards += 1
         self.stats.rm_tokens_in += block.ids.numel()
-        self.stats.rm_cache_bytes_peak = max(
-            self.stats.rm_cache_bytes_peak, cache_bytes(self.cache)
-        )
-        drop = s - block.n_commit
-        self.held = (c_len + block.n_commit, drop) if hold else None
-        if drop > 0 and not hold:
-            self.cache.crop(-drop)
-        self.col_valid = torch.cat([self.col_valid, block.valid[:, : block.n_commit]], dim=1)
-        return rewards
+        return rewards, s
+
+    def _scatter(self, sub, rows: torch.Tensor, n_new: int) -> None:
+        """Append ``sub``'s last ``n_new`` columns to ``rows`` of the cache; the other rows get zero holes."""
+        batch = self.col_valid.shape[0]
+        pairs = []
+        for i, layer in enumerate(sub.layers):
+            out = []
+            for name in ("keys", "values"):
+                fresh = getattr(layer, name)[:, :, -n_new:]  # [S, heads, n_new, head_dim]
+                grown = fresh.new_zeros((batch, *fresh.shape[1:]))
+                grown[rows] = fresh
+                if i < len(self.cache.layers) and self.cache.layers[i].is_initialized:
+                    grown = torch.cat([getattr(self.cache.layers[i], name), grown], dim=-2)
+                out.append(grown)
+            pairs.append(tuple(out))
+        if self.cache.layers and all(la.is_initialized for la in self.cache.layers):
+            for layer, (k, v) in zip(self.cache.layers, pairs):
+                layer.keys, layer.values = k, v
+        else:  # first forward of the batch: nothing cached yet
+            self.cache = DynamicCache(ddp_cache_data=pairs)
 
     @torch.inference_mode()
     def adopt(self, idx: torch.Tensor) -> None:
         """Keep held candidate ``idx`` [B] of each row as its next committed token; drop the other candidates."""
         start, n = self.held
         rows = torch.arange(idx.shape[0], device=self.device)
-        idx = idx.to(self.device)
+        idx = idx.to(self.device)  # rows not held (`held_rows`) copy a hole onto a hole
         for layer in self.cache.layers:
             # why: the chosen candidate's keys/values were already computed at the right position
             # against the right prefix; moving them into the first candidate slot (in place) and
@@ -148,14 +204,22 @@ class RewardCache:
                 t[:, :, start] = t[rows, :, start + idx]
         if n > 1:
             self.cache.crop(-(n - 1))
-        self.col_valid = torch.cat([self.col_valid, torch.ones_like(self.col_valid[:, :1])], dim=1)
-        self.held = None
+        adopted = (
+            torch.ones_like(self.col_valid[:, :1])
+            if self.held_rows is None
+            else self.held_rows[:, None].clone()
+        )
+        self.col_valid = torch.cat([self.col_valid, adopted], dim=1)
+        self.held = self.held_rows = None
 
     def keep(self, rows: torch.Tensor) -> None:
         """Keep only ``rows`` [B'] of the batch."""
         rows = rows.to(self.device)
         self.cache.batch_select_indices(rows)
         self.col_valid = self.col_valid[rows]
+        self.row_tokens = self.row_tokens[rows]
+        if self.held_rows is not None:
+            self.held_rows = self.held_rows[rows]
 
     def invalidate(self, row: int, cols: list[int]) -> None:
         """Mask cached columns ``cols`` of ``row`` out of all later attention."""
@@ -221,6 +285,11 @@ class SharedTokenizerScorer:
         self.pending_valid = mask.to(self.device).bool()
         self.next_pos = torch.zeros(ids.shape[0], dtype=torch.long, device=self.device)
         self.held_cands: torch.Tensor | None = None  # [B, k] candidates whose columns are held
+
+    @property
+    def row_tokens(self) -> torch.Tensor:
+        """[B] real tokens each row has fed the RM so far."""
+        return self.cache.row_tokens
 
     def score(self, cands: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
         """Rewards [B, k] (float32, on the candidates' device) of appending each of ``cands`` [B, k]."""

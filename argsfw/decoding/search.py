@@ -10,6 +10,7 @@ its EOS (kept) or at ``max_new_tokens``, and drops finished rows from the batch.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -34,11 +35,15 @@ class StepContext:
 
 @dataclass
 class RowResult:
-    """One row's output of `decode_batch`: generated ids, whether it ended with EOS, last reward seen."""
+    """One row's output of `decode_batch`: generated ids, whether it ended with EOS, last reward
+    seen (None when the last step did not score), and the row's own cost counters."""
 
     new_ids: list[int] = field(default_factory=list)
     finished: bool = False
     reward: float | None = None
+    llm_tokens: int = 0  # real (non-padding) token positions the policy read for this row
+    rm_tokens: int = 0  # real token positions the reward model read for this row
+    scored_steps: int = 0  # steps at which the reward model scored this row's candidates
 
 
 # A chooser maps (logits [B, V], scorer or None, context) to (tokens [B], rewards [B] or None).
@@ -142,33 +147,38 @@ def decode_batch(
     if scorer is not None:
         scorer.start(policy.ids, policy.mask, prompts)
     logits = policy.prefill()  # [B, V]
+    # the prompt is read once: with repeat, its cost goes to the first copy only
+    prefill = [len(p) if c == 0 else 0 for p in prompts for c in range(repeat)]
     if repeat > 1:
         policy.repeat(repeat)
         logits = logits.repeat_interleave(repeat, dim=0)
         prompts = [p for p in prompts for _ in range(repeat)]
         rows = [r for r in rows for _ in range(repeat)]
-    results = [RowResult() for _ in rows]
+    results = [RowResult(llm_tokens=n) for n in prefill]
     alive = list(range(len(rows)))  # batch row -> result index
     eos = torch.tensor(sorted(eos_ids), dtype=torch.long, device=logits.device)
     for t in range(max_new_tokens):
         ctx = StepContext(t + 1, [rows[i] for i in alive], [generators[i] for i in alive])
-        tokens, rewards = chooser(logits, scorer, ctx)  # [B], [B] or None
+        tokens, rewards = chooser(logits, scorer, ctx)  # [B], [B] (NaN: not scored) or None
         tok_list = tokens.tolist()
-        rew_list = rewards.tolist() if rewards is not None else [None] * len(tok_list)
+        rew_list = rewards.tolist() if rewards is not None else [math.nan] * len(tok_list)
         done = (
             torch.isin(tokens, eos) if eos.numel() else torch.zeros_like(tokens, dtype=torch.bool)
         )
         done_list = done.tolist()
         for j, i in enumerate(alive):
-            results[i].new_ids.append(tok_list[j])
-            results[i].reward = rew_list[j]
-            results[i].finished = done_list[j]
+            res = results[i]
+            res.new_ids.append(tok_list[j])
+            res.reward = None if math.isnan(rew_list[j]) else rew_list[j]
+            res.scored_steps += res.reward is not None
+            res.finished = done_list[j]
         meter.stats.new_tokens += len(tok_list)
         meter.sample()
         if t == max_new_tokens - 1:
             break
         if any(done_list):
             keep = [j for j, d in enumerate(done_list) if not d]
+            _harvest_rm_tokens(scorer, results, alive)
             if not keep:
                 break
             keep_t = torch.tensor(keep, dtype=torch.long, device=tokens.device)
@@ -180,4 +190,15 @@ def decode_batch(
         if scorer is not None:
             scorer.commit(tokens)
         logits = policy.step(tokens)
+        for i in alive:
+            results[i].llm_tokens += 1
+    _harvest_rm_tokens(scorer, results, alive)
     return results
+
+
+def _harvest_rm_tokens(scorer, results: list[RowResult], alive: list[int]) -> None:
+    """Copy the scorer's per-row RM token counts [B] into the live rows' results."""
+    counts = getattr(scorer, "row_tokens", None)
+    if counts is not None:
+        for i, n in zip(alive, counts.tolist()):
+            results[i].rm_tokens = n

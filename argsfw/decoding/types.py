@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # Engine method names (the ``decode.method`` config key) and the original API's spellings.
-ARGS_METHODS = ("args-greedy", "args-stochastic", "args-greedy-large")
+ARGS_METHODS = ("args-greedy", "args-stochastic", "args-greedy-large", "args-gated")
 BASELINE_METHODS = ("greedy", "top-k", "nucleus", "best-of-n")
 # Guided by a token-level reward model (a causal LM), one RM token per generated token: GenARM
 # (sampling from pi_base * pi_r^alpha, or its argmax) and the ARGS rules with r read from a
@@ -23,6 +23,29 @@ ORIGINAL_METHODS = {
     "greedy-large": "args-greedy-large",
     "greedy_large": "args-greedy-large",  # the original code's spelling (its README says greedy-large)
 }
+
+
+def setting_label(
+    method: str,
+    weight: float | None = None,
+    topk: int | None = None,
+    num_samples: int | None = None,
+    gate_threshold: float | None = None,
+) -> str:
+    """The label of a decode setting in outputs, tables and plots.
+
+    ``best-of-n N=4``; ``args-greedy w=1.5 k=10``, and any other reward-weighted method the
+    same way; ``args-gated w=1.5 k=10 τ=0.5``; the bare name for the other baselines.
+    """
+    parts = [method]
+    if method == "best-of-n":
+        parts += [f"N={num_samples}"] if num_samples is not None else []
+    elif method not in BASELINE_METHODS and isinstance(weight, (int, float)):
+        parts.append(f"w={weight:g}")
+        parts += [f"k={topk}"] if topk is not None else []
+    if method == "args-gated" and isinstance(gate_threshold, (int, float)):
+        parts.append(f"τ={gate_threshold:g}")
+    return " ".join(parts)
 
 
 class DecodeInputError(ValueError):
@@ -74,6 +97,13 @@ class Generation:
     methods with a non-zero weight score the chosen candidate at the last step; best-of-n
     scores every sample; genarm sums the ARM's ``log pi_r(y_t | x, y_<t)``, its reward of the
     response; token-rm reads the head value of the last token), else None.
+
+    Cost of this prompt alone, whatever batch it shared: ``llm_tokens`` / ``rm_tokens`` are
+    the real (non-padding) token positions the policy / reward model computed for it, prompt
+    included (best-of-n: the prompt once, every sample's tokens, every sample scored);
+    padding, which depends on the batch, is only in the call's `DecodeStats`.
+    ``scored_steps`` counts the steps whose candidates the RM scored (reward-guided methods
+    only, else None).
     """
 
     index: int
@@ -83,6 +113,9 @@ class Generation:
     text: str
     finished: bool
     reward: float | None = None
+    llm_tokens: int = 0
+    rm_tokens: int = 0
+    scored_steps: int | None = None
 
     @property
     def n_prompt_tokens(self) -> int:
@@ -109,4 +142,7 @@ class Generation:
             "n_new_tokens": self.n_new_tokens,
             "finished": self.finished,
             "reward": self.reward,
+            "llm_tokens": self.llm_tokens,
+            "rm_tokens": self.rm_tokens,
+            "scored_steps": self.scored_steps,
         }

@@ -29,6 +29,8 @@ OUTPUTS_FILE = "outputs.jsonl"
 DONE_MARKER = "DONE"
 _HUMAN_ANY_CASE = re.compile("human:", flags=re.IGNORECASE)
 _TURN_MARKERS = ("###Human:", "\n\nHuman:")
+# the decode keys that name a setting (`argsfw.decoding.types.setting_label`'s arguments)
+SETTING_KEYS = ("method", "weight", "topk", "num_samples", "gate_threshold")
 
 
 class EvalInputError(ValueError):
@@ -60,6 +62,8 @@ class EvalInput:
     topk: int | None = None
     complete: bool | None = None  # None: not a run directory, completeness unknown
     warnings: list[str] = field(default_factory=list)
+    num_samples: int | None = None  # best-of-n: N
+    gate_threshold: float | None = None  # args-gated: τ
 
 
 def cut_at_human(text: str) -> str:
@@ -164,7 +168,7 @@ def _to_record(where: str, obj: dict[str, Any], warnings: list[str]) -> EvalReco
 
 def _run_setting(run_dir: Path, first: dict[str, Any]) -> dict[str, Any]:
     """Decode setting from the run's ``config.yaml`` (``decode`` section), else from a record."""
-    setting = {k: first.get(k) for k in ("method", "weight", "topk")}
+    setting = {k: first.get(k) for k in SETTING_KEYS}
     cfg_path = run_dir / "config.yaml"
     if cfg_path.is_file():
         try:
@@ -180,14 +184,14 @@ def _run_setting(run_dir: Path, first: dict[str, Any]) -> dict[str, Any]:
     return setting
 
 
-def make_label(method: str | None, weight: float | None, topk: int | None, fallback: str) -> str:
-    """``args-greedy w=1.5 k=10`` for ARGS runs, the method for baselines, else `fallback`."""
+def make_label(setting: dict[str, Any], fallback: str) -> str:
+    """The setting's `argsfw.decoding.types.setting_label` (what predict writes), else `fallback`."""
+    from argsfw.decoding.types import setting_label
+
+    method = setting.get("method")
     if not method:
         return fallback
-    if method.startswith("args") and weight is not None:
-        w = f"{weight:g}" if isinstance(weight, (int, float)) else str(weight)
-        return f"{method} w={w}" + (f" k={topk}" if topk is not None else "")
-    return method
+    return setting_label(*(setting.get(k) for k in SETTING_KEYS))
 
 
 def load_outputs(spec: str | os.PathLike) -> EvalInput:
@@ -220,13 +224,13 @@ def load_outputs(spec: str | os.PathLike) -> EvalInput:
     setting = (
         _run_setting(run_dir, pairs[0][1])
         if is_run
-        else {k: pairs[0][1].get(k) for k in ("method", "weight", "topk")}
+        else {k: pairs[0][1].get(k) for k in SETTING_KEYS}
     )
     stem = path.parent.name if path.name == OUTPUTS_FILE else path.stem
     # An explicit name=path wins, then the label predict wrote (predict.label), then the setting.
     recorded = pairs[0][1].get("label")
     label = name or (recorded if isinstance(recorded, str) and recorded else None)
-    label = label or make_label(setting["method"], setting["weight"], setting["topk"], stem)
+    label = label or make_label(setting, stem)
     return EvalInput(
         label,
         path,
@@ -236,6 +240,8 @@ def load_outputs(spec: str | os.PathLike) -> EvalInput:
         setting["topk"],
         complete,
         warnings,
+        num_samples=setting["num_samples"] if setting["method"] == "best-of-n" else None,
+        gate_threshold=setting["gate_threshold"] if setting["method"] == "args-gated" else None,
     )
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from argsfw.eval.plots import PLOTS
 
 # (report key, column title, format) in table order; a column shows when any row has it
 COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -26,6 +27,11 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("coherence", "coherence", "{:.4f}"),
     ("oracle", "oracle", "{:.4f}"),
     ("oracle_skipped", "oracle skipped", "{:d}"),
+    ("llm_tokens_per_token", "LLM tok/tok", "{:.1f}"),
+    ("rm_tokens_per_token", "RM tok/tok", "{:.1f}"),
+    ("compute_tokens_per_token", "compute/tok", "{:.1f}"),
+    ("rm_scored_fraction", "RM-scored steps", "{:.2f}"),
+    ("ms_per_token", "ms/tok", "{:.2f}"),
     ("tokens_per_second", "tok/s", "{:.1f}"),
     ("seconds_per_prompt", "s/prompt", "{:.3f}"),
     ("llm_forwards_per_token", "LLM fwd/tok", "{:.2f}"),
@@ -53,6 +59,8 @@ def _row_values(entry: dict[str, Any]) -> dict[str, Any]:
     m["n_records"] = entry["n_records"]
     if m.get("peak_memory_bytes") is not None:
         m["peak_memory_mb"] = m["peak_memory_bytes"] / 2**20
+    if m.get("seconds_per_token") is not None:
+        m["ms_per_token"] = m["seconds_per_token"] * 1e3
     return m
 
 
@@ -97,79 +105,6 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _args_series(entries: Sequence[dict[str, Any]]) -> dict[str, list[tuple[float, float, float]]]:
-    """ARGS inputs grouped by method and k: ``{"args-greedy k=10": [(w, reward, se), ...]}``."""
-    series: dict[str, list[tuple[float, float, float]]] = {}
-    for e in entries:
-        m = e["metrics"]
-        if not str(e.get("method") or "").startswith("args") or e.get("weight") is None:
-            continue
-        if m.get("reward") is None:
-            continue
-        key = f"{e['method']}" + (f" k={e['topk']}" if e.get("topk") is not None else "")
-        series.setdefault(key, []).append(
-            (float(e["weight"]), m["reward"], m.get("reward_se") or 0.0)
-        )
-    return {k: sorted(v) for k, v in series.items()}
-
-
-def plot_reward_vs_weight(report: dict[str, Any], out: Path) -> Path | None:
-    """Mean reward (± SE) against the weight w for ARGS inputs; greedy as a dashed line.
-
-    Returns the PNG path, or None when no ARGS input has a reward.
-    """
-    series = _args_series(report["inputs"])
-    if not series:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for name, pts in series.items():
-        ws, rs, ses = zip(*pts)
-        ax.errorbar(ws, rs, yerr=ses, marker="o", capsize=3, label=name)
-    for e in report["inputs"]:
-        if e.get("method") == "greedy" and e["metrics"].get("reward") is not None:
-            ax.axhline(e["metrics"]["reward"], ls="--", color="grey", label=f"{e['label']}")
-    ax.set_xlabel("reward weight w")
-    ax.set_ylabel("mean reward")
-    ax.set_title("Reward vs weight (ARGS)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
-
-
-def plot_reward_diversity(report: dict[str, Any], out: Path) -> Path | None:
-    """One point per input in the (diversity, reward) plane. None when no input has both."""
-    pts = [
-        (e["label"], e["metrics"]["diversity"], e["metrics"]["reward"])
-        for e in report["inputs"]
-        if e["metrics"].get("diversity") is not None and e["metrics"].get("reward") is not None
-    ]
-    if not pts:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for label, div, rew in pts:
-        ax.scatter([div], [rew])
-        ax.annotate(label, (div, rew), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    ax.set_xlabel("diversity")
-    ax.set_ylabel("mean reward")
-    ax.set_title("Reward–diversity plane")
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
-
-
 def write_report(report: dict[str, Any], run_dir: str | Path) -> dict[str, Path]:
     """Write ``report.json``, ``report.md`` and the plots under `run_dir`.
 
@@ -181,10 +116,7 @@ def write_report(report: dict[str, Any], run_dir: str | Path) -> dict[str, Path]
     files = {"json": run / "report.json", "markdown": run / "report.md"}
     files["json"].write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
     files["markdown"].write_text(markdown(report), encoding="utf-8")
-    for name, fn in (
-        ("reward_vs_weight", plot_reward_vs_weight),
-        ("reward_diversity", plot_reward_diversity),
-    ):
+    for name, fn in PLOTS.items():
         path = fn(report, run / "plots" / f"{name}.png")
         if path is not None:
             files[name] = path

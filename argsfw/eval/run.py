@@ -17,7 +17,7 @@ from argsfw.eval.config import METRICS, EvalConfig
 from argsfw.eval.inputs import EvalInput, cut_at_turn, load_inputs
 from argsfw.eval.judge import JudgeClient, check_judge, judge_all, make_client
 from argsfw.eval.report import flat_metrics, log_wandb, slug, write_report
-from argsfw.eval.stats import cost_metrics, oracle_metrics
+from argsfw.eval.stats import cost_metrics, oracle_metrics, record_cost
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,8 @@ def _compute(
 def _write_records(
     inputs: Sequence[EvalInput], per: dict[str, dict[str, Any]], run_dir: Path
 ) -> Path:
-    """Per-record scores, one JSONL line per record: label, index, id, reward, diversity, coherence."""
+    """Per-record scores, one JSONL line per record: label, index, id, cost per generated
+    token (`record_cost`), reward, diversity, coherence."""
     import json
 
     path = run_dir / "records.jsonl"
@@ -136,7 +137,7 @@ def _write_records(
         for inp in inputs:
             m = per[inp.label]
             for i, rec in enumerate(inp.records):
-                row = {"input": inp.label, "index": i, "id": rec.id}
+                row = {"input": inp.label, "index": i, "id": rec.id, **record_cost(rec)}
                 for key, name in (
                     ("_scores", "reward"),
                     ("_diversity", "diversity"),
@@ -242,6 +243,8 @@ def _assemble(inputs, per, cfg, reward_model, judge_results, notes) -> dict[str,
                 "method": inp.method,
                 "weight": inp.weight,
                 "topk": inp.topk,
+                "num_samples": inp.num_samples,
+                "gate_threshold": inp.gate_threshold,
                 "n_records": len(inp.records),
                 "complete": inp.complete,
                 "warnings": inp.warnings,

@@ -63,13 +63,26 @@ def cost_metrics(records: Sequence[EvalRecord]) -> dict[str, float | None]:
     Returns ``tokens_per_second`` (all new tokens / all seconds), ``seconds_per_prompt``,
     ``llm_forwards_per_token`` and ``rm_forwards_per_token`` (from ``stats.llm_forwards`` /
     ``stats.rm_forwards`` over ``n_new_tokens``), ``peak_memory_bytes`` (max over records) and
-    ``new_tokens_per_prompt``. A value is None when some record lacks the field it needs.
+    ``new_tokens_per_prompt``. Per generated token: ``llm_tokens_per_token`` and
+    ``rm_tokens_per_token`` (token positions each model computed for the record, prompt
+    included, padding excluded: ``stats.llm_tokens`` / ``stats.rm_tokens``), their sum
+    ``compute_tokens_per_token`` (the cost axis of the plots), ``seconds_per_token``, and
+    ``rm_scored_fraction`` (steps the RM scored / generated tokens; reward-guided methods).
+    A value is None when some record lacks the field it needs.
     """
     tokens = _total(records, lambda r: r.n_new_tokens)
     seconds = _total(records, lambda r: r.seconds)
     peaks = [r.stats.get("peak_memory_bytes") for r in records]
     peaks_ok = [p for p in peaks if isinstance(p, (int, float))]
+    llm = _total(records, lambda r: r.stats.get("llm_tokens"))
+    rm = _total(records, lambda r: r.stats.get("rm_tokens"))
+    scored = _total(records, lambda r: r.stats.get("rm_scored_steps"))
     return {
+        "llm_tokens_per_token": _ratio(llm, tokens),
+        "rm_tokens_per_token": _ratio(rm, tokens),
+        "compute_tokens_per_token": _ratio(llm + rm, tokens) if None not in (llm, rm) else None,
+        "seconds_per_token": _ratio(seconds, tokens),
+        "rm_scored_fraction": _ratio(scored, tokens),
         "tokens_per_second": _ratio(tokens, seconds),
         "seconds_per_prompt": _ratio(seconds, len(records)),
         "new_tokens_per_prompt": _ratio(tokens, len(records)),
@@ -80,6 +93,21 @@ def cost_metrics(records: Sequence[EvalRecord]) -> dict[str, float | None]:
             _total(records, lambda r: r.stats.get("rm_forwards")), tokens
         ),
         "peak_memory_bytes": float(max(peaks_ok)) if peaks_ok else None,
+    }
+
+
+def record_cost(r: EvalRecord) -> dict[str, float | None]:
+    """One record's cost per generated token (the fields of `cost_metrics`, for records.jsonl)."""
+    n = r.n_new_tokens if isinstance(r.n_new_tokens, int) and r.n_new_tokens > 0 else None
+    llm, rm = r.stats.get("llm_tokens"), r.stats.get("rm_tokens")
+    both = llm + rm if isinstance(llm, (int, float)) and isinstance(rm, (int, float)) else None
+    return {
+        "n_new_tokens": r.n_new_tokens,
+        "llm_tokens_per_token": _ratio(llm, n) if isinstance(llm, (int, float)) else None,
+        "rm_tokens_per_token": _ratio(rm, n) if isinstance(rm, (int, float)) else None,
+        "compute_tokens_per_token": _ratio(both, n),
+        "seconds_per_token": _ratio(r.seconds, n),
+        "rm_scored_steps": r.stats.get("rm_scored_steps"),
     }
 
 

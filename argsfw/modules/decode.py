@@ -179,9 +179,11 @@ class DecodeModule(L.LightningModule):
     ) -> dict:
         """The outputs.jsonl record of one generation.
 
-        ``seconds`` and the ``stats`` counters are this prompt's share of its batch (batch
-        value / prompts in the batch), so sums over records give the run's totals;
-        ``peak_memory_bytes`` is the batch's peak.
+        ``seconds`` and the ``stats`` forward counters are this prompt's share of its batch
+        (batch value / prompts in the batch), so sums over records give the run's totals;
+        ``peak_memory_bytes`` is the batch's peak. ``stats.llm_tokens`` / ``stats.rm_tokens``
+        are this prompt's own computed token positions (padding excluded, see `Generation`),
+        ``stats.rm_scored_steps`` the steps the RM scored (reward-guided methods).
         """
         s = self.settings
         return {
@@ -204,7 +206,12 @@ class DecodeModule(L.LightningModule):
             "reward": g.reward,
             "prompt_truncated": g.n_prompt_tokens < n_prompt_in,
             "seconds": stats.seconds / share,
+            "gate_threshold": float(s.gate_threshold) if self.method == "args-gated" else None,
+            "num_samples": int(s.num_samples) if self.method == "best-of-n" else None,
             "stats": {
+                "llm_tokens": g.llm_tokens,
+                "rm_tokens": g.rm_tokens,
+                "rm_scored_steps": g.scored_steps,
                 "llm_forwards": stats.llm_forwards / share,
                 "rm_forwards": stats.rm_forwards / share,
                 "llm_tokens_in": stats.llm_tokens_in / share,

@@ -62,22 +62,22 @@ def test_pipeline_runs_every_stage_and_reports_every_method(demo):
         assert (run_dir / stage / "hf" / "config.json").is_file(), stage
     report = json.loads((run_dir / "evaluate" / "report.json").read_text())
     labels = {entry["label"] for entry in report["inputs"]}
-    expected = {
-        "greedy",
-        "top-k",
-        "nucleus",
-        "best-of-n",
-        "ppo-greedy",
-        "args-stochastic w=1.5 k=10",
-    }
+    expected = {"greedy", "top-k", "nucleus", "ppo-greedy", "args-stochastic w=1.5 k=10"}
+    expected |= {f"best-of-n N={n}" for n in (2, 4, 8)}
     expected |= {f"args-greedy w={w} k=10" for w in ("0.5", "1", "1.5", "2", "3")}
+    expected |= {f"args-greedy w=1.5 k={k}" for k in (2, 5)}
+    expected |= {f"args-gated w=1.5 k=10 τ={t}" for t in ("0.3", "0.6", "0.9")}
     assert labels == expected
     for entry in report["inputs"]:
         m = entry["metrics"]
         assert entry["n_records"] == 6 and entry["complete"] is True
-        for key in ("reward", "diversity", "coherence", "oracle", "tokens_per_second"):
+        for key in (
+            "reward", "diversity", "coherence", "oracle", "tokens_per_second",
+            "compute_tokens_per_token", "seconds_per_token",
+        ):  # fmt: skip
             assert isinstance(m.get(key), float), (entry["label"], key, m.get(key))
-    assert (run_dir / "evaluate" / "plots" / "reward_vs_weight.png").stat().st_size > 1000
+    for plot in ("reward_vs_weight", "reward_vs_cost", "oracle_vs_cost", "reward_vs_oracle"):
+        assert (run_dir / "evaluate" / "plots" / f"{plot}.png").stat().st_size > 1000, plot
     assert "| args-greedy w=1.5 k=10 |" in first.stdout  # the results table is printed
     assert json.loads((run_dir / "meta.json").read_text())["status"] == "completed"
 

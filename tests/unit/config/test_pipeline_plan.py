@@ -37,3 +37,25 @@ def test_unfinished_fit_is_resumed_and_finished_one_recognised(tmp_path):
     (tmp_path / "sft" / "hf" / "config.json").write_text("{}")
     (tmp_path / "sft" / "meta.json").write_text(json.dumps({"status": "completed"}))
     assert fit_complete(tmp_path / "sft")
+
+
+def test_a_new_fit_stage_and_method_plug_in_by_config(tmp_path):
+    """One more fit step and one more predict step, by overrides only: order kept, @name resolved."""
+    steps = plan(
+        compose(
+            [
+                "recipe=tiny_pipeline",
+                "+pipeline.fit.rm_token='tiny_rm policy=@sft'",
+                "+pipeline.predict.token='recipe=tiny_args reward_model=@rm_token decode.weight=2'",
+            ]
+        ),
+        tmp_path,
+    )
+    names = [s.name for s in steps]
+    assert names[:4] == ["sft", "rm", "ppo", "rm_token"]
+    new_fit = steps[3]
+    assert _arg(new_fit, "recipe") == "tiny_rm" and _arg(new_fit, "policy") == str(tmp_path / "sft")
+    assert _arg(new_fit, "run_dir") == str(tmp_path / "rm_token")
+    token = next(s for s in steps if s.name == "predict token")
+    assert _arg(token, "reward_model") == str(tmp_path / "rm_token")  # "@rm" did not eat it
+    assert _arg(token, "run_dir") == str(tmp_path / "predict" / "token")

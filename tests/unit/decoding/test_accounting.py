@@ -84,3 +84,21 @@ def test_stats_merge():
     c = a.merge(b)
     assert (c.prompts, c.new_tokens, c.seconds, c.peak_memory_bytes) == (3, 12, 4.0, 10)
     assert c.tokens_per_second == 3.0
+
+
+def test_per_prompt_token_counts_exclude_padding(llama, prompts):
+    """Each prompt's own counts: the prompt once, one policy token per later step, k RM tokens per
+    step (chosen tokens are adopted), best-of-N's samples all read and all scored whole."""
+    t, k, n = 6, 5, 3
+    gens, _ = _stats(llama, prompts, method="args-greedy", weight=1.0, topk=k)
+    assert len({g.n_prompt_tokens for g in gens}) > 1  # mixed lengths: the batch is padded
+    for g in gens:
+        assert g.llm_tokens == g.n_prompt_tokens + t - 1
+        assert g.rm_tokens == g.n_prompt_tokens + k * t and g.scored_steps == t
+    gens, _ = _stats(llama, prompts, method="greedy")
+    assert all(g.rm_tokens == 0 and g.scored_steps is None for g in gens)
+    assert all(g.llm_tokens == g.n_prompt_tokens + t - 1 for g in gens)
+    gens, _ = _stats(llama, prompts, method="best-of-n", num_samples=n, temperature=1.0)
+    for g in gens:
+        assert g.llm_tokens == g.n_prompt_tokens + n * (t - 1)
+        assert g.rm_tokens == n * (g.n_prompt_tokens + t)

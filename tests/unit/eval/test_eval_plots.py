@@ -1,0 +1,85 @@
+"""Cost per generated token, setting labels, the Pareto front and the plots on hand-made tables."""
+
+from __future__ import annotations
+
+import pytest
+
+from argsfw.decoding.types import setting_label
+from argsfw.eval.inputs import EvalRecord
+from argsfw.eval.plots import PLOTS, STYLES, family, pareto_front
+from argsfw.eval.stats import cost_metrics, record_cost
+
+
+def test_pareto_front_on_a_hand_made_table():
+    #         cost  value
+    table = [
+        (1.0, 1.0),  # 0 cheapest: on the front
+        (2.0, 0.5),  # 1 dominated by 0 (costs more, gets less)
+        (3.0, 2.0),  # 2 front
+        (3.0, 1.5),  # 3 same cost as 2, less value: dominated
+        (10.0, 2.0),  # 4 same value as 2 for more: dominated
+        (12.0, 2.5),  # 5 front
+        (12.0, 2.5),  # 6 equal to 5: both kept
+        (0.5, 0.2),  # 7 cheapest of all: front
+    ]
+    assert pareto_front(table) == [7, 0, 2, 5, 6]
+    assert pareto_front([]) == []
+
+
+def test_cost_per_generated_token():
+    recs = [
+        EvalRecord("p", "a", n_new_tokens=4, seconds=0.2,
+                   stats={"llm_tokens": 12, "rm_tokens": 40, "rm_scored_steps": 2}),
+        EvalRecord("p", "b", n_new_tokens=6, seconds=0.3,
+                   stats={"llm_tokens": 14, "rm_tokens": 0, "rm_scored_steps": 0}),
+    ]  # fmt: skip
+    m = cost_metrics(recs)
+    assert m["llm_tokens_per_token"] == pytest.approx(26 / 10)
+    assert m["rm_tokens_per_token"] == pytest.approx(40 / 10)
+    assert m["compute_tokens_per_token"] == pytest.approx(66 / 10)
+    assert m["seconds_per_token"] == pytest.approx(0.05)
+    assert m["rm_scored_fraction"] == pytest.approx(0.2)
+    one = record_cost(recs[0])
+    assert one["compute_tokens_per_token"] == pytest.approx(13.0) and one["rm_scored_steps"] == 2
+    old = cost_metrics([EvalRecord("p", "a", n_new_tokens=4, seconds=0.2, stats={})])
+    assert old["compute_tokens_per_token"] is None and old["seconds_per_token"] == 0.05
+
+
+def test_setting_labels():
+    assert setting_label("best-of-n", 0.0, 10, 8) == "best-of-n N=8"
+    assert setting_label("args-greedy", 1.5, 10, 4, 0.5) == "args-greedy w=1.5 k=10"
+    assert setting_label("args-gated", 1.5, 10, 4, 0.5) == "args-gated w=1.5 k=10 τ=0.5"
+    assert setting_label("greedy", 0.0, 10) == "greedy"
+    assert setting_label("genarm", 1.0, None) == "genarm w=1"  # a new weighted method
+
+
+def _entry(label, method, reward, oracle, cost, weight=None, **kw):
+    metrics = {"reward": reward, "reward_se": 0.05, "oracle": oracle, "oracle_se": 0.04,
+               "compute_tokens_per_token": cost, "diversity": 0.5}  # fmt: skip
+    return {"label": label, "method": method, "weight": weight, "topk": kw.get("topk"),
+            "num_samples": kw.get("n"), "gate_threshold": kw.get("tau"), "metrics": metrics}  # fmt: skip
+
+
+def test_every_plot_is_written_with_one_style_per_family(tmp_path):
+    report = {
+        "inputs": [
+            _entry("greedy", "greedy", 1.0, 0.7, 2.0),
+            _entry("ppo-greedy", "greedy", 2.9, 0.5, 2.0),
+            _entry("best-of-n N=2", "best-of-n", 1.5, 0.7, 7.0, n=2),
+            _entry("best-of-n N=8", "best-of-n", 2.2, 0.8, 25.0, n=8),
+            _entry("args-greedy w=0.5 k=10", "args-greedy", 2.0, 1.0, 13.0, 0.5, topk=10),
+            _entry("args-greedy w=3 k=10", "args-greedy", 2.9, 0.6, 13.0, 3.0, topk=10),
+            _entry(
+                "args-gated w=1.5 k=10 τ=0.5", "args-gated", 2.3, 0.9, 5.0, 1.5, topk=10, tau=0.5
+            ),  # fmt: skip
+        ]
+    }
+    assert [family(e) for e in report["inputs"]][:3] == ["greedy", "ppo", "best-of-n"]
+    assert len(set(STYLES.values())) == len(STYLES)  # distinct colour and marker per family
+    for name, fn in PLOTS.items():
+        out = fn(report, tmp_path / f"{name}.png")
+        assert out is not None and out.read_bytes()[:4] == b"\x89PNG", name
+    assert (
+        PLOTS["reward_vs_cost"]({"inputs": [_entry("x", "greedy", 1, 1, None)]}, tmp_path / "n.png")
+        is None
+    )
