@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from argsfw.data.config import DataConfig
-from argsfw.decoding.config import DecodeConfig
+from argsfw.decoding.config import SCORER_CHOICES, DecodeConfig
 from argsfw.errors import ConfigError
 from argsfw.eval.config import EvalConfig
 
@@ -262,3 +262,4 @@ class JobConfig:
     def __post_init__(self) -> None:
         if self.stage:
             _choice("stage", self.stage, STAGES)
+        _choice("decode.scorer", self.decode.scorer, SCORER_CHOICES)

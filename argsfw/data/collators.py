@@ -120,16 +120,6 @@ def tokenize_sft(
     return examples, counts
 
 
-def special_wrap(tokenizer) -> tuple[list[int], list[int]]:
-    """The special tokens `tokenizer` puts before and after one text: ``([BOS], [])`` for Llama, ``([CLS], [SEP])`` for BERT."""
-    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
-    full = tokenizer("a")["input_ids"]
-    for start in range(len(full) - len(plain) + 1):
-        if full[start : start + len(plain)] == plain:
-            return full[:start], full[start + len(plain) :]
-    return full[: len(full) - len(plain)], []
-
-
 def tokenize_rm(
     tokenizer,
     pairs: Sequence[PreferencePair],
@@ -145,6 +135,8 @@ def tokenize_rm(
     response, as ``tokenizer(prompt + response)`` would place them at decode time;
     ``suffix_len`` counts them so prefix cuts keep them.
     """
+    from argsfw.models import special_wrap
+
     counts = TruncationCounts()
     pre, post = special_wrap(tokenizer)
     max_prompt = min(max_prompt_length, max_length - 1)

@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+# `DecodeConfig.scorer` values; see argsfw.decoding.probe
+SCORER_CHOICES = ("auto", "tree", "expanded", "full")
+
 
 @dataclass
 class DecodeConfig:
@@ -22,6 +25,8 @@ class DecodeConfig:
     top_p: float = 0.9  # nucleus
     num_samples: int = 4  # best-of-n: N
     chunk_size: Any = None  # args-greedy-large: int or "auto"
+    # reward scorer: auto (the fastest the RM's probe verified) | tree | expanded | full
+    scorer: str = "auto"
     stop_at_eos: bool = True
     batch_size: int = 8
     seed: int = 0  # per-prompt generators are seeded from (seed, prompt key): shard-independent

@@ -4,12 +4,14 @@ from argsfw.models.loading import (
     ModelPathError,
     TokenizerCompat,
     check_tokenizer_compat,
+    cut_left,
     default_device,
     load_policy,
     load_reward_model,
     load_tokenizer,
     parse_dtype,
     resolve_model_path,
+    special_wrap,
 )
 from argsfw.models.tiny import (
     TinySpec,
@@ -27,6 +29,7 @@ __all__ = [
     "build_tiny_policy",
     "build_tiny_reward_model",
     "check_tokenizer_compat",
+    "cut_left",
     "default_device",
     "load_policy",
     "load_reward_model",
@@ -35,5 +38,6 @@ __all__ = [
     "parse_dtype",
     "resolve_model_path",
     "save_hf",
+    "special_wrap",
     "train_tokenizer",
 ]

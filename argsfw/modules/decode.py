@@ -107,6 +107,13 @@ class DecodeModule(L.LightningModule):
         self.tokenizer = tok
         self.decoder = ArgsDecoder(self.llm, tok, self.rm, rm_tok if spec.cross_tokenizer else None)
 
+    @property
+    def scorer(self) -> str | None:
+        """The reward scorer this module's decoding runs (None when no reward model is read)."""
+        if self.decoder is None or self.rm is None:
+            return None
+        return "full" if self.method == "best-of-n" else self.decoder.scorer_name(self.settings)
+
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> list[dict]:
         """Decode one batch; returns one record per prompt (decoded or skipped), in batch order."""
         real = [i for i, rid in enumerate(batch["ids"]) if rid is not None]
@@ -204,6 +211,8 @@ class DecodeModule(L.LightningModule):
                 "rm_tokens_in": stats.rm_tokens_in / share,
                 "peak_memory_bytes": stats.peak_memory_bytes,
                 "memory_kind": stats.memory_kind,
+                "scorer": stats.scorer or None,
+                "rm_truncated": stats.rm_truncated / share,
                 "batch_prompts": share,
                 "batch_seconds": stats.seconds,
                 "rank": self.global_rank if self._trainer is not None else 0,
