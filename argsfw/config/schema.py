@@ -163,7 +163,15 @@ class RMConfig:
 
     margin: float = 0.0
     prefix_cuts: int = 0  # also train on this many response-prefix cut points per pair
+    val_prefix_cuts: int = (
+        3  # validation also scores prefixes cut at j/(N+1) (val/prefix_reward_acc)
+    )
     init_from_policy: bool = False  # start the RM body from the `policy=` (SFT) model
+
+    def __post_init__(self) -> None:
+        for name in ("prefix_cuts", "val_prefix_cuts"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"rm.{name}={getattr(self, name)} must be >= 0")
 
 
 @dataclass
@@ -196,7 +204,8 @@ class PPOConfig:
 class PredictConfig:
     """Options of ``python -m argsfw.predict`` that are not decoding settings."""
 
-    too_long: str = "skip"  # skip | truncate (keep the last tokens): prompts over a context limit
+    # prompts over a context limit: skip | truncate (keep the last tokens) | error (stop before decoding)
+    too_long: str = "skip"
     strict_tokenizer: bool = (
         False  # policy/RM tokenizers differ: error, not the cross-tokenizer scorer
     )
@@ -205,7 +214,7 @@ class PredictConfig:
     log_every_n_batches: int = 10  # throughput metrics to the logger every N batches
 
     def __post_init__(self) -> None:
-        _choice("predict.too_long", self.too_long, ("skip", "truncate"))
+        _choice("predict.too_long", self.too_long, ("skip", "truncate", "error"))
 
 
 @dataclass

@@ -142,12 +142,19 @@ def load_tokenizer(spec: str | os.PathLike, what: str = "tokenizer"):
     return AutoTokenizer.from_pretrained(resolve_model_path(spec, what))
 
 
-def _load(auto_cls, spec, what, dtype, device, **kwargs):
+# top-level module names of sequence-classification heads across transformers families
+HEAD_MODULES = ("score", "classifier", "pre_classifier", "classification_head", "pooler")
+
+
+def _load(auto_cls, spec, what, dtype, device, output_loading_info=False, **kwargs):
     path = resolve_model_path(spec, what)
-    model = auto_cls.from_pretrained(path, dtype=parse_dtype(dtype), **kwargs)
+    model = auto_cls.from_pretrained(
+        path, dtype=parse_dtype(dtype), output_loading_info=output_loading_info, **kwargs
+    )
+    model, info = model if output_loading_info else (model, None)
     if device is not None:
         model = model.to(device)
-    return model.eval()
+    return (model.eval(), info) if output_loading_info else model.eval()
 
 
 def load_policy(spec: str | os.PathLike, dtype="float32", device: str | None = None):
@@ -167,7 +174,21 @@ def load_reward_model(
     """
     from transformers import AutoModelForSequenceClassification
 
-    model = _load(AutoModelForSequenceClassification, spec, "reward model", dtype, device)
+    model, info = _load(
+        AutoModelForSequenceClassification,
+        spec,
+        "reward model",
+        dtype,
+        device,
+        output_loading_info=True,
+    )
+    head = [k for k in info.get("missing_keys", []) if k.split(".")[0] in HEAD_MODULES]
+    if head:
+        raise ModelPathError(
+            f"reward model {spec!r} has no trained classification head ({', '.join(sorted(head))} "
+            "missing: it is not a sequence classifier); train one with python -m argsfw.fit "
+            "recipe=tiny_rm (or your *_rm recipe) and pass that run"
+        )
     if model.config.num_labels != 1:
         raise ModelPathError(
             f"reward model {spec!r} has num_labels={model.config.num_labels}; a reward model needs num_labels=1"

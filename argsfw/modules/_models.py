@@ -162,7 +162,9 @@ def _new_head_keys(model, source: str, missing) -> list[str]:
     reward head, so ``from_pretrained`` initialises it; that is intended for this stage only.
     """
     missing = sorted(missing)
-    body = [k for k in missing if k.split(".")[0] not in _HEAD_NAMES]
+    from argsfw.models.loading import HEAD_MODULES
+
+    body = [k for k in missing if k.split(".")[0] not in HEAD_MODULES]
     if body:
         raise UsageError(
             f"reward model base {source!r} lacks weights of {type(model).__name__}'s body "
@@ -175,10 +177,6 @@ def _new_head_keys(model, source: str, missing) -> list[str]:
             missing,
         )
     return missing
-
-
-# top-level module names of sequence-classification heads across transformers families
-_HEAD_NAMES = ("score", "classifier", "pre_classifier", "classification_head", "pooler")
 
 
 def _meta(job: JobConfig, base: str, tok) -> dict:

@@ -46,7 +46,7 @@ class DecodeSpec:
     reward_model: str | None
     settings: DecodeConfig
     dtype: str = "float32"
-    too_long: str = "skip"  # skip | truncate
+    too_long: str = "skip"  # skip | truncate | error
     use_rm: bool = True  # load the reward model (the method scores with it)
     cross_tokenizer: bool = False  # the RM's tokenizer differs from the policy's
     label: str = ""
@@ -106,6 +106,22 @@ class DecodeModule(L.LightningModule):
             )
         self.tokenizer = tok
         self.decoder = ArgsDecoder(self.llm, tok, self.rm, rm_tok if spec.cross_tokenizer else None)
+
+    def on_predict_start(self) -> None:
+        """With ``predict.too_long=error``, check every prompt against both contexts before the first batch.
+
+        Raises `PromptTooLongError` (exit code 2) naming the prompt and the model whose context it overflows.
+        """
+        if self.spec.too_long != "error" or self._trainer is None:
+            return
+        todo = getattr(self.trainer.datamodule, "todo", [])
+        prompts = [r["prompts"] for r in todo if r["ids"] is not None]
+        for row in todo:
+            if row["ids"] is None:
+                continue
+            ids = list(self.tokenizer(row["prompts"]).input_ids)
+            self.decoder._fit_prompt(row["index"], ids, self.settings)
+        log.info("predict.too_long=error: all %d prompts fit both contexts", len(prompts))
 
     @property
     def scorer(self) -> str | None:
