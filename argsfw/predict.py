@@ -142,7 +142,8 @@ def output_settings(job) -> dict:
 
     # why alpha only for genarm: other methods ignore it, and runs made before it existed keep
     # their fingerprint
-    skip = {"batch_size", "config_file", "debug", "truncate_prompt"}
+    # scorer: every scorer gives the reference's rewards (verified by the probe)
+    skip = {"batch_size", "config_file", "debug", "truncate_prompt", "scorer"}
     if not resolve_method(job.decode.method).startswith("genarm"):
         skip.add("alpha")
     decode = {k: v for k, v in asdict(job.decode).items() if k not in skip}
@@ -466,7 +467,10 @@ def _decode(job, run: RunDir, records, cross_tokenizer: bool):
     )
     trainer = _trainer(job, run, callbacks, logger)
     dm = PromptsDataModule(records, run.path, job.decode.batch_size, job.data.num_workers)
-    trainer.predict(DecodeModule(spec), datamodule=dm, return_predictions=False)
+    module = DecodeModule(spec)
+    trainer.predict(module, datamodule=dm, return_predictions=False)
+    if trainer.is_global_zero and module.scorer is not None:
+        run.update_meta(scorer=module.scorer)  # which scorer read the RM (argsfw.decoding.probe)
     # why a barrier here and not in on_predict_end: a rank whose shard is empty skips the predict
     # loop (and its hooks) entirely; every rank returns from predict(), so all meet here.
     trainer.strategy.barrier("argsfw_predict_merge")

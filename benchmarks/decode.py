@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/decode.py            # full run (~6-10 min on 2 CPU cores)
     .venv/bin/python benchmarks/decode.py --quick    # ~1-2 min smoke run
+    .venv/bin/python benchmarks/decode.py --scorers  # (g) only: the three scorers side by side
 
 Compares, at w=1 and 128 new tokens (32 for the 1k-token prompts; EOS ignored so every run makes
 the same number of tokens):
@@ -13,6 +14,7 @@ the same number of tokens):
   (d) the RM's KV-cache bytes at k=10 vs k=40;
   (f) the token-level-RM methods (token-rm, genarm-greedy, genarm) beside ARGS-greedy and plain
       greedy, per prompt interleaved (``--only token-level`` runs this part alone);
+  (g) what each reward scorer costs (tree, expanded, full: what a probe fallback costs), k=10;
 and the "two forwards per token" floor: one cached policy step vs one cached RM forward of k tokens.
 Models: Llama, hidden 256, 4 layers, vocab 8k, random weights (speed does not depend on what the
 weights say), policy and RM of the same size, tokenizer trained on the HH-RLHF text.
@@ -42,7 +44,13 @@ from argsfw.models import (
     train_tokenizer,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf"
+DATA = (
+    Path(
+        os.environ.get("ARGSFW_SHARED_DATA")
+        or Path(__file__).resolve().parents[2] / "shared" / "data"
+    )
+    / "hh-rlhf"
+)
 FILES = ("helpful-base/test-part-a.jsonl.gz", "harmless-base/test.jsonl.gz")
 
 
@@ -376,6 +384,46 @@ def compare(dec, llm, rm, prompts, k, max_new, pad_id) -> dict:
     )
 
 
+def compare_scorers(dec, prompts, k, max_new) -> list[dict]:
+    """(g) The same prompts under each scorer, interleaved prompt by prompt; tokens must agree."""
+    names = ("tree", "expanded", "full")
+    total = {n: 0.0 for n in names}
+    stats, tokens = {}, {n: [] for n in names}
+    for p in prompts:
+        for n in names:
+            s = DecodeConfig(
+                weight=1.0, topk=k, max_new_tokens=max_new, stop_at_eos=False, scorer=n
+            )
+            (gens, st), dt = timed(lambda s=s, p=p: dec.generate_ids([p], s))
+            total[n] += dt
+            tokens[n].append(gens[0].new_ids)
+            stats[n] = st if n not in stats else stats[n].merge(st)
+    return [
+        dict(
+            scorer=n,
+            s=total[n] / len(prompts),
+            vs_tree=total[n] / total["tree"],
+            rm_tokens=stats[n].rm_tokens_in / stats[n].new_tokens,
+            cache=stats[n].rm_cache_bytes_peak,
+            same=tokens[n] == tokens["tree"],
+        )
+        for n in names
+    ]
+
+
+def print_scorers(rows: list[dict], k: int, length: int, max_new: int) -> None:
+    print(
+        f"\n| scorer (k={k}, L~{length}, {max_new} new) | s/prompt | vs tree | RM tokens read per new token | RM cache peak | same tokens as tree |"
+    )
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['scorer']} | {r['s']:.2f} | {r['vs_tree']:.2f}x | {r['rm_tokens']:.1f} | "
+            f"{r['cache'] / 2**20:.2f} MiB | {'yes' if r['same'] else 'NO'} |",
+            flush=True,
+        )
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument(
@@ -392,6 +440,9 @@ def main(argv=None) -> None:
         choices=("all", "token-level"),
         default="all",
         help="token-level: only (f), the token-level-RM methods vs ARGS-greedy and plain greedy",
+    )
+    ap.add_argument(
+        "--scorers", action="store_true", help="only (g): tree vs expanded vs full scorer"
     )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -411,6 +462,13 @@ def main(argv=None) -> None:
         f"# decode benchmark: max_new={max_new} threads={args.threads} cpus={os.cpu_count()} "
         f"load={os.getloadavg()[0]:.1f} (1-min avg at start)"
     )
+    if args.scorers:
+        run_fast(dec, short[:1], 10, 4)  # warm-up
+        print_scorers(compare_scorers(dec, short[:n_short], 10, max_new), 10, 300, max_new)
+        print(
+            f"\ntotal wall time {time.perf_counter() - t_start:.0f}s, load at end {os.getloadavg()[0]:.1f}"
+        )
+        return
     run_fast(dec, short[:1], 10, 4)  # warm-up
     original_args_greedy(llm, rm, short[0], 10, 1.0, 4)
     run_plain(llm, short[0], 4, tok.pad_token_id)
@@ -493,6 +551,8 @@ def main(argv=None) -> None:
         f"{st_x.rm_tokens_in / st_x.new_tokens:.1f} (shared: 10 candidates)"
     )
 
+    scorer_rows = compare_scorers(dec, short[:n_short], 10, max_new)
+
     print(
         "\n| prompt tokens | new tokens | k | argsfw s/prompt | original-structure s/prompt | speedup | plain greedy s/prompt | argsfw / plain | same tokens | RM cache argsfw | RM cache original |"
     )
@@ -506,6 +566,7 @@ def main(argv=None) -> None:
         f"\n| batching (k=10, ~300-token prompts) | prompts/s |\n|---|---|\n| {n_batch} one at a time | {n_batch / t_1:.2f} |\n"
         f"| {n_batch} as one batch | {n_batch / t_b:.2f} ({t_1 / t_b:.2f}x) |\n| original structure, batch 1 | {orig_pps:.2f} |"
     )
+    print_scorers(scorer_rows, 10, 300, max_new)
     print(
         f"\ntotal wall time {time.perf_counter() - t_start:.0f}s, load at end {os.getloadavg()[0]:.1f}"
     )

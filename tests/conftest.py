@@ -16,7 +16,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# ARGSFW_SHARED_DATA: where a checkout (a git worktree) does not sit next to shared/
+SHARED_DATA = Path(os.environ.get("ARGSFW_SHARED_DATA") or REPO.parent / "shared" / "data")
 
 _TEXTS = [
     "\n\nHuman: What is the capital of France?\n\nAssistant: The capital of France is Paris.",

@@ -14,7 +14,7 @@ from typing import Any
 
 from argsfw.data.config import DataConfig
 from argsfw.data.loading import check_data_config
-from argsfw.decoding.config import DecodeConfig, check_decode_settings
+from argsfw.decoding.config import SCORER_CHOICES, DecodeConfig, check_decode_settings
 from argsfw.errors import ConfigError
 from argsfw.eval.config import EvalConfig, check_eval_config
 
@@ -305,11 +305,15 @@ class RMConfig:
 
     margin: float = 0.0
     prefix_cuts: int = 0  # also train on this many response-prefix cut points per pair
+    val_prefix_cuts: int = (
+        3  # validation also scores prefixes cut at j/(N+1) (val/prefix_reward_acc)
+    )
     init_from_policy: bool = False  # start the RM body from the `policy=` (SFT) model
 
     def __post_init__(self) -> None:
         _check("rm.margin", self.margin, _number(self.margin), "a finite number")
         _at_least("rm.prefix_cuts", self.prefix_cuts, 0)
+        _at_least("rm.val_prefix_cuts", self.val_prefix_cuts, 0)
 
 
 @dataclass
@@ -413,7 +417,8 @@ class PPOConfig:
 class PredictConfig:
     """Options of ``python -m argsfw.predict`` that are not decoding settings."""
 
-    too_long: str = "skip"  # skip | truncate (keep the last tokens): prompts over a context limit
+    # prompts over a context limit: skip | truncate (keep the last tokens) | error (stop before decoding)
+    too_long: str = "skip"
     strict_tokenizer: bool = (
         False  # policy/RM tokenizers differ: error, not the cross-tokenizer scorer
     )
@@ -422,7 +427,7 @@ class PredictConfig:
     log_every_n_batches: int = 10  # throughput metrics to the logger every N batches
 
     def __post_init__(self) -> None:
-        _choice("predict.too_long", self.too_long, ("skip", "truncate"))
+        _choice("predict.too_long", self.too_long, ("skip", "truncate", "error"))
         _at_least("predict.log_every_n_batches", self.log_every_n_batches, 1)
 
 
@@ -504,3 +509,4 @@ class JobConfig:
                 check_decode_settings(self.decode, prefix="decode.")
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        _choice("decode.scorer", self.decode.scorer, SCORER_CHOICES)

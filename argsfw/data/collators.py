@@ -127,22 +127,40 @@ def tokenize_rm(
     max_prompt_length: int,
     add_eos: bool = False,
 ) -> tuple[list[dict], TruncationCounts]:
-    """RM examples ``{"prompt_len", "chosen", "rejected"}`` (ids of prompt + response).
+    """RM examples ``{"prompt_len", "suffix_len", "chosen", "rejected"}`` (ids of prompt + response).
 
     No EOS by default: at decode time the reward model scores partial sequences that end in
     an ordinary token, so training on EOS-terminated text would score a different position.
+    A tokenizer that closes a text with special tokens (BERT's ``[SEP]``) gets them after the
+    response, as ``tokenizer(prompt + response)`` would place them at decode time;
+    ``suffix_len`` counts them so prefix cuts keep them.
     """
+    from argsfw.models import special_wrap
+
     counts = TruncationCounts()
-    prompts = encode_prompts(
-        tokenizer, [p.prompt for p in pairs], min(max_prompt_length, max_length - 1), counts
-    )
+    pre, post = special_wrap(tokenizer)
+    max_prompt = min(max_prompt_length, max_length - 1)
+    if post:
+        budget = max_prompt - len(pre) - len(post)
+        texts = [p.prompt for p in pairs]
+        raw = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+        counts.prompts += sum(len(ids) > budget for ids in raw)
+        prompts = [pre + ids[max(0, len(ids) - budget) :] for ids in raw]
+    else:
+        prompts = encode_prompts(tokenizer, [p.prompt for p in pairs], max_prompt, counts)
     chosen = encode_responses(tokenizer, [p.chosen for p in pairs], add_eos)
     rejected = encode_responses(tokenizer, [p.rejected for p in pairs], add_eos)
+    room = max_length - len(post)
     examples = []
     for prompt, c, r in zip(prompts, chosen, rejected):
-        c_fit, r_fit = _fit(prompt, c, max_length, counts), _fit(prompt, r, max_length, counts)
+        c_fit, r_fit = _fit(prompt, c, room, counts), _fit(prompt, r, room, counts)
         examples.append(
-            {"prompt_len": len(prompt), "chosen": prompt + c_fit, "rejected": prompt + r_fit}
+            {
+                "prompt_len": len(prompt),
+                "suffix_len": len(post),
+                "chosen": prompt + c_fit + post,
+                "rejected": prompt + r_fit + post,
+            }
         )
     return examples, counts
 
@@ -203,17 +221,19 @@ class RMCollator:
         self.prefix_cuts = prefix_cuts
 
     @staticmethod
-    def _cut(seq: list[int], prompt_len: int, frac: float) -> list[int]:
-        n = len(seq) - prompt_len
-        return seq[: prompt_len + (max(1, round(frac * n)) if n > 0 else 0)]
+    def _cut(seq: list[int], prompt_len: int, frac: float, suffix_len: int = 0) -> list[int]:
+        end = len(seq) - suffix_len  # closing special tokens (BERT's [SEP]) stay
+        n = end - prompt_len
+        return seq[: prompt_len + (max(1, round(frac * n)) if n > 0 else 0)] + seq[end:]
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         fracs = [1.0] + [j / (self.prefix_cuts + 1) for j in range(1, self.prefix_cuts + 1)]
         chosen, rejected, cut, index = [], [], [], []
         for frac in fracs:
             for i, f in enumerate(features):
-                chosen.append(self._cut(f["chosen"], f["prompt_len"], frac))
-                rejected.append(self._cut(f["rejected"], f["prompt_len"], frac))
+                post = f.get("suffix_len", 0)
+                chosen.append(self._cut(f["chosen"], f["prompt_len"], frac, post))
+                rejected.append(self._cut(f["rejected"], f["prompt_len"], frac, post))
                 cut.append(frac)
                 index.append(i)
         length = max(len(s) for s in chosen + rejected)

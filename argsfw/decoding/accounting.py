@@ -23,7 +23,9 @@ class DecodeStats:
     processed, padding included. ``peak_memory_bytes`` is CUDA ``max_memory_allocated``
     summed over the devices used, or on CPU the process's peak resident set size sampled
     every step (``memory_kind`` says which). ``rm_cache_bytes_peak`` is the largest reward
-    model KV cache held during the call.
+    model KV cache held during the call. ``scorer`` names the reward scorer that ran
+    (``tree``, ``expanded``, ``full``; empty when none); ``rm_truncated`` counts candidate
+    texts cut from the left to fit the reward model's context (full-sequence scoring only).
     """
 
     method: str = ""
@@ -37,6 +39,8 @@ class DecodeStats:
     peak_memory_bytes: int = 0
     memory_kind: str = "cpu_rss"
     rm_cache_bytes_peak: int = 0
+    scorer: str = ""
+    rm_truncated: int = 0
     extra: dict = field(default_factory=dict)
 
     @property
@@ -61,12 +65,14 @@ class DecodeStats:
             "rm_forwards",
             "llm_tokens_in",
             "rm_tokens_in",
+            "rm_truncated",
         ):
             setattr(out, name, getattr(self, name) + getattr(other, name))
         out.seconds = self.seconds + other.seconds
         out.peak_memory_bytes = max(self.peak_memory_bytes, other.peak_memory_bytes)
         out.rm_cache_bytes_peak = max(self.rm_cache_bytes_peak, other.rm_cache_bytes_peak)
         out.method = self.method or other.method
+        out.scorer = self.scorer or other.scorer
         return out
 
     def as_dict(self) -> dict:

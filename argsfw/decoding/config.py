@@ -13,6 +13,9 @@ from typing import Any
 
 from argsfw.decoding.types import ARGS_METHODS, METHODS, DecodeInputError, resolve_method
 
+# `DecodeConfig.scorer` values; see argsfw.decoding.probe
+SCORER_CHOICES = ("auto", "tree", "expanded", "full")
+
 
 @dataclass
 class DecodeConfig:
@@ -32,6 +35,8 @@ class DecodeConfig:
     # args-gated: tau in [0, 1]; a step calls the RM only where the policy's top-1 probability
     # is <= tau (1: every step, = args-greedy; 0: never, = greedy)
     gate_threshold: float = 0.5
+    # reward scorer: auto (the fastest the RM's probe verified) | tree | expanded | full
+    scorer: str = "auto"
     stop_at_eos: bool = True
     batch_size: int = 8
     seed: int = 0  # per-prompt generators are seeded from (seed, prompt key): shard-independent

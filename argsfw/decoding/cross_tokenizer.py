@@ -40,12 +40,59 @@ def retokenizer(policy_tokenizer, rm_tokenizer) -> Callable[[list[list[int]]], l
     return convert
 
 
+def cut_retokenizer(
+    policy_tokenizer, rm_tokenizer, max_len: int | None, stats: DecodeStats
+) -> Callable[[list[list[int]]], list[list[int]]]:
+    """`retokenizer`, then texts over the RM's context `max_len` cut from the left (its special
+    tokens kept), each cut counted in ``stats.rm_truncated``. For scorers that re-read whole
+    sequences (`argsfw.decoding.fallback.FullScorer`, best-of-n)."""
+    from argsfw.models import cut_left, special_wrap
+
+    convert = retokenizer(policy_tokenizer, rm_tokenizer)
+    wrap = special_wrap(rm_tokenizer)
+
+    def cut(batch: list[list[int]]) -> list[list[int]]:
+        out = convert(batch)
+        if max_len is None:
+            return out
+        stats.rm_truncated += sum(len(r) > max_len for r in out)
+        return [cut_left(r, max_len, wrap) for r in out]
+
+    return cut
+
+
 def _lcp(a: list[int], b: list[int], limit: int) -> int:
     n = min(len(a), len(b), limit)
     i = 0
     while i < n and a[i] == b[i]:
         i += 1
     return i
+
+
+def split_row(cached: list[int], rm_ids: list[list[int]]) -> tuple[int, int]:
+    """``(base, shared)`` for one row's k candidate RM sequences ``rm_ids``.
+
+    ``shared``: the length of the prefix all candidates share, leaving every candidate at
+    least one token to read its reward at. ``base``: how much of the ``cached`` RM prefix is
+    still a prefix of them (the rest must be masked out of the cache).
+    """
+    shared = min(len(r) for r in rm_ids) - 1
+    for r in rm_ids[1:]:
+        shared = _lcp(rm_ids[0], r, shared)
+    return _lcp(cached, rm_ids[0], shared), shared
+
+
+def check_rm_lengths(rm_ids: list[list[int]], max_len: int | None, step: int, row: int) -> None:
+    """Raise `PromptTooLongError` when a candidate re-tokenizes past the RM's context or to nothing."""
+    longest = max(len(r) for r in rm_ids)
+    if max_len is not None and longest > max_len:
+        raise PromptTooLongError(
+            f"step {step}: row {row} re-tokenizes to {longest} reward-model tokens, over its context of {max_len}"
+        )
+    if min(len(r) for r in rm_ids) == 0:
+        raise PromptTooLongError(
+            f"step {step}: the reward model's tokenizer gives no tokens for row {row}'s text"
+        )
 
 
 def list_block(
@@ -126,21 +173,8 @@ class CrossTokenizerScorer:
         pendings, starts, suffixes = [], [], []
         for b, seq in enumerate(self.seqs):
             rm_ids = self.convert([seq + [v] for v in cand_lists[b]])  # k lists
-            longest = max(len(r) for r in rm_ids)
-            if self.max_len is not None and longest > self.max_len:
-                raise PromptTooLongError(
-                    f"step {self.step}: row {b} re-tokenizes to {longest} reward-model tokens, over its context of {self.max_len}"
-                )
-            if min(len(r) for r in rm_ids) == 0:
-                raise PromptTooLongError(
-                    f"step {self.step}: the reward model's tokenizer gives no tokens for row {b}'s text"
-                )
-            shared = (
-                min(len(r) for r in rm_ids) - 1
-            )  # every candidate keeps >= 1 token to read its reward at
-            for r in rm_ids[1:]:
-                shared = _lcp(rm_ids[0], r, shared)
-            base = _lcp(self.cached[b], rm_ids[0], shared)
+            check_rm_lengths(rm_ids, self.max_len, self.step, b)
+            base, shared = split_row(self.cached[b], rm_ids)
             self.cache.invalidate(b, self.cols[b][base:])
             del self.cached[b][base:], self.cols[b][base:]
             pendings.append(rm_ids[0][base:shared])

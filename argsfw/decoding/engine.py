@@ -15,16 +15,19 @@ import torch
 from argsfw.decoding.accounting import DecodeStats, Meter
 from argsfw.decoding.baselines import NucleusSampler, TopKSampler, best_of_n, greedy_chooser
 from argsfw.decoding.config import DecodeConfig, check_decode_settings
-from argsfw.decoding.cross_tokenizer import CrossTokenizerScorer, retokenizer
+from argsfw.decoding.cross_tokenizer import cut_retokenizer, retokenizer
+from argsfw.decoding.fallback import sequence_rewards
 from argsfw.decoding.gated import GatedArgsChooser, GatedScorer
 from argsfw.decoding.policy import PolicyState, context_length, left_pad
-from argsfw.decoding.sampling import make_generator
-from argsfw.decoding.scoring import (
-    SharedTokenizerScorer,
-    model_device_dtype,
-    reward_parts,
-    sequence_rewards,
+from argsfw.decoding.probe import (
+    SCORER_CHOICES,
+    ScorerSpec,
+    build_scorer,
+    probe_scorer,
+    usable_scorers,
 )
+from argsfw.decoding.sampling import make_generator
+from argsfw.decoding.scoring import model_device_dtype, rm_kind
 from argsfw.decoding.search import ArgsChooser, decode_batch, log
 from argsfw.decoding.token_level import (
     check_rm_kind,
@@ -85,16 +88,21 @@ class ArgsDecoder:
         llm: a causal LM (`AutoModelForCausalLM`), in eval mode, on any device and dtype.
         llm_tokenizer: its tokenizer; prompts are tokenized with its defaults (BOS added when
             it adds one; no chat template), as the original ARGS code does.
-        rm: a scalar reward model (`AutoModelForSequenceClassification`, ``num_labels=1``), or
-            a token-level RM (a causal LM with the policy's vocabulary, for ``genarm`` and
-            ``token-rm``; see `argsfw.decoding.token_level`), or None for the baselines that
+        rm: a scalar reward model (`AutoModelForSequenceClassification`, ``num_labels=1``):
+            a decoder (Llama, OPT, GPT-2, Bloom ...) or an encoder (BERT, RoBERTa, DeBERTa ...);
+            or a token-level RM (a causal LM with the policy's vocabulary, for ``genarm`` and
+            ``token-rm``; see `argsfw.decoding.token_level`); or None for the baselines that
             need none. It may sit on another device or dtype and need not have a pad token.
         rm_tokenizer: the RM's tokenizer if it differs from the policy's (then candidates are
             scored by detokenizing and re-tokenizing, see `argsfw.decoding.cross_tokenizer`).
 
+    An RM is probed once here (`argsfw.decoding.probe`): the fastest scorer that reproduces
+    its full-sequence rewards is used (``self.probe.scorer``) unless a call forces one with
+    ``scorer=``.
+
     Raises:
-        DecodeInputError: if ``rm`` is not a decoder sequence classifier with one label nor a
-            causal LM with the policy's vocabulary.
+        DecodeInputError: if ``rm`` is neither a one-label sequence classifier whose rewards
+            some scorer reproduces nor a causal LM with the policy's vocabulary.
     """
 
     def __init__(self, llm, llm_tokenizer, rm=None, rm_tokenizer=None):
@@ -108,7 +116,7 @@ class ArgsDecoder:
         if rm is not None:
             rm.eval()
             if self.rm_kind == "sequence":
-                reward_parts(rm)  # fail now, not mid-search, on an unusable RM
+                rm_kind(rm)  # fail now, not mid-search, on an unusable RM
             else:
                 check_token_rm_vocab(llm, rm, llm_tokenizer, rm_tokenizer)
             if self.rm_tokenizer is not llm_tokenizer:
@@ -119,6 +127,18 @@ class ArgsDecoder:
         self.vocab = llm.get_output_embeddings().weight.shape[0]
         self.llm_ctx = context_length(llm.config)
         self.rm_ctx = rm_context_length(rm.config) if rm is not None else None
+        self.probe = None
+        if rm is not None and self.rm_kind == "sequence":  # token-level RMs have no scorer
+            self.scorer_spec = ScorerSpec(
+                rm, llm_tokenizer, None if self.shared_tokenizer else self.rm_tokenizer, self.rm_ctx
+            )
+            self.probe = probe_scorer(self.scorer_spec)
+            log.info(
+                "reward model %s: %s scorer (probe: %s)",
+                type(rm).__name__,
+                self.probe.scorer,
+                self.probe.summary(),
+            )
         eos = llm.generation_config.eos_token_id if llm.generation_config is not None else None
         eos = [eos] if isinstance(eos, int) else list(eos or [])
         if llm_tokenizer.eos_token_id is not None:
@@ -223,7 +243,30 @@ class ArgsDecoder:
             raise DecodeInputError(f"{method} with {knob} needs a reward model; none was given")
         if needs_rm:
             check_rm_kind(method, self.rm_kind)
+        if s.scorer not in SCORER_CHOICES:
+            raise DecodeInputError(
+                f"scorer must be one of {', '.join(SCORER_CHOICES)}, got {s.scorer!r}"
+            )
+        if self.probe is not None and s.scorer not in ("auto", *usable_scorers(self.rm)):
+            raise DecodeInputError(
+                f"scorer={s.scorer} cannot read {type(self.rm).__name__}: a bidirectional reward "
+                "model has no prefix cache; use scorer=full or auto"
+            )
+        if method == "args-gated" and needs_rm and self.scorer_name(s) != "tree":
+            # the gated scorer extends the tree-masked shared-prefix cache; an RM whose probe
+            # rejected it would be scored wrongly
+            raise DecodeInputError(
+                f"args-gated needs the tree scorer, which {type(self.rm).__name__} does not pass "
+                f"(probe chose {self.scorer_name(s)}); use args-greedy with this reward model"
+            )
         return s
+
+    def scorer_name(self, s: DecodeConfig | None = None) -> str | None:
+        """The scorer a call with settings ``s`` uses (None without a sequence reward model)."""
+        if self.probe is None:
+            return None
+        forced = (s or DecodeConfig()).scorer
+        return self.probe.scorer if forced == "auto" else forced
 
     def _fit_prompt(self, i: int, ids: list[int], s: DecodeConfig) -> list[int]:
         if not ids:
@@ -283,7 +326,8 @@ class ArgsDecoder:
             chooser = GatedArgsChooser(s.weight, s.topk, float(s.gate_threshold))
         elif method in ARGS_METHODS:
             if s.weight != 0:
-                scorer = self._scorer(stats)
+                stats.scorer = self.scorer_name(s)
+                scorer = build_scorer(stats.scorer, self.scorer_spec, stats)
             chunk = None
             if method == "args-greedy-large":
                 chunk = s.chunk_size
@@ -311,11 +355,6 @@ class ArgsDecoder:
             policy, scorer, chooser, prompts, rows, gens, s.max_new_tokens, eos, meter
         )
 
-    def _scorer(self, stats: DecodeStats):
-        if self.shared_tokenizer:
-            return SharedTokenizerScorer(self.rm, stats)
-        return CrossTokenizerScorer(self.rm, self.tokenizer, self.rm_tokenizer, stats, self.rm_ctx)
-
     def _best_of_n(self, s: DecodeConfig, policy, prompts, rows, keys, eos, meter: Meter):
         n = s.num_samples
         gens = [make_generator(s.seed, keys[r], sample=j) for r in rows for j in range(n)]
@@ -325,7 +364,10 @@ class ArgsDecoder:
         )
         seqs = [prompts[i // n] + r.new_ids for i, r in enumerate(results)]
         if not self.shared_tokenizer:
-            seqs = retokenizer(self.tokenizer, self.rm_tokenizer)(seqs)
+            seqs = cut_retokenizer(self.tokenizer, self.rm_tokenizer, self.rm_ctx, meter.stats)(
+                seqs
+            )
+        meter.stats.scorer = "full"
         rewards = sequence_rewards(self.rm, seqs, meter.stats, batch_size=s.batch_size * n)
         out = []
         for p, j in enumerate(best_of_n(rewards, n)):

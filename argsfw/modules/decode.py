@@ -46,7 +46,7 @@ class DecodeSpec:
     reward_model: str | None
     settings: DecodeConfig
     dtype: str = "float32"
-    too_long: str = "skip"  # skip | truncate
+    too_long: str = "skip"  # skip | truncate | error
     use_rm: bool = True  # load the reward model (the method scores with it)
     token_level_rm: bool = False  # the RM is a causal LM (genarm / token-rm), not a classifier
     cross_tokenizer: bool = False  # the RM's tokenizer differs from the policy's
@@ -112,6 +112,29 @@ class DecodeModule(L.LightningModule):
             self.rm = _cached(("rm", spec.reward_model, spec.dtype, str(device)), load)
         self.tokenizer = tok
         self.decoder = ArgsDecoder(self.llm, tok, self.rm, rm_tok if spec.cross_tokenizer else None)
+
+    def on_predict_start(self) -> None:
+        """With ``predict.too_long=error``, check every prompt against both contexts before the first batch.
+
+        Raises `PromptTooLongError` (exit code 2) naming the prompt and the model whose context it overflows.
+        """
+        if self.spec.too_long != "error" or self._trainer is None:
+            return
+        todo = getattr(self.trainer.datamodule, "todo", [])
+        prompts = [r["prompts"] for r in todo if r["ids"] is not None]
+        for row in todo:
+            if row["ids"] is None:
+                continue
+            ids = list(self.tokenizer(row["prompts"]).input_ids)
+            self.decoder._fit_prompt(row["index"], ids, self.settings)
+        log.info("predict.too_long=error: all %d prompts fit both contexts", len(prompts))
+
+    @property
+    def scorer(self) -> str | None:
+        """The reward scorer this module's decoding runs (None when no reward model is read)."""
+        if self.decoder is None or self.rm is None:
+            return None
+        return "full" if self.method == "best-of-n" else self.decoder.scorer_name(self.settings)
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> list[dict]:
         """Decode one batch; returns one record per prompt (decoded or skipped), in batch order."""
@@ -218,6 +241,8 @@ class DecodeModule(L.LightningModule):
                 "rm_tokens_in": stats.rm_tokens_in / share,
                 "peak_memory_bytes": stats.peak_memory_bytes,
                 "memory_kind": stats.memory_kind,
+                "scorer": stats.scorer or None,
+                "rm_truncated": stats.rm_truncated / share,
                 "batch_prompts": share,
                 "batch_seconds": stats.seconds,
                 "rank": self.global_rank if self._trainer is not None else 0,

@@ -3,7 +3,8 @@
 ARGS scores *partial* responses, so ``rm.prefix_cuts=K`` also trains on K response-prefix cut
 points of every pair (the collator cuts chosen and rejected at the same relative points).
 Validation always reports whole-response accuracy (``val/reward_acc``) and gap, and accuracy
-on prefixes cut at 1/4, 2/4, 3/4 (``val/prefix_reward_acc``), whatever the training cuts.
+on prefixes cut at 1/4, 2/4, 3/4 (``val/prefix_reward_acc``, ``rm.val_prefix_cuts``, 0 to
+save the time), whatever the training cuts.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from argsfw.modules._optim import adamw_with_schedule, total_optimizer_steps
 from argsfw.rlhf.pairwise import bradley_terry_loss, pairwise_accuracy, reward_gap
 
 REWARD_KIND = "sequence"  # meta.json reward_kind: one scalar per whole sequence
-VAL_PREFIX_CUTS = 3  # validation prefixes at 1/4, 2/4, 3/4 of each response
 
 
 class RewardModule(L.LightningModule):
@@ -93,7 +93,7 @@ def build(job: JobConfig, run: RunDir) -> StageParts:
         tokenizer, job.data, batch_size=job.optim.micro_batch_size, prefix_cuts=job.rm.prefix_cuts
     )
     # validation also scores prefixes (RMDataModule's own eval collator has none)
-    datamodule.eval_collate_fn = RMCollator(tokenizer, VAL_PREFIX_CUTS)
+    datamodule.eval_collate_fn = RMCollator(tokenizer, job.rm.val_prefix_cuts)
 
     def export(module: RewardModule, out_dir: Path) -> None:
         # the kind of reward model, also in config.json for directories used without meta.json

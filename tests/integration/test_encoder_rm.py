@@ -1,0 +1,163 @@
+"""A real pretrained encoder as reward model: MiniLM fine-tuned on real HH-RLHF pairs guides the
+tiny policy through the cross-tokenizer path; predict records the scorer; bad RMs fail in one line.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.integration._fit_helpers import fit, metrics, run_module
+
+
+def _predict_args(kit, rm, run_dir: Path, *extra: str) -> list[str]:
+    return [
+        "recipe=tiny_args",
+        f"policy={kit['policy']}",
+        f"reward_model={rm}",
+        f"run_dir={run_dir}",
+        "data.limit=2",
+        "decode.batch_size=2",
+        "decode.max_new_tokens=4",
+        "decode.topk=3",
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def minilm_rm(shared_data, tmp_path_factory) -> Path:
+    """minilm_hh_rm cut down for CI: 8 steps of 4 real HH pairs, 64 word-pieces."""
+    run = tmp_path_factory.mktemp("minilm") / "rm"
+    fit(
+        "recipe=minilm_hh_rm",
+        f"run_dir={run}",
+        f"data.path={shared_data}/hh-rlhf/*/*.jsonl.gz",
+        "data.max_length=64",
+        "data.max_prompt_length=32",
+        "optim.batch_size=4",
+        "optim.micro_batch_size=4",
+        "optim.warmup_steps=0",
+        "trainer.max_steps=8",
+        "trainer.val_check_interval=8",
+        "trainer.limit_val_batches=4",
+        "num_threads=1",
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+        timeout=600,
+    )
+    return run
+
+
+def test_minilm_rm_trains_on_real_pairs(minilm_rm):
+    m = metrics(minilm_rm)
+    assert 0.0 <= m["val/reward_acc"] <= 1.0 and m["train/loss"] > 0
+    meta = json.loads((minilm_rm / "meta.json").read_text())
+    assert meta["new_head"] == ["classifier.bias", "classifier.weight"]  # only the head is new
+    config = json.loads((minilm_rm / "hf" / "config.json").read_text())
+    assert config["architectures"] == ["BertForSequenceClassification"]
+
+
+def test_minilm_rm_guides_the_tiny_policy(minilm_rm, tiny_kit, tmp_path):
+    """In-process: the search equals the reference; through predict: meta.json names the scorer."""
+    from argsfw.decoding import ArgsDecoder, DecodeConfig, reference_decode
+    from argsfw.decoding.accounting import DecodeStats
+    from argsfw.decoding.cross_tokenizer import cut_retokenizer
+    from argsfw.models import load_policy, load_reward_model, load_tokenizer
+
+    tok, llm = load_tokenizer(tiny_kit["policy"]), load_policy(tiny_kit["policy"])
+    rm_tok, rm = load_tokenizer(minilm_rm), load_reward_model(minilm_rm)
+    dec = ArgsDecoder(llm, tok, rm, rm_tok)
+    assert dec.probe.scorer == "full" and not dec.shared_tokenizer
+    s = DecodeConfig(weight=5.0, topk=4, max_new_tokens=5)
+    gens, stats = dec.generate(["\n\nHuman: How do I bake bread?\n\nAssistant:"], s)
+    convert = cut_retokenizer(tok, rm_tok, dec.rm_ctx, DecodeStats())
+    ref, _ = reference_decode(
+        llm,
+        rm,
+        gens[0].prompt_ids,
+        weight=5.0,
+        topk=4,
+        max_new_tokens=5,
+        eos_ids=tuple(dec.eos_ids),
+        to_rm_ids=lambda ids: convert([ids])[0],
+    )
+    assert gens[0].new_ids == ref and stats.scorer == "full"
+
+    out = tmp_path / "pred"
+    run_module("predict", *_predict_args(tiny_kit, minilm_rm, out), timeout=300)
+    assert json.loads((out / "meta.json").read_text())["scorer"] == "full"
+    records = [json.loads(x) for x in (out / "outputs.jsonl").read_text().splitlines()]
+    assert records and all(r["stats"]["scorer"] == "full" for r in records)
+    assert all(isinstance(r["reward"], float) for r in records)
+
+
+def test_predict_records_a_forced_scorer(tiny_kit, tmp_path):
+    run_module(
+        "predict",
+        *_predict_args(tiny_kit, tiny_kit["reward_model"], tmp_path, "decode.scorer=expanded"),
+    )
+    assert json.loads((tmp_path / "meta.json").read_text())["scorer"] == "expanded"
+
+
+def _saved_rm(tmp_path: Path, tiny_kit, **config) -> Path:
+    from argsfw.models import load_reward_model, load_tokenizer
+
+    rm = load_reward_model(tiny_kit["reward_model"])
+    for k, v in config.items():
+        setattr(rm.config, k, v)
+    out = tmp_path / "bad_rm"
+    rm.save_pretrained(out)
+    load_tokenizer(tiny_kit["reward_model"]).save_pretrained(out)
+    return out
+
+
+def _usage_error(proc) -> str:
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [x for x in proc.stderr.splitlines() if x.startswith("argsfw predict: error")]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    return lines[0]
+
+
+def test_rm_with_two_labels_is_refused(tiny_kit, tmp_path):
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    config = AutoConfig.from_pretrained(tiny_kit["reward_model"], num_labels=2)
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(tmp_path / "two")
+    proc = run_module(
+        "predict", *_predict_args(tiny_kit, tmp_path / "two", tmp_path / "p"), check=False
+    )
+    assert "num_labels=2" in _usage_error(proc)
+    assert not (tmp_path / "p" / "outputs.jsonl").exists()
+
+
+def test_rm_without_a_classification_head_is_refused(tiny_kit, tmp_path):
+    """A causal LM passed as the reward model has no trained head: refused before decoding."""
+    proc = run_module(
+        "predict", *_predict_args(tiny_kit, tiny_kit["policy"], tmp_path / "p"), check=False
+    )
+    assert "no trained" in _usage_error(proc)
+    assert not (tmp_path / "p" / "outputs.jsonl").exists()
+
+
+def test_rm_context_shorter_than_the_prompt_is_refused(tiny_kit, tmp_path):
+    rm = _saved_rm(tmp_path, tiny_kit, max_position_embeddings=8)
+    proc = run_module(
+        "predict",
+        *_predict_args(tiny_kit, rm, tmp_path / "p", "predict.too_long=error"),
+        check=False,
+    )
+    assert "reward model's context is 8" in _usage_error(proc)
+    assert not (tmp_path / "p" / "outputs.jsonl").exists()
+
+
+def test_unknown_scorer_is_refused(tiny_kit, tmp_path):
+    proc = run_module(
+        "predict",
+        *_predict_args(tiny_kit, tiny_kit["reward_model"], tmp_path, "decode.scorer=fast"),
+        check=False,
+    )
+    assert "decode.scorer='fast'" in _usage_error(proc)
