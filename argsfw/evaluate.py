@@ -116,6 +116,10 @@ def _run(job: JobConfig, run: RunDir) -> None:
     from argsfw.eval.run import run_evaluation
 
     outputs = expand_outputs(list(job.outputs))
+    if job.eval.judge.enabled and job.eval.judge.kind == "openai":
+        from argsfw.eval.judge_clients import api_key_for
+
+        api_key_for(job.eval.judge)  # no key for a remote judge: refuse before any model is read
     check_reward_model(job)
     run.start(job, "evaluate")
     wb = _wandb_run(job, run)

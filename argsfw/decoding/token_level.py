@@ -53,7 +53,7 @@ def token_rm_kind(rm) -> str | None:
 
     if (
         isinstance(getattr(rm, "score", None), torch.nn.Module)
-        or rm.get_output_embeddings() is None
+        or getattr(rm, "get_output_embeddings", lambda: None)() is None
     ):
         return "sequence"
     kind = reward_kind(rm.config)
