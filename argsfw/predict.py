@@ -290,8 +290,6 @@ def check_prompts_fit(job, facts: ModelFacts, todo) -> None:
     """
     if not todo:
         return
-    from argsfw.decoding.types import DecodeInputError
-
     if all(not r.prompt.strip() for r in todo):
         # one empty prompt is generation from scratch (the original README's example); all of
         # them empty is a data mapping that reads the wrong field
