@@ -210,7 +210,8 @@ def predict_one(job, run: RunDir) -> dict | None:
         log.info("%s is complete (%d prompts); nothing to do", run.outputs_path, len(records))
         return None
     facts = check_inputs(job)
-    check_prompts_fit(job, facts, todo)
+    if not state.records:  # a resumed run that already has outputs is not a run without any
+        check_prompts_fit(job, facts, todo)
     run.path.mkdir(parents=True, exist_ok=True)
     if zero:
         run.start(job, "predict")
@@ -314,8 +315,6 @@ def check_prompts_fit(job, facts: ModelFacts, todo) -> None:
     """
     if not todo:
         return
-    from argsfw.decoding.types import DecodeInputError
-
     if all(not r.prompt.strip() for r in todo):
         # one empty prompt is generation from scratch (the original README's example); all of
         # them empty is a data mapping that reads the wrong field

@@ -147,6 +147,13 @@ _HEAD_SUFFIXES = {
     CAUSAL_LM: ("ForCausalLM", "LMHeadModel"),
     SEQ_CLS: ("ForSequenceClassification",),
 }
+# Heads that can never serve as the wanted one. Only these are refused from config.json; other
+# architectures (e.g. *ForConditionalGeneration chat models) are left to the loading-info check.
+_OTHER_HEADS = ("ForTokenClassification", "ForQuestionAnswering", "ForMultipleChoice")
+_REFUSED = {
+    CAUSAL_LM: (*_HEAD_SUFFIXES[SEQ_CLS], *_OTHER_HEADS),
+    SEQ_CLS: (*_HEAD_SUFFIXES[CAUSAL_LM], *_OTHER_HEADS),
+}
 _HEAD_ADVICE = {
     CAUSAL_LM: "pass a causal LM (*ForCausalLM, e.g. an SFT run such as runs/tiny_sft)",
     SEQ_CLS: "pass a scalar reward model (*ForSequenceClassification with num_labels=1, e.g. a "
@@ -179,7 +186,7 @@ def check_head(spec: str | os.PathLike, what: str, head: str) -> None:
     """
     path = _local_dir(spec, what)
     archs = _architectures(path) if path is not None else []
-    if not archs or any(a.endswith(_HEAD_SUFFIXES[head]) for a in archs):
+    if not archs or not all(a.endswith(_REFUSED[head]) for a in archs):
         return
     other = next(
         (h for h, sfx in _HEAD_SUFFIXES.items() if h != head and archs[0].endswith(sfx)), None

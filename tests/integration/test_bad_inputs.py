@@ -270,9 +270,10 @@ def _write_table(path: Path, done: dict[str, Outcome], world: dict[str, Path], r
     rows = ["| case | command | exit | message |", "|---|---|---:|---|"]
     for case in CASES:
         o = done[case.id]
-        args = " ".join(_command(case, world, o.run)).replace(str(root), "$TMP")
+        base = str(root.parent)  # pytest's temporary directory: the kit and the world
+        args = " ".join(_command(case, world, o.run)).replace(base, "$TMP")
         last = [line for line in o.stderr.splitlines() if line.strip()][-1:] or [""]
-        msg = last[0].replace(str(root), "$TMP").replace("|", "\\|")
+        msg = last[0].replace(base, "$TMP").replace("|", "\\|")
         rows.append(f"| {case.id} | `argsfw.{case.entry} {args}` | {o.returncode} | {msg} |")
     path.write_text("\n".join(rows) + "\n")
 

@@ -113,3 +113,29 @@ def test_topk_is_checked_against_the_vocabulary_when_known():
     assert check_decode_settings(DecodeConfig(topk=50), vocab=50) == "args-greedy"
     with pytest.raises(DecodeInputError, match=r"topk must be an integer in \[1, 49\]"):
         check_decode_settings(DecodeConfig(topk=50), vocab=49)
+
+
+def test_a_predict_run_whose_every_prompt_was_skipped_is_an_error(tmp_path):
+    # the safety net behind the start-up check: a run can still end with every prompt skipped
+    # (e.g. prompts that only a cross-tokenizer RM finds too long)
+    from argsfw.callbacks.outputs import read_state
+    from argsfw.config.run_dir import RunDir
+    from argsfw.data.types import PromptRecord
+    from argsfw.predict import finish
+
+    job = compose([f"run_dir={tmp_path}"], default_recipe="tiny_args")
+    records = [PromptRecord(id=f"p{i}", prompt="hi") for i in range(2)]
+    run = RunDir(tmp_path)
+    run.start(job, "predict")
+    before = read_state(tmp_path)
+    with (tmp_path / "outputs.part-rank0.jsonl").open("w") as f:
+        for i, r in enumerate(records):
+            f.write(
+                json.dumps({"id": r.id, "index": i, "skipped": "too_long", "n_prompt_tokens": 9})
+            )
+            f.write("\n")
+    with pytest.raises(
+        DecodeInputError, match=r"no prompt was decoded: all 2 were skipped \(2 too_long"
+    ):
+        finish(job, run, records, before, 0.1)
+    assert not (tmp_path / "DONE").exists()
