@@ -20,7 +20,8 @@ class DecodeStats:
 
     ``llm_forwards``/``rm_forwards`` count model forward calls (one call may hold many rows
     and tokens); ``llm_tokens_in``/``rm_tokens_in`` count the token positions those calls
-    processed, padding included. ``peak_memory_bytes`` is CUDA ``max_memory_allocated``
+    processed, padding included (each prompt's own counts, padding excluded, are in its
+    `Generation`: ``llm_tokens``, ``rm_tokens``, ``scored_steps``). ``peak_memory_bytes`` is CUDA ``max_memory_allocated``
     summed over the devices used, or on CPU the process's peak resident set size sampled
     every step (``memory_kind`` says which). ``rm_cache_bytes_peak`` is the largest reward
     model KV cache held during the call. ``scorer`` names the reward scorer that ran
