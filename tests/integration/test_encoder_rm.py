@@ -125,8 +125,11 @@ def _usage_error(proc) -> str:
 def test_rm_with_two_labels_is_refused(tiny_kit, tmp_path):
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
+    from argsfw.models import load_tokenizer
+
     config = AutoConfig.from_pretrained(tiny_kit["reward_model"], num_labels=2)
     AutoModelForSequenceClassification.from_config(config).save_pretrained(tmp_path / "two")
+    load_tokenizer(tiny_kit["reward_model"]).save_pretrained(tmp_path / "two")
     proc = run_module(
         "predict", *_predict_args(tiny_kit, tmp_path / "two", tmp_path / "p"), check=False
     )
