@@ -1,6 +1,9 @@
-"""Reward scorers: the cached shared-prefix scorer, the full-sequence reference, whole-sequence scoring.
+"""Reward scorers: which RMs can be read (`rm_kind`), the tree-masked shared-prefix scorer, the reference.
 
-The reward of a sequence is the reward model's scalar head applied to the hidden state of the
+Scorers without a tree mask (expanded cache, full sequence) are in `argsfw.decoding.fallback`;
+which one runs is decided by `argsfw.decoding.probe`.
+
+The reward of a sequence under a decoder RM is its scalar head applied to the hidden state of the
 sequence's last token (what ``AutoModelForSequenceClassification`` returns for an unpadded
 row that does not end in its pad token). Scorers call the RM's backbone and head directly so
 they can read that hidden state at any position of a packed forward.

@@ -87,6 +87,14 @@ def test_minilm_rm_guides_the_tiny_policy(minilm_rm, tiny_kit, tmp_path):
     )
     assert gens[0].new_ids == ref and stats.scorer == "full"
 
+    from argsfw import ARGS  # the original API finds the RM's own tokenizer in its directory
+
+    searcher = ARGS(llm_path=tiny_kit["policy"], rm_path=minilm_rm, llm_dev="cpu")
+    out = searcher.generate(gens[0].prompt, weight=5.0, topk=4, max_new_token=5)
+    assert out[0].tolist() == gens[0].ids and searcher.last_stats.scorer == "full"
+    bon, bon_stats = dec.generate([gens[0].prompt], s, method="best-of-n", num_samples=2)
+    assert isinstance(bon[0].reward, float) and bon_stats.scorer == "full"
+
     out = tmp_path / "pred"
     run_module("predict", *_predict_args(tiny_kit, minilm_rm, out), timeout=300)
     assert json.loads((out / "meta.json").read_text())["scorer"] == "full"
@@ -125,8 +133,11 @@ def _usage_error(proc) -> str:
 def test_rm_with_two_labels_is_refused(tiny_kit, tmp_path):
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
+    from argsfw.models import load_tokenizer
+
     config = AutoConfig.from_pretrained(tiny_kit["reward_model"], num_labels=2)
     AutoModelForSequenceClassification.from_config(config).save_pretrained(tmp_path / "two")
+    load_tokenizer(tiny_kit["reward_model"]).save_pretrained(tmp_path / "two")
     proc = run_module(
         "predict", *_predict_args(tiny_kit, tmp_path / "two", tmp_path / "p"), check=False
     )
