@@ -176,7 +176,22 @@ def default_label(job) -> str:
         return f"{m} alpha={d.alpha:g} T={d.temperature:g}"
     if m == "genarm-greedy":
         return f"{m} alpha={d.alpha:g}"
-    return setting_label(m, d.weight, d.topk, d.num_samples, d.gate_threshold)
+    label = setting_label(m, d.weight, d.topk, d.num_samples, d.gate_threshold)
+    mode = _token_rm_mode(job.reward_model) if m.startswith("token-rm") else None
+    # which token-level head guided it (FaRMA-style pairs or distilled), so rows do not collide
+    return label.replace(m, f"{m}({mode})", 1) if mode else label
+
+
+def _token_rm_mode(spec: str | None) -> str | None:
+    """``token_rm_mode`` ("bt" | "distill") from a token-level RM run's meta.json, if there is one."""
+    for meta in (Path(spec or "") / "meta.json", Path(spec or "") / "hf" / "meta.json"):
+        try:
+            mode = json.loads(meta.read_text()).get("token_rm_mode")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(mode, str):
+            return mode
+    return None
 
 
 def _run(job, run: RunDir) -> None:
