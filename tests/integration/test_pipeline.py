@@ -48,9 +48,9 @@ def demo(tmp_path_factory):
         f"pipeline.fit_overrides={_list(FIT)}", f"pipeline.predict_overrides={_list(PREDICT)}",
         "pipeline.evaluate_overrides=['logger.name=none']",
     ]  # fmt: skip
-    first = subprocess.run(args, cwd=REPO, env=env(), capture_output=True, text=True, timeout=900)
+    first = subprocess.run(args, cwd=REPO, env=env(), capture_output=True, text=True, timeout=1800)
     assert first.returncode == 0, first.stderr[-3000:]
-    again = subprocess.run(args, cwd=REPO, env=env(), capture_output=True, text=True, timeout=900)
+    again = subprocess.run(args, cwd=REPO, env=env(), capture_output=True, text=True, timeout=1800)
     assert again.returncode == 0, again.stderr[-3000:]
     return run_dir, first, again
 
@@ -58,7 +58,7 @@ def demo(tmp_path_factory):
 @pytest.mark.slow
 def test_pipeline_runs_every_stage_and_reports_every_method(demo):
     run_dir, first, _ = demo
-    for stage in ("sft", "rm", "ppo"):
+    for stage in ("sft", "rm", "ppo", "arm", "token_rm", "token_rm_distill"):
         assert (run_dir / stage / "hf" / "config.json").is_file(), stage
     report = json.loads((run_dir / "evaluate" / "report.json").read_text())
     labels = {entry["label"] for entry in report["inputs"]}
@@ -67,6 +67,10 @@ def test_pipeline_runs_every_stage_and_reports_every_method(demo):
     expected |= {f"args-greedy w={w} k=10" for w in ("0.5", "1", "1.5", "2", "3")}
     expected |= {f"args-greedy w=1.5 k={k}" for k in (2, 5)}
     expected |= {f"args-gated w=1.5 k=10 τ={t}" for t in ("0.3", "0.6", "0.9")}
+    expected |= {f"genarm-greedy alpha={a}" for a in ("0.5", "1", "2")} | {"genarm alpha=1 T=0.5"}
+    expected |= {
+        f"token-rm({h}) w={w} k=10" for h in ("bt", "distill") for w in ("0.5", "1.5", "3")
+    }
     assert labels == expected
     for entry in report["inputs"]:
         m = entry["metrics"]
