@@ -136,6 +136,9 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+# Top-level module names of sequence-classification heads across transformers families: the
+# weights a reward model started from a causal LM or an encoder may lack (they start new).
+HEAD_MODULES = ("score", "classifier", "pre_classifier", "classification_head", "pooler")
 # Files any one of which holds a tokenizer's vocabulary (what `AutoTokenizer` can load from).
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model",

@@ -100,7 +100,7 @@ CASES = [
     Case("predict-weight-nan", "predict", [*PREDICT, "decode.weight=nan"], ["decode.weight must be a finite number, got nan"]),
     Case("predict-temperature-0", "predict", [*PREDICT, "decode=args_stochastic", "decode.temperature=0"], ["decode.temperature must be > 0 for args-stochastic", "greedy methods need no temperature"]),
     Case("predict-unknown-method", "predict", [*PREDICT, "decode.method=beam"], ["decode.method='beam' is not a decoding method", "choose one of args-greedy"]),
-    Case("predict-unknown-decode-group", "predict", [*PREDICT, "decode=gredy"], ["unknown decode option 'gredy'", "available: args_greedy"]),
+    Case("predict-unknown-decode-group", "predict", [*PREDICT, "decode=gredy"], ["unknown decode option 'gredy'", "available: args_gated, args_greedy"]),
     Case("predict-best-of-n-0", "predict", [*PREDICT, "decode=best_of_n", "decode.num_samples=0"], ["decode.num_samples must be a positive integer, got 0"]),
     Case("predict-top-p", "predict", [*PREDICT, "decode=nucleus", "decode.top_p=1.5"], ["decode.top_p must be in (0, 1], got 1.5"]),
     Case("predict-chunk-size-0", "predict", [*PREDICT, "decode=args_greedy_large", "decode.chunk_size=0"], ["decode.chunk_size must be a positive integer or 'auto'"]),
@@ -108,7 +108,7 @@ CASES = [
     Case("predict-config-file-missing", "predict", [*PREDICT, "decode.config_file={missing}/example.config"], ["decode.config_file", "does not exist; name a file with one JSON object per line"]),
     # ---- predict: model inputs and their configs, before the weights load
     Case("predict-rm-as-policy", "predict", [*PREDICT, "policy={rm}"], ["policy", "is a sequence classifier (reward model)", "LlamaForSequenceClassification", "pass a causal LM"]),
-    Case("predict-lm-as-rm", "predict", [*PREDICT, "reward_model={policy}"], ["reward model", "is a causal language model", "LlamaForCausalLM", "pass a scalar reward model"]),
+    Case("predict-lm-as-rm", "predict", [*PREDICT, "reward_model={policy}"], ["needs a sequence reward model", "unmarked causal LM", "pass a matching reward_model or use decode.method=genarm"]),
     Case("predict-missing-policy", "predict", [*PREDICT, "policy={missing}/sft"], ["policy path", "does not exist", "python -m argsfw.fit recipe=tiny_sft"]),
     Case("predict-truncated-weights", "predict", [*PREDICT, "policy={truncated}"], ["model.safetensors cannot be read", "truncated or corrupt", "re-export it"]),
     Case("predict-no-tokenizer", "predict", [*PREDICT, "policy={no_tokenizer}"], ["holds no tokenizer", "tokenizer.save_pretrained"]),
@@ -133,8 +133,8 @@ CASES = [
     Case("export-unreadable-checkpoint", "export", ["{garbage_ckpt}", "{run}", "--config", "{sft_config}"], ["cannot be read", "use another one from the run's checkpoints/"]),
     Case("export-ds-chat-missing", "export", ["--from-deepspeed-chat", "{missing}/ds", "{run}"], ["no DeepSpeed-Chat weights at", "pass the file, or the directory holding pytorch_model.bin"]),
     # ---- pipeline: every step composes before the first runs
-    Case("pipeline-step-wrong-stage", "pipeline", ["recipe=tiny_pipeline", "pipeline.sft=tiny_args"], ["pipeline step 'sft'", "is a predict recipe, not a fit one; name a fit recipe"]),
-    Case("pipeline-step-unknown-recipe", "pipeline", ["recipe=tiny_pipeline", "pipeline.rm=no_such_rm"], ["pipeline step 'rm'", "unknown recipe 'no_such_rm'", "available recipes"]),
+    Case("pipeline-step-wrong-stage", "pipeline", ["recipe=tiny_pipeline", "pipeline.fit.sft=tiny_args"], ["pipeline step 'sft'", "is a predict recipe, not a fit one; name a fit recipe"]),
+    Case("pipeline-step-unknown-recipe", "pipeline", ["recipe=tiny_pipeline", "pipeline.fit.rm=no_such_rm"], ["pipeline step 'rm'", "unknown recipe 'no_such_rm'", "available recipes"]),
     Case("pipeline-bad-fit-override", "pipeline", ["recipe=tiny_pipeline", "pipeline.fit_overrides=['optim.lr=-1']"], ["pipeline step 'sft'", "optim.lr=-1.0", "must be a finite number > 0"]),
     Case("pipeline-bad-decode-option", "pipeline", ["recipe=tiny_pipeline", "pipeline.predict.greedy='decode=gredy'"], ["pipeline step 'predict greedy'", "unknown decode option 'gredy'"]),
     Case("pipeline-unknown-key", "pipeline", ["recipe=tiny_pipeline", "pipeline.stages=[sft]"], ["unknown config key 'pipeline.stages'"]),
