@@ -146,11 +146,19 @@ def test_rm_with_two_labels_is_refused(tiny_kit, tmp_path):
 
 
 def test_rm_without_a_classification_head_is_refused(tiny_kit, tmp_path):
-    """A causal LM passed as the reward model has no trained head: refused before decoding."""
-    proc = run_module(
-        "predict", *_predict_args(tiny_kit, tiny_kit["policy"], tmp_path / "p"), check=False
-    )
-    assert "no trained" in _usage_error(proc)
+    """A causal LM's weights under a classifier's config have no trained head: refused before decoding."""
+    import json
+    import shutil
+
+    headless = tmp_path / "headless_rm"
+    shutil.copytree(tiny_kit["policy"], headless)
+    config = json.loads((headless / "config.json").read_text())
+    config.update(architectures=["LlamaForSequenceClassification"], num_labels=1)
+    config.pop("id2label", None), config.pop("label2id", None)
+    (headless / "config.json").write_text(json.dumps(config))
+    proc = run_module("predict", *_predict_args(tiny_kit, headless, tmp_path / "p"), check=False)
+    error = _usage_error(proc)
+    assert "lacks score.weight" in error and "would be initialised at random" in error
     assert not (tmp_path / "p" / "outputs.jsonl").exists()
 
 
