@@ -161,14 +161,18 @@ class TokenRewardState:
             self.state = PolicyState(self.rm, ids, mask, self.stats, role="rm")
         self._set(self.state.prefill())
         self.total = torch.zeros(ids.shape[0], device=self.out_device)
+        # real (non-padding) RM token positions read per row: the prompt, then one per commit
+        self.row_tokens = mask.sum(-1).long()
 
     def commit(self, tokens: torch.Tensor) -> None:
         """Append the chosen ``tokens`` [B] and read the next head."""
         self._set(self.state.step(tokens))
+        self.row_tokens += 1
 
     def keep(self, rows: torch.Tensor) -> None:
         """Keep only ``rows`` [B'] of the batch."""
         self.state.keep(rows)
+        self.row_tokens = self.row_tokens[rows.to(self.row_tokens.device)]
         if self.split is not None:
             self.hidden = self.hidden[rows.to(self.hidden.device)]
         else:

@@ -149,6 +149,9 @@ def test_accounting_one_rm_token_per_generated_token(llama, prompts, method, rm_
         st.rm_tokens_in == st.llm_tokens_in == len(prompts) * width + st.new_tokens - len(prompts)
     )
     assert st.rm_cache_bytes_peak > 0
+    # per record (padding excluded), the RM reads exactly what the policy reads
+    for g in gens:
+        assert g.rm_tokens == g.llm_tokens == g.n_prompt_tokens + 6 - 1
     # finished rows stop costing the RM too
     dec.eos_ids = [gens[0].new_ids[0]]
     early, st2 = dec.generate(prompts, s, stop_at_eos=True)
