@@ -76,7 +76,12 @@ def _one_error_line(capsys) -> str:
         ("tiny_args", "token", (), "decode.method=args-greedy needs a sequence reward model"),
         ("tiny_genarm", "token", (), "reward model is reward_kind 'token'"),
         ("tiny_token_rm_args", "other_vocab", (), "has a vocabulary of"),
-        ("tiny_genarm", "arm", ("decode.alpha=nan",), "decode.alpha must be a finite number, got nan"),
+        (
+            "tiny_genarm",
+            "arm",
+            ("decode.alpha=nan",),
+            "decode.alpha must be a finite number, got nan",
+        ),
         (
             "tiny_token_rm_args",
             "token",
