@@ -62,11 +62,7 @@ def reference_decode(
         if scorer is not None:
             for j, v in enumerate(cands.tolist()):
                 scores[j] = top_logits[j] + weight * scorer.score_sequence(ids + [v])
-        if greedy:
-            pick = int(scores.argmax())
-        else:
-            pick = int(sample_rows((scores / temperature).softmax(-1)[None], [generator])[0])
-        tok = int(cands[pick])
+        tok = _pick(scores, cands, greedy, temperature, generator)
         ids.append(tok)
         new.append(tok)
         if tok in eos_ids:
@@ -124,13 +120,16 @@ def reference_token_decode(
             top, cands = logits.topk(topk)  # [k]
             scores = top + weight * head[cands] if head is not None else top
             greedy = method == "token-rm"
-        if greedy:
-            pick = int(scores.argmax())
-        else:
-            pick = int(sample_rows((scores / temperature).softmax(-1)[None], [generator])[0])
-        tok = int(cands[pick])
+        tok = _pick(scores, cands, greedy, temperature, generator)
         ids.append(tok)
         new.append(tok)
         if tok in eos_ids:
             return new, True
     return new, False
+
+
+def _pick(scores: torch.Tensor, cands: torch.Tensor, greedy: bool, temperature, generator) -> int:
+    """The token chosen among ``cands`` [k] by ``scores`` [k]: argmax, or a sample at ``temperature``."""
+    if greedy:
+        return int(cands[int(scores.argmax())])
+    return int(cands[int(sample_rows((scores / temperature).softmax(-1)[None], [generator])[0])])
