@@ -214,7 +214,9 @@ def predict_one(job, run: RunDir) -> dict | None:
     current = output_settings(job)
     if not job.overwrite:
         check_settings(run.path, run.meta().get(SETTINGS_KEY), current, state)
-    records, data_stats = load_prompts_with_stats(job.data)
+    # a chat-format prompt is rendered by the policy's tokenizer: read it (no weights) first
+    facts = check_inputs(job) if job.data.prompt_format == "chat" else None
+    records, data_stats = load_prompts_with_stats(job.data, tokenizer=facts and facts.tokenizer)
     if not records:
         raise DataError(
             f"no prompts to decode: data.source={job.data.source} split {job.data.eval_split!r} "
@@ -224,7 +226,7 @@ def predict_one(job, run: RunDir) -> dict | None:
     if not todo and state.done:
         log.info("%s is complete (%d prompts); nothing to do", run.outputs_path, len(records))
         return None
-    facts = check_inputs(job)
+    facts = facts or check_inputs(job)
     if not state.records:  # a resumed run that already has outputs is not a run without any
         check_prompts_fit(job, facts, todo)
     run.path.mkdir(parents=True, exist_ok=True)

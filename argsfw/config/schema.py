@@ -146,6 +146,9 @@ class ModelConfig:
     tokenizer: str | None = None  # defaults to the base model's tokenizer
     dtype: str = "float32"  # weights dtype when loading (float32 | bfloat16 | float16)
     gradient_checkpointing: bool = False
+    # train only the top N transformer layers + final norm + head; the rest is frozen (a cheap
+    # alternative to LoRA when the frozen part dominates the cost; see modules/_top_layers.py)
+    train_top_layers: int | None = None
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
 
@@ -155,6 +158,8 @@ class ModelConfig:
             self.dtype,
             ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16", "auto"),
         )
+        if self.train_top_layers is not None:
+            _at_least("model.train_top_layers", self.train_top_layers, 1)
 
 
 @dataclass
@@ -309,6 +314,9 @@ class RMConfig:
         3  # validation also scores prefixes cut at j/(N+1) (val/prefix_reward_acc)
     )
     init_from_policy: bool = False  # start the RM body from the `policy=` (SFT) model
+    # with model.train_top_layers: compute the frozen layers' outputs once per sequence and
+    # reuse them every epoch (rotary-position decoders; checked against the model's forward)
+    cache_frozen: bool = False
 
     def __post_init__(self) -> None:
         _check("rm.margin", self.margin, _number(self.margin), "a finite number")
@@ -510,3 +518,13 @@ class JobConfig:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         _choice("decode.scorer", self.decode.scorer, SCORER_CHOICES)
+        if self.rm.cache_frozen and not self.model.train_top_layers:
+            raise ConfigError(
+                "rm.cache_frozen=true caches the frozen layers' outputs but nothing is frozen: "
+                "set model.train_top_layers=N (e.g. 4)"
+            )
+        if self.model.train_top_layers and self.model.lora.enabled:
+            raise ConfigError(
+                "model.train_top_layers and model.lora.enabled are two ways to train part of the "
+                "model; pass one"
+            )

@@ -22,5 +22,8 @@ class DataConfig:
     run_percent: float | None = None  # first X% of the records, as the original collect script
     max_length: int = 512  # tokens of prompt + response; longer examples are truncated and counted
     max_prompt_length: int = 256  # prompt tokens kept (left-truncated) when a prompt is too long
+    # raw: prompts as the dataset writes them (Human:/Assistant:); chat: rendered with the
+    # tokenizer's chat template (argsfw.data.chat), for instruction-tuned models
+    prompt_format: str = "raw"
     seed: int = 0  # for the tiny corpus and any shuffling
     num_workers: int = 0  # DataLoader worker processes

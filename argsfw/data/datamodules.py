@@ -152,7 +152,7 @@ class SFTDataModule(_BaseDataModule):
         self.collate_fn = SFTCollator(tokenizer)
 
     def _build(self, split: str) -> tuple[list[dict], DataStats, TruncationCounts]:
-        pairs, stats = load_pairs_with_stats(self.cfg, split)
+        pairs, stats = load_pairs_with_stats(self.cfg, split, self.tokenizer)
         items, trunc = tokenize_sft(
             self.tokenizer,
             pairs,
@@ -180,7 +180,7 @@ class RMDataModule(_BaseDataModule):
         self.eval_collate_fn = RMCollator(tokenizer, 0)  # validation accuracy on whole responses
 
     def _build(self, split: str) -> tuple[list[dict], DataStats, TruncationCounts]:
-        pairs, stats = load_pairs_with_stats(self.cfg, split)
+        pairs, stats = load_pairs_with_stats(self.cfg, split, self.tokenizer)
         items, trunc = tokenize_rm(
             self.tokenizer, pairs, self.cfg.max_length, self.cfg.max_prompt_length
         )
@@ -212,7 +212,7 @@ class PromptDataModule(_BaseDataModule):
         self.collate_fn = PromptCollator(tokenizer)
 
     def _build(self, split: str) -> tuple[list[dict], DataStats, TruncationCounts]:
-        records, stats = load_prompts_with_stats(self.cfg, split)
+        records, stats = load_prompts_with_stats(self.cfg, split, self.tokenizer)
         if self.skip_ids:
             before = len(records)
             records = [r for r in records if r.id not in self.skip_ids]

@@ -9,7 +9,9 @@ Order of operations, the same for every source:
    keeps dataset order, and never puts one prompt on both sides;
 3. drop (pairs) or de-duplicate (SHP prompts: one per ``post_id``) and count why;
 4. select: first ``run_percent`` % (as the original's ``run_percent``), then ``offset``,
-   then ``limit``.
+   then ``limit``;
+5. with ``prompt_format=chat``, render the prompts with the tokenizer's chat template
+   (`argsfw.data.chat`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from argsfw.data.adapters import (
     MissingField,
     Parsed,
 )
+from argsfw.data.chat import PROMPT_FORMATS, render_pairs, render_prompts
 from argsfw.data.config import DataConfig
 from argsfw.data.reading import read_split, resolve_files
 from argsfw.data.types import DataError, DataStats, PreferencePair, PromptRecord
@@ -45,6 +48,10 @@ def check_data_config(cfg: DataConfig) -> None:
     """
     if cfg.source not in SOURCES:
         raise DataError(f"unknown data.source {cfg.source!r}; choose one of {', '.join(SOURCES)}")
+    if cfg.prompt_format not in PROMPT_FORMATS:
+        raise DataError(
+            f"unknown data.prompt_format {cfg.prompt_format!r}; choose one of {', '.join(PROMPT_FORMATS)}"
+        )
     if not 0.0 <= cfg.val_fraction < 1.0:
         raise DataError(f"data.val_fraction must be in [0, 1), got {cfg.val_fraction}")
     if cfg.run_percent is not None and not 0.0 < cfg.run_percent <= 100.0:
@@ -167,7 +174,7 @@ def _check_unique(ids: list[str], cfg: DataConfig) -> None:
 
 
 def load_pairs_with_stats(
-    cfg: DataConfig, split: str | None = None
+    cfg: DataConfig, split: str | None = None, tokenizer=None
 ) -> tuple[list[PreferencePair], DataStats]:
     """Like `load_pairs`, also returning the `DataStats` of the load."""
     parsed, stats = _records(cfg, split, responses=True)
@@ -185,24 +192,27 @@ def load_pairs_with_stats(
         )
     _check_unique([p.id for p in pairs], cfg)
     pairs = _select(pairs, cfg, stats)
+    if cfg.prompt_format == "chat":
+        pairs = render_pairs(tokenizer, pairs)
     log.info("loaded pairs %s", stats)
     return pairs, stats
 
 
-def load_pairs(cfg: DataConfig, split: str | None = None) -> list[PreferencePair]:
+def load_pairs(cfg: DataConfig, split: str | None = None, tokenizer=None) -> list[PreferencePair]:
     """Preference pairs of `split` (default ``cfg.split``) in dataset order.
 
     ``split="validation"`` with ``cfg.val_fraction > 0`` gives the part carved out of
     ``cfg.split`` (which then loses it). Records the adapters cannot use as a preference
     comparison are dropped and counted (see `load_pairs_with_stats`).
     Raises `DataError` (one line) for a missing path, an unreadable file, a missing field
-    (file and line named), duplicate ids or an invalid selection.
+    (file and line named), duplicate ids or an invalid selection. ``tokenizer`` renders the
+    prompts when ``cfg.prompt_format == "chat"`` (then required).
     """
-    return load_pairs_with_stats(cfg, split)[0]
+    return load_pairs_with_stats(cfg, split, tokenizer)[0]
 
 
 def load_prompts_with_stats(
-    cfg: DataConfig, split: str | None = None
+    cfg: DataConfig, split: str | None = None, tokenizer=None
 ) -> tuple[list[PromptRecord], DataStats]:
     """Like `load_prompts`, also returning the `DataStats` of the load."""
     parsed, stats = _records(cfg, split or cfg.eval_split, responses=False)
@@ -217,15 +227,17 @@ def load_prompts_with_stats(
             seen.add(p.prompt_id)
             prompts.append(PromptRecord(id=p.prompt_id, prompt=p.prompt))
     prompts = _select(prompts, cfg, stats)
+    if cfg.prompt_format == "chat":
+        prompts = render_prompts(tokenizer, prompts)
     log.info("loaded prompts %s", stats)
     return prompts, stats
 
 
-def load_prompts(cfg: DataConfig, split: str | None = None) -> list[PromptRecord]:
+def load_prompts(cfg: DataConfig, split: str | None = None, tokenizer=None) -> list[PromptRecord]:
     """Prompts of `split` (default ``cfg.eval_split``) in dataset order, for decoding and PPO.
 
     One prompt per record, except SHP: one per ``post_id`` (first occurrence), as the
     original. Records whose prompt is ill-defined (chosen/rejected contexts differ, no
     assistant turn) are dropped and counted. Raises `DataError` like `load_pairs`.
     """
-    return load_prompts_with_stats(cfg, split)[0]
+    return load_prompts_with_stats(cfg, split, tokenizer)[0]

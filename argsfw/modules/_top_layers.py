@@ -1,0 +1,138 @@
+"""Training only the top N transformer layers (plus the final norm and the head), and caching
+the frozen bottom's outputs so each example pays for the frozen layers once, not once per epoch.
+
+``model.train_top_layers=N`` freezes the embeddings and every layer below the top N of any
+decoder or encoder whose layer stack `layer_stack` finds; the head (an RM's ``score``, an LM's
+``lm_head``) and the final norm stay trainable. It is the cheap alternative to LoRA when the
+frozen part dominates the cost: on a CPU, an RM on SmolLM2-135M trains its top 4 of 30 layers.
+
+``rm.cache_frozen=true`` (reward stage) goes one step further. The frozen layers are a fixed
+function, and with causal attention and right padding a real token's hidden state does not
+depend on the padding, so the residual stream entering layer L-N is computed once per
+sequence (on first sight, by the model's own forward with ``output_hidden_states``) and kept
+in memory (4·H bytes per token in fp32). Every later step runs only the top N layers on it,
+through the model's own backbone class with ``inputs_embeds``: a view that shares every module
+and parameter of the backbone but whose layer stack is the top N layers only. That is exact
+for rotary-position decoders (Llama, Mistral, Qwen, SmolLM ...), whose ``inputs_embeds`` enter
+the first layer unchanged; models that add position embeddings to ``inputs_embeds`` (OPT,
+GPT-2) are refused by a start-up check of the cached rewards against the model's own forward.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+_STACKS = ("layers", "h", "layer", "blocks")  # Llama/Mistral/Qwen, GPT-2/Bloom, BERT, MPT
+
+
+def layer_stack(model: torch.nn.Module) -> tuple[torch.nn.Module, str, torch.nn.ModuleList]:
+    """``(owner, attribute, layers)`` of the model's main stack of transformer layers.
+
+    Raises:
+        ValueError: no single ModuleList of layers is found.
+    """
+    found = []
+    for mod in model.modules():
+        for name in _STACKS:
+            child = getattr(mod, name, None)
+            if isinstance(child, torch.nn.ModuleList) and len(child) > 0:
+                found.append((mod, name, child))
+    if len(found) != 1:
+        raise ValueError(
+            f"model.train_top_layers: cannot find the layer stack of {type(model).__name__} "
+            f"({len(found)} candidates); use model.lora instead"
+        )
+    return found[0]
+
+
+def freeze_below_top(model: torch.nn.Module, n_top: int) -> tuple[int, int]:
+    """Freeze every parameter except the top ``n_top`` layers' and those outside the stack
+    that follow it (final norm, head); returns (trainable, total) parameter counts.
+
+    Raises:
+        ValueError: ``n_top`` exceeds the number of layers, or no stack is found.
+    """
+    _, _, layers = layer_stack(model)
+    if not 1 <= n_top <= len(layers):
+        raise ValueError(
+            f"model.train_top_layers={n_top} but {type(model).__name__} has {len(layers)} layers; "
+            f"choose 1..{len(layers)}"
+        )
+    keep = {id(p) for layer in layers[len(layers) - n_top :] for p in layer.parameters()}
+    in_stack = {id(p) for p in layers.parameters()}
+    embeds = {id(p) for p in model.get_input_embeddings().parameters()}
+    # why tied weights matter: an LM head tied to the embeddings is the embedding matrix, so it
+    # stays frozen with them (training it would move the frozen bottom's input too)
+    for p in model.parameters():
+        p.requires_grad_(id(p) in keep or (id(p) not in in_stack and id(p) not in embeds))
+    counts = [(p.numel(), p.requires_grad) for p in model.parameters()]
+    return sum(n for n, t in counts if t), sum(n for n, _ in counts)
+
+
+class FrozenBottomCache:
+    """Rewards of a ``num_labels=1`` decoder RM whose bottom layers are frozen, the bottom's
+    outputs cached per sequence (see the module docstring). Read-only on the model."""
+
+    def __init__(self, rm: torch.nn.Module, n_top: int):
+        self.rm = rm
+        self.backbone = getattr(rm, rm.base_model_prefix)
+        owner, name, layers = layer_stack(self.backbone)
+        if owner is not self.backbone:
+            raise ValueError(
+                f"rm.cache_frozen: {type(self.backbone).__name__} keeps its layers in a "
+                "sub-module; train without the cache (rm.cache_frozen=false)"
+            )
+        self.split = len(layers) - n_top  # hidden_states[split] is the input of the first top layer
+        # a view sharing every module and parameter, whose stack is the top layers only; kept out
+        # of any nn.Module attribute so no parameter is registered (or checkpointed) twice
+        self.top = copy.copy(self.backbone)
+        self.top._modules = dict(self.backbone._modules)
+        self.top._modules[name] = torch.nn.ModuleList(list(layers[self.split :]))
+        self.store: dict[bytes, torch.Tensor] = {}
+
+    @staticmethod
+    def _key(ids: torch.Tensor) -> bytes:
+        return ids.cpu().numpy().tobytes()
+
+    @torch.no_grad()
+    def _fill(self, ids: torch.Tensor, mask: torch.Tensor, rows: list[int]) -> None:
+        """Compute and store the bottom's output of ``rows`` of ``ids``/``mask`` [B, T]."""
+        out = self.backbone(
+            input_ids=ids[rows], attention_mask=mask[rows], output_hidden_states=True
+        )
+        hidden = out.hidden_states[self.split]  # [b, T, H]
+        for j, r in enumerate(rows):
+            n = int(mask[r].sum())
+            self.store[self._key(ids[r, :n])] = hidden[j, :n].detach().clone()
+
+    def rewards(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Rewards [B] of right-padded ``ids``/``mask`` [B, T], read where the model's own forward
+        reads them (its rightmost token that is not the pad id)."""
+        lengths = mask.sum(-1).tolist()
+        keys = [self._key(ids[r, :n]) for r, n in enumerate(lengths)]
+        missing = [r for r, k in enumerate(keys) if k not in self.store]
+        if missing:
+            self._fill(ids, mask, missing)
+        width = ids.shape[1]
+        first = self.store[keys[0]]
+        embeds = first.new_zeros((ids.shape[0], width, first.shape[-1]))  # [B, T, H]
+        for r, k in enumerate(keys):
+            embeds[r, : lengths[r]] = self.store[k]
+        hidden = self.top(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+        logits = self.rm.score(hidden)[..., 0]  # [B, T]
+        return logits[torch.arange(ids.shape[0]), hf_read_position(ids, self.rm.config)]
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+
+def hf_read_position(ids: torch.Tensor, config) -> torch.Tensor:
+    """[B] index of the token a Hugging Face decoder sequence classifier reads: the rightmost
+    one that is not ``config.pad_token_id`` (the last one when there is no pad id)."""
+    pad = config.pad_token_id
+    if pad is None:
+        return torch.full((ids.shape[0],), ids.shape[1] - 1, dtype=torch.long, device=ids.device)
+    idx = torch.arange(ids.shape[1], device=ids.device)
+    return (idx * (ids != pad)).argmax(-1)
