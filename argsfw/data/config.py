@@ -17,6 +17,9 @@ class DataConfig:
         default_factory=dict
     )  # json source: {prompt, chosen, rejected, id}
     val_fraction: float = 0.0  # carve a validation set out of `split` when the source has none
+    # [lo, hi): keep only training records whose seeded prompt hash is in this range (the carve
+    # takes hashes below val_fraction): disjoint shards train, e.g., a guide RM and a judge RM
+    shard: list[float] | None = None
     limit: int | None = None  # at most this many records (after offset)
     offset: int = 0  # skip this many records first
     run_percent: float | None = None  # first X% of the records, as the original collect script

@@ -54,6 +54,12 @@ def check_data_config(cfg: DataConfig) -> None:
         )
     if not 0.0 <= cfg.val_fraction < 1.0:
         raise DataError(f"data.val_fraction must be in [0, 1), got {cfg.val_fraction}")
+    if cfg.shard is not None and not (
+        len(cfg.shard) == 2 and 0.0 <= cfg.shard[0] < cfg.shard[1] <= 1.0
+    ):
+        raise DataError(
+            f"data.shard must be [lo, hi] with 0 <= lo < hi <= 1, got {list(cfg.shard)}"
+        )
     if cfg.run_percent is not None and not 0.0 < cfg.run_percent <= 100.0:
         raise DataError(f"data.run_percent must be in (0, 100], got {cfg.run_percent}")
     if cfg.offset < 0 or (cfg.limit is not None and cfg.limit < 0):
@@ -99,9 +105,14 @@ def check_data_files(cfg: DataConfig, splits: list[str]) -> None:
         resolve_files(cfg.path, cfg.split if carve else split)
 
 
-def _in_validation(prompt: str, seed: int, fraction: float) -> bool:
+def _unit_hash(prompt: str, seed: int) -> float:
+    """A seeded hash of a prompt's text in [0, 1): the carve and the shards read it."""
     digest = hashlib.sha1(f"{seed}\x00{prompt}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _in_validation(prompt: str, seed: int, fraction: float) -> bool:
+    return _unit_hash(prompt, seed) < fraction
 
 
 def _parse_source(cfg: DataConfig, split: str, responses: bool) -> list[Parsed]:
@@ -148,6 +159,9 @@ def _records(cfg: DataConfig, split: str | None, responses: bool) -> tuple[list[
         parsed = [
             p for p in parsed if _in_validation(p.prompt, cfg.seed, cfg.val_fraction) == want_val
         ]
+    if cfg.shard is not None and split != VALIDATION:  # disjoint training sets, e.g. two RMs
+        lo, hi = cfg.shard
+        parsed = [p for p in parsed if lo <= _unit_hash(p.prompt, cfg.seed) < hi]
     return parsed, DataStats(source=cfg.source, split=split, read=len(parsed))
 
 

@@ -26,6 +26,7 @@ from argsfw.decoding.probe import (
     probe_scorer,
     usable_scorers,
 )
+from argsfw.decoding.readout import pad_readout
 from argsfw.decoding.sampling import make_generator
 from argsfw.decoding.scoring import model_device_dtype, rm_kind
 from argsfw.decoding.search import ArgsChooser, decode_batch, log
@@ -322,7 +323,9 @@ class ArgsDecoder:
         if method in TOKEN_LEVEL_METHODS:
             scorer, chooser = token_level_parts(method, s, self.rm, stats, self.device)
         elif method == "args-gated":
-            scorer = GatedScorer(self.rm, stats) if s.weight != 0 else None
+            scorer = None
+            if s.weight != 0:
+                scorer = pad_readout(GatedScorer(self.rm, stats), self.rm, stats, gated=True)
             chooser = GatedArgsChooser(s.weight, s.topk, float(s.gate_threshold))
         elif method in ARGS_METHODS:
             if s.weight != 0:

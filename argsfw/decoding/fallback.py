@@ -55,13 +55,16 @@ def sequence_rewards(
 ) -> torch.Tensor:
     """Rewards [N] (float32, CPU) of whole RM-token sequences, scored in right-padded batches.
 
-    A decoder's reward is read at each row's own last token (so the RM needs no pad token);
-    an encoder's is its own forward's logits under the padding mask.
+    A decoder's reward is read where its own Hugging Face forward reads it: at each row's
+    rightmost token that is not ``config.pad_token_id`` (its last token when the RM has no pad
+    id), so a sequence ending in EOS == pad is read before the EOS; an encoder's is its own
+    forward's logits under the padding mask.
     """
     causal = rm_kind(rm) == "causal"
     device, _ = model_device_dtype(rm)
+    rm_pad = getattr(rm.config, "pad_token_id", None)
     if pad_id is None:
-        pad_id = getattr(rm.config, "pad_token_id", None) or 0
+        pad_id = rm_pad or 0
     out = []
     for i in range(0, len(seqs), batch_size):
         ids, valid = _right_pad(seqs[i : i + batch_size], pad_id, device)
@@ -71,7 +74,9 @@ def sequence_rewards(
             # why no position ids: right padding leaves every row's positions at 0..n-1 by default,
             # and not every backbone takes them (Bloom's ALiBi reads the mask instead)
             hidden = backbone(input_ids=ids, attention_mask=mask).last_hidden_state  # [b, T, H]
-            last = mask.sum(-1) - 1  # [b]
+            real = valid if rm_pad is None else valid & (ids != rm_pad)  # [b, T]
+            pos = torch.arange(ids.shape[1], device=device)
+            last = (pos * real).argmax(-1)  # [b] rightmost real non-pad token (0 if none)
             picked = hidden[torch.arange(ids.shape[0], device=device), last]  # [b, H]
             out.append(head(picked)[:, 0].float().cpu())
         else:

@@ -25,6 +25,7 @@ from argsfw.decoding.config import SCORER_CHOICES
 from argsfw.decoding.cross_tokenizer import CrossTokenizerScorer, cut_retokenizer, retokenizer
 from argsfw.decoding.fallback import ExpandedScorer, FullScorer
 from argsfw.decoding.policy import left_pad
+from argsfw.decoding.readout import pad_readout
 from argsfw.decoding.scoring import (
     ReferenceScorer,
     SharedTokenizerScorer,
@@ -60,14 +61,16 @@ def usable_scorers(rm) -> tuple[str, ...]:
 def build_scorer(name: str, spec: ScorerSpec, stats: DecodeStats):
     """A fresh scorer ``name`` (one of `SCORERS`) that counts into ``stats``."""
     rm, pt, rt, ctx = spec.rm, spec.policy_tokenizer, spec.rm_tokenizer, spec.rm_ctx
-    if name == "tree":
-        if rt is None:
-            return SharedTokenizerScorer(rm, stats)
-        return CrossTokenizerScorer(rm, pt, rt, stats, ctx)
-    if name == "expanded":
-        return ExpandedScorer(rm, stats, None if rt is None else retokenizer(pt, rt), ctx)
-    if name == "full":
-        return FullScorer(rm, stats, None if rt is None else cut_retokenizer(pt, rt, ctx, stats))
+    if rt is not None:  # RM ids come from re-tokenized text: the RM reads its own pad ids
+        if name == "tree":
+            return CrossTokenizerScorer(rm, pt, rt, stats, ctx)
+        if name == "expanded":
+            return ExpandedScorer(rm, stats, retokenizer(pt, rt), ctx)
+        if name == "full":
+            return FullScorer(rm, stats, cut_retokenizer(pt, rt, ctx, stats))
+    elif name in SCORERS:
+        scorer = {"tree": SharedTokenizerScorer, "expanded": ExpandedScorer, "full": FullScorer}
+        return pad_readout(scorer[name](rm, stats), rm, stats)
     raise DecodeInputError(f"unknown scorer {name!r}; choose one of {', '.join(SCORER_CHOICES)}")
 
 
@@ -90,9 +93,20 @@ def _probe_inputs(spec: ScorerSpec, k: int = 3) -> tuple[list[list[int]], list[l
     pool = list(dict.fromkeys(tok(PROBE_WORDS, add_special_tokens=False).input_ids))
     vocab = len(tok)
     pool += [i for i in range(vocab - 1, -1, -1) if i not in pool][: max(0, k + 3 - len(pool))]
+    pad = getattr(spec.rm.config, "pad_token_id", None)
+    if spec.rm_tokenizer is None and pad is not None and pad < vocab:
+        pool = [i for i in pool if i != pad]
+    else:
+        pad = None
     steps = []
     for t in range(3):
         steps.append([[pool[(t + r + j) % len(pool)] for j in range(k)] for r in range(2)])
+    if pad is not None:
+        # why: a pad/EOS candidate is read where the RM's own forward reads it (before the pad);
+        # row 1 scores it at step 1, row 0 commits it at step 2 and scores it again at step 3
+        steps[0][1][2 % k] = pad
+        steps[1][0][1 % k] = pad
+        steps[2][0][0] = pad
     return prompts, steps
 
 

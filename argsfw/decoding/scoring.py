@@ -361,9 +361,12 @@ class SharedTokenizerScorer:
 
 
 class ReferenceScorer:
-    """The slow, obviously right scorer: the RM re-reads every full candidate sequence, no cache, batch 1.
+    """The slow, obviously right scorer: the RM's own forward over every full candidate
+    sequence, no cache, no padding, ``rm(input_ids, attention_mask).logits``.
 
-    ``to_rm_ids`` maps policy ids to the RM's input ids (identity for a shared tokenizer; see
+    It shares no code with the fast scorers: the reward is whatever the model's Hugging Face
+    forward reads (a decoder: its rightmost non-pad token). ``to_rm_ids`` maps policy ids to
+    the RM's input ids (identity for a shared tokenizer; see
     `argsfw.decoding.cross_tokenizer.retokenizer` otherwise).
     """
 
@@ -371,22 +374,22 @@ class ReferenceScorer:
         self, rm, stats: DecodeStats, to_rm_ids: Callable[[list[int]], list[int]] | None = None
     ):
         self.rm = rm
-        self.causal = rm_kind(rm) == "causal"
         self.device, _ = model_device_dtype(rm)
         self.stats = stats
         self.to_rm_ids = to_rm_ids or (lambda ids: list(ids))
+        # a decoder classifier without a pad id refuses batches of more than one row
+        self.one_by_one = getattr(rm.config, "pad_token_id", None) is None
+
+    def _forward(self, rows: list[list[int]]) -> list[float]:
+        x = torch.tensor(rows, device=self.device)
+        self.stats.rm_forwards += 1
+        self.stats.rm_tokens_in += x.numel()
+        return self.rm(input_ids=x, attention_mask=torch.ones_like(x)).logits[:, 0].tolist()
 
     @torch.inference_mode()
     def score_sequence(self, ids: list[int]) -> float:
-        """Reward of one whole policy-token sequence (a decoder's head at the last token, an encoder's own logits)."""
-        x = torch.tensor([self.to_rm_ids(ids)], device=self.device)
-        self.stats.rm_forwards += 1
-        self.stats.rm_tokens_in += x.numel()
-        if not self.causal:
-            return float(self.rm(input_ids=x).logits[0, 0])
-        backbone, head = reward_parts(self.rm)
-        hidden = backbone(input_ids=x).last_hidden_state  # [1, T, H]
-        return float(head(hidden[:, -1])[0, 0])
+        """Reward of one whole policy-token sequence, as the RM's own forward reads it."""
+        return self._forward([self.to_rm_ids(ids)])[0]
 
     @torch.inference_mode()
     def score_sequences(self, seqs: list[list[int]]) -> list[float]:
@@ -395,14 +398,8 @@ class ReferenceScorer:
         out = [0.0] * len(seqs)
         for n in sorted({len(r) for r in rm_ids}):
             idx = [i for i, r in enumerate(rm_ids) if len(r) == n]
-            x = torch.tensor([rm_ids[i] for i in idx], device=self.device)
-            self.stats.rm_forwards += 1
-            self.stats.rm_tokens_in += x.numel()
-            if self.causal:
-                backbone, head = reward_parts(self.rm)
-                r = head(backbone(input_ids=x).last_hidden_state[:, -1])[:, 0]
-            else:
-                r = self.rm(input_ids=x).logits[:, 0]
-            for i, v in zip(idx, r.tolist()):
-                out[i] = v
+            groups = [[i] for i in idx] if self.one_by_one else [idx]
+            for g in groups:
+                for i, v in zip(g, self._forward([rm_ids[i] for i in g])):
+                    out[i] = v
         return out
