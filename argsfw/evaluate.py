@@ -72,14 +72,16 @@ def _require_finished(run_dir: Path) -> None:
 
 
 def check_reward_model(job: JobConfig) -> None:
-    """Check the reward model input (path, head, weights, tokenizer) before anything is written."""
-    if not job.reward_model or "reward" not in job.eval.metrics:
-        return
+    """Check the reward models (path, head, weights, tokenizer) before anything is written."""
     from argsfw.models import SEQ_CLS, check_head, check_tokenizer_files, check_weights
 
-    check_head(job.reward_model, "reward model", SEQ_CLS)
-    check_weights(job.reward_model, "reward model")
-    check_tokenizer_files(job.reward_model, "reward model")
+    specs = [("reward model", job.reward_model if "reward" in job.eval.metrics else None)]
+    specs.append(("eval.judge_reward_model", job.eval.judge_reward_model))
+    for what, spec in specs:
+        if spec:
+            check_head(spec, what, SEQ_CLS)
+            check_weights(spec, what)
+            check_tokenizer_files(spec, what)
 
 
 def _oracle(job: JobConfig):

@@ -69,6 +69,12 @@ class EvalConfig:
     coherence_batch_size: int = 32  # texts per embedding batch
     device: str | None = None  # RM / embedder / HF judge device; None = cuda if any, else cpu
     reward_dtype: str = "float32"  # reward model dtype (float32 | bf16 | fp16)
+    # a second reward model that scores every output and never guided a search (trained on a
+    # disjoint split): does the guide RM's gain carry over? Reported as judge_reward ± se
+    judge_reward_model: str | None = None
+    # keep only the last N prompt tokens before scoring (what predict's data.max_prompt_length
+    # let the policy and the guide RM read); None scores the whole prompt
+    max_prompt_tokens: int | None = None
     judge: JudgeConfig = field(default_factory=JudgeConfig)
 
 
@@ -85,6 +91,10 @@ def check_eval_config(cfg: EvalConfig) -> None:
     ):
         if getattr(cfg, key) < 1:
             raise ValueError(f"eval.{key} must be an integer >= 1, got {getattr(cfg, key)}")
+    if cfg.max_prompt_tokens is not None and cfg.max_prompt_tokens < 1:
+        raise ValueError(
+            f"eval.max_prompt_tokens must be >= 1 or null, got {cfg.max_prompt_tokens}"
+        )
     if cfg.coherence_pooling not in ("auto", "mean", "cls", "cls_before_pooler"):
         raise ValueError(
             f"eval.coherence_pooling={cfg.coherence_pooling!r}; choose auto, mean, cls or cls_before_pooler"

@@ -20,6 +20,8 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("reward", "reward", "{:.4f}"),
     ("reward_se", "± se", "{:.4f}"),
     ("reward_skipped", "skipped", "{:d}"),
+    ("judge_reward", "judge RM", "{:.4f}"),
+    ("judge_reward_se", "± se", "{:.4f}"),
     ("diversity", "diversity", "{:.4f}"),
     ("rep_2", "rep-2", "{:.4f}"),
     ("rep_3", "rep-3", "{:.4f}"),

@@ -37,11 +37,26 @@ class RewardResult:
     n_truncated: int = 0  # scored after cutting from the left to the RM's context
 
 
-def reward_texts(records: Sequence[EvalRecord], cut_human: bool = True) -> list[str]:
-    """Prompt + continuation for each record, the continuation cut at ``human:`` if asked."""
-    return [
-        r.prompt + (cut_at_human(r.continuation) if cut_human else r.continuation) for r in records
-    ]
+def reward_texts(
+    records: Sequence[EvalRecord],
+    cut_human: bool = True,
+    tokenizer=None,
+    max_prompt_tokens: int | None = None,
+) -> list[str]:
+    """Prompt + continuation for each record, the continuation cut at ``human:`` if asked.
+
+    With ``max_prompt_tokens`` the prompt keeps only its last N tokens under ``tokenizer``
+    (what predict's ``data.max_prompt_length`` let the policy and the guide RM read).
+    """
+    out = []
+    for r in records:
+        prompt = r.prompt
+        if max_prompt_tokens is not None:
+            ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            if len(ids) > max_prompt_tokens:
+                prompt = tokenizer.decode(ids[-max_prompt_tokens:])
+        out.append(prompt + (cut_at_human(r.continuation) if cut_human else r.continuation))
+    return out
 
 
 def load_reward(

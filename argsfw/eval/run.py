@@ -41,7 +41,7 @@ def _reward(
     model, tokenizer = load_reward(spec, tok_spec, dtype=cfg.reward_dtype, device=cfg.device)
     out = {}
     for inp in inputs:
-        texts = reward_texts(inp.records, cfg.cut_at_human)
+        texts = reward_texts(inp.records, cfg.cut_at_human, tokenizer, cfg.max_prompt_tokens)
         res = score_texts(texts, model, tokenizer, cfg.reward_batch_size, cfg.max_reward_tokens)
         out[inp.label] = {
             "reward": res.mean,
@@ -113,6 +113,11 @@ def _compute(
         else:
             for label, m in _reward(inputs, cfg, reward_model, reward_tokenizer).items():
                 per[label].update(m)
+    if cfg.judge_reward_model:
+        for label, m in _reward(inputs, cfg, cfg.judge_reward_model, None).items():
+            per[label].update(
+                judge_reward=m["reward"], judge_reward_se=m["reward_se"], _judge=m["_scores"]
+            )
     if metrics & {"diversity", "coherence"}:
         for label, m in _diversity_coherence(inputs, cfg, metrics).items():
             per[label].update(m)
@@ -141,6 +146,7 @@ def _write_records(
                 row = {"input": inp.label, "index": i, "id": rec.id, **record_cost(rec)}
                 for key, name in (
                     ("_scores", "reward"),
+                    ("_judge", "judge_reward"),
                     ("_diversity", "diversity"),
                     ("_coherence", "coherence"),
                 ):
