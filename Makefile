@@ -10,7 +10,7 @@ export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export DS_ACCELERATOR ?= $(if $(shell command -v nvidia-smi 2>/dev/null),cuda,cpu)
 
-.PHONY: setup demo test test-fast lint format clean
+.PHONY: setup demo study-real test test-fast lint format clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: setup
 	$(BIN)/python -m argsfw.pipeline recipe=tiny_pipeline
+
+# The ARGS study on the real SmolLM2-135M-Instruct with RMs trained on real HH-RLHF (CPU, ~2 h;
+# see the README's "Real model" section). Needs ../shared/data. Re-run to resume.
+study-real: setup
+	$(BIN)/python -m argsfw.pipeline recipe=smollm_hh_study
 
 # One torch thread per process: tiny models gain nothing from more, and multi-process tests
 # would otherwise oversubscribe the cores.

@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/decode.py            # full run (~6-10 min on 2 CPU cores)
     .venv/bin/python benchmarks/decode.py --quick    # ~1-2 min smoke run
     .venv/bin/python benchmarks/decode.py --scorers  # (g) only: the three scorers side by side
+    .venv/bin/python benchmarks/decode.py --smollm [--rm RUN]  # the real-model section (real_model.py)
 
 Compares, at w=1 and 128 new tokens (32 for the 1k-token prompts; EOS ignored so every run makes
 the same number of tokens):
@@ -448,8 +449,20 @@ def main(argv=None) -> None:
     ap.add_argument(
         "--scorers", action="store_true", help="only (g): tree vs expanded vs full scorer"
     )
+    ap.add_argument(
+        "--smollm",
+        action="store_true",
+        help="only the real-model section: SmolLM2-135M-Instruct policy and RM (real_model.py)",
+    )
+    ap.add_argument("--rm", help="--smollm: a trained SmolLM2 RM (default: a fresh head)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.smollm:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import real_model
+
+        real_model.run(args, sys.modules[__name__])
+        return
     max_new = 32 if args.quick else 128
     # why 32 tokens at 1k: the original structure copies a k*1k-position cache every step there
     # (~2 s per token at k=40 on this machine), so 128 tokens would take the whole time budget

@@ -134,3 +134,12 @@ def test_rm_steps_with_frozen_layers_then_args_equals_the_hf_reference(
         )  # fmt: skip
         assert g.new_ids == ref and g.finished == finished
     assert any(g.finished for g in gens)  # a short answer: EOS (== pad) was a candidate and won
+
+    # the original ARGS API takes the packaged name and the RM run like any model path
+    from argsfw import ARGS
+
+    api = ARGS(llm_path=f"packaged:{NAME}", rm_path=str(run), torch_dtype="fp32")
+    out = api.generate(prompts[1], weight=1.5, topk=10, max_new_token=6, method="greedy")
+    assert out[0, : len(gens[1].prompt_ids)].tolist() == gens[1].prompt_ids
+    assert out[0, len(gens[1].prompt_ids) :].tolist() == gens[1].new_ids
+
