@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from argsfw.config.run_dir import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -166,13 +167,9 @@ class MergeSummary:
 
 
 def _write_jsonl_atomic(path: Path, records: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
+    with atomic_file(path) as f:
         for rec in records:
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _sorted(records: dict[str, dict], order: dict[str, int]) -> list[dict]:
@@ -218,7 +215,6 @@ def write_legacy_json(run_dir: Path, method: str) -> Path:
     records = read_jsonl(Path(run_dir) / OUTPUTS)
     rows = [{"prompt": r["prompt"], "response": r["response"], "method": method} for r in records]
     path = Path(run_dir) / LEGACY_JSON
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(rows, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_file(path) as f:
+        f.write(json.dumps(rows, ensure_ascii=False, indent=1) + "\n")
     return path
