@@ -144,17 +144,15 @@ def export_checkpoint(
 
 
 def _atomic_write(out: Path, write) -> Path:
-    from argsfw.config.run_dir import remove_stale_temps, umask_mode
+    from argsfw.config.run_dir import give_normal_modes, remove_stale_temps
 
     out.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{out.name}.tmp-"
     remove_stale_temps(out.parent, prefix)  # left by a killed export (its pid is in the name)
     tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=out.parent))
-    # mkdtemp makes the folder 0700: give the export the mode a plain mkdir would (0755 under
-    # umask 022), so the weights are as readable as any other file the user writes
-    os.chmod(tmp, umask_mode(0o777))
     try:
         write(tmp)
+        give_normal_modes(tmp)  # 0644 / 0755 under umask 022, not tempfile's 0600 / 0700
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)

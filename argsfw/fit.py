@@ -24,7 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from argsfw.cli import run_entry
-from argsfw.config.run_dir import LOCK_NAME, RunDir, remove_stale_temps, write_json_atomic
+from argsfw.config.run_dir import (
+    LOCK_NAME,
+    RunDir,
+    give_normal_modes,
+    remove_stale_temps,
+    write_json_atomic,
+)
 from argsfw.config.schema import JobConfig
 from argsfw.errors import UsageError
 
@@ -226,6 +232,7 @@ def _export_to(parts, module, tmp: Path, run: RunDir) -> None:
         parts.export(module, tmp)
         if run.config_path.exists():
             shutil.copy2(run.config_path, tmp / "config.yaml")
+        give_normal_modes(tmp)  # safetensors leaves the weights 0600
         if run.hf_dir.exists():
             shutil.rmtree(run.hf_dir)
         os.replace(tmp, run.hf_dir)

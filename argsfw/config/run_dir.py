@@ -112,6 +112,22 @@ def write_json_atomic(path: Path, obj: Any) -> None:
         f.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def give_normal_modes(tree: Path) -> None:
+    """Set every file under `tree` to 0666 and every folder to 0777, less the umask.
+
+    Why: safetensors writes the weights through a 0600 temporary file and `tempfile.mkdtemp`
+    makes 0700 folders, so an export was unreadable to the group where every other file of the
+    run (config, tokenizer) was readable.
+    """
+    files, dirs = umask_mode(0o666), umask_mode(0o777)
+    os.chmod(tree, dirs)
+    for root, subdirs, names in os.walk(tree):
+        for d in subdirs:
+            os.chmod(os.path.join(root, d), dirs)
+        for n in names:
+            os.chmod(os.path.join(root, n), files)
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
