@@ -68,10 +68,19 @@ def test_expand_settings_gives_one_run_dir_per_line(tmp_path):
 
 def test_output_settings_ignore_batch_size_and_devices():
     a = compose(["recipe=tiny_args"])
-    b = compose(["recipe=tiny_args", "decode.batch_size=3", "trainer.devices=2", "data.limit=7"])
+    b = compose(["recipe=tiny_args", "decode.batch_size=3", "trainer.devices=2"])
     c = compose(["recipe=tiny_args", "decode.topk=40"])
     assert output_settings(a) == output_settings(b)
     assert output_settings(a) != output_settings(c)
+
+
+def test_output_settings_cover_which_prompts_are_decoded():
+    # two runs of different data.limit in one directory lost records (issue 19)
+    a = compose(["recipe=tiny_args", "data.limit=7"])
+    for other in ("data.limit=8", "data.offset=1", "data.run_percent=50"):
+        assert output_settings(a) != output_settings(
+            compose(["recipe=tiny_args", "data.limit=7", other])
+        )
 
 
 def test_reward_model_only_when_the_method_uses_it():
