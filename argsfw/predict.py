@@ -147,8 +147,8 @@ def output_settings(job) -> dict:
     if not resolve_method(job.decode.method).startswith("genarm"):
         skip.add("alpha")
     decode = {k: v for k, v in asdict(job.decode).items() if k not in skip}
-    # limit / offset / run_percent choose which prompts: two runs differing in them must not
-    # share a directory (the smaller one's merge took the larger one's records)
+    # limit / offset / run_percent choose which prompts: a run of another selection must not
+    # share the directory (a larger limit may continue it: see callbacks.outputs._comparable)
     keys = ("source", "path", "eval_split", "fields", "seed", "limit", "offset", "run_percent")
     data = {k: getattr(job.data, k) for k in keys}
     rm = _norm_path(job.reward_model) if needs_reward_model(job.decode) else None

@@ -127,17 +127,40 @@ def check_settings(run_dir: Path, recorded: dict | None, current: dict, state: O
     Raises:
         OutputConflictError: one line naming the differing keys and how to continue.
     """
-    if not state.any or recorded == current:
+    if not state.any or (recorded is not None and _comparable(recorded, current) == current):
         return
     how = f"continue with run_dir=<another dir>, or start over in {run_dir} with overwrite=true"
     if recorded is None:
         raise OutputConflictError(
             f"{run_dir} holds predict outputs whose settings are unknown (no meta.json '{SETTINGS_KEY}'); {how}"
         )
-    diffs = diff_settings(recorded, current)
+    diffs = diff_settings(_comparable(recorded, current), current)
     raise OutputConflictError(
         f"{run_dir} holds outputs of different settings ({'; '.join(diffs[:4])}); {how}"
     )
+
+
+# The data keys that choose which prompts a run decodes (in `argsfw.predict.output_settings`).
+SELECTION_KEYS = ("limit", "offset", "run_percent")
+
+
+def _comparable(recorded: dict, current: dict) -> dict:
+    """`recorded` as it must equal `current` for the run to continue.
+
+    ``data.limit`` may grow: the records so far are a prefix of the larger selection (decoding
+    more prompts into a finished run); a smaller limit would put DONE over records outside its
+    selection. A selection key missing from `recorded` (a run from before it was fingerprinted)
+    is taken as unchanged.
+    """
+    data = dict(recorded.get("data") or {})
+    new = current.get("data") or {}
+    for key in SELECTION_KEYS:
+        if key not in data and key in new:
+            data[key] = new[key]
+    old_limit, new_limit = data.get("limit"), new.get("limit")
+    if old_limit is not None and (new_limit is None or new_limit >= old_limit):
+        data["limit"] = new_limit
+    return {**recorded, "data": data} if "data" in recorded else recorded
 
 
 def diff_settings(old: dict, new: dict, prefix: str = "") -> list[str]:

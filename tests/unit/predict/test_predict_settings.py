@@ -107,3 +107,20 @@ def test_global_rank_zero_from_launcher_env(monkeypatch, env, zero):
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     assert is_global_zero() is zero
+
+
+def test_a_run_may_grow_its_data_limit_but_not_change_its_selection_otherwise(tmp_path):
+    from argsfw.callbacks.outputs import OutputConflictError, OutputState, check_settings
+
+    def fp(*extra):
+        return output_settings(compose(["recipe=tiny_args", *extra]))
+
+    has = OutputState(records={"a": {"id": "a"}})
+    recorded = fp("data.limit=5")
+    check_settings(tmp_path, recorded, fp("data.limit=6"), has)  # decode more prompts
+    check_settings(tmp_path, recorded, fp("data.limit=null"), has)
+    for other in ("data.limit=4", "data.limit=6 data.offset=1"):
+        with pytest.raises(OutputConflictError, match="data\\.(limit|offset)"):
+            check_settings(tmp_path, recorded, fp(*other.split()), has)
+    old = {**recorded, "data": {k: v for k, v in recorded["data"].items() if k != "limit"}}
+    check_settings(tmp_path, old, fp("data.limit=3"), has)  # fingerprinted before limit was
