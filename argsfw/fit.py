@@ -27,6 +27,7 @@ from argsfw.cli import run_entry
 from argsfw.config.run_dir import (
     LOCK_NAME,
     RunDir,
+    atomic_file,
     give_normal_modes,
     remove_stale_temps,
     write_json_atomic,
@@ -171,7 +172,8 @@ def _snapshot(run: RunDir) -> tuple[str, dict] | None:
 
 def _restore(run: RunDir, before: tuple[str, dict]) -> None:
     if run.is_rank_zero():
-        run.config_path.write_text(before[0])
+        with atomic_file(run.config_path) as f:
+            f.write(before[0])
         write_json_atomic(run.meta_path, before[1])
 
 
