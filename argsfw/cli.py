@@ -14,7 +14,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 
-from argsfw.config.run_dir import RunDir, default_run_dir
+from argsfw.config.run_dir import RunDir, default_run_dir, release_locks
 from argsfw.config.schema import JobConfig
 from argsfw.errors import ArgsfwError, ConfigError, is_usage_error
 
@@ -208,5 +208,8 @@ def _run_all(entry, runner, overrides, multirun, default_recipe) -> int:
         run = RunDir(default_run_dir(job, _sweep_suffix(job_overrides, swept)))
         if multirun:
             log.info("run %d/%d: %s -> %s", i + 1, len(jobs), " ".join(job_overrides), run.path)
-        runner(job, run)
+        try:
+            runner(job, run)  # locks the run dir(s) it writes (`RunDir.claim`)
+        finally:
+            release_locks()
     return 0

@@ -2,7 +2,8 @@
 
 Scores predict outputs (argsfw JSONL, predict run directories, folders of them, or the original
 project's JSON lists) for reward, diversity, coherence, cost and optionally a pairwise judge,
-and writes ``report.json``, ``report.md`` and ``plots/`` into the run directory.
+and writes ``report.json``, ``report.md`` and ``plots/`` into the run directory, then a ``DONE``
+marker: a report without it is from a run that did not finish.
 """
 
 from __future__ import annotations
@@ -123,6 +124,7 @@ def _run(job: JobConfig, run: RunDir) -> None:
 
         api_key_for(job.eval.judge)  # no key for a remote judge: refuse before any model is read
     check_reward_model(job)
+    run.claim(job)  # before the first write: lock, and no other stage's run
     run.start(job, "evaluate")
     wb = _wandb_run(job, run)
     try:

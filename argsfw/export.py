@@ -144,10 +144,15 @@ def export_checkpoint(
 
 
 def _atomic_write(out: Path, write) -> Path:
+    from argsfw.config.run_dir import give_normal_modes, remove_stale_temps
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    prefix = f".{out.name}.tmp-"
+    remove_stale_temps(out.parent, prefix)  # left by a killed export (its pid is in the name)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=out.parent))
     try:
         write(tmp)
+        give_normal_modes(tmp)  # 0644 / 0755 under umask 022, not tempfile's 0600 / 0700
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)

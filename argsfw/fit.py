@@ -24,11 +24,22 @@ from pathlib import Path
 from typing import Any
 
 from argsfw.cli import run_entry
-from argsfw.config.run_dir import RunDir, write_json_atomic
+from argsfw.config.run_dir import (
+    LOCK_NAME,
+    RunDir,
+    atomic_file,
+    give_normal_modes,
+    remove_stale_temps,
+    write_json_atomic,
+)
 from argsfw.config.schema import JobConfig
 from argsfw.errors import UsageError
 
 log = logging.getLogger("argsfw.fit")
+
+
+class NothingToTrain(UsageError):
+    """A finished run was resumed with limits it already reached (its files are left as they were)."""
 
 
 def check_run_dir(job: JobConfig, run: RunDir) -> None:
@@ -36,7 +47,9 @@ def check_run_dir(job: JobConfig, run: RunDir) -> None:
 
     Raises `UsageError` naming the directory and the options; clears it for ``overwrite=true``.
     """
-    if not run.is_rank_zero() or not run.path.exists() or not any(run.path.iterdir()):
+    if not run.is_rank_zero() or not run.path.exists():
+        return
+    if not any(p.name != LOCK_NAME for p in run.path.iterdir()):
         return
     looks_like_run = run.config_path.exists() or run.meta_path.exists()
     if job.resume or job.ckpt_path:
@@ -51,7 +64,9 @@ def check_run_dir(job: JobConfig, run: RunDir) -> None:
                 f"run_dir {run.path} is not empty and not an argsfw run; refusing to delete it (choose another run_dir=)"
             )
         log.info("overwrite=true: clearing %s", run.path)
-        shutil.rmtree(run.path)
+        for p in run.path.iterdir():  # all but the lock this process holds
+            if p.name != LOCK_NAME:
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
         return
     raise UsageError(
         f"run_dir {run.path} already holds a run; pass resume=true to continue it, "
@@ -104,20 +119,34 @@ def _fit(job: JobConfig, run: RunDir) -> None:
     from argsfw.modules import build_stage
     from argsfw.trainer import build_trainer
 
+    run.claim(job, clears=job.overwrite)
     check_run_dir(job, run)
+    if run.is_rank_zero():
+        remove_stale_temps(run.path, ".hf.tmp-")  # a killed export's folder
+    before = _snapshot(run)
     run.start(job, "fit")
     L.seed_everything(job.seed, workers=True, verbose=False)
     started = time.monotonic()
     try:
         parts = build_stage(job, run)
         trainer = build_trainer(job, run, parts)
-        trainer.fit(
-            parts.module, datamodule=parts.datamodule, ckpt_path=resume_checkpoint(job, run)
-        )
+        ckpt = resume_checkpoint(job, run)
+        trainer.fit(parts.module, datamodule=parts.datamodule, ckpt_path=ckpt)
         if trainer.interrupted:
             raise KeyboardInterrupt
+        # rank 0 alone read the finished run's meta (other ranks start after it rewrote it)
+        finished_before = trainer.strategy.broadcast(before is not None)
+        if ckpt and finished_before and not _trained_batches(trainer):
+            _restore(run, before)
+            raise NothingToTrain(
+                f"run_dir {run.path} already finished (step {trainer.global_step}): "
+                f"trainer.max_steps={job.trainer.max_steps} / max_epochs={job.trainer.max_epochs} "
+                "leave nothing to train; raise them to continue, or pass overwrite=true to start over"
+            )
         metrics = final_metrics(trainer, time.monotonic() - started)
         export_hf(trainer, parts, run)
+    except NothingToTrain:
+        raise
     except BaseException as exc:
         run.finish(
             status="failed",
@@ -129,6 +158,31 @@ def _fit(job: JobConfig, run: RunDir) -> None:
         run.finish(status="completed", **parts.meta, final_metrics=metrics)
         shutil.copy2(run.meta_path, run.hf_dir / "meta.json")
         log.info("fit done: %s -> %s", _summary(metrics), run.hf_dir)
+
+
+def _snapshot(run: RunDir) -> tuple[str, dict] | None:
+    """A completed run's ``config.yaml`` text and meta, to put back if a resume trains nothing."""
+    if not run.is_rank_zero():
+        return None
+    meta = run.meta()
+    if meta.get("status") != "completed" or not run.config_path.is_file():
+        return None
+    return run.config_path.read_text(), meta
+
+
+def _restore(run: RunDir, before: tuple[str, dict]) -> None:
+    if run.is_rank_zero():
+        with atomic_file(run.config_path) as f:
+            f.write(before[0])
+        write_json_atomic(run.meta_path, before[1])
+
+
+def _trained_batches(trainer) -> int:
+    from argsfw.trainer import PeriodicCheckpoint
+
+    return sum(
+        cb.batches_this_run for cb in trainer.callbacks if isinstance(cb, PeriodicCheckpoint)
+    )
 
 
 def _summary(metrics: dict[str, float]) -> str:
@@ -180,6 +234,7 @@ def _export_to(parts, module, tmp: Path, run: RunDir) -> None:
         parts.export(module, tmp)
         if run.config_path.exists():
             shutil.copy2(run.config_path, tmp / "config.yaml")
+        give_normal_modes(tmp)  # safetensors leaves the weights 0600
         if run.hf_dir.exists():
             shutil.rmtree(run.hf_dir)
         os.replace(tmp, run.hf_dir)

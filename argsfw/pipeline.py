@@ -144,6 +144,7 @@ def check_steps(steps: list[Step]) -> None:
 def _run(job: JobConfig, run: RunDir) -> None:
     steps = plan(job, run.path)
     check_steps(steps)
+    run.claim(job)  # before the first write: lock, and no other stage's run
     run.start(job, "pipeline")
     log.info("plan: %d steps: %s", len(steps), ", ".join(s.name for s in steps))
     t0 = time.perf_counter()
@@ -166,8 +167,10 @@ def _run(job: JobConfig, run: RunDir) -> None:
                 f"step '{step.name}' failed with exit code {code}; fix it and re-run the same command to continue"
             )
         log.info("[%d/%d] %s done in %.0f s", i, len(steps), step.name, time.perf_counter() - t)
+    from argsfw.eval.report import report_complete
+
     report = run.path / "evaluate" / "report.md"
-    if report.is_file():
+    if report_complete(report.parent):  # a killed evaluate's report is not shown as the result
         print("\n" + report.read_text())
     run.finish(seconds=round(time.perf_counter() - t0, 1), steps=[s.name for s in steps])
     log.info(

@@ -147,7 +147,10 @@ def output_settings(job) -> dict:
     if not resolve_method(job.decode.method).startswith("genarm"):
         skip.add("alpha")
     decode = {k: v for k, v in asdict(job.decode).items() if k not in skip}
-    data = {k: getattr(job.data, k) for k in ("source", "path", "eval_split", "fields", "seed")}
+    # limit / offset / run_percent choose which prompts: a run of another selection must not
+    # share the directory (a larger limit may continue it: see callbacks.outputs._comparable)
+    keys = ("source", "path", "eval_split", "fields", "seed", "limit", "offset", "run_percent")
+    data = {k: getattr(job.data, k) for k in keys}
     rm = _norm_path(job.reward_model) if needs_reward_model(job.decode) else None
     return {
         "decode": decode,
@@ -208,9 +211,7 @@ def predict_one(job, run: RunDir) -> dict | None:
             "predict runs data-parallel (each rank holds whole models): use strategy=auto or strategy=ddp"
         )
     zero = is_global_zero()
-    if job.overwrite and zero:
-        clear_outputs(run.path)
-    state = read_state(run.path)
+    state = OutputState() if job.overwrite else read_state(run.path)
     current = output_settings(job)
     if not job.overwrite:
         check_settings(run.path, run.meta().get(SETTINGS_KEY), current, state)
@@ -231,6 +232,15 @@ def predict_one(job, run: RunDir) -> dict | None:
         check_prompts_fit(job, facts, todo)
     run.path.mkdir(parents=True, exist_ok=True)
     if zero:
+        run.claim(job)  # before the first write: lock, and no other stage's run
+        if job.overwrite:
+            clear_outputs(run.path)
+        else:  # read again under the lock: a run that held it may have written since
+            state = read_state(run.path)
+            check_settings(run.path, run.meta().get(SETTINGS_KEY), current, state)
+            todo = [r for r in records if r.id not in state.done_ids]
+        # DONE says "every prompt is in": never true while this run adds (or a crash loses) some
+        run.done_marker.unlink(missing_ok=True)
         run.start(job, "predict")
         run.update_meta(
             **{SETTINGS_KEY: current}, data=data_stats.as_dict(), label=default_label(job)

@@ -6,6 +6,7 @@ Everything here is shared by all stages; `argsfw.fit` calls `build_trainer` once
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import lightning as L
@@ -51,9 +52,45 @@ class ValidateAtMaxSteps(Callback):
             trainer.should_stop = True
 
 
-def _checkpoint_callback(job: JobConfig, run: RunDir) -> ModelCheckpoint:
+class PeriodicCheckpoint(ModelCheckpoint):
+    """`ModelCheckpoint` (epoch ends, every N steps) that also saves every `minutes` of training
+    and at the step that reaches ``trainer.max_steps``; counts the batches this process trained.
+
+    Why a subclass: Lightning allows one trigger per ModelCheckpoint (steps *or* time). Why a
+    save at max_steps: a run cut there mid-epoch would otherwise only save at the (early) epoch
+    end, a checkpoint that marks the epoch finished, so resuming it with a larger max_steps
+    trained nothing; saved at the batch, the epoch-end save is skipped (same step) and the
+    resume continues the epoch.
+    """
+
+    def __init__(self, minutes: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.minutes = float(minutes)
+        self.batches_this_run = 0
+        self._timer = time.monotonic()
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._timer = time.monotonic()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self.batches_this_run += 1
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if self._should_skip_saving_checkpoint(trainer):  # e.g. saved at this step already
+            return
+        due = self.minutes > 0 and time.monotonic() - self._timer >= self.minutes * 60
+        if self.minutes > 0:  # clocks differ across ranks: rank 0 decides, or a save would hang
+            due = trainer.strategy.broadcast(due)
+        if due or 0 < trainer.max_steps <= trainer.global_step:
+            self._timer = time.monotonic()
+            candidates = self._monitor_candidates(trainer)
+            self._save_topk_checkpoint(trainer, candidates)
+            self._save_last_checkpoint(trainer, candidates)
+
+
+def _checkpoint_callback(job: JobConfig, run: RunDir) -> PeriodicCheckpoint:
     every = job.trainer.checkpoint_every_n_steps
-    return ModelCheckpoint(
+    return PeriodicCheckpoint(
+        minutes=job.trainer.checkpoint_every_minutes,
         dirpath=str(run.checkpoints_dir),
         filename="step{step:06d}",
         auto_insert_metric_name=False,

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from argsfw.config.run_dir import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -126,17 +127,40 @@ def check_settings(run_dir: Path, recorded: dict | None, current: dict, state: O
     Raises:
         OutputConflictError: one line naming the differing keys and how to continue.
     """
-    if not state.any or recorded == current:
+    if not state.any or (recorded is not None and _comparable(recorded, current) == current):
         return
     how = f"continue with run_dir=<another dir>, or start over in {run_dir} with overwrite=true"
     if recorded is None:
         raise OutputConflictError(
             f"{run_dir} holds predict outputs whose settings are unknown (no meta.json '{SETTINGS_KEY}'); {how}"
         )
-    diffs = diff_settings(recorded, current)
+    diffs = diff_settings(_comparable(recorded, current), current)
     raise OutputConflictError(
         f"{run_dir} holds outputs of different settings ({'; '.join(diffs[:4])}); {how}"
     )
+
+
+# The data keys that choose which prompts a run decodes (in `argsfw.predict.output_settings`).
+SELECTION_KEYS = ("limit", "offset", "run_percent")
+
+
+def _comparable(recorded: dict, current: dict) -> dict:
+    """`recorded` as it must equal `current` for the run to continue.
+
+    ``data.limit`` may grow: the records so far are a prefix of the larger selection (decoding
+    more prompts into a finished run); a smaller limit would put DONE over records outside its
+    selection. A selection key missing from `recorded` (a run from before it was fingerprinted)
+    is taken as unchanged.
+    """
+    data = dict(recorded.get("data") or {})
+    new = current.get("data") or {}
+    for key in SELECTION_KEYS:
+        if key not in data and key in new:
+            data[key] = new[key]
+    old_limit, new_limit = data.get("limit"), new.get("limit")
+    if old_limit is not None and (new_limit is None or new_limit >= old_limit):
+        data["limit"] = new_limit
+    return {**recorded, "data": data} if "data" in recorded else recorded
 
 
 def diff_settings(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -166,13 +190,9 @@ class MergeSummary:
 
 
 def _write_jsonl_atomic(path: Path, records: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
+    with atomic_file(path) as f:
         for rec in records:
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _sorted(records: dict[str, dict], order: dict[str, int]) -> list[dict]:
@@ -218,7 +238,6 @@ def write_legacy_json(run_dir: Path, method: str) -> Path:
     records = read_jsonl(Path(run_dir) / OUTPUTS)
     rows = [{"prompt": r["prompt"], "response": r["response"], "method": method} for r in records]
     path = Path(run_dir) / LEGACY_JSON
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(rows, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_file(path) as f:
+        f.write(json.dumps(rows, ensure_ascii=False, indent=1) + "\n")
     return path

@@ -9,13 +9,19 @@ names the directory (``policy=runs/tiny_sft``) and picks up ``hf/``.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,12 +71,86 @@ def code_version() -> str:
     return f"{argsfw.__version__}+{sha}" if sha else argsfw.__version__
 
 
+def umask_mode(mode: int = 0o666) -> int:
+    """`mode` less the process umask: what ``open()`` / ``mkdir()`` would give a new file or dir."""
+    try:  # Linux: read it; setting and restoring the umask would race other threads' files
+        status = Path("/proc/self/status").read_text()
+        mask = int(re.search(r"^Umask:\s*([0-7]+)", status, re.MULTILINE).group(1), 8)
+    except (OSError, AttributeError):
+        mask = os.umask(0)
+        os.umask(mask)
+    return mode & ~mask
+
+
+@contextmanager
+def atomic_file(path: Path, encoding: str = "utf-8") -> Iterator[Any]:
+    """Open a text file that replaces `path` in one rename once the block ends without error.
+
+    Why `tempfile` in the same directory: a fixed ``<name>.tmp`` is shared by every process
+    writing `path` (two identical predicts: one renames the other's file away and dies with
+    FileNotFoundError); the same directory keeps ``os.replace`` atomic. tempfile creates mode
+    0600, so the file gets the mode a plain ``open()`` would (0644 under umask 022).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding=encoding) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, umask_mode(0o666))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON via a temporary file and rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
+    with atomic_file(path) as f:
+        f.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def give_normal_modes(tree: Path) -> None:
+    """Set every file under `tree` to 0666 and every folder to 0777, less the umask.
+
+    Why: safetensors writes the weights through a 0600 temporary file and `tempfile.mkdtemp`
+    makes 0700 folders, so an export was unreadable to the group where every other file of the
+    run (config, tokenizer) was readable.
+    """
+    files, dirs = umask_mode(0o666), umask_mode(0o777)
+    os.chmod(tree, dirs)
+    for root, subdirs, names in os.walk(tree):
+        for d in subdirs:
+            os.chmod(os.path.join(root, d), dirs)
+        for n in names:
+            os.chmod(os.path.join(root, n), files)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def remove_stale_temps(directory: Path, prefix: str) -> list[Path]:
+    """Delete ``<prefix><pid>…`` entries of `directory` whose process is gone; return them.
+
+    Fit and export write through ``.hf.tmp-<pid>`` / ``.<out>.tmp-<pid>-…`` folders; a killed
+    process leaves its folder behind. One whose pid still runs is kept (it may be writing).
+    """
+    removed = []
+    for p in Path(directory).glob(f"{prefix}*"):
+        m = re.match(r"(\d+)", p.name[len(prefix) :])
+        if m and not _pid_alive(int(m.group(1))):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
 
 
 def global_rank() -> int:
@@ -87,6 +167,17 @@ def global_rank() -> int:
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+LOCK_NAME = ".argsfw.lock"
+_HELD: dict[Path, Any] = {}  # run dir -> open lock file, held until release_locks()
+
+
+def release_locks() -> None:
+    """Release every run-directory lock this process holds (the entry point's job is done)."""
+    while _HELD:
+        _, f = _HELD.popitem()
+        f.close()  # closing the file drops the flock
 
 
 @dataclass
@@ -143,7 +234,8 @@ class RunDir:
         if not self.is_rank_zero():
             return
         tree = redact(OmegaConf.to_container(OmegaConf.structured(job), resolve=True))
-        self.config_path.write_text(OmegaConf.to_yaml(OmegaConf.create(tree)))
+        with atomic_file(self.config_path) as f:
+            f.write(OmegaConf.to_yaml(OmegaConf.create(tree)))
         self.update_meta(
             entry=entry,
             stage=job.stage,
@@ -157,6 +249,60 @@ class RunDir:
             finished=None,
             status="running",
         )
+
+    def claim(self, job, clears: bool = False) -> None:
+        """Lock this directory for this process and refuse a run of another stage in it.
+
+        Call before the entry point's first write; `clears`: this run deletes the directory
+        first (fit with ``overwrite=true``), so another stage's run in it is no conflict. Raises `UsageError` (exit code 2) when
+        another process holds the lock, or when ``meta.json`` records a different stage (a
+        resumed RM run must not have its config and meta overwritten by an SFT fit).
+        """
+        from argsfw.errors import UsageError
+
+        if not self.is_rank_zero():  # the other ranks are rank 0's children: it holds the lock
+            return
+        stage = self.meta().get("stage") if self.meta_path.is_file() else None
+        if stage and job.stage and stage != job.stage and not clears:
+            raise UsageError(
+                f"run_dir {self.path} holds a {stage} run (recipe {self.meta().get('recipe')}), "
+                f"not a {job.stage} one; choose another run_dir= for this {job.stage} run"
+            )
+        self.lock()
+
+    def lock(self) -> None:
+        """Take the exclusive lock on ``<run_dir>/.argsfw.lock`` (creating the directory).
+
+        Why flock (`fcntl`) and not the `filelock` package: it is the same call underneath, and
+        the kernel drops it when the holder dies, so a killed run's lock never blocks the next
+        one; only the file, which is harmless, stays. Raises `UsageError` when another process
+        holds it.
+        """
+        from argsfw.errors import UsageError
+
+        key = self.path.resolve()
+        if key in _HELD:
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        f = open(self.path / LOCK_NAME, "a+")  # noqa: SIM115 - held open until release_locks()
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                f.close()
+                raise
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise UsageError(
+                f"run_dir {self.path} is in use by {holder}; wait for it to finish, or choose "
+                "another run_dir="
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"argsfw pid {os.getpid()} on {socket.gethostname()}\n")
+        f.flush()
+        _HELD[key] = f
 
     def finish(self, status: str = "completed", **fields: Any) -> None:
         """Record the end time and final status (``completed`` or ``failed``)."""

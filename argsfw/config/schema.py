@@ -182,7 +182,10 @@ class TrainerConfig:
     num_sanity_val_steps: int = 0
     enable_progress_bar: bool = True
     deterministic: bool = False
-    checkpoint_every_n_steps: int = 0  # 0: only at epoch ends; >0 also every N optimizer steps
+    checkpoint_every_n_steps: int = 0  # >0: also a checkpoint every N optimizer steps
+    # also a checkpoint every this many minutes of training (0: off), so a killed fit loses at
+    # most that much; on by default because epoch ends are rare in real runs
+    checkpoint_every_minutes: float = 30.0
 
     def __post_init__(self) -> None:
         # Whether the named accelerator exists is checked at start-up (`argsfw.cli`), not here:
@@ -207,6 +210,7 @@ class TrainerConfig:
             _non_negative("trainer.gradient_clip_val", self.gradient_clip_val)
         _at_least("trainer.log_every_n_steps", self.log_every_n_steps, 1)
         _at_least("trainer.checkpoint_every_n_steps", self.checkpoint_every_n_steps, 0)
+        _non_negative("trainer.checkpoint_every_minutes", self.checkpoint_every_minutes)
         _at_least("trainer.num_sanity_val_steps", self.num_sanity_val_steps, -1)
         if self.check_val_every_n_epoch is not None:
             _at_least("trainer.check_val_every_n_epoch", self.check_val_every_n_epoch, 1)

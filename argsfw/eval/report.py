@@ -107,17 +107,45 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Written last, once every file of the report is in: like predict's DONE, a reader (the
+# pipeline, a person, a script) takes the report as finished only when it is there.
+REPORT_DONE = "DONE"
+
+
+def report_complete(run_dir: str | Path) -> bool:
+    """True when `run_dir` holds a finished evaluation (its ``DONE`` marker and report files)."""
+    run = Path(run_dir)
+    return all((run / name).is_file() for name in (REPORT_DONE, "report.json", "report.md"))
+
+
+def start_report(run_dir: str | Path) -> None:
+    """Remove an earlier report and its marker, so a run killed from here on leaves none that
+    looks finished (a report.md of other inputs beside this run's config is worse than none)."""
+    run = Path(run_dir)
+    for name in (REPORT_DONE, "report.json", "report.md"):
+        (run / name).unlink(missing_ok=True)
+
+
+def mark_report_done(run_dir: str | Path) -> None:
+    """Write the completion marker (call after every report file is written)."""
+    (Path(run_dir) / REPORT_DONE).write_text("report.json, report.md and plots are complete\n")
+
+
 def write_report(report: dict[str, Any], run_dir: str | Path) -> dict[str, Path]:
-    """Write ``report.json``, ``report.md`` and the plots under `run_dir`.
+    """Write ``report.json``, ``report.md`` (each atomically) and the plots under `run_dir`.
 
     Returns:
         ``{"json": ..., "markdown": ..., "<plot name>": ...}`` for every file written.
     """
+    from argsfw.config.run_dir import atomic_file
+
     run = Path(run_dir)
     (run / "plots").mkdir(parents=True, exist_ok=True)
     files = {"json": run / "report.json", "markdown": run / "report.md"}
-    files["json"].write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
-    files["markdown"].write_text(markdown(report), encoding="utf-8")
+    with atomic_file(files["json"]) as f:
+        f.write(json.dumps(report, indent=2, default=str) + "\n")
+    with atomic_file(files["markdown"]) as f:
+        f.write(markdown(report))
     for name, fn in PLOTS.items():
         path = fn(report, run / "plots" / f"{name}.png")
         if path is not None:

@@ -16,7 +16,14 @@ from typing import Any
 from argsfw.eval.config import METRICS, EvalConfig
 from argsfw.eval.inputs import EvalInput, cut_at_turn, load_inputs
 from argsfw.eval.judge import JudgeClient, check_judge, judge_all, make_client
-from argsfw.eval.report import flat_metrics, log_wandb, slug, write_report
+from argsfw.eval.report import (
+    flat_metrics,
+    log_wandb,
+    mark_report_done,
+    slug,
+    start_report,
+    write_report,
+)
 from argsfw.eval.stats import cost_metrics, oracle_metrics, record_cost
 
 log = logging.getLogger(__name__)
@@ -182,7 +189,8 @@ def run_evaluation(
     wandb_run: Any = None,
 ) -> dict[str, Any]:
     """Evaluate outputs files and write ``report.json``, ``report.md``, ``records.jsonl``,
-    ``plots/*.png`` (and ``judge/*.jsonl``) into `run_dir`.
+    ``plots/*.png`` (and ``judge/*.jsonl``) into `run_dir`, then its ``DONE`` marker
+    (`argsfw.eval.report.report_complete`).
 
     Args:
         outputs: predict JSONL files, predict run directories, the original's JSON lists, or
@@ -217,6 +225,7 @@ def run_evaluation(
         check_judge(cfg.judge, inputs, need_key=judge_client is None)
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
+    start_report(run)
     notes: list[str] = []
     per = _compute(inputs, cfg, metrics, reward_model, reward_tokenizer, oracle, notes)
     judge_results = []
@@ -233,6 +242,7 @@ def run_evaluation(
         log_fn(flat)
     if wandb_run is not None:
         log_wandb(wandb_run, report, files)
+    mark_report_done(run)
     return report
 
 

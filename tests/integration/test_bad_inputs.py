@@ -139,7 +139,18 @@ CASES = [
     Case("pipeline-bad-decode-option", "pipeline", ["recipe=tiny_pipeline", "pipeline.predict.greedy='decode=gredy'"], ["pipeline step 'predict greedy'", "unknown decode option 'gredy'"]),
     Case("pipeline-unknown-key", "pipeline", ["recipe=tiny_pipeline", "pipeline.stages=[sft]"], ["unknown config key 'pipeline.stages'"]),
     Case("pipeline-predict-without-recipe", "pipeline", ["recipe=tiny_pipeline", "pipeline.predict_recipe=null"], ["pipeline.predict needs pipeline.predict_recipe", "pipeline.predict_recipe=tiny_args"]),
+    # ---- run dirs (issue 19): one process per run dir; a run of another stage is left alone
+    Case("fit-run-dir-in-use", "fit", ["recipe=tiny_sft", "run_dir={locked_run}", "logger.name=none"], ["is in use by argsfw pid", "choose another run_dir="], plain=True),
+    Case("predict-run-dir-in-use", "predict", [*PREDICT, "run_dir={locked_run}", "logger.name=none"], ["is in use by argsfw pid", "choose another run_dir="], plain=True),
+    Case("evaluate-run-dir-in-use", "evaluate", ["outputs={done_run}", "reward_model={rm}", "run_dir={locked_run}", "logger.name=none"], ["is in use by argsfw pid", "choose another run_dir="], plain=True),
+    Case("pipeline-run-dir-in-use", "pipeline", ["recipe=tiny_pipeline", "run_dir={locked_run}", "logger.name=none"], ["is in use by argsfw pid", "choose another run_dir="], plain=True),
+    Case("fit-resume-other-stage", "fit", ["recipe=tiny_sft", "resume=true", "run_dir={rm_run}", "logger.name=none"], ["holds a rm run (recipe tiny_rm), not a sft one", "choose another run_dir="], plain=True),
+    Case("predict-into-fit-run", "predict", [*PREDICT, "run_dir={rm_run}", "logger.name=none"], ["holds a rm run (recipe tiny_rm), not a predict one", "choose another run_dir="], plain=True),
 ]  # fmt: skip
+
+# Open lock files of `world`'s locked_run, held for the module: flock conflicts between two
+# open files even in one process, so the in-process rows see the run dir in use.
+_HELD_LOCKS: list = []
 
 
 def _write_world(root: Path, kit: dict[str, Path]) -> dict[str, Path]:
@@ -184,6 +195,19 @@ def _write_world(root: Path, kit: dict[str, Path]) -> dict[str, Path]:
     used_run.mkdir()
     (used_run / "config.yaml").write_text("stage: sft\n")
     (used_run / "meta.json").write_text('{"status": "failed"}')
+    import fcntl
+
+    locked = root / "locked_run"
+    locked.mkdir()
+    lock = (locked / ".argsfw.lock").open("a+")
+    lock.write("argsfw pid 12345 on elsewhere\n")
+    lock.flush()
+    fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    _HELD_LOCKS.append(lock)
+    rm_run = root / "rm_run"
+    rm_run.mkdir()
+    (rm_run / "config.yaml").write_text("stage: rm\n")
+    (rm_run / "meta.json").write_text('{"stage": "rm", "recipe": "tiny_rm", "status": "completed"}')
     used_dir = root / "used_dir"
     used_dir.mkdir()
     (used_dir / "notes.txt").write_text("not a model")
@@ -196,7 +220,7 @@ def _write_world(root: Path, kit: dict[str, Path]) -> dict[str, Path]:
         **world, **runs, "truncated": truncated, "no_tokenizer": no_tok, "data_dir": data,
         "empty_prompts": empty, "no_prompts": no_prompts, "used_run": used_run,
         "used_dir": used_dir, "empty_dir": root / "empty_dir", "garbage_ckpt": garbage,
-        "sft_config": sft_config,
+        "sft_config": sft_config, "locked_run": locked, "rm_run": rm_run,
     }  # fmt: skip
 
 

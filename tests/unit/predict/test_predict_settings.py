@@ -68,10 +68,19 @@ def test_expand_settings_gives_one_run_dir_per_line(tmp_path):
 
 def test_output_settings_ignore_batch_size_and_devices():
     a = compose(["recipe=tiny_args"])
-    b = compose(["recipe=tiny_args", "decode.batch_size=3", "trainer.devices=2", "data.limit=7"])
+    b = compose(["recipe=tiny_args", "decode.batch_size=3", "trainer.devices=2"])
     c = compose(["recipe=tiny_args", "decode.topk=40"])
     assert output_settings(a) == output_settings(b)
     assert output_settings(a) != output_settings(c)
+
+
+def test_output_settings_cover_which_prompts_are_decoded():
+    # two runs of different data.limit in one directory lost records (issue 19)
+    a = compose(["recipe=tiny_args", "data.limit=7"])
+    for other in ("data.limit=8", "data.offset=1", "data.run_percent=50"):
+        assert output_settings(a) != output_settings(
+            compose(["recipe=tiny_args", "data.limit=7", other])
+        )
 
 
 def test_reward_model_only_when_the_method_uses_it():
@@ -98,3 +107,20 @@ def test_global_rank_zero_from_launcher_env(monkeypatch, env, zero):
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     assert is_global_zero() is zero
+
+
+def test_a_run_may_grow_its_data_limit_but_not_change_its_selection_otherwise(tmp_path):
+    from argsfw.callbacks.outputs import OutputConflictError, OutputState, check_settings
+
+    def fp(*extra):
+        return output_settings(compose(["recipe=tiny_args", *extra]))
+
+    has = OutputState(records={"a": {"id": "a"}})
+    recorded = fp("data.limit=5")
+    check_settings(tmp_path, recorded, fp("data.limit=6"), has)  # decode more prompts
+    check_settings(tmp_path, recorded, fp("data.limit=null"), has)
+    for other in ("data.limit=4", "data.limit=6 data.offset=1"):
+        with pytest.raises(OutputConflictError, match="data\\.(limit|offset)"):
+            check_settings(tmp_path, recorded, fp(*other.split()), has)
+    old = {**recorded, "data": {k: v for k, v in recorded["data"].items() if k != "limit"}}
+    check_settings(tmp_path, old, fp("data.limit=3"), has)  # fingerprinted before limit was
