@@ -35,6 +35,7 @@ from argsfw.callbacks.outputs import (
 from argsfw.cli import run_entry
 from argsfw.config.run_dir import RunDir
 from argsfw.data.types import DataError
+from argsfw.decoding.config import sampling_temperature
 from argsfw.decoding.types import DecodeInputError
 from argsfw.errors import ConfigError, UsageError
 
@@ -147,6 +148,7 @@ def output_settings(job) -> dict:
     if not resolve_method(job.decode.method).startswith("genarm"):
         skip.add("alpha")
     decode = {k: v for k, v in asdict(job.decode).items() if k not in skip}
+    decode["temperature"] = sampling_temperature(job.decode)  # None means the method's default
     data = {k: getattr(job.data, k) for k in ("source", "path", "eval_split", "fields", "seed")}
     rm = _norm_path(job.reward_model) if needs_reward_model(job.decode) else None
     return {
@@ -173,7 +175,7 @@ def default_label(job) -> str:
     d = job.decode
     m = resolve_method(d.method)
     if m == "genarm":
-        return f"{m} alpha={d.alpha:g} T={d.temperature:g}"
+        return f"{m} alpha={d.alpha:g} T={sampling_temperature(d):g}"
     if m == "genarm-greedy":
         return f"{m} alpha={d.alpha:g}"
     label = setting_label(m, d.weight, d.topk, d.num_samples, d.gate_threshold)
