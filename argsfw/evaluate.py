@@ -117,9 +117,10 @@ def _run(job: JobConfig, run: RunDir) -> None:
 
     outputs = expand_outputs(list(job.outputs))
     if job.eval.judge.enabled and job.eval.judge.kind == "openai":
-        from argsfw.eval.judge_clients import api_key_for
+        from argsfw.eval.judge_clients import api_key_for, check_endpoint
 
         api_key_for(job.eval.judge)  # no key for a remote judge: refuse before any model is read
+        check_endpoint(job.eval.judge)  # and a dead one, not after minutes of other metrics
     check_reward_model(job)
     run.start(job, "evaluate")
     wb = _wandb_run(job, run)
