@@ -97,8 +97,10 @@ def _wandb_run(job: JobConfig, run: RunDir):
     import wandb
     from omegaconf import OmegaConf
 
-    from argsfw.loggers import wandb_mode
+    from argsfw.loggers import wandb_home_fallback, wandb_mode
 
+    if wandb_mode(job.logger.mode) != "disabled":
+        wandb_home_fallback(run.path)
     config = redact(OmegaConf.to_container(OmegaConf.structured(job), resolve=True))
     return wandb.init(
         project=job.logger.project,

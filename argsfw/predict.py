@@ -317,6 +317,7 @@ def check_inputs(job) -> ModelFacts:
     from argsfw.models import (
         CAUSAL_LM,
         SEQ_CLS,
+        ModelFileError,
         ModelPathError,
         check_head,
         check_weights,
@@ -335,6 +336,8 @@ def check_inputs(job) -> ModelFacts:
             stage = "arm" if job.decode.method.startswith("genarm") else "token_rm_distill"
         try:
             path = resolve_model_path(spec or "", what)
+        except ModelFileError:
+            raise  # a broken file in an existing model: no command to make one
         except ModelPathError as exc:
             raise ModelPathError(f"{exc}; {_producer_hint(key, spec, stage)}") from None
         paths[key] = path
@@ -428,7 +431,7 @@ def check_reward_kind(settings, policy_dir: str, rm_dir: str) -> None:
             raise ConfigError(
                 f"the token-level reward model {rm_dir} has a vocabulary of {v_rm} but the policy's is "
                 f"{v_llm}: decode.method={method} reads the RM's head for the policy's own tokens, so "
-                "both need one tokenizer"
+                "both need one tokenizer: pass a token-level RM trained from the policy"
             )
 
 

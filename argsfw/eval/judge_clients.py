@@ -138,7 +138,7 @@ def check_endpoint(cfg: JudgeConfig) -> None:
     except OSError as e:
         reason = e.strerror or str(e) or type(e).__name__
         raise JudgeError(
-            f"judge endpoint {cfg.base_url} is unreachable ({reason}); start the server or fix "
+            f"judge endpoint {cfg.base_url} is unreachable ({reason}); start the server or check "
             "eval.judge.base_url"
         ) from None
 
