@@ -96,9 +96,22 @@ def check_ckpt_path(spec: str) -> None:
             raise UsageError(
                 f"ckpt_path {spec!r} is a folder but not a DeepSpeed checkpoint; {fix}"
             )
-    elif not zipfile.is_zipfile(path):
+        return
+    try:  # the pickle holds the dict's keys as plain strings: read them without unpickling
+        with zipfile.ZipFile(path) as z:
+            pkl = next((n for n in z.namelist() if n.endswith("/data.pkl")), None)
+            keys = z.read(pkl) if pkl else None
+    except (zipfile.BadZipFile, OSError):
+        keys = None
+    if keys is None:
         raise UsageError(
-            f"ckpt_path {spec!r} is not a Lightning checkpoint (not a torch.save file); {fix}"
+            f"ckpt_path {spec!r} is not a Lightning checkpoint (not a torch.save file, or "
+            f"truncated); {fix}"
+        )
+    if b"pytorch-lightning_version" not in keys or b"state_dict" not in keys:
+        raise UsageError(
+            f"ckpt_path {spec!r} is a torch file but not a Lightning checkpoint (no "
+            f"pytorch-lightning_version or state_dict in it); {fix}"
         )
 
 

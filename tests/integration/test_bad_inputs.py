@@ -164,6 +164,7 @@ CASES = [
     Case("fit-run-dir-is-a-file", "fit", ["recipe=tiny_sft", "run_dir={garbage_ckpt}", "logger.name=none"], ["is a file, not a directory", "set run_dir="], plain=True),
     Case("predict-run-dir-under-a-file", "predict", [*PREDICT, "run_dir={garbage_ckpt}/run", "logger.name=none"], ["cannot be created", "garbage.ckpt is a file", "set run_dir="], plain=True),
     Case("fit-ckpt-path-not-a-checkpoint", "fit", ["recipe=tiny_sft", "ckpt_path={garbage_ckpt}"], ["is not a Lightning checkpoint", "pass a .ckpt file"]),
+    Case("fit-ckpt-path-torch-file", "fit", ["recipe=tiny_sft", "ckpt_path={state_dict_file}"], ["is a torch file but not a Lightning checkpoint", "pass a .ckpt file"]),
     Case("fit-header-only-recipe", "fit", ["recipe={header_only_recipe}"], ["recipe 'header_only' sets no stage", "add a line 'stage: NAME'"]),
     Case("evaluate-judge-unreachable", "evaluate", ["outputs=['a={done_run}','b={done_run_b}']", "eval.metrics=[cost]", "eval.judge.enabled=true", "eval.judge.baseline=b", "eval.judge.base_url=http://127.0.0.1:{closed_port}/v1"], ["judge endpoint http://127.0.0.1:", "is unreachable (Connection refused)", "start the server"]),
     # ---- token-level reward models: predict and fit (formerly in test_predict_token_level.py, test_token_rm_fit.py)
@@ -278,6 +279,10 @@ def _write_world_19(root: Path, kit: dict[str, Path], done_run: Path) -> dict[st
     for key, (name, text) in files.items():
         out[key] = root / name
         out[key].write_text(text)
+    import torch
+
+    out["state_dict_file"] = root / "weights.pt"  # torch.save of a bare state dict
+    torch.save({"w": torch.zeros(2)}, out["state_dict_file"])
     bad_json = shutil.copytree(kit["policy"], root / "bad_config_json")
     (bad_json / "config.json").write_text('{"model_type": "llama",')
     out["bad_config_json"] = bad_json
