@@ -444,7 +444,7 @@ def test_bad_input_fails_at_once_in_one_line(case: Case, results):
 # sees, and nothing printed at import or interpreter exit (warnings, tracebacks) in between.
 PROCESS_CASES = [
     "fit-no-gpu", "predict-rm-as-policy", "evaluate-one-path-missing", "export-out-dir-not-empty",
-    "pipeline-bad-fit-override",
+    "pipeline-bad-fit-override", "fit-ckpt-path-not-a-checkpoint", "evaluate-judge-unreachable",
 ]  # fmt: skip
 
 
