@@ -118,8 +118,8 @@ def plan(job: JobConfig, root: Path) -> list[Step]:
     def resolve(args: list[str]) -> list[str]:
         out = []
         for a in args:
-            for token, path in subst:
-                a = a.replace(token, path)
+            for token, path in subst:  # not inside a longer name: "@sftt" stays, and is refused
+                a = re.sub(re.escape(token) + r"(?!\w)", lambda _, d=path: d, a)
             out.append(a)
         return out
 
