@@ -53,11 +53,16 @@ class DecodeConfig:
 
 def sampling_temperature(s: DecodeConfig) -> float:
     """The temperature `s` samples at: ``s.temperature``, else GenARM's ``1 / (1 + alpha)`` for
-    genarm (its logits are already divided by ``1 + alpha``, so this samples
+    sampling genarm (its logits are already divided by ``1 + alpha``, so this samples
     ``pi_base * pi_r^alpha`` at temperature 1), else `DEFAULT_TEMPERATURE`."""
     if s.temperature is not None:
         return float(s.temperature)
-    if str(s.method).startswith("genarm"):
+    try:
+        method = resolve_method(s.method)
+    except DecodeInputError:
+        method = s.method
+    # only sampling genarm: genarm-greedy ignores it, and keeps the default its runs recorded
+    if method == "genarm":
         return 1.0 / (1.0 + float(s.alpha))
     return DEFAULT_TEMPERATURE
 

@@ -120,3 +120,13 @@ def test_global_rank_zero_from_launcher_env(monkeypatch, env, zero):
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     assert is_global_zero() is zero
+
+
+def test_default_temperature_keeps_earlier_runs_fingerprints():
+    """None resolves to what runs made before recorded: 0.7 for every method but sampling
+    genarm (whose group set 0.5 = 1/(1+alpha)), so re-running them resumes instead of refusing."""
+    for decode, temperature in [
+        ("args_greedy", 0.7), ("args_stochastic", 0.7), ("genarm_greedy", 0.7), ("genarm", 0.5),
+    ]:  # fmt: skip
+        job = compose(["recipe=tiny_args", f"decode={decode}"])
+        assert output_settings(job)["decode"]["temperature"] == temperature, decode
