@@ -60,7 +60,13 @@ def test_token_rm_recipe_in_process(tiny_kit, token_kit, tmp_path):
 # rows of the one bad-input table, tests/integration/test_bad_inputs.py.
 
 
-def test_unmarked_causal_lm_is_accepted_and_logged(tiny_kit, token_kit, tmp_path, caplog):
+def test_unmarked_causal_lm_is_accepted_and_logged(
+    tiny_kit, token_kit, tmp_path, caplog, monkeypatch
+):
+    from argsfw.decoding import token_level
+
+    # the warning is once per process: an earlier test in this session may have used it up
+    monkeypatch.setattr(token_level, "_UNMARKED_LOGGED", set())
     run = tmp_path / "unmarked"
     assert main(_args("tiny_token_rm_args", tiny_kit["policy"], token_kit["unmarked"], run)) == 0
     assert "without an argsfw reward_kind marker" in caplog.text

@@ -191,8 +191,8 @@ def test_unwritable_home_moves_wandb_dirs_into_the_run_dir(tmp_path, monkeypatch
     home = tmp_path / "home_is_a_file"
     home.write_text("")
     monkeypatch.setenv("HOME", str(home))
-    for name in _WANDB_DIRS:
-        monkeypatch.delenv(name, raising=False)
+    for name in _WANDB_DIRS:  # "" counts as unset, and monkeypatch restores what the call sets
+        monkeypatch.setenv(name, "")
     with caplog.at_level(logging.WARNING, "argsfw"):
         wandb_home_fallback(tmp_path / "run")
     assert [r.levelname for r in caplog.records] == ["WARNING"]
