@@ -8,11 +8,14 @@ traceback instead.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
+import tempfile
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from argsfw.config.run_dir import RunDir, default_run_dir, release_locks
 from argsfw.config.schema import JobConfig
@@ -183,6 +186,41 @@ def check_hardware(job: JobConfig) -> None:
         )
 
 
+def check_writable(run_dir: Path) -> None:
+    """Refuse, before any model loads, a run directory this process cannot write.
+
+    Why a real write and not ``os.access``: root passes every permission check, and only a
+    write tells a read-only file system. Raises `ConfigError` naming the directory and why.
+    """
+    path = Path(run_dir)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"run_dir {path} is a file, not a directory; set run_dir= to a directory")
+    probe = path.absolute()
+    while not probe.exists():  # the nearest existing folder is where the run dir gets created
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(
+            f"run_dir {path} cannot be created: {probe} is a file; set run_dir= to a directory"
+        )
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        where = "" if probe == path.absolute() else f" ({probe})"
+        why = "is on a read-only file system" if exc.errno == errno.EROFS else "is not writable"
+        raise ConfigError(
+            f"run_dir {path}{where} {why} ({exc.strerror}); set run_dir= to a writable directory"
+        ) from None
+
+
+def no_stage_message(recipe: str) -> str:
+    """The error for a recipe that sets no ``stage:`` (e.g. a file with only its header)."""
+    return (
+        f"recipe '{recipe}' sets no stage; add a line 'stage: NAME' to it "
+        f"(one of {', '.join(ENTRY_OF_STAGE)})"
+    )
+
+
 def _run_all(entry, runner, overrides, multirun, default_recipe) -> int:
     from argsfw.config.compose import compose, expand_sweep, to_yaml
 
@@ -195,6 +233,8 @@ def _run_all(entry, runner, overrides, multirun, default_recipe) -> int:
     for i, job_overrides in enumerate(jobs):
         job = compose(normalise_list_overrides(job_overrides), default_recipe=default_recipe)
         expected = ENTRY_OF_STAGE.get(job.stage)
+        if expected is None:  # a recipe file with only its header: nothing names the stage
+            raise ConfigError(no_stage_message(job.recipe))
         if expected != entry:
             raise ConfigError(
                 f"recipe '{job.recipe}' is a {job.stage or 'stage-less'} recipe; run it with python -m argsfw.{expected}"
@@ -206,6 +246,7 @@ def _run_all(entry, runner, overrides, multirun, default_recipe) -> int:
         _quiet_loading_bars()
         _set_threads(job.num_threads)
         run = RunDir(default_run_dir(job, _sweep_suffix(job_overrides, swept)))
+        check_writable(run.path)
         if multirun:
             log.info("run %d/%d: %s -> %s", i + 1, len(jobs), " ".join(job_overrides), run.path)
         try:

@@ -100,8 +100,10 @@ def _wandb_run(job: JobConfig, run: RunDir):
     import wandb
     from omegaconf import OmegaConf
 
-    from argsfw.loggers import wandb_mode
+    from argsfw.loggers import wandb_home_fallback, wandb_mode
 
+    if wandb_mode(job.logger.mode) != "disabled":
+        wandb_home_fallback(run.path)
     config = redact(OmegaConf.to_container(OmegaConf.structured(job), resolve=True))
     return wandb.init(
         project=job.logger.project,
@@ -120,9 +122,10 @@ def _run(job: JobConfig, run: RunDir) -> None:
 
     outputs = expand_outputs(list(job.outputs))
     if job.eval.judge.enabled and job.eval.judge.kind == "openai":
-        from argsfw.eval.judge_clients import api_key_for
+        from argsfw.eval.judge_clients import api_key_for, check_endpoint
 
         api_key_for(job.eval.judge)  # no key for a remote judge: refuse before any model is read
+        check_endpoint(job.eval.judge)  # and a dead one, not after minutes of other metrics
     check_reward_model(job)
     run.claim(job)  # before the first write: lock, and no other stage's run
     run.start(job, "evaluate")

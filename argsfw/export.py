@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from argsfw.errors import UsageError
+from argsfw.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:  # torch loads only once the inputs are checked: bad paths fail in a second
     import torch
@@ -34,6 +34,7 @@ log = logging.getLogger("argsfw.export")
 
 DS_CHAT_PREFIX = "rwtranrsformer."  # sic: the typo is in DeepSpeed-Chat's RewardModel
 DS_CHAT_HEAD = "v_head.weight"
+FIT_STAGES = ("sft", "rm", "ppo", "arm", "token_rm")  # the stages whose runs hold checkpoints
 
 
 def lightning_state_dict(checkpoint: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -105,7 +106,7 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
 
 
 def _job_for(checkpoint: Path, config: str | None):
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, OmegaConf
 
     from argsfw.config.schema import JobConfig
 
@@ -114,8 +115,33 @@ def _job_for(checkpoint: Path, config: str | None):
         raise UsageError(
             f"no run config at {cfg_path}: pass --config <run_dir>/config.yaml of the run that wrote {checkpoint}"
         )
-    merged = OmegaConf.merge(OmegaConf.structured(JobConfig), OmegaConf.load(cfg_path))
-    return OmegaConf.to_object(merged)
+    try:
+        loaded = OmegaConf.load(cfg_path)
+    except Exception as exc:  # yaml's scanner/parser errors, several lines each
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(
+            f"run config {cfg_path} is not valid YAML ({first}); pass --config with the "
+            "config.yaml a fit run wrote"
+        ) from None
+    stage = loaded.get("stage") if isinstance(loaded, DictConfig) else None
+    if stage not in FIT_STAGES:
+        what = f"the config of a {stage} run" if stage else "not a run config (no stage: key)"
+        raise UsageError(
+            f"--config {cfg_path} is {what}; export needs the config.yaml of a fit run "
+            f"({', '.join(FIT_STAGES)}): pass --config <fit run_dir>/config.yaml"
+        )
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(JobConfig), loaded)
+        return OmegaConf.to_object(merged)
+    except Exception as exc:  # a key the schema lacks, a value of the wrong type
+        inner = exc.__cause__ or exc.__context__  # a __post_init__ check, wrapped by OmegaConf
+        if isinstance(exc, ConfigError) or isinstance(inner, ConfigError):
+            raise (inner if isinstance(inner, ConfigError) else exc) from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(
+            f"run config {cfg_path} does not fit argsfw's schema ({first}); pass --config with "
+            "the config.yaml a fit run of this argsfw version wrote"
+        ) from None
 
 
 def export_checkpoint(

@@ -82,8 +82,7 @@ def resume_checkpoint(job: JobConfig, run: RunDir) -> str | None:
     """
     last = run.checkpoints_dir / "last.ckpt"
     if job.ckpt_path and job.ckpt_path != "last":
-        if not Path(job.ckpt_path).exists():
-            raise UsageError(f"ckpt_path {job.ckpt_path!r} does not exist")
+        check_ckpt_path(job.ckpt_path)
         return job.ckpt_path
     if job.resume or job.ckpt_path == "last":
         if last.exists():
@@ -91,6 +90,44 @@ def resume_checkpoint(job: JobConfig, run: RunDir) -> str | None:
             return str(last)
         log.warning("no checkpoint in %s yet: starting from the beginning", run.checkpoints_dir)
     return None
+
+
+def check_ckpt_path(spec: str) -> None:
+    """Refuse an explicit ``ckpt_path`` that is not a Lightning checkpoint, before any model loads.
+
+    Lightning writes ``.ckpt`` files with ``torch.save`` (a zip archive) and ZeRO checkpoints as
+    directories holding ``checkpoint/``; anything else fails only in ``trainer.fit``, where
+    torch's message advises ``weights_only=False``, wrong for a file that is no checkpoint.
+    Raises `UsageError` naming the path and the fix.
+    """
+    import zipfile
+
+    path = Path(spec)
+    fix = "pass a .ckpt file from a run's checkpoints/ folder, or ckpt_path=last"
+    if not path.exists():
+        raise UsageError(f"ckpt_path {spec!r} does not exist; {fix}")
+    if path.is_dir():
+        if not (path / "checkpoint").is_dir():
+            raise UsageError(
+                f"ckpt_path {spec!r} is a folder but not a DeepSpeed checkpoint; {fix}"
+            )
+        return
+    try:  # the pickle holds the dict's keys as plain strings: read them without unpickling
+        with zipfile.ZipFile(path) as z:
+            pkl = next((n for n in z.namelist() if n.endswith("/data.pkl")), None)
+            keys = z.read(pkl) if pkl else None
+    except (zipfile.BadZipFile, OSError):
+        keys = None
+    if keys is None:
+        raise UsageError(
+            f"ckpt_path {spec!r} is not a Lightning checkpoint (not a torch.save file, or "
+            f"truncated); {fix}"
+        )
+    if b"pytorch-lightning_version" not in keys or b"state_dict" not in keys:
+        raise UsageError(
+            f"ckpt_path {spec!r} is a torch file but not a Lightning checkpoint (no "
+            f"pytorch-lightning_version or state_dict in it); {fix}"
+        )
 
 
 def check_inputs(job: JobConfig) -> None:
@@ -107,6 +144,8 @@ def check_inputs(job: JobConfig) -> None:
         raise UsageError(
             f"stage {job.stage!r} cannot be fitted; fit stages: {', '.join(STAGE_MODULES)}"
         )
+    if job.ckpt_path and job.ckpt_path != "last":
+        check_ckpt_path(job.ckpt_path)
     check_fit_inputs(job)
     val = VALIDATION if job.data.val_fraction > 0 else job.data.eval_split
     check_data_files(job.data, [job.data.split, val])

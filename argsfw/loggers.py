@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,36 @@ def wandb_mode(requested: str) -> str:
     return "offline"
 
 
+_WANDB_DIRS = {"WANDB_CONFIG_DIR": "config", "WANDB_CACHE_DIR": "cache", "WANDB_DATA_DIR": "data"}
+
+
+def wandb_home_fallback(run_dir: Path) -> None:
+    """Point W&B's settings, cache and data folders into `run_dir` when HOME is not writable.
+
+    Why: W&B keeps them under HOME, and when it cannot create them its service prints a dozen
+    log lines around the one error. This logs one warning line instead, and logging still works.
+    """
+    if all(os.environ.get(n) for n in _WANDB_DIRS):
+        return
+    home = Path(os.path.expanduser("~"))
+    try:
+        with tempfile.TemporaryFile(dir=home):
+            return
+    except OSError:
+        pass
+    base = Path(run_dir) / "wandb_home"
+    for name, sub in _WANDB_DIRS.items():
+        if not os.environ.get(name):
+            (base / sub).mkdir(parents=True, exist_ok=True)
+            os.environ[name] = str(base / sub)
+    log.warning(
+        "HOME (%s) is not writable: W&B keeps its settings and cache in %s for this run; "
+        "set HOME or WANDB_CACHE_DIR to a writable folder to choose another place",
+        home,
+        base,
+    )
+
+
 def build_logger(cfg, run_dir: Path, run_name: str, hparams: dict | None = None):
     """A Lightning logger for `cfg` (a `LoggerConfig`) writing under `run_dir`, or None."""
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
@@ -43,6 +74,8 @@ def build_logger(cfg, run_dir: Path, run_name: str, hparams: dict | None = None)
         logger = TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="")
     else:
         mode = wandb_mode(cfg.mode)
+        if mode != "disabled":
+            wandb_home_fallback(run_dir)
         log.info("W&B logging in %s mode (run dir %s)", mode, run_dir)
         logger = WandbLogger(
             project=cfg.project,

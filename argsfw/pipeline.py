@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shlex
 import subprocess
 import sys
@@ -64,8 +65,51 @@ def fit_complete(run_dir: Path) -> bool:
     )
 
 
+# ``@NAME`` at the start of a value or list item: a reference to fit step NAME's run directory
+_REFERENCE = re.compile(r"(?:^|[=,\[\s'\"])@([A-Za-z_][\w-]*)")
+
+
+def _split(step: str, spec: str) -> list[str]:
+    """``shlex.split`` of one step's string; broken quoting names the step (ConfigError)."""
+    try:
+        return shlex.split(spec)
+    except ValueError as exc:
+        raise ConfigError(
+            f"pipeline step '{step}': cannot split {spec!r} ({str(exc).lower()}); "
+            "check its quotes: close or drop the unmatched one"
+        ) from None
+
+
+def check_plan(job: JobConfig, steps: list[Step]) -> None:
+    """Refuse a plan whose steps cannot all run, before the first one does (ConfigError).
+
+    A ``@NAME`` no fit step defines, or an evaluate step with no predict step to read, would
+    otherwise fail only after every fit step had trained.
+    """
+    p = job.pipeline
+    for step in steps:
+        for arg in step.args:
+            m = _REFERENCE.search(arg)
+            if m:
+                raise ConfigError(
+                    f"pipeline step '{step.name}' refers to @{m.group(1)}, but pipeline.fit has no "
+                    f"step '{m.group(1)}' (fit steps: {', '.join(p.fit) or 'none'}); add it to "
+                    "pipeline.fit or use a run directory"
+                )
+    own_outputs = any(o.startswith("outputs=") for o in p.evaluate_overrides)
+    if p.evaluate and not p.predict and not own_outputs:
+        raise ConfigError(
+            f"pipeline step 'evaluate' ({p.evaluate}) has nothing to evaluate: pipeline.predict is "
+            "empty; add a predict step (pipeline.predict.NAME='decode=greedy') or set "
+            "pipeline.evaluate=null"
+        )
+
+
 def plan(job: JobConfig, root: Path) -> list[Step]:
-    """The ordered steps of `job`'s pipeline, with every ``@<fit step>`` resolved to its run dir."""
+    """The ordered steps of `job`'s pipeline, with every ``@<fit step>`` resolved to its run dir.
+
+    Raises `ConfigError` for broken quoting or a plan `check_plan` refuses, naming the step.
+    """
     p = job.pipeline
     dirs = {name: root / name for name in p.fit}
     # longest names first, so "@rm" does not eat the start of "@rm_token"
@@ -74,8 +118,8 @@ def plan(job: JobConfig, root: Path) -> list[Step]:
     def resolve(args: list[str]) -> list[str]:
         out = []
         for a in args:
-            for token, path in subst:
-                a = a.replace(token, path)
+            for token, path in subst:  # not inside a longer name: "@sftt" stays, and is refused
+                a = re.sub(re.escape(token) + r"(?!\w)", lambda _, d=path: d, a)
             out.append(a)
         return out
 
@@ -84,7 +128,7 @@ def plan(job: JobConfig, root: Path) -> list[Step]:
     )
     steps: list[Step] = []
     for name, spec in p.fit.items():
-        recipe, *own = shlex.split(spec)
+        recipe, *own = _split(name, spec)
         args = _merge([f"recipe={recipe}"], list(p.fit_overrides), own, [f"run_dir={dirs[name]}"])
         if dirs[name].exists() and not fit_complete(dirs[name]):
             args.append("resume=true")
@@ -100,7 +144,7 @@ def plan(job: JobConfig, root: Path) -> list[Step]:
             [f"recipe={p.predict_recipe}"],
             inputs,
             list(p.predict_overrides),
-            shlex.split(overrides),
+            _split(f"predict {name}", overrides),
             [f"run_dir={run_dir}"],
         )
         steps.append(Step(f"predict {name}", "predict", resolve(args), run_dir))
@@ -114,6 +158,7 @@ def plan(job: JobConfig, root: Path) -> list[Step]:
             [f"run_dir={root / 'evaluate'}"],
         )
         steps.append(Step("evaluate", "evaluate", resolve(args), root / "evaluate"))
+    check_plan(job, steps)
     return steps
 
 
@@ -123,7 +168,7 @@ def check_steps(steps: list[Step]) -> None:
     A typo in a step's recipe, key or value then fails at once, naming the step, rather than
     after the stages before it have trained. Raises `ConfigError`.
     """
-    from argsfw.cli import ENTRY_OF_STAGE, normalise_list_overrides
+    from argsfw.cli import ENTRY_OF_STAGE, no_stage_message, normalise_list_overrides
     from argsfw.config.compose import compose, expand_sweep
 
     for step in steps:
@@ -132,6 +177,8 @@ def check_steps(steps: list[Step]) -> None:
         try:
             for overrides in expand_sweep(args) if multirun else [args]:
                 sub = compose(normalise_list_overrides(overrides))
+                if not sub.stage:
+                    raise ConfigError(no_stage_message(sub.recipe))
                 if ENTRY_OF_STAGE.get(sub.stage) != step.entry:
                     raise ConfigError(
                         f"recipe '{sub.recipe}' is a {sub.stage or 'stage-less'} recipe, "

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from argsfw.callbacks.outputs import (
+    SELECTION_KEYS,
     SETTINGS_KEY,
     OutputState,
     check_settings,
@@ -35,6 +36,7 @@ from argsfw.callbacks.outputs import (
 from argsfw.cli import run_entry
 from argsfw.config.run_dir import RunDir
 from argsfw.data.types import DataError
+from argsfw.decoding.config import sampling_temperature
 from argsfw.decoding.types import DecodeInputError
 from argsfw.errors import ConfigError, UsageError
 
@@ -50,6 +52,27 @@ _ORIGINAL_KEYS = {
     "max_new_token": "max_new_tokens",
 }
 _EXAMPLE = '{"rm_weight": 1.5, "topk": 10, "mode": "greedy", "sample_temp": null}'
+# What each key's JSON value must be: a string "1.5" would pass and fail in the first batch.
+_ORIGINAL_TYPES = {
+    "rm_weight": "a finite number",
+    "topk": "an integer",
+    "mode": "a string",
+    "sample_temp": "a finite number or null",
+    "chunk_size": 'an integer or "auto"',
+    "max_new_token": "an integer",
+}
+
+
+def _typed(key: str, value) -> bool:
+    import math
+
+    if isinstance(value, bool):
+        return False
+    if key in ("rm_weight", "sample_temp"):
+        return isinstance(value, (int, float)) and math.isfinite(value)
+    if key == "mode":
+        return isinstance(value, str)
+    return isinstance(value, int) or (key == "chunk_size" and value == "auto")
 
 
 class TokenizerMismatchError(UsageError):
@@ -65,12 +88,15 @@ def is_global_zero() -> bool:
     return all(os.environ.get(n, "0") in ("", "0") for n in names)
 
 
-def read_config_file(path: str) -> list[dict]:
+def read_config_file(path: str, base=None) -> list[dict]:
     """Decode settings of the original's config file: one JSON object per line.
 
-    Returns one dict of `DecodeConfig` overrides per non-empty line.
-    Raises `ConfigError` naming the file and line for a missing file, bad JSON or an unknown key.
+    Returns one dict of `DecodeConfig` overrides per non-empty line, each value typed and, with
+    `base` (the job's `DecodeConfig`), the line's settings range-checked on top of it.
+    Raises `ConfigError` naming the file, line and key for a missing file, bad JSON, an unknown
+    key, a value of the wrong type or out of range.
     """
+    from argsfw.decoding.config import check_decode_settings
     from argsfw.decoding.types import resolve_method
 
     p = Path(path).expanduser()
@@ -95,9 +121,28 @@ def read_config_file(path: str) -> list[dict]:
             raise ConfigError(
                 f"{path}:{lineno}: unknown key(s) {unknown}; allowed: {', '.join(_ORIGINAL_KEYS)}"
             )
+        for key, value in obj.items():
+            if value is not None and not _typed(key, value):
+                raise ConfigError(
+                    f"{path}:{lineno}: {key}={json.dumps(value)} must be {_ORIGINAL_TYPES[key]}; "
+                    f"fix the value, e.g. {_EXAMPLE}"
+                )
         setting = {_ORIGINAL_KEYS[k]: v for k, v in obj.items() if v is not None}
-        if "method" in setting:
-            setting["method"] = resolve_method(setting["method"], original_api=True)
+        try:
+            if "method" in setting:
+                try:
+                    setting["method"] = resolve_method(setting["method"], original_api=True)
+                except DecodeInputError as exc:
+                    raise DecodeInputError(f"mode={json.dumps(obj['mode'])}: {exc}") from None
+            if base is not None:
+                check_decode_settings(replace(base, config_file=None, **setting))
+        except DecodeInputError as exc:
+            # the engine names its own field (weight); the file's user knows the key (rm_weight)
+            msg = str(exc)
+            for key, name in _ORIGINAL_KEYS.items():
+                if msg.startswith(f"{name} ") and key in obj:
+                    msg = key + msg[len(name) :]
+            raise ConfigError(f"{path}:{lineno}: {msg}") from None
         out.append(setting)
     if not out:
         raise ConfigError(
@@ -110,7 +155,7 @@ def expand_settings(job, run: RunDir) -> list[tuple[object, RunDir]]:
     """``[(job, run)]``, or one ``(job, run_dir/config_<i>)`` per line of ``decode.config_file``."""
     if not job.decode.config_file:
         return [(job, run)]
-    settings = read_config_file(job.decode.config_file)
+    settings = read_config_file(job.decode.config_file, job.decode)
     jobs = []
     for i, s in enumerate(settings):
         decode = replace(job.decode, config_file=None, **s)
@@ -147,9 +192,11 @@ def output_settings(job) -> dict:
     if not resolve_method(job.decode.method).startswith("genarm"):
         skip.add("alpha")
     decode = {k: v for k, v in asdict(job.decode).items() if k not in skip}
+    decode["temperature"] = sampling_temperature(job.decode)  # None means the method's default
     # limit / offset / run_percent choose which prompts: a run of another selection must not
-    # share the directory (a larger limit may continue it: see callbacks.outputs._comparable)
-    keys = ("source", "path", "eval_split", "fields", "seed", "limit", "offset", "run_percent")
+    # share the directory (a larger limit may continue it: see callbacks.outputs._comparable);
+    # the carve, the chat rendering and the prompt cut change what each prompt is
+    keys = ("source", "path", "eval_split", "fields", "seed", *SELECTION_KEYS)
     data = {k: getattr(job.data, k) for k in keys}
     rm = _norm_path(job.reward_model) if needs_reward_model(job.decode) else None
     return {
@@ -176,7 +223,7 @@ def default_label(job) -> str:
     d = job.decode
     m = resolve_method(d.method)
     if m == "genarm":
-        return f"{m} alpha={d.alpha:g} T={d.temperature:g}"
+        return f"{m} alpha={d.alpha:g} T={sampling_temperature(d):g}"
     if m == "genarm-greedy":
         return f"{m} alpha={d.alpha:g}"
     label = setting_label(m, d.weight, d.topk, d.num_samples, d.gate_threshold)
@@ -284,6 +331,7 @@ def check_inputs(job) -> ModelFacts:
     from argsfw.models import (
         CAUSAL_LM,
         SEQ_CLS,
+        ModelFileError,
         ModelPathError,
         check_head,
         check_weights,
@@ -302,6 +350,8 @@ def check_inputs(job) -> ModelFacts:
             stage = "arm" if job.decode.method.startswith("genarm") else "token_rm_distill"
         try:
             path = resolve_model_path(spec or "", what)
+        except ModelFileError:
+            raise  # a broken file in an existing model: no command to make one
         except ModelPathError as exc:
             raise ModelPathError(f"{exc}; {_producer_hint(key, spec, stage)}") from None
         paths[key] = path
@@ -395,7 +445,7 @@ def check_reward_kind(settings, policy_dir: str, rm_dir: str) -> None:
             raise ConfigError(
                 f"the token-level reward model {rm_dir} has a vocabulary of {v_rm} but the policy's is "
                 f"{v_llm}: decode.method={method} reads the RM's head for the policy's own tokens, so "
-                "both need one tokenizer"
+                "both need one tokenizer: pass a token-level RM trained from the policy"
             )
 
 

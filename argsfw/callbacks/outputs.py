@@ -140,8 +140,11 @@ def check_settings(run_dir: Path, recorded: dict | None, current: dict, state: O
     )
 
 
-# The data keys that choose which prompts a run decodes (in `argsfw.predict.output_settings`).
-SELECTION_KEYS = ("limit", "offset", "run_percent")
+# Data keys that choose which prompts a run decodes and what they are
+# (in `argsfw.predict.output_settings`); runs fingerprinted before a key existed keep resuming.
+SELECTION_KEYS = (
+    "limit", "offset", "run_percent", "val_fraction", "prompt_format", "max_prompt_length",
+)  # fmt: skip
 
 
 def _comparable(recorded: dict, current: dict) -> dict:

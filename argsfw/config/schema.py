@@ -9,7 +9,7 @@ code receives typed dataclasses, never an untyped DictConfig.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 from argsfw.data.config import DataConfig
@@ -36,6 +36,28 @@ def _check(name: str, value: Any, ok: bool, valid: str) -> None:
 
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_finite(node: Any, prefix: str = "") -> None:
+    """Refuse NaN or ±inf in any float setting of a config tree: dataclasses, dicts and lists.
+
+    Why one generic rule: an infinite value passes every ``> 0`` range check (``decode.temperature=inf``
+    samples uniform noise and the run still ends DONE), and a per-key check misses the next key.
+    Raises `ConfigError` naming the dotted key and the value.
+    """
+    dot = f"{prefix}." if prefix else ""
+    if is_dataclass(node):
+        items = [(dot + f.name, getattr(node, f.name)) for f in fields(node)]
+    elif isinstance(node, dict):
+        items = [(f"{dot}{k}", v) for k, v in node.items()]
+    elif isinstance(node, (list, tuple)):
+        items = [(f"{prefix}[{i}]", v) for i, v in enumerate(node)]
+    else:
+        return
+    for key, value in items:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, got {value!r}; set a finite value")
+        check_finite(value, key)
 
 
 def _positive(name: str, value: Any) -> None:
@@ -505,6 +527,7 @@ class JobConfig:
     predict: PredictConfig = field(default_factory=PredictConfig)
 
     def __post_init__(self) -> None:
+        check_finite(self)  # first: the range checks below would let an infinite value through
         if self.stage:
             _choice("stage", self.stage, STAGES)
         _at_least("seed", self.seed, 0)

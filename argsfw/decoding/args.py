@@ -103,7 +103,7 @@ class ARGS:
         topk: int = 1,
         max_new_token: int = 128,
         method: str = "greedy",
-        temperature: float = 0.7,
+        temperature: float | None = None,
         chunk_size: int | str = 5,
         debug: bool = False,
         *,
@@ -114,6 +114,7 @@ class ARGS:
         truncate_prompt: bool = False,
         stop_at_eos: bool = True,
         alpha: float = 1.0,
+        gate_threshold: float = 0.5,
     ) -> torch.Tensor | list[torch.Tensor]:
         """Decode ``prompt``; returns a LongTensor (1, n_prompt + n_new) on the policy's device, starting with the prompt tokens.
 
@@ -121,7 +122,9 @@ class ARGS:
         ``softmax(score / temperature)`` over the k candidates), ``"greedy-large"`` /
         ``"greedy_large"`` (ARGS-greedy scoring ``chunk_size`` candidates per RM forward, an int
         or ``"auto"``), or an engine method name (``"top-k"``, ``"nucleus"``, ``"best-of-n"``,
-        ``"args-greedy"`` ...). With a token-level RM: ``"genarm"`` (sample from
+        ``"args-greedy"``, ``"args-gated"`` (the RM scores a step only where the policy's top-1
+        probability is <= ``gate_threshold``) ...). ``temperature=None`` samples at 0.7, or for
+        genarm at GenARM's ``1 / (1 + alpha)``. With a token-level RM: ``"genarm"`` (sample from
         ``pi_llm * pi_rm^alpha`` at ``temperature`` after GenARM's ``1 / (1 + alpha)``),
         ``"genarm-greedy"``, ``"token-rm"`` (ARGS-greedy with the RM's head as r over the top
         ``topk``) or ``"token-rm-stochastic"``. Decoding stops after EOS (kept) or at ``max_new_token``. A list
@@ -143,6 +146,7 @@ class ARGS:
             temperature=temperature,
             top_p=top_p,
             num_samples=num_samples,
+            gate_threshold=gate_threshold,
             chunk_size=chunk_size if engine_method == "args-greedy-large" else None,
             stop_at_eos=stop_at_eos,
             batch_size=batch_size,

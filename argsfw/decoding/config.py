@@ -8,13 +8,14 @@ methods ``genarm``, ``genarm-greedy``, ``token-rm``, ``token-rm-stochastic``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from argsfw.decoding.types import ARGS_METHODS, METHODS, DecodeInputError, resolve_method
 
 # `DecodeConfig.scorer` values; see argsfw.decoding.probe
 SCORER_CHOICES = ("auto", "tree", "expanded", "full")
+DEFAULT_TEMPERATURE = 0.7  # the sampling methods' temperature when none is given (not genarm's)
 
 
 @dataclass
@@ -27,8 +28,9 @@ class DecodeConfig:
     topk: int = 10  # k candidates scored by the RM per step (also k of top-k sampling)
     max_new_tokens: int = 128
     # sampling temperature of args-stochastic / token-rm-stochastic / top-k / nucleus / best-of-n /
-    # genarm (applied after genarm's 1/(1+alpha): temperature 1/(1+alpha) samples pi_base*pi_r^alpha)
-    temperature: float = 0.7
+    # genarm (applied after genarm's 1/(1+alpha)). None: 0.7, but for genarm GenARM's rule
+    # 1/(1+alpha), which samples the paper's pi_decode = pi_base*pi_r^alpha (`sampling_temperature`)
+    temperature: float | None = None
     top_p: float = 0.9  # nucleus
     num_samples: int = 4  # best-of-n: N
     chunk_size: Any = None  # args-greedy-large: int or "auto"
@@ -47,6 +49,22 @@ class DecodeConfig:
     # the original's settings file: one JSON object per line (rm_weight, topk, mode, sample_temp);
     # predict writes one output per line
     config_file: str | None = None
+
+
+def sampling_temperature(s: DecodeConfig) -> float:
+    """The temperature `s` samples at: ``s.temperature``, else GenARM's ``1 / (1 + alpha)`` for
+    sampling genarm (its logits are already divided by ``1 + alpha``, so this samples
+    ``pi_base * pi_r^alpha`` at temperature 1), else `DEFAULT_TEMPERATURE`."""
+    if s.temperature is not None:
+        return float(s.temperature)
+    try:
+        method = resolve_method(s.method)
+    except DecodeInputError:
+        method = s.method
+    # only sampling genarm: genarm-greedy ignores it, and keeps the default its runs recorded
+    if method == "genarm":
+        return 1.0 / (1.0 + float(s.alpha))
+    return DEFAULT_TEMPERATURE
 
 
 def check_decode_settings(s: DecodeConfig, vocab: int | None = None, prefix: str = "") -> str:
@@ -76,11 +94,14 @@ def check_decode_settings(s: DecodeConfig, vocab: int | None = None, prefix: str
     ):
         bound = f"in [1, {vocab}] (the vocabulary size)" if vocab is not None else ">= 1"
         raise DecodeInputError(f"{prefix}topk must be an integer {bound}, got {s.topk!r}")
-    for name in ("weight", "alpha"):
-        if not math.isfinite(float(getattr(s, name))):
-            raise DecodeInputError(
-                f"{prefix}{name} must be a finite number, got {getattr(s, name)!r}"
-            )
+    for name in ("weight", "alpha", "temperature", "top_p", "gate_threshold"):
+        value = getattr(s, name)  # a string ("1.5") would fail only in the first batch
+        if not (value is None and name == "temperature") and not _number(value):
+            raise DecodeInputError(f"{prefix}{name} must be a number, got {value!r}")
+    for f in fields(s):  # every float setting: inf passes the range checks below
+        value = getattr(s, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise DecodeInputError(f"{prefix}{f.name} must be a finite number, got {value!r}")
     if method in ("genarm", "genarm-greedy") and s.alpha <= -1:
         raise DecodeInputError(
             f"{prefix}alpha must be > -1 (genarm divides by 1 + alpha), got {s.alpha!r}"
@@ -88,7 +109,7 @@ def check_decode_settings(s: DecodeConfig, vocab: int | None = None, prefix: str
     if (
         method
         in ("args-stochastic", "top-k", "nucleus", "best-of-n", "genarm", "token-rm-stochastic")
-        and not float(s.temperature) > 0
+        and not sampling_temperature(s) > 0
     ):
         hint = " (greedy methods need no temperature)" if prefix else ""
         raise DecodeInputError(
@@ -112,6 +133,10 @@ def check_decode_settings(s: DecodeConfig, vocab: int | None = None, prefix: str
             f"{prefix}chunk_size must be a positive integer or 'auto', got {cs!r}"
         )
     return method
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _int(value: Any) -> bool:

@@ -14,7 +14,7 @@ import torch
 
 from argsfw.decoding.accounting import DecodeStats, Meter
 from argsfw.decoding.baselines import NucleusSampler, TopKSampler, best_of_n, greedy_chooser
-from argsfw.decoding.config import DecodeConfig, check_decode_settings
+from argsfw.decoding.config import DecodeConfig, check_decode_settings, sampling_temperature
 from argsfw.decoding.cross_tokenizer import cut_retokenizer, retokenizer
 from argsfw.decoding.fallback import sequence_rewards
 from argsfw.decoding.gated import GatedArgsChooser, GatedScorer
@@ -228,7 +228,7 @@ class ArgsDecoder:
 
     # ------------------------------------------------------------------ validation
     def check_settings(self, s: DecodeConfig) -> DecodeConfig:
-        """Validate ``s`` against the models; returns it. Raises `DecodeInputError` with a one-line reason."""
+        """Validate ``s`` against the models; returns it, temperature resolved. Raises `DecodeInputError` with a one-line reason."""
         method = check_decode_settings(s, self.vocab)
         if method == "args-gated" and self.rm is not None and not self.shared_tokenizer:
             raise DecodeInputError(
@@ -260,7 +260,8 @@ class ArgsDecoder:
                 f"args-gated needs the tree scorer, which {type(self.rm).__name__} does not pass "
                 f"(probe chose {self.scorer_name(s)}); use args-greedy with this reward model"
             )
-        return s
+        # None becomes the method's own temperature here, so every chooser gets a number
+        return dataclasses.replace(s, temperature=sampling_temperature(s))
 
     def scorer_name(self, s: DecodeConfig | None = None) -> str | None:
         """The scorer a call with settings ``s`` uses (None without a sequence reward model)."""
@@ -321,7 +322,9 @@ class ArgsDecoder:
         gens = [make_generator(s.seed, keys[r]) for r in rows]
         scorer = None
         if method in TOKEN_LEVEL_METHODS:
-            scorer, chooser = token_level_parts(method, s, self.rm, stats, self.device)
+            scorer, chooser = token_level_parts(
+                method, s, self.rm, stats, self.device, n_tokens=len(self.tokenizer)
+            )
         elif method == "args-gated":
             scorer = None
             if s.weight != 0:

@@ -205,20 +205,34 @@ class GenARMChooser:
     """One GenARM step over the whole vocabulary: argmax, or a sample at ``temperature``.
 
     With ``alpha=0`` (or no RM) the policy's own logits are used unchanged, so greedy equals
-    plain greedy exactly. Returns the chosen tokens and each row's ARM reward so far,
-    ``sum_t log pi_r(y_t | x, y_<t)``.
+    plain greedy exactly. ``n_tokens`` (the tokenizer's length) limits both distributions to
+    real tokens: a head padded past the tokenizer (e.g. to a multiple of 64) has rows that no
+    text maps to, and normalising over them would give them probability. Returns the chosen
+    tokens and each row's ARM reward so far, ``sum_t log pi_r(y_t | x, y_<t)``.
     """
 
-    def __init__(self, alpha: float, greedy: bool, temperature: float = 1.0):
+    def __init__(
+        self, alpha: float, greedy: bool, temperature: float = 1.0, n_tokens: int | None = None
+    ):
         self.alpha, self.greedy, self.temperature = alpha, greedy, temperature
+        self.n_tokens = n_tokens
+
+    def _real_tokens(self, scores: torch.Tensor) -> torch.Tensor:
+        """``scores`` [B, V] with the padded columns (>= n_tokens) at -inf: no probability."""
+        if self.n_tokens is None or self.n_tokens >= scores.shape[-1]:
+            return scores
+        return scores.float().index_fill(
+            -1, torch.arange(self.n_tokens, scores.shape[-1], device=scores.device), float("-inf")
+        )
 
     def __call__(self, logits: torch.Tensor, scorer, ctx: StepContext):
+        logits = self._real_tokens(logits)
         if scorer is None or self.alpha == 0:
             mixed = logits
         else:
             vocab = torch.arange(scorer.head.shape[-1], device=scorer.head.device)
             check_finite(scorer.head, vocab.expand_as(scorer.head), ctx)
-            arm = scorer.head.log_softmax(-1)  # [B, V] log pi_r
+            arm = self._real_tokens(scorer.head).log_softmax(-1)  # [B, V] log pi_r
             mixed = (logits.log_softmax(-1) + self.alpha * arm) / (1 + self.alpha)
         if self.greedy:
             tokens = mixed.argmax(-1)
@@ -230,14 +244,19 @@ class GenARMChooser:
         return tokens, scorer.total
 
 
-def token_level_parts(method: str, s, rm, stats: DecodeStats, device, describe=None):
+def token_level_parts(
+    method: str, s, rm, stats: DecodeStats, device, describe=None, n_tokens: int | None = None
+):
     """``(scorer or None, chooser)`` of a token-level method for `decode_batch`.
 
     The RM is not run at all when its weight (``alpha`` for genarm, ``weight`` for token-rm) is 0.
+    ``n_tokens``: the tokenizer's length; genarm gives head rows past it no probability.
+    ``s.temperature`` must be resolved (`argsfw.decoding.config.sampling_temperature`).
     """
     if method.startswith("genarm"):
         scorer = TokenRewardState(rm, stats, device) if s.alpha != 0 else None
-        return scorer, GenARMChooser(s.alpha, method == "genarm-greedy", s.temperature)
+        chooser = GenARMChooser(s.alpha, method == "genarm-greedy", s.temperature, n_tokens)
+        return scorer, chooser
     scorer = TokenRewardState(rm, stats, device, candidates_only=True) if s.weight != 0 else None
     chooser = ArgsChooser(s.weight, s.topk, method == "token-rm", s.temperature, None, describe)
     return scorer, chooser

@@ -13,6 +13,7 @@ import email.utils
 import ipaddress
 import logging
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Protocol
@@ -114,6 +115,32 @@ def api_key_for(cfg: JudgeConfig) -> str | None:
             "eval.judge.api_key_env=NAME), or point eval.judge.base_url at a local server"
         )
     return key
+
+
+_PROXY_ENV = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+
+
+def check_endpoint(cfg: JudgeConfig) -> None:
+    """Refuse, at start-up, an endpoint that takes no TCP connection (nothing sent, no key).
+
+    Why: otherwise a dead server is found only when judging starts, after minutes of other
+    metrics. A remote host behind a proxy from the environment is not tried (the proxy connects).
+
+    Raises:
+        JudgeError: the host does not resolve, refuses the connection or does not answer.
+    """
+    url = urlsplit(cfg.base_url)
+    if not is_loopback(cfg.base_url) and any(os.environ.get(k) for k in _PROXY_ENV):
+        return
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=min(cfg.timeout, 10.0)).close()
+    except OSError as e:
+        reason = e.strerror or str(e) or type(e).__name__
+        raise JudgeError(
+            f"judge endpoint {cfg.base_url} is unreachable ({reason}); start the server or check "
+            "eval.judge.base_url"
+        ) from None
 
 
 class OpenAIChatClient:

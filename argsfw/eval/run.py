@@ -16,6 +16,7 @@ from typing import Any
 from argsfw.eval.config import METRICS, EvalConfig
 from argsfw.eval.inputs import EvalInput, cut_at_turn, load_inputs
 from argsfw.eval.judge import JudgeClient, check_judge, judge_all, make_client
+from argsfw.eval.judge_clients import check_endpoint
 from argsfw.eval.report import (
     flat_metrics,
     log_wandb,
@@ -223,6 +224,8 @@ def run_evaluation(
     inputs = load_inputs(list(outputs))
     if "judge" in metrics:  # why: before any model loads, so a missing key costs nothing
         check_judge(cfg.judge, inputs, need_key=judge_client is None)
+        if judge_client is None and cfg.judge.kind == "openai":
+            check_endpoint(cfg.judge)
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     start_report(run)

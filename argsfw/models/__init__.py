@@ -3,6 +3,7 @@
 from argsfw.models.loading import (
     CAUSAL_LM,
     SEQ_CLS,
+    ModelFileError,
     ModelPathError,
     TokenizerCompat,
     check_head,
@@ -32,6 +33,7 @@ from argsfw.models.tiny import (
 __all__ = [
     "CAUSAL_LM",
     "SEQ_CLS",
+    "ModelFileError",
     "ModelPathError",
     "TinySpec",
     "TokenizerCompat",

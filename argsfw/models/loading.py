@@ -36,6 +36,10 @@ class ModelPathError(ValueError):
     """A model input names a path that is not a usable model directory."""
 
 
+class ModelFileError(ModelPathError):
+    """The model directory is there but one of its files is broken (re-save it, not re-train)."""
+
+
 def packaged_model_path(name: str) -> str:
     """Directory of a model shipped in an installed package (see `argsfw.models.packaged`).
 
@@ -76,10 +80,10 @@ def resolve_model_path(spec: str | os.PathLike, what: str = "model") -> str:
         )
     p = Path(s).expanduser()
     if p.exists():
-        if (p / "config.json").is_file():
-            return str(p)
-        if (p / "hf" / "config.json").is_file():
-            return str(p / "hf")
+        for d in (p, p / "hf"):
+            if (d / "config.json").is_file():
+                _check_config_json(d / "config.json", what)
+                return str(d)
         if (p / "adapter_config.json").is_file():
             return str(p)
         raise ModelPathError(
@@ -96,6 +100,22 @@ def resolve_model_path(spec: str | os.PathLike, what: str = "model") -> str:
             "(HF_HUB_OFFLINE=1): check the path, or download the model first"
         )
     return s  # a hub id: transformers resolves it
+
+
+def _check_config_json(path: Path, what: str) -> None:
+    # why here: transformers reports a broken config.json as a multi-line OSError far from the file
+    try:
+        ok = isinstance(json.loads(path.read_text(encoding="utf-8")), dict)
+        reason = "not a JSON object"
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        ok, reason = False, getattr(exc, "msg", None) or type(exc).__name__
+        if isinstance(exc, json.JSONDecodeError):
+            reason += f", line {exc.lineno} column {exc.colno}"
+    if not ok:
+        raise ModelFileError(
+            f"{what} config {str(path)!r} is not valid JSON ({reason}); re-save the model with "
+            "save_pretrained or re-export it"
+        )
 
 
 def _hub_offline() -> bool:
@@ -328,7 +348,8 @@ def check_loading_info(info: dict, model, spec, what: str, new_head: bool = Fals
         parts.append(f"has weights of the wrong shape ({', '.join(mismatched[:4])})")
     raise ModelPathError(
         f"{what} {os.fspath(spec)!r} does not fit a {type(model).__name__}: it {'; it '.join(parts)}; "
-        f"the directory holds {_stored_summary(os.fspath(spec), getattr(model, 'base_model_prefix', ''))}"
+        f"the directory holds {_stored_summary(os.fspath(spec), getattr(model, 'base_model_prefix', ''))}; "
+        f"pass a model saved as {type(model).__name__}"
     )
 
 
@@ -386,7 +407,8 @@ def load_reward_model(
     model = _load(AutoModelForSequenceClassification, spec, "reward model", dtype, device, SEQ_CLS)
     if model.config.num_labels != 1:
         raise ModelPathError(
-            f"reward model {spec!r} has num_labels={model.config.num_labels}; a reward model needs num_labels=1"
+            f"reward model {spec!r} has num_labels={model.config.num_labels}; a reward model needs "
+            "num_labels=1: pass a scalar reward model (e.g. a run of python -m argsfw.fit recipe=tiny_rm)"
         )
     if model.config.pad_token_id is None:
         tok = tokenizer or load_tokenizer(spec)

@@ -25,7 +25,7 @@ from argsfw.callbacks.outputs import read_state
 from argsfw.data.datamodules import ListDataset
 from argsfw.data.types import PromptRecord
 from argsfw.decoding.accounting import DecodeStats
-from argsfw.decoding.config import DecodeConfig
+from argsfw.decoding.config import DecodeConfig, sampling_temperature
 from argsfw.decoding.types import Generation, PromptTooLongError, resolve_method
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,11 @@ class DecodeModule(L.LightningModule):
         super().__init__()
         self.spec = spec
         self.method = resolve_method(spec.settings.method)
-        self.settings = replace(spec.settings, truncate_prompt=spec.too_long == "truncate")
+        self.settings = replace(
+            spec.settings,
+            truncate_prompt=spec.too_long == "truncate",
+            temperature=sampling_temperature(spec.settings),  # records name the one used
+        )
         self.llm: torch.nn.Module | None = None
         self.rm: torch.nn.Module | None = None
         self.decoder = None

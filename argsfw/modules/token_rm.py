@@ -286,7 +286,8 @@ def check_teacher_tokenizer(job: JobConfig) -> None:
     if not compat.same:
         raise UsageError(
             f"token_rm.teacher_rm={spec!r} does not share the policy's tokenizer ({compat}); "
-            "distillation scores the policy's candidate tokens with the teacher directly"
+            "distillation scores the policy's candidate tokens with the teacher directly: pass a "
+            "teacher RM trained with the policy's tokenizer"
         )
 
 

@@ -40,6 +40,14 @@ from _fit_helpers import run_module
 
 # predict on the tiny kit: the recipe's models replaced by the session's tiny ones
 PREDICT = ["recipe=tiny_args", "policy={policy}", "reward_model={rm}", "data.limit=4"]
+# the same with a token-level reward model (GenARM's ARM, a token-level head)
+GENARM = ["recipe=tiny_genarm", "policy={policy}", "reward_model={arm}", "data.limit=4"]
+TOKEN_RM = [
+    "recipe=tiny_token_rm_args",
+    "policy={policy}",
+    "reward_model={token_rm}",
+    "data.limit=4",
+]
 NO_GPU = {"CUDA_VISIBLE_DEVICES": ""}
 # a fix the message proposes: every error line must contain one of these
 FIX = re.compile(
@@ -146,6 +154,58 @@ CASES = [
     Case("pipeline-run-dir-in-use", "pipeline", ["recipe=tiny_pipeline", "run_dir={locked_run}", "logger.name=none"], ["is in use by argsfw pid", "choose another run_dir="], plain=True),
     Case("fit-resume-other-stage", "fit", ["recipe=tiny_sft", "resume=true", "run_dir={rm_run}", "logger.name=none"], ["holds a rm run (recipe tiny_rm), not a sft one", "choose another run_dir="], plain=True),
     Case("predict-into-fit-run", "predict", [*PREDICT, "run_dir={rm_run}", "logger.name=none"], ["holds a rm run (recipe tiny_rm), not a predict one", "choose another run_dir="], plain=True),
+    # ---- every float setting finite; the original's config file typed (issue 19)
+    Case("predict-temperature-inf", "predict", [*PREDICT, "decode=args_stochastic", "decode.temperature=inf"], ["decode.temperature must be a finite number, got inf", "set a finite value"]),
+    Case("predict-genarm-temperature-inf", "predict", [*PREDICT, "decode=genarm", "decode.temperature=inf"], ["decode.temperature must be a finite number, got inf"]),
+    Case("evaluate-retry-after-inf", "evaluate", ["outputs={done_run}", "eval.judge.max_retry_after=inf"], ["eval.judge.max_retry_after must be a finite number, got inf"]),
+    Case("predict-config-file-string-weight", "predict", [*PREDICT, "decode.config_file={string_weight_config}"], ['string_weight.config:1: rm_weight="1.5" must be a finite number']),
+    Case("predict-config-file-topk-0", "predict", [*PREDICT, "decode.config_file={topk0_config}"], ["topk0.config:2: topk must be an integer >= 1, got 0"]),
+    # ---- plans, files, directories and endpoints that cannot work (issue 19)
+    Case("pipeline-unknown-step-reference", "pipeline", ["recipe=tiny_pipeline", "+pipeline.predict.extra='decode=greedy policy=@sfd'"], ["pipeline step 'predict extra' refers to @sfd", "pipeline.fit has no step 'sfd'", "add it to pipeline.fit"]),
+    Case("pipeline-evaluate-only", "pipeline", ["recipe={eval_only_pipeline}"], ["pipeline step 'evaluate' (tiny_eval) has nothing to evaluate", "add a predict step"]),
+    Case("pipeline-broken-quoting", "pipeline", ["recipe=tiny_pipeline", "pipeline.fit.ppo=\"tiny_ppo policy='@sft\""], ["pipeline step 'ppo': cannot split", "no closing quotation", "check its quotes"]),
+    Case("export-config-of-predict-run", "export", ["{garbage_ckpt}", "{run}", "--config", "{predict_config}"], ["is the config of a predict run", "pass --config <fit run_dir>/config.yaml"]),
+    Case("export-config-not-yaml", "export", ["{garbage_ckpt}", "{run}", "--config", "{bad_yaml}"], ["bad.yaml is not valid YAML", "pass --config"]),
+    Case("predict-config-json-not-json", "predict", [*PREDICT, "policy={bad_config_json}"], ["config.json' is not valid JSON", "re-export it"]),
+    Case("fit-config-json-not-json", "fit", ["recipe=tiny_sft", "policy={bad_config_json}"], ["config.json' is not valid JSON", "re-export it"]),
+    Case("fit-run-dir-is-a-file", "fit", ["recipe=tiny_sft", "run_dir={garbage_ckpt}", "logger.name=none"], ["is a file, not a directory", "set run_dir="], plain=True),
+    Case("predict-run-dir-under-a-file", "predict", [*PREDICT, "run_dir={garbage_ckpt}/run", "logger.name=none"], ["cannot be created", "garbage.ckpt is a file", "set run_dir="], plain=True),
+    Case("fit-ckpt-path-not-a-checkpoint", "fit", ["recipe=tiny_sft", "ckpt_path={garbage_ckpt}"], ["is not a Lightning checkpoint", "pass a .ckpt file"]),
+    Case("fit-ckpt-path-torch-file", "fit", ["recipe=tiny_sft", "ckpt_path={state_dict_file}"], ["is a torch file but not a Lightning checkpoint", "pass a .ckpt file"]),
+    Case("fit-header-only-recipe", "fit", ["recipe={header_only_recipe}"], ["recipe 'header_only' sets no stage", "add a line 'stage: NAME'"]),
+    Case("evaluate-judge-unreachable", "evaluate", ["outputs=['a={done_run}','b={done_run_b}']", "eval.metrics=[cost]", "eval.judge.enabled=true", "eval.judge.baseline=b", "eval.judge.base_url=http://127.0.0.1:{closed_port}/v1"], ["judge endpoint http://127.0.0.1:", "is unreachable (Connection refused)", "start the server"]),
+    # ---- token-level reward models: predict and fit (formerly in test_predict_token_level.py, test_token_rm_fit.py)
+    Case("predict-genarm-sequence-rm", "predict", [*GENARM, "reward_model={rm}"], ["decode.method=genarm needs an autoregressive"]),
+    Case("predict-token-rm-sequence-rm", "predict", [*TOKEN_RM, "reward_model={rm}"], ["needs a token-level reward model"]),
+    Case("predict-args-token-rm", "predict", [*PREDICT, "reward_model={token_rm}"], ["decode.method=args-greedy needs a sequence reward model"]),
+    Case("predict-genarm-token-rm", "predict", [*GENARM, "reward_model={token_rm}"], ["reward model is reward_kind 'token'"]),
+    Case("predict-token-rm-other-vocab", "predict", [*TOKEN_RM, "reward_model={other_vocab_rm}"], ["has a vocabulary of"]),
+    Case("predict-genarm-alpha-nan", "predict", [*GENARM, "decode.alpha=nan"], ["decode.alpha must be a finite number, got nan"]),
+    Case("predict-token-rm-weight-inf", "predict", [*TOKEN_RM, "decode.weight=inf"], ["decode.weight must be a finite number, got inf"]),
+    Case("fit-arm-rm-as-policy", "fit", ["recipe=tiny_arm", "policy={rm}"], ["is a sequence classifier"]),
+    Case("fit-token-rm-rm-as-policy", "fit", ["recipe=tiny_token_rm", "policy={rm}"], ["is a sequence classifier"]),
+    Case("fit-arm-missing-policy", "fit", ["recipe=tiny_arm", "policy={missing}/sft"], ["policy path", "does not exist"]),
+    Case("fit-arm-beta-0", "fit", ["recipe=tiny_arm", "arm.beta=0"], ["arm.beta=0.0 must be a finite number > 0"]),
+    Case("fit-arm-beta-nan", "fit", ["recipe=tiny_arm", "arm.beta=nan"], ["arm.beta=nan must be a finite number > 0"]),
+    Case("fit-token-rm-consistency-negative", "fit", ["recipe=tiny_token_rm", "token_rm.consistency_weight=-1"], ["token_rm.consistency_weight=-1.0"]),
+    Case("fit-token-rm-bad-schedule", "fit", ["recipe=tiny_token_rm", "token_rm.schedule=both"], ["token_rm.schedule='both'"]),
+    Case("fit-token-rm-distill-without-teacher", "fit", ["recipe=tiny_token_rm", "token_rm.mode=distill"], ["needs token_rm.teacher_rm="]),
+    Case("fit-distill-teacher-is-lm", "fit", ["recipe=tiny_token_rm_distill", "policy={policy}", "token_rm.teacher_rm={policy}"], ["is not a sequence reward model"]),
+    Case("fit-distill-teacher-no-config", "fit", ["recipe=tiny_token_rm_distill", "policy={policy}", "token_rm.teacher_rm={empty_dir}"], ["holds no config.json"]),
+    Case("fit-distill-teacher-other-tokenizer", "fit", ["recipe=tiny_token_rm_distill", "policy={policy}", "token_rm.teacher_rm={other_tok_rm}"], ["does not share the policy's tokenizer"]),
+    Case("fit-distill-topk-1", "fit", ["recipe=tiny_token_rm_distill", "token_rm.distill_topk=1"], ["token_rm.distill_topk=1 must be"]),
+    # ---- sequence reward models that cannot guide (formerly in test_encoder_rm.py)
+    Case("predict-rm-two-labels", "predict", [*PREDICT, "reward_model={two_label_rm}"], ["num_labels=2"]),
+    Case("predict-rm-without-score-head", "predict", [*PREDICT, "reward_model={headless_rm}"], ["lacks score.weight", "would be initialised at random"]),
+    Case("predict-rm-context-too-short", "predict", [*PREDICT, "reward_model={short_ctx_rm}", "decode.max_new_tokens=4", "predict.too_long=error"], ["reward model's context is 8"]),
+    Case("predict-unknown-scorer", "predict", [*PREDICT, "decode.scorer=fast"], ["decode.scorer='fast'"]),
+    # ---- real-model options (issue 21): prompt format, shards, top-layer training
+    Case("fit-unknown-prompt-format", "fit", ["recipe=tiny_sft", "data.prompt_format=html"], ["unknown data.prompt_format 'html'", "choose one of raw, chat"]),
+    Case("fit-bad-shard", "fit", ["recipe=tiny_rm", "data.shard=[0.5,0.2]"], ["data.shard must be [lo, hi] with 0 <= lo < hi <= 1"]),
+    Case("fit-cache-frozen-without-top-layers", "fit", ["recipe=tiny_rm", "rm.cache_frozen=true"], ["rm.cache_frozen=true caches the frozen layers' outputs", "set model.train_top_layers=N"]),
+    Case("fit-top-layers-and-lora", "fit", ["recipe=tiny_rm", "model.train_top_layers=1", "model.lora.enabled=true"], ["model.train_top_layers and model.lora.enabled", "pass one"]),
+    Case("fit-top-layers-too-many", "fit", ["recipe=tiny_rm", "model.train_top_layers=99"], ["model.train_top_layers=99 but", "choose 1.."]),
+    Case("predict-chat-without-template", "predict", [*PREDICT, "data.prompt_format=chat"], ["data.prompt_format=chat needs a tokenizer with a chat template", "use data.prompt_format=raw"]),
 ]  # fmt: skip
 
 # Open lock files of `world`'s locked_run, held for the module: flock conflicts between two
@@ -218,10 +278,83 @@ def _write_world(root: Path, kit: dict[str, Path]) -> dict[str, Path]:
     sft_config.write_text(to_yaml(compose(["recipe=tiny_sft"])))
     return {
         **world, **runs, "truncated": truncated, "no_tokenizer": no_tok, "data_dir": data,
+        **_write_world_19(root, kit, runs["done_run"]),
         "empty_prompts": empty, "no_prompts": no_prompts, "used_run": used_run,
         "used_dir": used_dir, "empty_dir": root / "empty_dir", "garbage_ckpt": garbage,
         "sft_config": sft_config, "locked_run": locked, "rm_run": rm_run,
     }  # fmt: skip
+
+
+def _write_world_19(root: Path, kit: dict[str, Path], done_run: Path) -> dict[str, object]:
+    """The inputs of issue 19's rows: config files, recipes, a broken config.json, a closed port."""
+    import socket
+
+    from argsfw.config.compose import compose, to_yaml
+
+    files = {
+        "string_weight_config": (
+            "string_weight.config",
+            '{"rm_weight": "1.5", "topk": 10, "mode": "greedy"}\n',
+        ),
+        "topk0_config": ("topk0.config", '{"rm_weight": 1.0}\n{"rm_weight": 1.0, "topk": 0}\n'),
+        "bad_yaml": ("bad.yaml", "stage: sft\noptim: [lr: 1\n"),
+        "predict_config": ("predict_config.yaml", to_yaml(compose(["recipe=tiny_args"]))),
+        "header_only_recipe": ("header_only.yaml", "# @package _global_\n"),
+        "eval_only_pipeline": (
+            "eval_only.yaml",
+            "# @package _global_\nstage: pipeline\n"
+            "pipeline:\n  fit:\n    sft: tiny_sft\n  evaluate: tiny_eval\n",
+        ),
+    }
+    out: dict[str, object] = {}
+    for key, (name, text) in files.items():
+        out[key] = root / name
+        out[key].write_text(text)
+    import torch
+
+    out["state_dict_file"] = root / "weights.pt"  # torch.save of a bare state dict
+    torch.save({"w": torch.zeros(2)}, out["state_dict_file"])
+    bad_json = shutil.copytree(kit["policy"], root / "bad_config_json")
+    (bad_json / "config.json").write_text('{"model_type": "llama",')
+    out["bad_config_json"] = bad_json
+    out["done_run_b"] = shutil.copytree(done_run, root / "done_run_b")
+    with socket.socket() as s:  # a loopback port nothing listens on (bound, then released)
+        s.bind(("127.0.0.1", 0))
+        out["closed_port"] = s.getsockname()[1]
+    return out
+
+
+def _write_reward_models(
+    root: Path, kit: dict[str, Path], token_kit: dict[str, Path], texts: list[str]
+) -> dict[str, Path]:
+    """Reward models that cannot serve: token-level ones, another tokenizer's, broken sequence RMs."""
+    import json as _json
+
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from argsfw.models import load_reward_model, load_tokenizer, make_tiny_kit
+
+    tok = load_tokenizer(kit["reward_model"])
+    out = {"arm": token_kit["arm"], "token_rm": token_kit["token"]}
+    out["other_vocab_rm"] = token_kit["other_vocab"]
+    out["other_tok_rm"] = make_tiny_kit(root / "other", texts[:50], vocab_size=300)["reward_model"]
+    config = AutoConfig.from_pretrained(kit["reward_model"], num_labels=2)
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(root / "two_label_rm")
+    tok.save_pretrained(root / "two_label_rm")
+    out["two_label_rm"] = root / "two_label_rm"
+    # a causal LM's weights under a classifier's config: no trained score head
+    headless = shutil.copytree(kit["policy"], root / "headless_rm")
+    config = _json.loads((headless / "config.json").read_text())
+    config.update(architectures=["LlamaForSequenceClassification"], num_labels=1)
+    config.pop("id2label", None), config.pop("label2id", None)
+    (headless / "config.json").write_text(_json.dumps(config))
+    out["headless_rm"] = headless
+    short = load_reward_model(kit["reward_model"])
+    short.config.max_position_embeddings = 8
+    short.save_pretrained(root / "short_ctx_rm")
+    tok.save_pretrained(root / "short_ctx_rm")
+    out["short_ctx_rm"] = root / "short_ctx_rm"
+    return out
 
 
 def _command(case: Case, world: dict[str, Path], run: Path) -> list[str]:
@@ -274,9 +407,10 @@ def _subprocess(case: Case, world: dict[str, Path], root: Path) -> Outcome:
 
 
 @pytest.fixture(scope="module")
-def world(tiny_kit, tmp_path_factory) -> tuple[dict[str, Path], Path]:
+def world(tiny_kit, token_kit, tiny_texts, tmp_path_factory) -> tuple[dict[str, Path], Path]:
     root = tmp_path_factory.mktemp("bad_inputs")
-    return _write_world(root, tiny_kit), root
+    rms = _write_reward_models(root, tiny_kit, token_kit, tiny_texts)
+    return {**_write_world(root, tiny_kit), **rms}, root
 
 
 @pytest.fixture(scope="module")
@@ -341,7 +475,7 @@ def test_bad_input_fails_at_once_in_one_line(case: Case, results):
 # sees, and nothing printed at import or interpreter exit (warnings, tracebacks) in between.
 PROCESS_CASES = [
     "fit-no-gpu", "predict-rm-as-policy", "evaluate-one-path-missing", "export-out-dir-not-empty",
-    "pipeline-bad-fit-override",
+    "pipeline-bad-fit-override", "fit-ckpt-path-not-a-checkpoint", "evaluate-judge-unreachable",
 ]  # fmt: skip
 
 

@@ -1,5 +1,5 @@
 """A real pretrained encoder as reward model: MiniLM fine-tuned on real HH-RLHF pairs guides the
-tiny policy through the cross-tokenizer path; predict records the scorer; bad RMs fail in one line.
+tiny policy through the cross-tokenizer path; predict records the scorer.
 """
 
 from __future__ import annotations
@@ -111,72 +111,5 @@ def test_predict_records_a_forced_scorer(tiny_kit, tmp_path):
     assert json.loads((tmp_path / "meta.json").read_text())["scorer"] == "expanded"
 
 
-def _saved_rm(tmp_path: Path, tiny_kit, **config) -> Path:
-    from argsfw.models import load_reward_model, load_tokenizer
-
-    rm = load_reward_model(tiny_kit["reward_model"])
-    for k, v in config.items():
-        setattr(rm.config, k, v)
-    out = tmp_path / "bad_rm"
-    rm.save_pretrained(out)
-    load_tokenizer(tiny_kit["reward_model"]).save_pretrained(out)
-    return out
-
-
-def _usage_error(proc) -> str:
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    lines = [x for x in proc.stderr.splitlines() if x.startswith("argsfw predict: error")]
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    return lines[0]
-
-
-def test_rm_with_two_labels_is_refused(tiny_kit, tmp_path):
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
-    from argsfw.models import load_tokenizer
-
-    config = AutoConfig.from_pretrained(tiny_kit["reward_model"], num_labels=2)
-    AutoModelForSequenceClassification.from_config(config).save_pretrained(tmp_path / "two")
-    load_tokenizer(tiny_kit["reward_model"]).save_pretrained(tmp_path / "two")
-    proc = run_module(
-        "predict", *_predict_args(tiny_kit, tmp_path / "two", tmp_path / "p"), check=False
-    )
-    assert "num_labels=2" in _usage_error(proc)
-    assert not (tmp_path / "p" / "outputs.jsonl").exists()
-
-
-def test_rm_without_a_classification_head_is_refused(tiny_kit, tmp_path):
-    """A causal LM's weights under a classifier's config have no trained head: refused before decoding."""
-    import json
-    import shutil
-
-    headless = tmp_path / "headless_rm"
-    shutil.copytree(tiny_kit["policy"], headless)
-    config = json.loads((headless / "config.json").read_text())
-    config.update(architectures=["LlamaForSequenceClassification"], num_labels=1)
-    config.pop("id2label", None), config.pop("label2id", None)
-    (headless / "config.json").write_text(json.dumps(config))
-    proc = run_module("predict", *_predict_args(tiny_kit, headless, tmp_path / "p"), check=False)
-    error = _usage_error(proc)
-    assert "lacks score.weight" in error and "would be initialised at random" in error
-    assert not (tmp_path / "p" / "outputs.jsonl").exists()
-
-
-def test_rm_context_shorter_than_the_prompt_is_refused(tiny_kit, tmp_path):
-    rm = _saved_rm(tmp_path, tiny_kit, max_position_embeddings=8)
-    proc = run_module(
-        "predict",
-        *_predict_args(tiny_kit, rm, tmp_path / "p", "predict.too_long=error"),
-        check=False,
-    )
-    assert "reward model's context is 8" in _usage_error(proc)
-    assert not (tmp_path / "p" / "outputs.jsonl").exists()
-
-
-def test_unknown_scorer_is_refused(tiny_kit, tmp_path):
-    proc = run_module(
-        "predict",
-        *_predict_args(tiny_kit, tiny_kit["reward_model"], tmp_path, "decode.scorer=fast"),
-        check=False,
-    )
-    assert "decode.scorer='fast'" in _usage_error(proc)
+# RMs that cannot guide (two labels, no score head, a short context, an unknown scorer) are rows
+# of the one bad-input table, tests/integration/test_bad_inputs.py.

@@ -142,4 +142,3 @@ def test_rm_steps_with_frozen_layers_then_args_equals_the_hf_reference(
     out = api.generate(prompts[1], weight=1.5, topk=10, max_new_token=6, method="greedy")
     assert out[0, : len(gens[1].prompt_ids)].tolist() == gens[1].prompt_ids
     assert out[0, len(gens[1].prompt_ids) :].tolist() == gens[1].new_ids
-

@@ -1,4 +1,4 @@
-"""tiny_arm, tiny_token_rm and tiny_token_rm_distill end to end as subprocesses; bad fit inputs."""
+"""tiny_arm, tiny_token_rm and tiny_token_rm_distill end to end as subprocesses."""
 
 from __future__ import annotations
 
@@ -71,40 +71,5 @@ def test_distill_fits_and_a_resumed_run_equals_an_unbroken_one(tiny_kit, tmp_pat
         torch.testing.assert_close(wa[name], wb[name], msg=name)
 
 
-def _bad_inputs(kit, other_rm, tmp):
-    seq_rm, policy = kit["reward_model"], kit["policy"]
-    return [
-        (["recipe=tiny_arm", f"policy={seq_rm}"], "is a sequence classifier"),
-        (["recipe=tiny_token_rm", f"policy={seq_rm}"], "is a sequence classifier"),
-        (["recipe=tiny_arm", f"policy={tmp / 'nope'}"], "does not exist"),
-        (["recipe=tiny_arm", "arm.beta=0"], "arm.beta=0.0 must be a finite number > 0"),
-        (["recipe=tiny_arm", "arm.beta=nan"], "arm.beta=nan must be a finite number > 0"),
-        (["recipe=tiny_token_rm", "token_rm.consistency_weight=-1"], "consistency_weight=-1.0"),
-        (["recipe=tiny_token_rm", "token_rm.schedule=both"], "token_rm.schedule='both'"),
-        (["recipe=tiny_token_rm", "token_rm.mode=distill"], "needs token_rm.teacher_rm="),
-        (
-            ["recipe=tiny_token_rm_distill", f"policy={policy}", f"token_rm.teacher_rm={policy}"],
-            "is not a sequence reward model",
-        ),
-        (
-            ["recipe=tiny_token_rm_distill", f"policy={policy}", f"token_rm.teacher_rm={tmp}"],
-            "holds no config.json",
-        ),
-        (
-            ["recipe=tiny_token_rm_distill", f"policy={policy}", f"token_rm.teacher_rm={other_rm}"],
-            "does not share the policy's tokenizer",
-        ),
-        (["recipe=tiny_token_rm_distill", "token_rm.distill_topk=1"], "distill_topk=1 must be"),
-    ]
-
-
-def test_bad_fit_inputs_are_one_line_exit_2(tiny_kit, tiny_texts, tmp_path, capsys):
-    from argsfw.fit import main
-    from argsfw.models import make_tiny_kit
-
-    other = make_tiny_kit(tmp_path / "other", tiny_texts[:50], vocab_size=300)["reward_model"]
-    for i, (argv, message) in enumerate(_bad_inputs(tiny_kit, other, tmp_path)):
-        code = main([*argv, f"run_dir={tmp_path / f'r{i}'}", "logger.name=none"])
-        err = capsys.readouterr().err.strip()
-        assert code == 2, (argv, err)
-        assert len(err.splitlines()) == 1 and message in err, (argv, err)
+# Bad fit inputs of these stages are rows of the one bad-input table,
+# tests/integration/test_bad_inputs.py.

@@ -139,3 +139,77 @@ def test_a_predict_run_whose_every_prompt_was_skipped_is_an_error(tmp_path):
     ):
         finish(job, run, records, before, 0.1)
     assert not (tmp_path / "DONE").exists()
+
+
+@pytest.mark.parametrize(
+    "key", ["decode.temperature", "decode.top_p", "eval.judge.max_retry_after", "data.run_percent"]
+)
+def test_every_float_setting_must_be_finite(key):
+    """One generic check: an infinite value passes ``> 0`` range checks, so the schema refuses it."""
+    from argsfw.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"^{key} must be a finite number, got inf; set"):
+        compose(["recipe=tiny_args", "decode=args_stochastic", f"{key}=inf"])
+
+
+def test_check_finite_names_list_items():
+    from argsfw.config.schema import OptimConfig, check_finite
+    from argsfw.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"optim\.betas\[1\] must be a finite number, got nan"):
+        check_finite({"betas": [0.9, float("nan")]}, "optim")
+    check_finite(OptimConfig(), "optim")
+
+
+@pytest.mark.parametrize(
+    "code, needle", [(30, "is on a read-only file system"), (13, "is not writable")]
+)
+def test_unwritable_run_dir_is_refused(tmp_path, monkeypatch, code, needle):
+    """Root passes permission checks and a read-only mount cannot be made in a test: the write
+    fails as the kernel would fail it."""
+    import os
+
+    import argsfw.cli as cli
+    from argsfw.errors import ConfigError
+
+    def refuse(*a, **k):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(cli.tempfile, "TemporaryFile", refuse)
+    with pytest.raises(
+        ConfigError, match=rf"run_dir .*/run \({tmp_path}\) {needle} .*set run_dir="
+    ):
+        cli.check_writable(tmp_path / "run")
+
+
+def test_unwritable_home_moves_wandb_dirs_into_the_run_dir(tmp_path, monkeypatch, caplog):
+    """W&B with HOME unwritable: one warning line, its folders in the run dir, logging kept."""
+    import logging
+
+    from argsfw.loggers import _WANDB_DIRS, wandb_home_fallback
+
+    home = tmp_path / "home_is_a_file"
+    home.write_text("")
+    monkeypatch.setenv("HOME", str(home))
+    for name in _WANDB_DIRS:  # "" counts as unset, and monkeypatch restores what the call sets
+        monkeypatch.setenv(name, "")
+    with caplog.at_level(logging.WARNING, "argsfw"):
+        wandb_home_fallback(tmp_path / "run")
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "HOME" in caplog.records[0].getMessage() and "not writable" in caplog.text
+    assert _dirs_under(tmp_path / "run" / "wandb_home", _WANDB_DIRS)
+
+
+def _dirs_under(base, names) -> bool:
+    import os
+
+    return all(os.environ[n].startswith(str(base)) and os.path.isdir(os.environ[n]) for n in names)
+
+
+def test_config_json_that_is_not_json_is_named(tiny_kit, tmp_path):
+    bad = shutil.copytree(tiny_kit["policy"], tmp_path / "bad")
+    (bad / "config.json").write_text('{"model_type": "llama",')
+    from argsfw.models import resolve_model_path
+
+    with pytest.raises(ModelPathError, match=r"config.json' is not valid JSON \(Expecting"):
+        resolve_model_path(bad, "policy")

@@ -19,6 +19,11 @@ def test_decode_group_composes(name):
 
 
 def test_genarm_group_samples_pi_decode_exactly():
-    """temperature 1 / (1 + alpha) undoes GenARM's division: it samples pi_base * pi_r^alpha."""
+    """temperature 1 / (1 + alpha) undoes GenARM's division: it samples pi_base * pi_r^alpha,
+    for the group's alpha and for any other one (the group leaves the temperature to the rule)."""
+    from argsfw.decoding.config import sampling_temperature
+
     d = compose(["recipe=tiny_genarm"]).decode
-    assert d.method == "genarm" and d.temperature == pytest.approx(1 / (1 + d.alpha))
+    assert d.method == "genarm" and sampling_temperature(d) == pytest.approx(1 / (1 + d.alpha))
+    d = compose(["recipe=tiny_genarm", "decode.alpha=2"]).decode
+    assert sampling_temperature(d) == pytest.approx(1 / 3)

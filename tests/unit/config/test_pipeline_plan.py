@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from argsfw.config.compose import compose
+from argsfw.errors import ConfigError
 from argsfw.pipeline import fit_complete, plan
 
 
@@ -59,3 +62,26 @@ def test_a_new_fit_stage_and_method_plug_in_by_config(tmp_path):
     token = next(s for s in steps if s.name == "predict token")
     assert _arg(token, "reward_model") == str(tmp_path / "rm_token")  # "@rm" did not eat it
     assert _arg(token, "run_dir") == str(tmp_path / "predict" / "token")
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("+pipeline.predict.x='decode=greedy policy=@sftt'", "step 'predict x' refers to @sftt"),
+        ("pipeline.fit.ppo='tiny_ppo policy=@nope/hf'", "step 'ppo' refers to @nope"),
+        ('pipeline.fit.ppo="tiny_ppo policy=\'@sft"', "step 'ppo': cannot split"),
+        ("pipeline.predict.greedy='decode=greedy \"x'", "step 'predict greedy': cannot split"),
+    ],
+)
+def test_a_plan_that_cannot_run_is_refused_naming_the_step(tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message):
+        plan(compose(["recipe=tiny_pipeline", override]), tmp_path)
+
+
+def test_evaluate_without_predict_steps_is_refused(tmp_path):
+    job = compose(["recipe=tiny_pipeline"])
+    job.pipeline.predict = {}
+    with pytest.raises(ConfigError, match="step 'evaluate' .* has nothing to evaluate"):
+        plan(job, tmp_path)
+    job.pipeline.evaluate_overrides = ["outputs=[runs/a]"]  # its own outputs: fine
+    plan(job, tmp_path)

@@ -53,6 +53,17 @@ def test_all_method_spellings(searcher):
         assert searcher.generate(text, topk=5, method=m, max_new_token=3).shape[0] == 1
 
 
+def test_gate_threshold_reaches_args_gated(searcher):
+    """``gate_threshold`` is honoured: 1 scores every step (= args-greedy), 0 none."""
+    text = "\n\nHuman: Tell me a joke.\n\nAssistant:"
+    kw = dict(topk=4, weight=1.0, max_new_token=5)
+    always = searcher.generate(text, method="args-gated", gate_threshold=1.0, **kw)
+    assert searcher.last_stats.rm_forwards > 0
+    assert torch.equal(always, searcher.generate(text, method="args-greedy", **kw))
+    searcher.generate(text, method="args-gated", gate_threshold=0.0, **kw)
+    assert searcher.last_stats.rm_forwards == 0
+
+
 def test_list_of_prompts_in_batches(searcher):
     prompts = ["\n\nHuman: hi", "\n\nHuman: What is two plus two?\n\nAssistant:", "Sure"]
     outs = searcher.generate(prompts, topk=3, weight=1.0, max_new_token=4, batch_size=2)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from argsfw.decoding import ArgsDecoder, DecodeConfig, reference_decode
+from argsfw.decoding.config import sampling_temperature
 from argsfw.decoding.sampling import make_generator
 
 
@@ -18,7 +19,7 @@ def _reference(m, dec, gen, s: DecodeConfig, to_rm_ids=None, rm=None):
         topk=s.topk,
         max_new_tokens=s.max_new_tokens,
         greedy=s.method != "args-stochastic",
-        temperature=s.temperature,
+        temperature=sampling_temperature(s),
         generator=make_generator(s.seed, gen.prompt),
         eos_ids=tuple(dec.eos_ids),
         to_rm_ids=to_rm_ids,

@@ -7,6 +7,7 @@ import torch
 
 from argsfw.decoding import ArgsDecoder, DecodeConfig, reference_decode
 from argsfw.decoding.accounting import DecodeStats
+from argsfw.decoding.config import sampling_temperature
 from argsfw.decoding.cross_tokenizer import cut_retokenizer, retokenizer
 from argsfw.decoding.fallback import ExpandedScorer
 from argsfw.decoding.sampling import make_generator
@@ -24,7 +25,7 @@ def _reference(llm, rm, dec, g, s: DecodeConfig, to_rm_ids=None):
         topk=s.topk,
         max_new_tokens=s.max_new_tokens,
         greedy=s.method != "args-stochastic",
-        temperature=s.temperature,
+        temperature=sampling_temperature(s),
         generator=make_generator(s.seed, g.prompt),
         eos_ids=tuple(dec.eos_ids),
         to_rm_ids=to_rm_ids,

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from argsfw.decoding import ArgsDecoder, DecodeConfig
+from argsfw.decoding.config import sampling_temperature
 from argsfw.decoding.reference import reference_token_decode
 from argsfw.decoding.sampling import make_generator
 
@@ -27,7 +28,7 @@ def _reference(m, rm, dec, g, s: DecodeConfig):
         weight=s.weight,
         topk=s.topk,
         max_new_tokens=s.max_new_tokens,
-        temperature=s.temperature,
+        temperature=sampling_temperature(s),
         generator=make_generator(s.seed, g.prompt),
         eos_ids=tuple(dec.eos_ids),
     )

@@ -109,15 +109,15 @@ def test_refused_key_exits_2(judge_server, two_runs, tmp_path):
     assert not (out / "report.json").exists()
 
 
-def test_dead_endpoint_stops_the_run(two_runs, tmp_path):
+def test_dead_endpoint_is_refused_at_start_up(two_runs, tmp_path):
+    """Nothing listens: one line at start-up (exit 2), not after the other metrics ran."""
     url = f"http://127.0.0.1:{closed_port()}/v1"
     out = tmp_path / "eval"
     start = time.monotonic()
     proc = _evaluate(out, two_runs, f"eval.judge.base_url={url}", "eval.judge.max_retries=10")
     elapsed = time.monotonic() - start
-    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert proc.returncode == 2, proc.stderr[-3000:]
     line = _error_line(proc)
-    assert f"{url}/chat/completions is unreachable: 3 connection failures in a row" in line
-    assert not (out / "report.json").exists() and not (out / "judge").exists()
-    assert json.loads((out / "meta.json").read_text())["status"] == "failed"
-    assert elapsed < 60, elapsed  # seconds, not 3 prompts x 2 orders x 11 attempts
+    assert f"judge endpoint {url} is unreachable (Connection refused); start the server" in line
+    assert not out.exists() or not (out / "report.json").exists()
+    assert elapsed < 60, elapsed

@@ -49,6 +49,28 @@ def test_bad_config_files_name_file_and_line(tmp_path, text, match):
         read_config_file(str(f))
 
 
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ('{"rm_weight": "1.5"}\n', r'example.config:1: rm_weight="1.5" must be a finite number'),
+        ('{"rm_weight": 1}\n{"topk": 2.5}\n', r"example.config:2: topk=2.5 must be an integer"),
+        ('{"rm_weight": Infinity}\n', r"example.config:1: rm_weight=Infinity must be a finite"),
+        ('{"chunk_size": "x"}\n', r'chunk_size="x" must be an integer or "auto"'),
+        ('{"mode": "beam"}\n', r'example.config:1: mode="beam": unknown decoding method'),
+        ('{"topk": 0}\n', r"example.config:1: topk must be an integer >= 1, got 0"),
+        ('{"mode": "topk", "sample_temp": 0}\n', r"example.config:1: sample_temp must be > 0"),
+    ],
+)
+def test_config_file_values_are_typed_and_range_checked(tmp_path, text, match):
+    """Every line is checked at start-up, naming the file, line and the file's own key."""
+    from argsfw.decoding.config import DecodeConfig
+
+    f = tmp_path / "example.config"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        read_config_file(str(f), DecodeConfig())
+
+
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         read_config_file(str(tmp_path / "nope.config"))
@@ -124,3 +146,13 @@ def test_a_run_may_grow_its_data_limit_but_not_change_its_selection_otherwise(tm
             check_settings(tmp_path, recorded, fp(*other.split()), has)
     old = {**recorded, "data": {k: v for k, v in recorded["data"].items() if k != "limit"}}
     check_settings(tmp_path, old, fp("data.limit=3"), has)  # fingerprinted before limit was
+
+
+def test_default_temperature_keeps_earlier_runs_fingerprints():
+    """None resolves to what runs made before recorded: 0.7 for every method but sampling
+    genarm (whose group set 0.5 = 1/(1+alpha)), so re-running them resumes instead of refusing."""
+    for decode, temperature in [
+        ("args_greedy", 0.7), ("args_stochastic", 0.7), ("genarm_greedy", 0.7), ("genarm", 0.5),
+    ]:  # fmt: skip
+        job = compose(["recipe=tiny_args", f"decode={decode}"])
+        assert output_settings(job)["decode"]["temperature"] == temperature, decode
