@@ -24,9 +24,11 @@ demo: setup
 	$(BIN)/python -m argsfw.pipeline recipe=tiny_pipeline
 
 # One torch thread per process: tiny models gain nothing from more, and multi-process tests
-# would otherwise oversubscribe the cores.
+# would otherwise oversubscribe the cores. The notebook runs inside the suite
+# (tests/integration/test_notebook.py, on the pipeline test's models); alone:
+# `$(BIN)/python -m pytest --nbmake notebooks`.
 test: setup
-	WANDB_MODE=disabled OMP_NUM_THREADS=1 $(BIN)/python -m pytest -ra --durations=15 --nbmake tests notebooks
+	WANDB_MODE=disabled OMP_NUM_THREADS=1 $(BIN)/python -m pytest -ra --durations=15 tests
 
 test-fast: setup
 	WANDB_MODE=disabled $(BIN)/python -m pytest -ra -m "not slow" tests
