@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from _fit_helpers import REPO, env
 
-PIPELINE_FIT = ["trainer.enable_progress_bar=false", "logger.name=none"]
+PIPELINE_FIT = ["trainer.enable_progress_bar=false", "logger.name=csv"]  # csv: see test_fit_stages
 # The demo's fit steps (its tiny model) with fewer optimizer steps, enough for the science
 # assertions in test_pipeline.py to hold (RM accuracy, ARGS/PPO/token-level reward over greedy).
 # A half-width model (hidden 64) with these steps was tried: its RM reached only 89% accuracy.
