@@ -131,9 +131,9 @@ def test_key_from_env_or_file_sent_as_bearer(judge_server, monkeypatch, tmp_path
 
 
 def test_hf_judge_local_model(tiny_kit):
-    from argsfw.eval.judge import HFChatClient
-
     import torch
+
+    from argsfw.eval.judge import HFChatClient
 
     client = HFChatClient(str(tiny_kit["policy"]), device="cpu", max_new_tokens=4)
     reply = client.complete("system", "[Question]\nq")
