@@ -9,6 +9,14 @@ export HF_DATASETS_OFFLINE ?= 1
 export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export DS_ACCELERATOR ?= $(if $(shell command -v nvidia-smi 2>/dev/null),cuda,cpu)
+# The same CPU kernels on every x86-64 machine with AVX2 (README, "What varies between CPUs"):
+# otherwise torch's vectorised ops and MKL's matrix products take AVX-512/AMX code where the CPU
+# has it, whose float sums run in another order, and the demo's numbers drift from machine to
+# machine. `make demo ATEN_CPU_CAPABILITY=avx512 MKL_CBWR=AUTO` takes the CPU's best instead.
+ifeq ($(shell uname -m),x86_64)
+export ATEN_CPU_CAPABILITY ?= avx2
+export MKL_CBWR ?= AVX2
+endif
 
 .PHONY: setup demo study-real test test-fast lint format clean
 
@@ -32,9 +40,11 @@ study-real: setup
 	$(BIN)/python -m argsfw.pipeline recipe=smollm_hh_study
 
 # One torch thread per process: tiny models gain nothing from more, and multi-process tests
-# would otherwise oversubscribe the cores.
+# would otherwise oversubscribe the cores. The notebook runs inside the suite
+# (tests/integration/test_notebook.py, on the pipeline test's models); alone:
+# `$(BIN)/python -m pytest --nbmake notebooks`.
 test: setup
-	WANDB_MODE=disabled OMP_NUM_THREADS=1 $(BIN)/python -m pytest -ra --durations=15 --nbmake tests notebooks
+	WANDB_MODE=disabled OMP_NUM_THREADS=1 $(BIN)/python -m pytest -ra --durations=15 tests
 
 test-fast: setup
 	WANDB_MODE=disabled $(BIN)/python -m pytest -ra -m "not slow" tests

@@ -33,6 +33,8 @@ class CPUDeepSpeedStrategy(DeepSpeedStrategy):
       ``index=None``, which it rejects); we keep the rest of its body.
     - ``_setup_model_and_optimizer``: the parent passes ``device_rank=root_device.index`` (None
       on CPU) to `deepspeed.initialize`; we pass the local rank instead.
+
+    It also stops DeepSpeed compiling its CPU shared-memory op (`_skip_shm_op_build`).
     """
 
     def setup_environment(self) -> None:
@@ -45,6 +47,7 @@ class CPUDeepSpeedStrategy(DeepSpeedStrategy):
 
         reset_seed()
         self.set_world_ranks()
+        _skip_shm_op_build()
         self._init_deepspeed_distributed()
 
     def _setup_model_and_optimizer(self, model, optimizer, lr_scheduler=None):
@@ -63,6 +66,21 @@ class CPUDeepSpeedStrategy(DeepSpeedStrategy):
             dist_init_required=False,
         )
         return engine, ds_optimizer
+
+
+def _skip_shm_op_build() -> None:
+    """Keep DeepSpeed from JIT-compiling its CPU shared-memory communication op.
+
+    Why: on CPU, DeepSpeed's `TorchBackend` compiles ``deepspeed_shm_comm`` (about a minute, and
+    again on every fresh machine) when its process group starts, yet only
+    ``inference_all_reduce`` (tensor-parallel inference) uses the op, and that falls back to
+    ``torch.distributed.all_reduce`` without it. ZeRO training never calls it. DeepSpeed reads
+    the op's compatibility from the module-level dict ``deepspeed.ops.__compatible_ops__``
+    (probed once, then cached: edits persist), so marking the op incompatible skips the build.
+    """
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
 def _cuda() -> bool:

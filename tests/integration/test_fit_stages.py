@@ -1,4 +1,7 @@
-"""tiny_sft and tiny_rm end to end as subprocesses; exports load in vanilla transformers."""
+"""tiny_sft and tiny_rm end to end as subprocesses; exports load in vanilla transformers.
+
+The export checks read the tiny pipeline's SFT and RM runs (`tiny_pipeline` in conftest.py).
+"""
 
 from __future__ import annotations
 
@@ -23,13 +26,14 @@ def _trained_module(run_dir, recipe):
     return parts.module.eval()
 
 
-def test_tiny_sft_exports_a_causal_lm_with_the_trained_outputs(tmp_path):
+def test_tiny_sft_exports_a_causal_lm_with_the_trained_outputs(tiny_pipeline, tmp_path):
+    """On the tiny pipeline's SFT run (tiny_sft, 100 steps, CSV logger): see conftest.py."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    run = tmp_path / "sft"
-    fit("recipe=tiny_sft", f"run_dir={run}", "trainer.max_steps=4", "logger.name=csv", *SMALL)
+    run = tiny_pipeline.run_dir / "sft"
     m = metrics(run)
-    assert m["trainer/global_step"] == 4 and "train/loss" in m and "val/loss" in m
+    assert m["trainer/global_step"] == 100 and "train/loss" in m and "val/loss" in m
+    assert (run / "logs" / "metrics.csv").is_file()  # the CSV logger wrote
     assert (run / "hf" / "model.safetensors").is_file() and (run / "hf" / "meta.json").is_file()
     assert not list(run.glob(".hf.tmp*"))
     model = AutoModelForCausalLM.from_pretrained(run / "hf").eval()
@@ -46,18 +50,11 @@ def test_tiny_sft_exports_a_causal_lm_with_the_trained_outputs(tmp_path):
         torch.testing.assert_close(again(input_ids=IDS, attention_mask=MASK).logits, expected)
 
 
-def test_tiny_rm_exports_a_sequence_classifier_with_the_trained_outputs(tmp_path):
+def test_tiny_rm_exports_a_sequence_classifier_with_the_trained_outputs(tiny_pipeline):
+    """On the tiny pipeline's RM run (tiny_rm, 40 steps): see conftest.py."""
     from transformers import AutoModelForSequenceClassification
 
-    run = tmp_path / "rm"
-    fit(
-        "recipe=tiny_rm",
-        f"run_dir={run}",
-        "trainer.max_steps=4",
-        "rm.prefix_cuts=1",
-        "logger.name=none",
-        *SMALL,
-    )
+    run = tiny_pipeline.run_dir / "rm"
     m = metrics(run)
     for key in RM_METRICS:
         assert key in m, key

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from _fit_helpers import REPO, env, fit, metrics
 
 # 24 rollouts of 8 prompts, 2 PPO epochs of one mini-batch (2 micro-batches): 2 optimizer steps
@@ -65,16 +66,21 @@ def full_run(tiny_kit, tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_ppo_fit_exports_policy_and_critic_for_vanilla_transformers(full_run):
+def test_ppo_fit_exports_policy_and_critic_for_vanilla_transformers(full_run, tiny_kit):
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     hf = full_run / "hf"
     policy = AutoModelForCausalLM.from_pretrained(hf)
     tok = AutoTokenizer.from_pretrained(hf)
-    out = policy.generate(
-        **tok("\n\nHuman: Hi\n\nAssistant:", return_tensors="pt"), max_new_tokens=3
-    )
-    assert out.shape[1] > 0
+    prompt = tok("\n\nHuman: Hi\n\nAssistant:", return_tensors="pt")
+    out = policy.generate(**prompt, max_new_tokens=3, do_sample=False)
+    n = prompt["input_ids"].shape[1]
+    assert torch.equal(out[:, :n], prompt["input_ids"]) and n < out.shape[1] <= n + 3
+    # PPO moved the policy away from the SFT weights it started from
+    start = AutoModelForCausalLM.from_pretrained(tiny_kit["policy"]).state_dict()
+    trained = policy.state_dict()
+    assert start.keys() == trained.keys()
+    assert any(not torch.equal(start[k], trained[k]) for k in start), "PPO changed no weight"
     critic = AutoModelForSequenceClassification.from_pretrained(hf / "critic")
     assert critic.config.num_labels == 1
     final = metrics(full_run)

@@ -142,3 +142,19 @@ def test_mixed_devices_and_dtypes(llama, prompts):
         prompts, DecodeConfig(method="args-greedy", weight=1.0, topk=4, max_new_tokens=4)
     )
     assert all(g.n_new_tokens == 4 and isinstance(g.reward, float) for g in gens)
+    # the scorer's rewards: float32 on the candidates' (the policy's) device, not the RM's bf16
+    from argsfw.decoding.accounting import DecodeStats
+    from argsfw.decoding.scoring import ReferenceScorer, SharedTokenizerScorer
+
+    prompt = gens[0].prompt_ids
+    policy_device = next(llama.llm.parameters()).device
+    scorer = SharedTokenizerScorer(rm, DecodeStats())
+    scorer.start(torch.tensor([prompt]), torch.ones(1, len(prompt), dtype=torch.long))
+    cands = torch.tensor([[5, 6, 7, 8]], device=policy_device)
+    rewards = scorer.score(cands)
+    assert rewards.dtype == torch.float32 and rewards.device == policy_device
+    assert rewards.shape == (1, 4)
+    # and they are the bf16 RM's rewards (bf16 keeps ~3 significant digits)
+    ref = ReferenceScorer(rm, DecodeStats())
+    expected = torch.tensor([[ref.score_sequence([*prompt, c]) for c in (5, 6, 7, 8)]])
+    torch.testing.assert_close(rewards, expected, rtol=0.02, atol=0.02)

@@ -131,8 +131,23 @@ def test_key_from_env_or_file_sent_as_bearer(judge_server, monkeypatch, tmp_path
 
 
 def test_hf_judge_local_model(tiny_kit):
+    import torch
+
     from argsfw.eval.judge import HFChatClient
 
     client = HFChatClient(str(tiny_kit["policy"]), device="cpu", max_new_tokens=4)
     reply = client.complete("system", "[Question]\nq")
-    assert isinstance(reply, str)  # a random tiny model: whatever it says, parse_scores decides
+    # a random tiny model without a chat template: the reply is its greedy continuation of the
+    # plain transcript (whatever it says, parse_scores decides), decoded here step by step
+    tok, model = client.tokenizer, client.model
+    assert not getattr(tok, "chat_template", None)
+    ids = tok("system\n\n[Question]\nq\n\n", return_tensors="pt")["input_ids"]
+    new = []
+    with torch.no_grad():
+        for _ in range(4):
+            nxt = int(model(input_ids=ids).logits[0, -1].argmax())
+            if nxt == tok.eos_token_id:
+                break
+            new.append(nxt)
+            ids = torch.cat([ids, torch.tensor([[nxt]])], dim=1)
+    assert new and reply == tok.decode(new, skip_special_tokens=True)

@@ -104,7 +104,11 @@ def test_wandb_disabled_run(outputs, tmp_path, monkeypatch):
         )
     finally:
         run.finish()
-    assert report["inputs"][0]["metrics"]["diversity"] is not None
+    # the W&B run changes nothing in the report: the same diversity as a run without one
+    plain = run_evaluation(outputs, EvalConfig(metrics=["diversity", "cost"]), None, tmp_path / "p")
+    got = [e["metrics"]["diversity"] for e in report["inputs"]]
+    assert got == [e["metrics"]["diversity"] for e in plain["inputs"]]
+    assert all(0.0 < d <= 1.0 for d in got) and got[2] < got[0]  # greedy's repeated words
 
 
 def test_judge_run_leaves_no_key_on_disk(outputs, judge_server, tmp_path, monkeypatch, caplog):
