@@ -9,13 +9,13 @@ export HF_DATASETS_OFFLINE ?= 1
 export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export DS_ACCELERATOR ?= $(if $(shell command -v nvidia-smi 2>/dev/null),cuda,cpu)
-# The same CPU kernels on every x86-64 machine with AVX2 (README, "What varies between CPUs"):
-# otherwise torch's vectorised ops and MKL's matrix products take AVX-512/AMX code where the CPU
-# has it, whose float sums run in another order, and the demo's numbers drift from machine to
-# machine. `make demo ATEN_CPU_CAPABILITY=avx512 MKL_CBWR=AUTO` takes the CPU's best instead.
+# The demo runs on the same CPU kernels on every x86-64 machine with AVX2 (README, "What varies
+# between CPUs"): otherwise torch's vectorised ops and MKL's matrix products take AVX-512/AMX code
+# where the CPU has it, whose float sums run in another order, and the demo's numbers drift from
+# machine to machine. `make demo DEMO_KERNELS=` takes the CPU's best instead. Only the demo: the
+# AVX2 pin refuses bf16 on CPU ("pack_vnni2 is only supported when avx512 is supported").
 ifeq ($(shell uname -m),x86_64)
-export ATEN_CPU_CAPABILITY ?= avx2
-export MKL_CBWR ?= AVX2
+DEMO_KERNELS ?= ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2
 endif
 
 .PHONY: setup demo study-real test test-fast lint format clean
@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 
 demo: setup
-	$(BIN)/python -m argsfw.pipeline recipe=tiny_pipeline
+	$(DEMO_KERNELS) $(BIN)/python -m argsfw.pipeline recipe=tiny_pipeline
 
 # The ARGS study on the real SmolLM2-135M-Instruct with RMs trained on real HH-RLHF (CPU, ~2 h;
 # see the README's "Real model" section). Needs ../shared/data. Re-run to resume.
