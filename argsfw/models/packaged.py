@@ -141,6 +141,8 @@ def converted_dir(name: str) -> Path:
         return out
     from filelock import FileLock  # why: two processes (DDP ranks, parallel tests) convert once
 
+    from argsfw.config.run_dir import give_normal_modes
+
     out.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(out) + ".lock"):
         if _marker(marker) == want:  # another process converted it while we waited
@@ -150,20 +152,13 @@ def converted_dir(name: str) -> Path:
         try:
             _convert(src, tmp, _spec(name))
             (tmp / marker.name).write_text(json.dumps(want, indent=1) + "\n")
-            for p in [tmp, *tmp.iterdir()]:  # mkdtemp/safetensors make 0700/0600: honour the umask
-                p.chmod(0o777 & ~_umask() if p.is_dir() else 0o666 & ~_umask())
+            give_normal_modes(tmp)  # mkdtemp/safetensors make 0700/0600: honour the umask
             if out.exists():
                 shutil.rmtree(out)
             os.replace(tmp, out)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return out
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _marker(path: Path) -> dict | None:
