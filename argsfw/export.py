@@ -19,13 +19,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from argsfw.config.run_dir import write_dir_atomic
 from argsfw.errors import ConfigError, UsageError
+
+_atomic_write = write_dir_atomic  # the name the fault tests import
 
 if TYPE_CHECKING:  # torch loads only once the inputs are checked: bad paths fail in a second
     import torch
@@ -166,25 +168,7 @@ def export_checkpoint(
     state = lightning_state_dict(ckpt)
     parts = build_stage(job, RunDir(ckpt.resolve().parent.parent))
     parts.module.load_state_dict(state)
-    return _atomic_write(Path(out_dir), lambda tmp: parts.export(parts.module, tmp))
-
-
-def _atomic_write(out: Path, write) -> Path:
-    from argsfw.config.run_dir import give_normal_modes, remove_stale_temps
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{out.name}.tmp-"
-    remove_stale_temps(out.parent, prefix)  # left by a killed export (its pid is in the name)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=out.parent))
-    try:
-        write(tmp)
-        give_normal_modes(tmp)  # 0644 / 0755 under umask 022, not tempfile's 0600 / 0700
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return write_dir_atomic(Path(out_dir), lambda tmp: parts.export(parts.module, tmp))
 
 
 def _read_ds_chat_weights(path: Path) -> tuple[dict[str, torch.Tensor], Path]:
@@ -269,7 +253,7 @@ def import_deepspeed_chat(
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
 
-    return _atomic_write(Path(out_dir), write)
+    return write_dir_atomic(Path(out_dir), write)
 
 
 def main(argv: list[str] | None = None) -> int:

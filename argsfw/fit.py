@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import shutil
 import sys
 import time
@@ -28,8 +27,8 @@ from argsfw.config.run_dir import (
     LOCK_NAME,
     RunDir,
     atomic_file,
-    give_normal_modes,
     remove_stale_temps,
+    write_dir_atomic,
     write_json_atomic,
 )
 from argsfw.config.schema import JobConfig
@@ -252,33 +251,25 @@ def export_hf(trainer, parts, run: RunDir) -> None:
     from argsfw.strategies import zero_stage
 
     module = parts.module
-    tmp = run.path / f".hf.tmp-{os.getpid()}"
     if zero_stage(trainer.strategy) == 3:
         import deepspeed
 
         params = list(module.parameters())
         with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
             if trainer.is_global_zero:
-                _export_to(parts, module, tmp, run)
+                _export_to(parts, module, run)
     elif trainer.is_global_zero:
-        _export_to(parts, module, tmp, run)
+        _export_to(parts, module, run)
     trainer.strategy.barrier("argsfw-export")
 
 
-def _export_to(parts, module, tmp: Path, run: RunDir) -> None:
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
+def _export_to(parts, module, run: RunDir) -> None:
+    def write(tmp: Path) -> None:
         parts.export(module, tmp)
         if run.config_path.exists():
             shutil.copy2(run.config_path, tmp / "config.yaml")
-        give_normal_modes(tmp)  # safetensors leaves the weights 0600
-        if run.hf_dir.exists():
-            shutil.rmtree(run.hf_dir)
-        os.replace(tmp, run.hf_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    write_dir_atomic(run.hf_dir, write)
 
 
 def _run(job: JobConfig, run: RunDir) -> None:

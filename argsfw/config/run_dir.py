@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,6 +110,27 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON via a temporary file and rename, so readers never see half a file."""
     with atomic_file(path) as f:
         f.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_dir_atomic(out: Path, write: Callable[[Path], Any]) -> Path:
+    """Fill a folder with ``write(tmp)`` and swap it in for `out` in one rename; returns `out`.
+
+    A killed writer leaves only a ``.<name>.tmp-<pid>-*`` folder, removed by the next writer
+    once that pid is gone; the result gets the modes a plain ``mkdir``/``open`` would.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{out.name}.tmp-"
+    remove_stale_temps(out.parent, prefix)  # left by a killed writer (its pid is in the name)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=out.parent))
+    try:
+        write(tmp)
+        give_normal_modes(tmp)  # 0644 / 0755 under umask 022, not tempfile's 0600 / 0700
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
 
 
 def give_normal_modes(tree: Path) -> None:

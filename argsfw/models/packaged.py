@@ -21,8 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,23 +139,19 @@ def converted_dir(name: str) -> Path:
         return out
     from filelock import FileLock  # why: two processes (DDP ranks, parallel tests) convert once
 
-    from argsfw.config.run_dir import give_normal_modes
+    from argsfw.config.run_dir import write_dir_atomic
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(out) + ".lock"):
         if _marker(marker) == want:  # another process converted it while we waited
             return out
         log.info("converting packaged model %s from %s into %s (once)", name, src, out)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=out.parent))
-        try:
+
+        def write(tmp: Path) -> None:
             _convert(src, tmp, _spec(name))
             (tmp / marker.name).write_text(json.dumps(want, indent=1) + "\n")
-            give_normal_modes(tmp)  # mkdtemp/safetensors make 0700/0600: honour the umask
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(tmp, out)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+
+        write_dir_atomic(out, write)
     return out
 
 
