@@ -153,8 +153,16 @@ def _comparable(recorded: dict, current: dict) -> dict:
     ``data.limit`` may grow: the records so far are a prefix of the larger selection (decoding
     more prompts into a finished run); a smaller limit would put DONE over records outside its
     selection. A selection key missing from `recorded` (a run from before it was fingerprinted)
-    is taken as unchanged.
+    is taken as unchanged. Of the decode settings only those `current` records count: a run
+    recorded with every knob (before fingerprints kept only the method's own) keeps resuming,
+    and an ``options`` entry it lacks is taken as none.
     """
+    if isinstance(recorded.get("decode"), dict) and isinstance(current.get("decode"), dict):
+        now = current["decode"]
+        recorded = {**recorded, "decode": {k: v for k, v in recorded["decode"].items() if k in now}}
+        for key in ("options",):
+            if key in now and key not in recorded["decode"]:
+                recorded["decode"][key] = {}
     data = dict(recorded.get("data") or {})
     new = current.get("data") or {}
     for key in SELECTION_KEYS:

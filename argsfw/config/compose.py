@@ -224,7 +224,8 @@ def compose(overrides: list[str], default_recipe: str | None = None) -> JobConfi
         )
     path = find_recipe(recipe)
     recipe = path.stem
-    overrides = [o for o in overrides if not o.startswith("recipe=")] + [f"recipe={recipe}"]
+    overrides = [_decode_option(o) for o in overrides if not o.startswith("recipe=")]
+    overrides.append(f"recipe={recipe}")
     _register_schema()
     _register_recipe(recipe, path)
     GlobalHydra.instance().clear()
@@ -250,6 +251,19 @@ def compose(overrides: list[str], default_recipe: str | None = None) -> JobConfi
         GlobalHydra.instance().clear()
     assert isinstance(job, JobConfig)
     return job
+
+
+def _decode_option(override: str) -> str:
+    """``decode=NAME`` as the group option it means: ``args-greedy`` is the file args_greedy; a
+    method with no group file (one's own ``pkg.module:METHOD``) becomes ``decode.method=NAME``."""
+    key, eq, name = override.partition("=")
+    if key.lstrip("+~") != "decode" or not eq or name in group_options("decode"):
+        return override
+    if name.replace("-", "_") in group_options("decode"):
+        return f"{key}={name.replace('-', '_')}"
+    from argsfw.decoding.registry import find_method
+
+    return f"decode.method={name}" if find_method(name) is not None else override
 
 
 def _causes(exc: BaseException):

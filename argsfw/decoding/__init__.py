@@ -22,13 +22,16 @@ _LAZY = {
     "DecodeStats": "argsfw.decoding.accounting",
     "reference_decode": "argsfw.decoding.reference",
     "reference_token_decode": "argsfw.decoding.reference",
-    "METHODS": "argsfw.decoding.types",
+    "Method": "argsfw.decoding.registry",
+    "get_method": "argsfw.decoding.registry",
+    "methods": "argsfw.decoding.registry",
+    "register": "argsfw.decoding.registry",
+    "resolve_method": "argsfw.decoding.registry",
     "DecodeInputError": "argsfw.decoding.types",
     "Generation": "argsfw.decoding.types",
     "NonFiniteRewardError": "argsfw.decoding.types",
     "PromptTooLongError": "argsfw.decoding.types",
     "UnknownMethodError": "argsfw.decoding.types",
-    "resolve_method": "argsfw.decoding.types",
 }
 
 __all__ = ["DecodeConfig", *sorted(_LAZY)]

@@ -9,7 +9,7 @@ Differences from the original code, all fixes: generation stops after the EOS to
 ``"greedy-large"`` and ``"greedy_large"`` are both accepted; ``chunk_size`` and ``temperature``
 are honoured; the RM may use a different tokenizer; a list of prompts decodes in batches.
 A token-level RM (a causal LM: GenARM's autoregressive RM, or a token-level reward head) given
-as ``rm_path`` is loaded as a causal LM and decodes with ``method="genarm"`` / ``"token-rm"``.
+as ``rm_path`` is loaded as a causal LM and decodes with the methods that read one (GenARM, token-rm).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 from argsfw.decoding.accounting import DecodeStats
-from argsfw.decoding.config import DecodeConfig
+from argsfw.decoding.config import DEFAULT_WEIGHT, DecodeConfig
 from argsfw.decoding.engine import ArgsDecoder
-from argsfw.decoding.types import ARGS_METHODS, resolve_method
+from argsfw.decoding.registry import get_method
 
 _TOKENIZER_FILES = (
     "tokenizer.json",
@@ -99,7 +99,7 @@ class ARGS:
     def generate(
         self,
         prompt: str | list[str],
-        weight: float = 0.0,
+        weight: float = DEFAULT_WEIGHT,
         topk: int = 1,
         max_new_token: int = 128,
         method: str = "greedy",
@@ -115,19 +115,19 @@ class ARGS:
         stop_at_eos: bool = True,
         alpha: float = 1.0,
         gate_threshold: float = 0.5,
+        options: dict | None = None,
     ) -> torch.Tensor | list[torch.Tensor]:
         """Decode ``prompt``; returns a LongTensor (1, n_prompt + n_new) on the policy's device, starting with the prompt tokens.
 
-        ``method``: ``"greedy"`` (ARGS-greedy), ``"topk"`` (ARGS-stochastic: sample from
-        ``softmax(score / temperature)`` over the k candidates), ``"greedy-large"`` /
-        ``"greedy_large"`` (ARGS-greedy scoring ``chunk_size`` candidates per RM forward, an int
-        or ``"auto"``), or an engine method name (``"top-k"``, ``"nucleus"``, ``"best-of-n"``,
-        ``"args-greedy"``, ``"args-gated"`` (the RM scores a step only where the policy's top-1
-        probability is <= ``gate_threshold``) ...). ``temperature=None`` samples at 0.7, or for
-        genarm at GenARM's ``1 / (1 + alpha)``. With a token-level RM: ``"genarm"`` (sample from
-        ``pi_llm * pi_rm^alpha`` at ``temperature`` after GenARM's ``1 / (1 + alpha)``),
-        ``"genarm-greedy"``, ``"token-rm"`` (ARGS-greedy with the RM's head as r over the top
-        ``topk``) or ``"token-rm-stochastic"``. Decoding stops after EOS (kept) or at ``max_new_token``. A list
+        ``method``: the original API's ``greedy`` (ARGS-greedy), ``topk`` (ARGS-stochastic:
+        sample from ``softmax(score / temperature)`` over the k candidates) and ``greedy-large``
+        / ``greedy_large`` (ARGS-greedy scoring ``chunk_size`` candidates per RM forward, an int
+        or ``auto``), or any registered method (``python -m argsfw.methods`` lists them and the
+        knobs each reads: ``gate_threshold``, ``alpha``, ``top_p``, ``num_samples`` ...) or
+        ``pkg.module:METHOD``. ``temperature=None`` samples at the method's default (0.7; GenARM
+        ``1 / (1 + alpha)``). ``weight`` defaults to the paper's 1.5, as everywhere in argsfw.
+        ``options``: the knobs of a method declared outside argsfw (its ``Method.options``).
+        Decoding stops after EOS (kept) or at ``max_new_token``. A list
         of prompts returns a list of such tensors, in order, decoded ``batch_size`` at a time.
         ``debug=True`` logs every step on the ``argsfw.decoding`` logger at DEBUG level.
         The call's cost is left in ``self.last_stats``.
@@ -136,9 +136,9 @@ class ARGS:
             argsfw.decoding.DecodeInputError: bad input (the message says which and why).
             argsfw.decoding.NonFiniteRewardError: the RM returned NaN/inf (names the step).
         """
-        engine_method = resolve_method(method, original_api=True)
+        found = get_method(method, original_api=True)
         settings = DecodeConfig(
-            method=engine_method,
+            method=found.name if ":" not in str(method) else str(method),
             weight=weight,
             alpha=alpha,
             topk=topk,
@@ -147,12 +147,13 @@ class ARGS:
             top_p=top_p,
             num_samples=num_samples,
             gate_threshold=gate_threshold,
-            chunk_size=chunk_size if engine_method == "args-greedy-large" else None,
+            chunk_size=chunk_size if "chunk_size" in found.knobs else None,
             stop_at_eos=stop_at_eos,
             batch_size=batch_size,
             seed=seed,
             truncate_prompt=truncate_prompt,
-            debug=debug and engine_method in ARGS_METHODS,
+            debug=debug and found.counts_scored_steps,
+            options=dict(options or {}),
         )
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         gens, self.last_stats = self.decoder.generate(prompts, settings)

@@ -1,29 +1,33 @@
 """Schema of decoding settings (the ``decode`` config group). Plain, OmegaConf-compatible.
 
-Methods: ``args-greedy``, ``args-stochastic``, ``args-greedy-large``, ``args-gated`` (reward-guided
-search), the baselines ``greedy``, ``top-k``, ``nucleus``, ``best-of-n``, and the token-level-RM
-methods ``genarm``, ``genarm-greedy``, ``token-rm``, ``token-rm-stochastic``.
+`DecodeConfig` holds the settings every method shares (length, batch size, seed ...) and the
+knobs of the built-in methods; each method reads only the knobs its `Method` declares
+(`argsfw.decoding.registry`; ``python -m argsfw.methods`` lists them). A method declared outside
+argsfw reads its own knobs from ``decode.options``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-from argsfw.decoding.types import ARGS_METHODS, METHODS, DecodeInputError, resolve_method
+from argsfw.decoding.types import DecodeInputError
 
 # `DecodeConfig.scorer` values; see argsfw.decoding.probe
 SCORER_CHOICES = ("auto", "tree", "expanded", "full")
-DEFAULT_TEMPERATURE = 0.7  # the sampling methods' temperature when none is given (not genarm's)
+DEFAULT_TEMPERATURE = 0.7  # the sampling methods' temperature when a method gives none
+# w, the reward weight: one default for the config, the decode groups and ARGS.generate (the
+# paper's setting)
+DEFAULT_WEIGHT = 1.5
 
 
 @dataclass
 class DecodeConfig:
     """How to decode: method, reward weight w, candidates k, length, sampling knobs."""
 
-    method: str = "args-greedy"
-    weight: float = 1.0  # w in logit(v) + w * r([x, v]) (ARGS and token-rm methods)
+    method: str = "args-greedy"  # a registered name (either - or _) or pkg.module:METHOD
+    weight: float = DEFAULT_WEIGHT  # w in logit(v) + w * r([x, v]) (the reward-weighted methods)
     alpha: float = 1.0  # genarm: next-token logits (log pi_base + alpha * log pi_r) / (1 + alpha)
     topk: int = 10  # k candidates scored by the RM per step (also k of top-k sampling)
     max_new_tokens: int = 128
@@ -49,38 +53,38 @@ class DecodeConfig:
     # the original's settings file: one JSON object per line (rm_weight, topk, mode, sample_temp);
     # predict writes one output per line
     config_file: str | None = None
+    # the knobs of a method declared outside argsfw (its Method.options dataclass)
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 def sampling_temperature(s: DecodeConfig) -> float:
-    """The temperature `s` samples at: ``s.temperature``, else GenARM's ``1 / (1 + alpha)`` for
-    sampling genarm (its logits are already divided by ``1 + alpha``, so this samples
-    ``pi_base * pi_r^alpha`` at temperature 1), else `DEFAULT_TEMPERATURE`."""
+    """The temperature `s` samples at: ``s.temperature``, else the method's own default (GenARM:
+    ``1 / (1 + alpha)``), else `DEFAULT_TEMPERATURE`."""
     if s.temperature is not None:
         return float(s.temperature)
+    from argsfw.decoding.registry import get_method
+
     try:
-        method = resolve_method(s.method)
+        method = get_method(s.method)
     except DecodeInputError:
-        method = s.method
-    # only sampling genarm: genarm-greedy ignores it, and keeps the default its runs recorded
-    if method == "genarm":
-        return 1.0 / (1.0 + float(s.alpha))
-    return DEFAULT_TEMPERATURE
+        return DEFAULT_TEMPERATURE
+    own = method.default_temperature(s) if method.default_temperature else None
+    return DEFAULT_TEMPERATURE if own is None else float(own)
 
 
-def check_decode_settings(s: DecodeConfig, vocab: int | None = None, prefix: str = "") -> str:
+def check_decode_settings(s: DecodeConfig, vocab: int | None = None, prefix: str = ""):
     """Validate the settings of `s` that need no model, and ``topk`` against `vocab` if given.
 
-    `prefix` (``"decode."`` from the config) is put before each key in the messages.
-    Returns the engine method name. Raises `DecodeInputError` with a one-line reason.
+    Only the knobs the method reads are range-checked. `prefix` (``"decode."`` from the config)
+    is put before each key in the messages. Returns the method (`argsfw.decoding.registry.Method`).
+    Raises `DecodeInputError` with a one-line reason.
     """
+    from argsfw.decoding.registry import get_method
+
     try:
-        method = resolve_method(s.method)
+        method = get_method(s.method)
     except DecodeInputError as exc:
-        if not prefix:
-            raise
-        raise type(exc)(
-            f"{prefix}method={s.method!r} is not a decoding method; choose one of {', '.join(METHODS)}"
-        ) from None
+        raise type(exc)(f"{prefix}method: {exc}" if prefix else str(exc)) from None
     if not _int(s.max_new_tokens) or s.max_new_tokens < 1:
         raise DecodeInputError(
             f"{prefix}max_new_tokens must be a positive integer, got {s.max_new_tokens!r}"
@@ -89,49 +93,37 @@ def check_decode_settings(s: DecodeConfig, vocab: int | None = None, prefix: str
         raise DecodeInputError(
             f"{prefix}batch_size must be a positive integer, got {s.batch_size!r}"
         )
-    if (method in ARGS_METHODS or method in ("top-k", "token-rm", "token-rm-stochastic")) and (
+    for f in fields(s):  # every float setting: inf passes the range checks below
+        value = getattr(s, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise DecodeInputError(f"{prefix}{f.name} must be a finite number, got {value!r}")
+    knobs = set(method.knobs)
+    if "topk" in knobs and (
         not _int(s.topk) or s.topk < 1 or (vocab is not None and s.topk > vocab)
     ):
         bound = f"in [1, {vocab}] (the vocabulary size)" if vocab is not None else ">= 1"
         raise DecodeInputError(f"{prefix}topk must be an integer {bound}, got {s.topk!r}")
     for name in ("weight", "alpha", "temperature", "top_p", "gate_threshold"):
         value = getattr(s, name)  # a string ("1.5") would fail only in the first batch
-        if not (value is None and name == "temperature") and not _number(value):
+        if name in knobs and not (value is None and name == "temperature") and not _number(value):
             raise DecodeInputError(f"{prefix}{name} must be a number, got {value!r}")
-    for f in fields(s):  # every float setting: inf passes the range checks below
-        value = getattr(s, f.name)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise DecodeInputError(f"{prefix}{f.name} must be a finite number, got {value!r}")
-    if method in ("genarm", "genarm-greedy") and s.alpha <= -1:
-        raise DecodeInputError(
-            f"{prefix}alpha must be > -1 (genarm divides by 1 + alpha), got {s.alpha!r}"
-        )
-    if (
-        method
-        in ("args-stochastic", "top-k", "nucleus", "best-of-n", "genarm", "token-rm-stochastic")
-        and not sampling_temperature(s) > 0
-    ):
+    try:
+        method.check(s)
+    except DecodeInputError as exc:
+        raise DecodeInputError(str(exc).replace("decode.", prefix, 1)) from None
+    if method.samples and not sampling_temperature(s) > 0:
         hint = " (greedy methods need no temperature)" if prefix else ""
         raise DecodeInputError(
-            f"{prefix}temperature must be > 0 for {method}, got {s.temperature!r}{hint}"
+            f"{prefix}temperature must be > 0 for {method.name}, got {s.temperature!r}{hint}"
         )
-    if method == "args-gated":
-        tau = s.gate_threshold
-        if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0 <= tau <= 1:
-            raise DecodeInputError(
-                f"{prefix}gate_threshold must be a number in [0, 1] (1 = always score, 0 = never), got {tau!r}"
-            )
-    if method in ("nucleus", "best-of-n") and not 0 < float(s.top_p) <= 1:
+    if "top_p" in knobs and not 0 < float(s.top_p) <= 1:
         raise DecodeInputError(f"{prefix}top_p must be in (0, 1], got {s.top_p!r}")
-    if method == "best-of-n" and (not _int(s.num_samples) or s.num_samples < 1):
-        raise DecodeInputError(
-            f"{prefix}num_samples must be a positive integer, got {s.num_samples!r}"
-        )
     cs = s.chunk_size
-    if not (cs is None or cs == "auto" or (_int(cs) and cs >= 1)):
+    if "chunk_size" in knobs and not (cs is None or cs == "auto" or (_int(cs) and cs >= 1)):
         raise DecodeInputError(
             f"{prefix}chunk_size must be a positive integer or 'auto', got {cs!r}"
         )
+    method.option_values(s)
     return method
 
 

@@ -13,37 +13,16 @@ import dataclasses
 import torch
 
 from argsfw.decoding.accounting import DecodeStats, Meter
-from argsfw.decoding.baselines import NucleusSampler, TopKSampler, best_of_n, greedy_chooser
 from argsfw.decoding.config import DecodeConfig, check_decode_settings, sampling_temperature
-from argsfw.decoding.cross_tokenizer import cut_retokenizer, retokenizer
-from argsfw.decoding.fallback import sequence_rewards
-from argsfw.decoding.gated import GatedArgsChooser, GatedScorer
+from argsfw.decoding.cross_tokenizer import retokenizer
 from argsfw.decoding.policy import PolicyState, context_length, left_pad
-from argsfw.decoding.probe import (
-    SCORER_CHOICES,
-    ScorerSpec,
-    build_scorer,
-    probe_scorer,
-    usable_scorers,
-)
-from argsfw.decoding.readout import pad_readout
+from argsfw.decoding.probe import SCORER_CHOICES, ScorerSpec, probe_scorer, usable_scorers
+from argsfw.decoding.registry import Parts, get_method
 from argsfw.decoding.sampling import make_generator
 from argsfw.decoding.scoring import model_device_dtype, rm_kind
-from argsfw.decoding.search import ArgsChooser, decode_batch, log
-from argsfw.decoding.token_level import (
-    check_rm_kind,
-    check_token_rm_vocab,
-    token_level_parts,
-    token_rm_kind,
-)
-from argsfw.decoding.types import (
-    ARGS_METHODS,
-    TOKEN_LEVEL_METHODS,
-    DecodeInputError,
-    Generation,
-    PromptTooLongError,
-    resolve_method,
-)
+from argsfw.decoding.search import decode_batch, log
+from argsfw.decoding.token_level import check_rm_kind, check_token_rm_vocab, token_rm_kind
+from argsfw.decoding.types import DecodeInputError, Generation, PromptTooLongError
 
 
 def rm_context_length(config) -> int | None:
@@ -192,7 +171,7 @@ class ArgsDecoder:
     ) -> tuple[list[Generation], DecodeStats]:
         """`generate` for already tokenized prompts (policy token ids); ``keys`` default to the prompt index."""
         s = self.check_settings(dataclasses.replace(settings or DecodeConfig(), **overrides))
-        method = resolve_method(s.method)
+        method = get_method(s.method)
         prompt_ids = [self._fit_prompt(i, list(p), s) for i, p in enumerate(prompt_ids)]
         prompts = (
             list(prompts)
@@ -200,7 +179,7 @@ class ArgsDecoder:
             else [self.tokenizer.decode(p, skip_special_tokens=True) for p in prompt_ids]
         )
         keys = list(keys) if keys is not None else list(range(len(prompt_ids)))
-        stats = DecodeStats(method=method, prompts=len(prompt_ids))
+        stats = DecodeStats(method=method.name, prompts=len(prompt_ids))
         devices = [self.device] + ([model_device_dtype(self.rm)[0]] if self.rm is not None else [])
         meter = Meter(stats, devices)
         out: list[Generation | None] = [None] * len(prompt_ids)
@@ -222,7 +201,7 @@ class ArgsDecoder:
                     reward=g.reward,
                     llm_tokens=g.llm_tokens,
                     rm_tokens=g.rm_tokens,
-                    scored_steps=g.scored_steps if method in ARGS_METHODS else None,
+                    scored_steps=g.scored_steps if method.counts_scored_steps else None,
                 )
         return out, meter.stop()
 
@@ -230,18 +209,14 @@ class ArgsDecoder:
     def check_settings(self, s: DecodeConfig) -> DecodeConfig:
         """Validate ``s`` against the models; returns it, temperature resolved. Raises `DecodeInputError` with a one-line reason."""
         method = check_decode_settings(s, self.vocab)
-        if method == "args-gated" and self.rm is not None and not self.shared_tokenizer:
-            raise DecodeInputError(
-                "args-gated needs a reward model that shares the policy's tokenizer; use "
-                "args-greedy for a reward model with its own tokenizer"
-            )
-        needs_rm = method == "best-of-n" or (
-            (method in ARGS_METHODS or method.startswith("token-rm")) and s.weight != 0
-        )
-        needs_rm |= method.startswith("genarm") and s.alpha != 0
+        needs_rm = method.uses_guide(s)
         if needs_rm and self.rm is None:
-            knob = f"alpha={s.alpha}" if method.startswith("genarm") else f"weight={s.weight}"
-            raise DecodeInputError(f"{method} with {knob} needs a reward model; none was given")
+            knob = (
+                f" with {method.guide_knob}={getattr(s, method.guide_knob)}"
+                if method.guide_knob
+                else ""
+            )
+            raise DecodeInputError(f"{method.name}{knob} needs a reward model; none was given")
         if needs_rm:
             check_rm_kind(method, self.rm_kind)
         if s.scorer not in SCORER_CHOICES:
@@ -253,13 +228,8 @@ class ArgsDecoder:
                 f"scorer={s.scorer} cannot read {type(self.rm).__name__}: a bidirectional reward "
                 "model has no prefix cache; use scorer=full or auto"
             )
-        if method == "args-gated" and needs_rm and self.scorer_name(s) != "tree":
-            # the gated scorer extends the tree-masked shared-prefix cache; an RM whose probe
-            # rejected it would be scored wrongly
-            raise DecodeInputError(
-                f"args-gated needs the tree scorer, which {type(self.rm).__name__} does not pass "
-                f"(probe chose {self.scorer_name(s)}); use args-greedy with this reward model"
-            )
+        if needs_rm and method.check_models is not None:
+            method.check_models(self, s)
         # None becomes the method's own temperature here, so every chooser gets a number
         return dataclasses.replace(s, temperature=sampling_temperature(s))
 
@@ -306,81 +276,21 @@ class ArgsDecoder:
     # ------------------------------------------------------------------ one batch
     def _decode(
         self,
-        method: str,
+        method,
         s: DecodeConfig,
         prompts: list[list[int]],
         rows: list[int],
         keys: list,
         meter: Meter,
     ):
-        stats = meter.stats
         ids, mask = left_pad(prompts, self.pad_id, self.device)
-        policy = PolicyState(self.llm, ids, mask, stats)
+        policy = PolicyState(self.llm, ids, mask, meter.stats)
         eos = self.eos_ids if s.stop_at_eos else []
-        if method == "best-of-n":
-            return self._best_of_n(s, policy, prompts, rows, keys, eos, meter)
+        parts = Parts(self, s, policy, prompts, rows, keys, eos, meter)
+        if method.run is not None:  # a whole-sequence method (best-of-N ...)
+            return method.run(parts)
+        scorer, chooser = method.build(parts)
         gens = [make_generator(s.seed, keys[r]) for r in rows]
-        scorer = None
-        if method in TOKEN_LEVEL_METHODS:
-            scorer, chooser = token_level_parts(
-                method, s, self.rm, stats, self.device, n_tokens=len(self.tokenizer)
-            )
-        elif method == "args-gated":
-            scorer = None
-            if s.weight != 0:
-                scorer = pad_readout(GatedScorer(self.rm, stats), self.rm, stats, gated=True)
-            chooser = GatedArgsChooser(s.weight, s.topk, float(s.gate_threshold))
-        elif method in ARGS_METHODS:
-            if s.weight != 0:
-                stats.scorer = self.scorer_name(s)
-                scorer = build_scorer(stats.scorer, self.scorer_spec, stats)
-            chunk = None
-            if method == "args-greedy-large":
-                chunk = s.chunk_size
-                if chunk is None or chunk == "auto":
-                    chunk = auto_chunk_size(
-                        self.rm, len(prompts), max(map(len, prompts)) + s.max_new_tokens, s.topk
-                    )
-            describe = None
-            if s.debug:
-                describe = lambda toks: [self.tokenizer.decode([t]) for t in toks]  # noqa: E731
-                if not log.isEnabledFor(10):
-                    log.warning(
-                        "debug=True but logger 'argsfw.decoding' is not at DEBUG level: call logging.basicConfig(level=logging.DEBUG)"
-                    )
-            chooser = ArgsChooser(
-                s.weight, s.topk, method != "args-stochastic", s.temperature, chunk, describe
-            )
-        elif method == "greedy":
-            chooser = greedy_chooser
-        elif method == "top-k":
-            chooser = TopKSampler(s.topk, s.temperature)
-        else:
-            chooser = NucleusSampler(s.top_p, s.temperature)
         return decode_batch(
             policy, scorer, chooser, prompts, rows, gens, s.max_new_tokens, eos, meter
         )
-
-    def _best_of_n(self, s: DecodeConfig, policy, prompts, rows, keys, eos, meter: Meter):
-        n = s.num_samples
-        gens = [make_generator(s.seed, keys[r], sample=j) for r in rows for j in range(n)]
-        chooser = NucleusSampler(s.top_p, s.temperature)
-        results = decode_batch(
-            policy, None, chooser, prompts, rows, gens, s.max_new_tokens, eos, meter, repeat=n
-        )
-        seqs = [prompts[i // n] + r.new_ids for i, r in enumerate(results)]
-        if not self.shared_tokenizer:
-            seqs = cut_retokenizer(self.tokenizer, self.rm_tokenizer, self.rm_ctx, meter.stats)(
-                seqs
-            )
-        meter.stats.scorer = "full"
-        rewards = sequence_rewards(self.rm, seqs, meter.stats, batch_size=s.batch_size * n)
-        out = []
-        for p, j in enumerate(best_of_n(rewards, n)):
-            copies = range(p * n, p * n + n)
-            best = results[p * n + j]
-            best.reward = float(rewards[p * n + j])
-            best.llm_tokens = sum(results[c].llm_tokens for c in copies)  # prompt once + N samples
-            best.rm_tokens = sum(len(seqs[c]) for c in copies)  # every sample scored whole
-            out.append(best)
-        return out

@@ -115,11 +115,11 @@ def reference_token_decode(
                 log_p = logits - torch.logsumexp(logits, 0)
                 log_r = head - torch.logsumexp(head, 0)
                 scores = (log_p + alpha * log_r) / (1 + alpha)
-            greedy = method == "genarm-greedy"
+            greedy = method.endswith("-greedy")
         else:
             top, cands = logits.topk(topk)  # [k]
             scores = top + weight * head[cands] if head is not None else top
-            greedy = method == "token-rm"
+            greedy = not method.endswith("-stochastic")
         tok = _pick(scores, cands, greedy, temperature, generator)
         ids.append(tok)
         new.append(tok)

@@ -39,7 +39,7 @@ import torch
 from argsfw.decoding.accounting import DecodeStats, cache_bytes
 from argsfw.decoding.policy import PolicyState
 from argsfw.decoding.sampling import sample_rows
-from argsfw.decoding.search import ArgsChooser, StepContext, check_finite
+from argsfw.decoding.search import StepContext, check_finite
 from argsfw.decoding.types import DecodeInputError
 
 log = logging.getLogger("argsfw.decoding")
@@ -63,20 +63,21 @@ def token_rm_kind(rm) -> str | None:
 _UNMARKED_LOGGED: set[str] = set()  # methods already warned about an unmarked causal-LM RM
 
 
-def check_rm_kind(method: str, kind: str | None) -> None:
-    """Refuse a reward model of the wrong kind for ``method`` (one line); log an unmarked causal LM."""
+def check_rm_kind(method, kind: str | None) -> None:
+    """Refuse a reward model of the wrong kind for ``method`` (a registry `Method`, one line);
+    log an unmarked causal LM."""
     from argsfw.models.reward_kind import kind_error
 
     reason = kind_error(method, kind)
     if reason:
         raise DecodeInputError(reason)
-    if kind is None and method not in _UNMARKED_LOGGED:
-        _UNMARKED_LOGGED.add(method)
+    if kind is None and method.name not in _UNMARKED_LOGGED:
+        _UNMARKED_LOGGED.add(method.name)
         log.warning(
             "the reward model is a causal LM without an argsfw reward_kind marker; %s reads it as %s",
-            method,
+            method.name,
             "an autoregressive RM (log-softmax of its head)"
-            if method.startswith("genarm")
+            if method.needs == "arm"
             else "a token-level RM (raw head values)",
         )
 
@@ -242,21 +243,3 @@ class GenARMChooser:
             return tokens, None
         scorer.total = scorer.total + arm.gather(1, tokens[:, None])[:, 0]
         return tokens, scorer.total
-
-
-def token_level_parts(
-    method: str, s, rm, stats: DecodeStats, device, describe=None, n_tokens: int | None = None
-):
-    """``(scorer or None, chooser)`` of a token-level method for `decode_batch`.
-
-    The RM is not run at all when its weight (``alpha`` for genarm, ``weight`` for token-rm) is 0.
-    ``n_tokens``: the tokenizer's length; genarm gives head rows past it no probability.
-    ``s.temperature`` must be resolved (`argsfw.decoding.config.sampling_temperature`).
-    """
-    if method.startswith("genarm"):
-        scorer = TokenRewardState(rm, stats, device) if s.alpha != 0 else None
-        chooser = GenARMChooser(s.alpha, method == "genarm-greedy", s.temperature, n_tokens)
-        return scorer, chooser
-    scorer = TokenRewardState(rm, stats, device, candidates_only=True) if s.weight != 0 else None
-    chooser = ArgsChooser(s.weight, s.topk, method == "token-rm", s.temperature, None, describe)
-    return scorer, chooser

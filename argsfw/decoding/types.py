@@ -9,51 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Engine method names (the ``decode.method`` config key) and the original API's spellings.
-ARGS_METHODS = ("args-greedy", "args-stochastic", "args-greedy-large", "args-gated")
-BASELINE_METHODS = ("greedy", "top-k", "nucleus", "best-of-n")
-# Guided by a token-level reward model (a causal LM), one RM token per generated token: GenARM
-# (sampling from pi_base * pi_r^alpha, or its argmax) and the ARGS rules with r read from a
-# token-level head (FaRMA-style). See `argsfw.decoding.token_level`.
-TOKEN_LEVEL_METHODS = ("genarm", "genarm-greedy", "token-rm", "token-rm-stochastic")
-METHODS = ARGS_METHODS + BASELINE_METHODS + TOKEN_LEVEL_METHODS
-ORIGINAL_METHODS = {
-    "greedy": "args-greedy",
-    "topk": "args-stochastic",
-    "greedy-large": "args-greedy-large",
-    "greedy_large": "args-greedy-large",  # the original code's spelling (its README says greedy-large)
-}
-
-
-def setting_label(
-    method: str,
-    weight: float | None = None,
-    topk: int | None = None,
-    num_samples: int | None = None,
-    gate_threshold: float | None = None,
-) -> str:
-    """The label of a decode setting in outputs, tables and plots.
-
-    ``best-of-n N=4``; ``args-greedy w=1.5 k=10``, and any other reward-weighted method the
-    same way; ``args-gated w=1.5 k=10 τ=0.5``; the bare name for the other baselines.
-    """
-    parts = [method]
-    if method == "best-of-n":
-        parts += [f"N={num_samples}"] if num_samples is not None else []
-    elif method not in BASELINE_METHODS and isinstance(weight, (int, float)):
-        parts.append(f"w={weight:g}")
-        parts += [f"k={topk}"] if topk is not None else []
-    if method == "args-gated" and isinstance(gate_threshold, (int, float)):
-        parts.append(f"τ={gate_threshold:g}")
-    return " ".join(parts)
-
 
 class DecodeInputError(ValueError):
     """Bad decoding input: empty or over-long prompt, bad k, unknown method, unusable models."""
 
 
 class UnknownMethodError(DecodeInputError):
-    """A decoding method name that is not one of `METHODS` (or the original API's names)."""
+    """A decoding method name that is not registered (`argsfw.decoding.registry`)."""
 
 
 class PromptTooLongError(DecodeInputError):
@@ -62,28 +24,6 @@ class PromptTooLongError(DecodeInputError):
 
 class NonFiniteRewardError(ValueError):
     """The reward model returned NaN or inf for a candidate during the search."""
-
-
-def resolve_method(name: str, original_api: bool = False) -> str:
-    """Map a method name to an engine method (`METHODS`).
-
-    With ``original_api=True`` the original names (``greedy`` = ARGS-greedy, ``topk``,
-    ``greedy-large``/``greedy_large``) take precedence, as in ``ARGS.generate``.
-
-    Raises:
-        UnknownMethodError: naming the valid choices.
-    """
-    key = str(name).strip().lower()
-    if original_api and key in ORIGINAL_METHODS:
-        return ORIGINAL_METHODS[key]
-    if key in METHODS:
-        return key
-    if not original_api and key in ("greedy_large", "greedy-large", "topk"):
-        return ORIGINAL_METHODS[key]
-    valid = sorted(ORIGINAL_METHODS) + list(METHODS) if original_api else list(METHODS)
-    raise UnknownMethodError(
-        f"unknown decoding method {name!r}; valid methods: {', '.join(dict.fromkeys(valid))}"
-    )
 
 
 @dataclass

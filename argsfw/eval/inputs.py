@@ -29,8 +29,8 @@ OUTPUTS_FILE = "outputs.jsonl"
 DONE_MARKER = "DONE"
 _HUMAN_ANY_CASE = re.compile("human:", flags=re.IGNORECASE)
 _TURN_MARKERS = ("###Human:", "\n\nHuman:")
-# the decode keys that name a setting (`argsfw.decoding.types.setting_label`'s arguments)
-SETTING_KEYS = ("method", "weight", "topk", "num_samples", "gate_threshold")
+# the decode keys that name a setting (what a method's label may show)
+SETTING_KEYS = ("method", "weight", "topk", "num_samples", "gate_threshold", "alpha", "temperature")
 
 
 class EvalInputError(ValueError):
@@ -181,17 +181,32 @@ def _run_setting(run_dir: Path, first: dict[str, Any]) -> dict[str, Any]:
                     setting[k] = decode[k]
         except Exception as e:  # why: a label is cosmetic; a bad config must not stop evaluation
             log.warning("could not read %s for labels: %s", cfg_path, e)
-    return setting
+    return _read_knobs(setting)
+
+
+def _read_knobs(setting: dict[str, Any]) -> dict[str, Any]:
+    """`setting` with the knobs its method does not read set to None (a greedy run's weight)."""
+    from argsfw.decoding.registry import find_method
+
+    method = find_method(setting.get("method"))
+    if method is None:
+        return setting
+    return {k: v if k == "method" or k in method.knobs else None for k, v in setting.items()}
 
 
 def make_label(setting: dict[str, Any], fallback: str) -> str:
-    """The setting's `argsfw.decoding.types.setting_label` (what predict writes), else `fallback`."""
-    from argsfw.decoding.types import setting_label
+    """The label the setting's method gives it (what predict writes), else `fallback`."""
+    from types import SimpleNamespace
 
-    method = setting.get("method")
-    if not method:
-        return fallback
-    return setting_label(*(setting.get(k) for k in SETTING_KEYS))
+    from argsfw.decoding.registry import find_method
+
+    method = find_method(setting.get("method"))
+    if method is None:
+        return str(setting.get("method") or fallback)
+    try:
+        return method.label_of(SimpleNamespace(**{k: setting.get(k) for k in SETTING_KEYS}))
+    except (TypeError, ValueError):  # a record without the knob its label shows
+        return method.name
 
 
 def load_outputs(spec: str | os.PathLike) -> EvalInput:
@@ -224,7 +239,7 @@ def load_outputs(spec: str | os.PathLike) -> EvalInput:
     setting = (
         _run_setting(run_dir, pairs[0][1])
         if is_run
-        else {k: pairs[0][1].get(k) for k in SETTING_KEYS}
+        else _read_knobs({k: pairs[0][1].get(k) for k in SETTING_KEYS})
     )
     stem = path.parent.name if path.name == OUTPUTS_FILE else path.stem
     # An explicit name=path wins, then the label predict wrote (predict.label), then the setting.
@@ -240,8 +255,8 @@ def load_outputs(spec: str | os.PathLike) -> EvalInput:
         setting["topk"],
         complete,
         warnings,
-        num_samples=setting["num_samples"] if setting["method"] == "best-of-n" else None,
-        gate_threshold=setting["gate_threshold"] if setting["method"] == "args-gated" else None,
+        num_samples=setting.get("num_samples"),
+        gate_threshold=setting.get("gate_threshold"),
     )
 
 

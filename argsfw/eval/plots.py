@@ -14,18 +14,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-# family -> (colour, marker); unknown families get the fallbacks in turn
-STYLES: dict[str, tuple[str, str]] = {
-    "greedy": ("#555555", "o"),
-    "top-k": ("#bcbd22", "v"),
-    "nucleus": ("#17becf", "^"),
-    "best-of-n": ("#1f77b4", "s"),
-    "args-greedy": ("#d62728", "D"),
-    "args-gated": ("#ff7f0e", "P"),
-    "args-stochastic": ("#9467bd", "X"),
-    "args-greedy-large": ("#e377c2", "d"),
-    "ppo": ("#2ca02c", "*"),
-}
+from argsfw.decoding.registry import find_method
+
+
+# family -> (colour, marker): each decoding method's own (argsfw.decoding.registry), and the
+# PPO policy's; unknown families get the fallbacks in turn
+def _styles() -> dict[str, tuple[str, str]]:
+    from argsfw.decoding.registry import methods
+
+    own = {n: (m.color, m.marker) for n, m in methods().items() if n == m.name}
+    return {**own, "ppo": ("#2ca02c", "*")}
+
+
+STYLES = _styles()
 FALLBACK = [
     ("#8c564b", "h"),
     ("#e377c2", "p"),
@@ -40,6 +41,11 @@ def family(entry: dict[str, Any]) -> str:
     label = str(entry.get("label") or entry.get("method") or "?").split("#")[0]
     head = label.split(" ")[0]
     return "ppo" if head.lower().startswith("ppo") else head
+
+
+def _method(entry: dict[str, Any]):
+    """The registry's method of a report entry (its recorded method, else its label's), or None."""
+    return find_method(entry.get("method")) or find_method(family(entry).split("(")[0])
 
 
 def _style(fam: str, seen: dict[str, tuple[str, str]]) -> tuple[str, str]:
@@ -218,12 +224,12 @@ def _weight_series(report: dict[str, Any]) -> dict[str, list[tuple[float, dict]]
     """Reward-weighted inputs by method and k (and τ): ``{"args-greedy k=10": [(w, entry), ...]}``."""
     series: dict[str, list[tuple[float, dict]]] = {}
     for e in report["inputs"]:
-        if e.get("weight") is None or family(e) in (
-            "greedy",
-            "top-k",
-            "nucleus",
-            "best-of-n",
-            "ppo",
+        method = _method(e)
+        if (
+            e.get("weight") is None
+            or family(e) == "ppo"
+            or method is None
+            or method.curve != "weight"
         ):
             continue
         key = family(e) + (f" k={e['topk']}" if e.get("topk") is not None else "")
@@ -285,14 +291,20 @@ def _references(report: dict[str, Any]) -> list[tuple[str, str, dict]]:
     refs, best = [], None
     for e in report["inputs"]:
         fam = family(e)
-        if fam in ("greedy", "ppo"):
-            refs.append((e["label"], fam, e["metrics"]))
-        elif fam == "best-of-n" and (
-            best is None or (e.get("num_samples") or 0) > (best.get("num_samples") or 0)
+        method = _method(e)
+        if fam == "ppo" or (
+            method is not None and method.needs == "nothing" and not method.samples
+        ):
+            refs.append((e["label"], fam, e["metrics"]))  # the deterministic unguided baseline
+        elif (
+            method is not None
+            and method.curve == "num_samples"
+            and method.run is not None
+            and (best is None or (e.get("num_samples") or 0) > (best.get("num_samples") or 0))
         ):
             best = e
     if best is not None:
-        refs.append((best["label"], "best-of-n", best["metrics"]))
+        refs.append((best["label"], family(best), best["metrics"]))
     return refs
 
 

@@ -26,15 +26,6 @@ from pathlib import Path
 KINDS = ("sequence", "arm", "token")
 CONFIG_ATTR = "argsfw_reward_kind"
 META_KEY = "reward_kind"
-# The kind each decoding method reads (methods not named need no reward model kind check).
-METHOD_KIND = {
-    "genarm": "arm",
-    "genarm-greedy": "arm",
-    "token-rm": "token",
-    "token-rm-stochastic": "token",
-}
-
-
 def _from_config(config) -> str | None:
     """The kind a config object or dict declares: its marker, else its architectures."""
     get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
@@ -82,30 +73,32 @@ def is_causal_lm_config(path_or_config) -> bool:
     return any(str(a).endswith("ForCausalLM") for a in config.get("architectures") or [])
 
 
-def kind_error(method: str, kind: str | None) -> str | None:
-    """The one-line reason ``method`` cannot use a reward model of ``kind``, or None when it can.
+def kind_error(method, kind: str | None) -> str | None:
+    """The one-line reason ``method`` (a registry `Method`) cannot use a reward model of ``kind``,
+    or None when it can.
 
     ``kind`` is `reward_kind`'s answer, with ``None`` meaning an unmarked causal LM (accepted by
     the token-level methods).
     """
-    want = METHOD_KIND.get(method, "sequence")
-    if kind == want or (kind is None and want != "sequence"):
+    from argsfw.decoding.registry import methods
+
+    want = "sequence" if method.needs == "value" else method.needs
+    if kind == want or (kind is None and want not in ("sequence", "nothing")):
         return None
     hint = {
         "sequence": "a sequence reward model (AutoModelForSequenceClassification, e.g. recipe=tiny_rm)",
         "arm": "an autoregressive reward model (reward_kind 'arm', e.g. recipe=tiny_arm)",
         "token": "a token-level reward model (reward_kind 'token', e.g. recipe=tiny_token_rm_distill)",
     }
-    fix = {
-        "sequence": "args-greedy / args-stochastic / best-of-n",
-        "arm": "genarm / genarm-greedy",
-        "token": "token-rm / token-rm-stochastic",
-    }
+
+    def fix(k: str) -> str:
+        return " / ".join(m.name for n, m in methods().items() if m.needs == k and n == m.name)
+
     got = "an unmarked causal LM" if kind is None else f"reward_kind '{kind}'"
     return (
-        f"decode.method={method} needs {hint[want]}, but the reward model is {got}; "
+        f"decode.method={method.name} needs {hint[want]}, but the reward model is {got}; "
         f"pass a matching reward_model or use decode.method="
-        f"{fix[kind] if kind else fix['arm'] + ' / ' + fix['token']}"
+        f"{fix(kind) if kind else fix('arm') + ' / ' + fix('token')}"
     )
 
 

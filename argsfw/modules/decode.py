@@ -26,16 +26,10 @@ from argsfw.data.datamodules import ListDataset
 from argsfw.data.types import PromptRecord
 from argsfw.decoding.accounting import DecodeStats
 from argsfw.decoding.config import DecodeConfig, sampling_temperature
-from argsfw.decoding.types import Generation, PromptTooLongError, resolve_method
+from argsfw.decoding.registry import get_method
+from argsfw.decoding.types import Generation, PromptTooLongError
 
 log = logging.getLogger(__name__)
-
-# The original code's `mode` names for the ARGS methods; baselines keep their own name.
-ORIGINAL_MODE = {
-    "args-greedy": "greedy",
-    "args-stochastic": "topk",
-    "args-greedy-large": "greedy-large",
-}
 
 
 @dataclass
@@ -70,7 +64,8 @@ class DecodeModule(L.LightningModule):
     def __init__(self, spec: DecodeSpec):
         super().__init__()
         self.spec = spec
-        self.method = resolve_method(spec.settings.method)
+        self.found = get_method(spec.settings.method)
+        self.method = self.found.name
         self.settings = replace(
             spec.settings,
             truncate_prompt=spec.too_long == "truncate",
@@ -138,7 +133,8 @@ class DecodeModule(L.LightningModule):
         """The reward scorer this module's decoding runs (None when no reward model is read)."""
         if self.decoder is None or self.rm is None:
             return None
-        return "full" if self.method == "best-of-n" else self.decoder.scorer_name(self.settings)
+        # a whole-sequence method reads each answer whole (argsfw.decoding.fallback)
+        return "full" if self.found.run is not None else self.decoder.scorer_name(self.settings)
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> list[dict]:
         """Decode one batch; returns one record per prompt (decoded or skipped), in batch order."""
@@ -212,7 +208,7 @@ class DecodeModule(L.LightningModule):
         are this prompt's own computed token positions (padding excluded, see `Generation`),
         ``stats.rm_scored_steps`` the steps the RM scored (reward-guided methods).
         """
-        s = self.settings
+        s, knobs = self.settings, self.found.knobs
         return {
             "id": rid,
             "index": index,
@@ -220,9 +216,10 @@ class DecodeModule(L.LightningModule):
             "result": g.text,
             "response": g.prompt + g.text,
             "method": self.method,
-            "mode": ORIGINAL_MODE.get(self.method, self.method),
-            "weight": float(s.weight),
-            "alpha": float(s.alpha),
+            # the original code's name for the method, where it had one
+            "mode": (self.found.original_names or (self.method,))[0],
+            "weight": float(s.weight) if "weight" in knobs else None,
+            "alpha": float(s.alpha) if "alpha" in knobs else None,
             "topk": int(s.topk),
             "temperature": float(s.temperature),
             "max_new_tokens": s.max_new_tokens,
@@ -233,8 +230,8 @@ class DecodeModule(L.LightningModule):
             "reward": g.reward,
             "prompt_truncated": g.n_prompt_tokens < n_prompt_in,
             "seconds": stats.seconds / share,
-            "gate_threshold": float(s.gate_threshold) if self.method == "args-gated" else None,
-            "num_samples": int(s.num_samples) if self.method == "best-of-n" else None,
+            "gate_threshold": float(s.gate_threshold) if "gate_threshold" in knobs else None,
+            "num_samples": int(s.num_samples) if "num_samples" in knobs else None,
             "stats": {
                 "llm_tokens": g.llm_tokens,
                 "rm_tokens": g.rm_tokens,

@@ -6,14 +6,14 @@ import pytest
 from omegaconf import OmegaConf
 
 from argsfw.config.compose import CONF_DIR, compose, group_options
-from argsfw.decoding.types import METHODS
+from argsfw.decoding.registry import methods
 
 
 @pytest.mark.parametrize("name", group_options("decode"))
 def test_decode_group_composes(name):
     job = compose(["recipe=tiny_args", f"decode={name}"])
     written = OmegaConf.load(CONF_DIR / "decode" / f"{name}.yaml")
-    assert job.decode.method == written.method and job.decode.method in METHODS
+    assert job.decode.method == written.method and job.decode.method in methods()
     for key, value in written.items():
         assert getattr(job.decode, key) == value, key
 

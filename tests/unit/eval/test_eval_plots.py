@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from argsfw.decoding.types import setting_label
+from argsfw.eval.inputs import make_label
 from argsfw.eval.inputs import EvalRecord
 from argsfw.eval.plots import PLOTS, STYLES, family, pareto_front
 from argsfw.eval.stats import cost_metrics, record_cost
@@ -46,11 +46,19 @@ def test_cost_per_generated_token():
 
 
 def test_setting_labels():
-    assert setting_label("best-of-n", 0.0, 10, 8) == "best-of-n N=8"
-    assert setting_label("args-greedy", 1.5, 10, 4, 0.5) == "args-greedy w=1.5 k=10"
-    assert setting_label("args-gated", 1.5, 10, 4, 0.5) == "args-gated w=1.5 k=10 τ=0.5"
-    assert setting_label("greedy", 0.0, 10) == "greedy"
-    assert setting_label("genarm", 1.0, None) == "genarm w=1"  # a new weighted method
+    """Each method's label, read through the registry from a record's knobs; knobs a method does
+    not read never reach its label."""
+
+    def label(**kw):
+        return make_label(kw, "fallback")
+
+    assert label(method="best-of-n", weight=0.0, topk=10, num_samples=8) == "best-of-n N=8"
+    assert label(method="args-greedy", weight=1.5, topk=10, num_samples=4) == "args-greedy w=1.5 k=10"
+    assert label(method="args-gated", weight=1.5, topk=10, gate_threshold=0.5) == "args-gated w=1.5 k=10 τ=0.5"
+    assert label(method="greedy", weight=1.5, topk=10) == "greedy"
+    assert label(method="genarm-greedy", alpha=2.0) == "genarm-greedy alpha=2"
+    assert label(method="genarm", alpha=1.0, temperature=None) == "genarm alpha=1 T=0.5"
+    assert label(method="no-such-method") == "no-such-method"
 
 
 def _entry(label, method, reward, oracle, cost, weight=None, **kw):

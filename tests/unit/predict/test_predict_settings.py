@@ -149,10 +149,21 @@ def test_a_run_may_grow_its_data_limit_but_not_change_its_selection_otherwise(tm
 
 
 def test_default_temperature_keeps_earlier_runs_fingerprints():
-    """None resolves to what runs made before recorded: 0.7 for every method but sampling
-    genarm (whose group set 0.5 = 1/(1+alpha)), so re-running them resumes instead of refusing."""
+    """None resolves to what runs made before recorded: 0.7 for the sampling methods but genarm
+    (whose group set 0.5 = 1/(1+alpha)); greedy methods do not read it, so it is not in their
+    fingerprint, and a run recorded with every knob (the earlier fingerprint) still resumes."""
+    from argsfw.callbacks.outputs import _comparable
+
     for decode, temperature in [
-        ("args_greedy", 0.7), ("args_stochastic", 0.7), ("genarm_greedy", 0.7), ("genarm", 0.5),
+        ("args_greedy", None), ("args_stochastic", 0.7), ("genarm_greedy", None), ("genarm", 0.5),
     ]:  # fmt: skip
         job = compose(["recipe=tiny_args", f"decode={decode}"])
-        assert output_settings(job)["decode"]["temperature"] == temperature, decode
+        now = output_settings(job)
+        assert now["decode"].get("temperature") == temperature, decode
+        earlier = {**now, "decode": {**now["decode"], "temperature": 0.7, "top_p": 0.9, "num_samples": 4}}
+        if temperature is None:  # knobs the method ignores: dropped before comparing
+            assert _comparable(earlier, now) == now, decode
+    job = compose(["recipe=tiny_args", "decode=args_greedy"])
+    now = output_settings(job)
+    changed = {**now, "decode": {**now["decode"], "weight": 0.5}}  # a knob it reads: refused
+    assert _comparable(changed, now) != now

@@ -1,0 +1,119 @@
+"""Methods guided by a token-level RM (a causal LM with the policy's vocabulary), one RM token per
+generated token (see `argsfw.decoding.token_level`):
+
+* GenARM: sample ``pi_base * pi_r^alpha`` (the next-token logits ``(log pi_base + alpha *
+  log pi_r) / (1 + alpha)`` at temperature ``1 / (1 + alpha)`` unless T is given), or its argmax;
+* token-rm: the ARGS rules with ``r(v)`` read from a token-level head (FaRMA-style), greedy or
+  sampled.
+"""
+
+from __future__ import annotations
+
+from argsfw.decoding.registry import Method, Parts, register
+from argsfw.decoding.types import DecodeInputError
+
+
+def _genarm(greedy: bool):
+    def build(p: Parts):
+        from argsfw.decoding.token_level import GenARMChooser, TokenRewardState
+
+        s = p.s
+        scorer = TokenRewardState(p.decoder.rm, p.stats, p.decoder.device) if s.alpha != 0 else None
+        n_tokens = len(p.decoder.tokenizer)
+        return scorer, GenARMChooser(s.alpha, greedy, s.temperature, n_tokens)
+
+    return build
+
+
+def _token_rm(greedy: bool):
+    def build(p: Parts):
+        from argsfw.decoding.search import ArgsChooser
+        from argsfw.decoding.token_level import TokenRewardState
+
+        s, d = p.s, p.decoder
+        scorer = None
+        if s.weight != 0:
+            scorer = TokenRewardState(d.rm, p.stats, d.device, candidates_only=True)
+        return scorer, ArgsChooser(s.weight, s.topk, greedy, s.temperature, None, None)
+
+    return build
+
+
+def _check_alpha(s) -> None:
+    if s.alpha <= -1:
+        raise DecodeInputError(
+            f"decode.alpha must be > -1 (genarm divides by 1 + alpha), got {s.alpha!r}"
+        )
+
+
+def _genarm_temperature(s) -> float:
+    # GenARM's rule: its logits are divided by 1 + alpha, so T = 1 / (1 + alpha) samples the
+    # paper's pi_decode = pi_base * pi_r^alpha at temperature 1
+    return 1.0 / (1.0 + float(s.alpha))
+
+
+def _temperature(s) -> float:
+    return float(s.temperature) if s.temperature is not None else _genarm_temperature(s)
+
+
+GENARM = register(
+    Method(
+        name="genarm",
+        summary="GenARM: sample pi_base * pi_arm^alpha with an autoregressive RM (reward_kind arm)",
+        knobs=("alpha", "temperature"),
+        needs="arm",
+        guide_knob="alpha",
+        build=_genarm(greedy=False),
+        samples=True,
+        default_temperature=_genarm_temperature,
+        check=_check_alpha,
+        label=lambda s: f"genarm alpha={s.alpha:g} T={_temperature(s):g}",
+        color="#8c564b",
+        marker="h",
+        curve="alpha",
+    )
+)
+GENARM_GREEDY = register(
+    Method(
+        name="genarm-greedy",
+        summary="GenARM's argmax: (log pi_base + alpha * log pi_arm) / (1 + alpha), greedy",
+        knobs=("alpha",),
+        needs="arm",
+        guide_knob="alpha",
+        build=_genarm(greedy=True),
+        check=_check_alpha,
+        label=lambda s: f"genarm-greedy alpha={s.alpha:g}",
+        color="#bc8f8f",
+        marker="H",
+        curve="alpha",
+    )
+)
+TOKEN_RM = register(
+    Method(
+        name="token-rm",
+        summary="ARGS-greedy with r(v) read from a token-level head (reward_kind token), one RM token per step",
+        knobs=("weight", "topk"),
+        needs="token",
+        guide_knob="weight",
+        build=_token_rm(greedy=True),
+        label_knobs=(("weight", "w"), ("topk", "k")),
+        color="#2f4f4f",
+        marker="p",
+        curve="weight",
+    )
+)
+TOKEN_RM_STOCHASTIC = register(
+    Method(
+        name="token-rm-stochastic",
+        summary="token-rm sampled: softmax((logit + w * head) / T) over the top k",
+        knobs=("weight", "topk", "temperature"),
+        needs="token",
+        guide_knob="weight",
+        build=_token_rm(greedy=False),
+        samples=True,
+        label_knobs=(("weight", "w"), ("topk", "k")),
+        color="#556b2f",
+        marker="<",
+        curve="weight",
+    )
+)

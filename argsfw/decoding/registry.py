@@ -1,0 +1,298 @@
+"""The decoding-method registry: every method is declared once, by a `Method`, in its own module.
+
+A `Method` says what a decoding method is called, which ``decode.*`` knobs it reads, what guide
+model it needs, how it decodes (a per-step `Chooser` inside the shared search loop
+`argsfw.decoding.search.decode_batch`, or a whole-sequence ``run`` such as best-of-N), and how
+its rows are labelled and drawn. The engine, predict, the ``ARGS`` API, the config groups,
+evaluate's labels and the plots look methods up here; none of them names a method.
+
+Built-in methods live in `argsfw.decoding.methods` (one module per family). A method of one's
+own is named by import path, ``decode.method=my_pkg.my_module:MY_METHOD`` (a `Method` object):
+why an import path rather than an entry point — it needs no packaging or reinstall, it works
+from a notebook or a script directory on ``PYTHONPATH``, and the recipe names exactly the code
+that ran. `python -m argsfw.methods` lists them all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from argsfw.decoding.types import UnknownMethodError
+
+if TYPE_CHECKING:
+    import torch
+
+    from argsfw.decoding.search import RowResult, StepContext
+
+# What a method's guide model is: nothing; a scalar sequence RM (AutoModelForSequenceClassification);
+# a token-level causal LM of kind "arm" (GenARM) or "token" (a reward head over the vocabulary);
+# a prefix value model V(x, y_<=t) (a sequence classifier read at every prefix).
+NEEDS = ("nothing", "sequence", "arm", "token", "value")
+
+
+class Scorer(Protocol):
+    """Rewards of candidate next tokens for the live rows of a batch, cached across steps.
+
+    ``start(ids [B, T], mask [B, T], prompts)`` reads the left-padded prompts;
+    ``score(cands [B, k]) -> rewards [B, k]`` is ``r([x, y, v])`` for every candidate ``v``;
+    ``commit(chosen [B])`` appends each row's chosen token; ``keep(rows [B'])`` drops finished
+    rows (indices into the current batch). Scorers count what they read in the decode stats.
+    """
+
+    def start(self, ids: torch.Tensor, mask: torch.Tensor, prompts: list[list[int]]) -> None: ...
+
+    def score(self, cands: torch.Tensor) -> torch.Tensor: ...
+
+    def commit(self, chosen: torch.Tensor) -> None: ...
+
+    def keep(self, rows: torch.Tensor) -> None: ...
+
+
+class Chooser(Protocol):
+    """One decoding step: ``(logits [B, V], scorer or None, ctx) -> (tokens [B], rewards [B] or None)``.
+
+    ``logits`` are the policy's next-token logits of the live rows (float32); ``ctx`` holds the
+    step, each row's prompt index and its seeded ``torch.Generator`` (sample with it, so a
+    prompt's output does not depend on its batch). ``rewards`` is the guide's value of the
+    chosen token per row (None when the step read no guide).
+    """
+
+    def __call__(
+        self, logits: torch.Tensor, scorer: Scorer | None, ctx: StepContext
+    ) -> tuple[torch.Tensor, torch.Tensor | None]: ...
+
+
+@dataclass
+class Parts:
+    """What a method's ``build``/``run`` gets from the engine for one batch.
+
+    ``decoder`` is the `ArgsDecoder` (its ``rm``, ``tokenizer``, ``scorer_spec``, ``probe`` ...),
+    ``s`` the validated settings (temperature resolved), ``policy`` the batch's `PolicyState`,
+    ``prompts`` the batch's prompt ids, ``rows`` their indices in the call, ``keys`` the seeding
+    keys of the whole call, ``eos`` the stop ids (empty without ``stop_at_eos``), ``meter`` the
+    call's meter (``meter.stats`` its `DecodeStats`).
+    """
+
+    decoder: Any
+    s: Any
+    policy: Any
+    prompts: list[list[int]]
+    rows: list[int]
+    keys: list
+    eos: list[int]
+    meter: Any
+
+    @property
+    def stats(self):
+        return self.meter.stats
+
+
+def _no_check(s) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Method:
+    """One decoding method. Exactly one of ``build`` and ``run`` is set.
+
+    Args:
+        name: the ``decode.method`` value (lower case, ``-`` separated; ``_`` also accepted).
+        summary: one line for the listing.
+        knobs: the `DecodeConfig` fields the method reads besides the common ones (length,
+            batch size, seed, ...); only these enter its outputs' fingerprint and its checks.
+        needs: its guide model, one of `NEEDS`.
+        guide_knob: the knob that switches the guide off at 0 (``weight``, ``alpha``), or None
+            when the guide is always read (best-of-N) or never.
+        build: per-step methods: ``build(parts) -> (scorer or None, chooser)`` for the shared loop.
+        run: whole-sequence methods: ``run(parts) -> list[RowResult]`` (one per prompt).
+        samples: the method samples, so its temperature must be > 0.
+        default_temperature: its temperature when ``decode.temperature`` is None, from the
+            settings (None: the engine's default, 0.7).
+        check: extra checks of the settings beyond the knobs' own ranges (raise
+            `DecodeInputError` with one line).
+        check_models: ``check_models(decoder, settings)``: checks that need the loaded models
+            (the engine runs it when the guide is used).
+        options: a dataclass of the method's own knobs, read from ``decode.options`` (a method
+            declared outside argsfw has no `DecodeConfig` field of its own).
+        label: ``label(settings) -> str``, the row's name in outputs, tables and plots;
+            default: the name plus its ``label_knobs`` (``args-greedy w=1.5 k=10``).
+        label_knobs: ``(knob, short name)`` pairs the default label shows.
+        color, marker: its style in the plots; ``curve``: its rows are drawn as a curve over
+            ``curve`` (the knob swept), else as single points.
+        original_names: spellings of the original ARGS API's ``method=`` that mean this method.
+        counts_scored_steps: outputs record how many steps the guide scored.
+    """
+
+    name: str
+    summary: str
+    knobs: tuple[str, ...] = ()
+    needs: str = "nothing"
+    guide_knob: str | None = None
+    build: Callable[[Parts], tuple[Scorer | None, Chooser]] | None = None
+    run: Callable[[Parts], list[RowResult]] | None = None
+    samples: bool = False
+    default_temperature: Callable[[Any], float | None] | None = None
+    check: Callable[[Any], None] = _no_check
+    check_models: Callable[[Any, Any], None] | None = None
+    options: type | None = None
+    label: Callable[[Any], str] | None = None
+    label_knobs: tuple[tuple[str, str], ...] = ()
+    color: str = "#7f7f7f"
+    marker: str = "o"
+    curve: str | None = None
+    original_names: tuple[str, ...] = ()
+    counts_scored_steps: bool = False
+    aliases: tuple[str, ...] = field(default=(), repr=False)
+
+    def __post_init__(self) -> None:
+        if (self.build is None) == (self.run is None):
+            raise ValueError(f"method {self.name!r}: give exactly one of build= and run=")
+        if self.needs not in NEEDS:
+            raise ValueError(f"method {self.name!r}: needs={self.needs!r}; choose one of {NEEDS}")
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.:_-]*", self.name):
+            raise ValueError(f"method name {self.name!r}: use lower case, digits, '-'")
+
+    def uses_guide(self, s) -> bool:
+        """True when settings `s` read the guide model (a needed model whose knob is not 0)."""
+        if self.needs == "nothing":
+            return False
+        return self.guide_knob is None or float(getattr(s, self.guide_knob)) != 0.0
+
+    def label_of(self, s) -> str:
+        """The row label of settings `s`."""
+        if self.label is not None:
+            return self.label(s)
+        parts = [self.name]
+        for knob, short in self.label_knobs:
+            value = getattr(s, knob, None)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                parts.append(f"{short}={value:g}")
+        return " ".join(parts)
+
+    def option_values(self, s) -> Any:
+        """The method's own knobs (``options`` dataclass) from ``s.options``, checked.
+
+        Raises `DecodeInputError` naming an unknown or badly typed key.
+        """
+        from argsfw.decoding.types import DecodeInputError
+
+        given = dict(getattr(s, "options", None) or {})
+        if self.options is None:
+            if given:
+                raise DecodeInputError(
+                    f"decode.options {sorted(given)} given, but {self.name} reads no options; drop them"
+                )
+            return None
+        names = {f.name for f in dataclasses.fields(self.options)}
+        unknown = sorted(set(given) - names)
+        if unknown:
+            raise DecodeInputError(
+                f"decode.options.{unknown[0]} is not an option of {self.name}; its options: {', '.join(sorted(names))}"
+            )
+        try:
+            return self.options(**given)
+        except (TypeError, ValueError) as exc:
+            raise DecodeInputError(f"decode.options for {self.name}: {exc}") from None
+
+
+_METHODS: dict[str, Method] = {}
+_ORIGINAL: dict[str, str] = {}
+_LOADED = False
+
+
+def register(method: Method) -> Method:
+    """Add a method to the registry (built-ins call this at import); returns it.
+
+    Raises `ValueError` when another method already has the name.
+    """
+    have = _METHODS.get(method.name)
+    if have is not None and have is not method:
+        raise ValueError(f"decoding method {method.name!r} is declared twice")
+    _METHODS[method.name] = method
+    for old in method.original_names:
+        _ORIGINAL[old] = method.name
+    return method
+
+
+def _builtins() -> None:
+    global _LOADED
+    if not _LOADED:
+        _LOADED = True
+        importlib.import_module("argsfw.decoding.methods")
+
+
+def methods() -> dict[str, Method]:
+    """Every registered method by name (the built-ins and those loaded by import path)."""
+    _builtins()
+    return dict(_METHODS)
+
+
+def _import(spec: str) -> Method:
+    module, _, attr = spec.partition(":")
+    try:
+        obj = getattr(importlib.import_module(module), attr)
+    except ImportError as exc:
+        raise UnknownMethodError(
+            f"decoding method {spec!r}: cannot import {module} ({exc}); put it on PYTHONPATH"
+        ) from None
+    except AttributeError:
+        raise UnknownMethodError(
+            f"decoding method {spec!r}: {module} has no attribute {attr!r}"
+        ) from None
+    if not isinstance(obj, Method):
+        raise UnknownMethodError(
+            f"decoding method {spec!r} is a {type(obj).__name__}, not an "
+            "argsfw.decoding.registry.Method"
+        )
+    have = _METHODS.get(obj.name)
+    if have is not None and have is not obj:
+        raise UnknownMethodError(
+            f"decoding method {spec!r} is named {obj.name!r}, which a built-in method already uses; rename it"
+        )
+    _METHODS[obj.name] = obj
+    _METHODS[spec] = obj
+    return obj
+
+
+def get_method(name: str, original_api: bool = False) -> Method:
+    """The `Method` called `name`: a registered name (``-`` or ``_``, any case), an import path
+    ``pkg.module:ATTR``, or with ``original_api`` the original ARGS API's spellings first.
+
+    Raises:
+        UnknownMethodError: naming the valid choices.
+    """
+    _builtins()
+    raw = str(name).strip()
+    if ":" in raw:
+        return _METHODS.get(raw) or _import(raw)
+    key = raw.lower()
+    if original_api and key in _ORIGINAL:
+        return _METHODS[_ORIGINAL[key]]
+    for cand in (key, key.replace("_", "-")):
+        if cand in _METHODS:
+            return _METHODS[cand]
+    if key in _ORIGINAL:  # the original API's names that no method shadows (topk, greedy_large)
+        return _METHODS[_ORIGINAL[key]]
+    names = ", ".join(n for n in _METHODS if ":" not in n)
+    raise UnknownMethodError(
+        f"unknown decoding method {name!r}; valid methods: {names}, or your own as pkg.module:METHOD"
+    )
+
+
+def find_method(name: str | None) -> Method | None:
+    """`get_method`'s answer, or None for an unknown or unimportable name (for reading old records)."""
+    try:
+        return get_method(str(name)) if name else None
+    except UnknownMethodError:
+        return None
+
+
+def resolve_method(name: str, original_api: bool = False) -> str:
+    """The registered name of method `name` (see `get_method`)."""
+    m = get_method(name, original_api)
+    return m.name if ":" not in str(name) else str(name).strip()
