@@ -39,7 +39,7 @@ def chat_prompts(tok, dialogues: list[str], target: int, n: int, prompt_of) -> l
 def load_models(rm_spec: str | None):
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-    from argsfw.models.loading import resolve_model_path
+    from argsfw.models.paths import resolve_model_path
 
     path = resolve_model_path(f"packaged:{NAME}")
     tok = AutoTokenizer.from_pretrained(path)

@@ -26,12 +26,8 @@ from argsfw.decoding.cross_tokenizer import CrossTokenizerScorer, cut_retokenize
 from argsfw.decoding.fallback import ExpandedScorer, FullScorer
 from argsfw.decoding.policy import left_pad
 from argsfw.decoding.readout import pad_readout
-from argsfw.decoding.scoring import (
-    ReferenceScorer,
-    SharedTokenizerScorer,
-    model_device_dtype,
-    rm_kind,
-)
+from argsfw.decoding.reference_scorer import ReferenceScorer
+from argsfw.decoding.scoring import SharedTokenizerScorer, model_device_dtype, rm_kind
 from argsfw.decoding.types import DecodeInputError
 
 log = logging.getLogger("argsfw.decoding")

@@ -14,8 +14,8 @@ from collections.abc import Callable
 import torch
 
 from argsfw.decoding.accounting import DecodeStats
+from argsfw.decoding.reference_scorer import ReferenceScorer
 from argsfw.decoding.sampling import sample_rows
-from argsfw.decoding.scoring import ReferenceScorer
 
 
 @torch.inference_mode()

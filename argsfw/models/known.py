@@ -83,7 +83,7 @@ def model_config(spec: str, num_labels: int | None = None):
 
     extra = {"num_labels": num_labels} if num_labels else {}
     if os.path.isdir(spec) or spec not in KNOWN_ARCHITECTURES:
-        from argsfw.models.loading import resolve_model_path
+        from argsfw.models.paths import resolve_model_path
 
         return AutoConfig.from_pretrained(resolve_model_path(spec), **extra)
     kwargs = dict(KNOWN_ARCHITECTURES[spec])

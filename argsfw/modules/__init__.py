@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # keep `import argsfw.modules` light: Lightning loads only wh
 STAGE_MODULES = {
     "sft": "argsfw.modules.sft",
     "rm": "argsfw.modules.reward",
-    "ppo": "argsfw.modules.ppo",
+    "ppo": "argsfw.modules.ppo_stage",
     "arm": "argsfw.modules.arm",
     "token_rm": "argsfw.modules.token_rm",
 }

@@ -26,7 +26,7 @@ def architectures(spec: str, what: str) -> list[str] | None:
 
     Raises `ModelPathError` for a missing or unusable local path.
     """
-    from argsfw.models.loading import resolve_model_path
+    from argsfw.models.paths import resolve_model_path
 
     path = Path(resolve_model_path(spec, what))
     if not (path / "config.json").is_file():  # a hub id: transformers checks it on load

@@ -1,4 +1,4 @@
-"""Model and tokenizer set-up shared by the SFT and reward stages, and their HF export.
+"""Model and tokenizer set-up shared by the fit stages, their input checks and their HF export.
 
 A stage's base model comes from, in order: ``policy=`` (an HF dir, an argsfw run dir or a hub
 id), ``model.base``, else the tiny model built from ``model.tiny`` with a BPE tokenizer trained
@@ -73,6 +73,30 @@ def _from_pretrained(auto_cls, source: str, job: JobConfig, what: str, **kwargs)
     return load_checked(auto_cls, source, what, job.model.dtype, **kwargs)
 
 
+def require_ppo_inputs(job: JobConfig) -> None:
+    """Raise `UsageError` naming the command that produces a missing PPO input."""
+    if not job.policy:
+        raise UsageError(
+            "PPO needs policy=<SFT run dir or HF dir>; produce one with "
+            "python -m argsfw.fit recipe=tiny_sft (or your *_sft recipe)"
+        )
+    if not job.reward_model:
+        raise UsageError(
+            "PPO needs reward_model=<RM run dir or HF dir>; produce one with "
+            "python -m argsfw.fit recipe=tiny_rm (or your *_rm recipe)"
+        )
+    if job.strategy.name == "deepspeed" and job.strategy.zero_stage == 3:
+        # why refused: sampling works under ZeRO-3 (synced_gpus), and one micro-batch per step
+        # matched DDP, but gradients accumulated over several micro-batches per step did not
+        raise UsageError(
+            "the PPO stage does not support DeepSpeed ZeRO-3: its gradients accumulated over "
+            "several micro-batches per optimizer step differ from DDP's; use "
+            "strategy=deepspeed_zero2 or strategy=ddp"
+        )
+    if job.model.lora.enabled:
+        raise UsageError("model.lora.enabled=true is not supported by the PPO stage yet")
+
+
 def check_fit_inputs(job: JobConfig) -> None:
     """Check a fit stage's model inputs before anything is written or loaded.
 
@@ -82,9 +106,7 @@ def check_fit_inputs(job: JobConfig) -> None:
     from argsfw.models import CAUSAL_LM, SEQ_CLS, check_head, check_tokenizer_files, check_weights
 
     if job.stage == "ppo":
-        from argsfw.modules.ppo import _require_inputs
-
-        _require_inputs(job)
+        require_ppo_inputs(job)
         inputs = [("policy", job.policy, CAUSAL_LM), ("reward model", job.reward_model, SEQ_CLS)]
     elif job.stage == "rm":
         if job.rm.init_from_policy and not job.policy:

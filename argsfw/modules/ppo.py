@@ -24,26 +24,24 @@ Distributed (DDP, DeepSpeed ZeRO-2): every rank samples its own prompts; gradien
 locally over a mini-batch's micro-batches and are synchronised once per optimizer step
 (`PPOModule._gradient_sync`). The frozen models are in no optimizer, DDP bucket, ZeRO partition
 or checkpoint (see `PPOModule`).
+
+The stage assembly (`build(job, run)`: loading the models, the prompt data, the export) is in
+`argsfw.modules.ppo_stage`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import math
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.strategies import ParallelStrategy
 
-from argsfw.config.run_dir import RunDir
-from argsfw.config.schema import JobConfig, OptimConfig, PPOConfig
-from argsfw.errors import UsageError
-from argsfw.modules import StageParts
+from argsfw.config.schema import OptimConfig, PPOConfig
 from argsfw.modules._optim import actor_critic_adamw, total_optimizer_steps
 from argsfw.rlhf.gae import gae
 from argsfw.rlhf.kl import KLController, kl_estimate, token_rewards
@@ -394,105 +392,3 @@ class PPOModule(L.LightningModule):
         state = checkpoint.get("state_dict", {})
         for key in [k for k in state if k.startswith(FROZEN)]:
             del state[key]
-
-
-# --- stage assembly ---------------------------------------------------------------------------
-
-
-def _require_inputs(job: JobConfig) -> None:
-    """Raise `UsageError` naming the command that produces a missing PPO input."""
-    if not job.policy:
-        raise UsageError(
-            "PPO needs policy=<SFT run dir or HF dir>; produce one with "
-            "python -m argsfw.fit recipe=tiny_sft (or your *_sft recipe)"
-        )
-    if not job.reward_model:
-        raise UsageError(
-            "PPO needs reward_model=<RM run dir or HF dir>; produce one with "
-            "python -m argsfw.fit recipe=tiny_rm (or your *_rm recipe)"
-        )
-    if job.strategy.name == "deepspeed" and job.strategy.zero_stage == 3:
-        # why refused: sampling works under ZeRO-3 (synced_gpus), and one micro-batch per step
-        # matched DDP, but gradients accumulated over several micro-batches per step did not
-        raise UsageError(
-            "the PPO stage does not support DeepSpeed ZeRO-3: its gradients accumulated over "
-            "several micro-batches per optimizer step differ from DDP's; use "
-            "strategy=deepspeed_zero2 or strategy=ddp"
-        )
-    if job.model.lora.enabled:
-        raise UsageError("model.lora.enabled=true is not supported by the PPO stage yet")
-
-
-def _check_batches(job: JobConfig, accumulation: int) -> None:
-    """Raise `UsageError` unless a rollout splits into whole mini-batches."""
-    rows = job.optim.micro_batch_size * accumulation
-    if job.ppo.rollout_batch_size % rows:
-        raise UsageError(
-            f"ppo.rollout_batch_size={job.ppo.rollout_batch_size} is not a multiple of the "
-            f"per-device mini-batch optim.batch_size / devices = {rows}"
-        )
-
-
-def load_models(job: JobConfig) -> tuple:
-    """(actor, critic, ref, reward_model, tokenizer) from ``policy=`` and ``reward_model=``.
-
-    Raises `UsageError` when the two tokenizers differ (PPO hands token ids from the policy to
-    the reward model), `ModelPathError` for a bad path.
-    """
-    from argsfw.models import check_tokenizer_compat, load_policy, load_reward_model, load_tokenizer
-    from argsfw.modules._models import load_tokenizer_for
-
-    tokenizer = load_tokenizer_for(job, job.policy)
-    rm_tokenizer = load_tokenizer(job.reward_model, "reward model tokenizer")
-    names = (f"policy {job.policy}", f"reward model {job.reward_model}")
-    compat = check_tokenizer_compat(tokenizer, rm_tokenizer, names)
-    if not compat.same:
-        raise UsageError(
-            f"policy {job.policy!r} and reward model {job.reward_model!r} use different tokenizers "
-            f"({'; '.join(compat.differences)}); PPO scores the policy's token ids with the reward "
-            "model, so train the reward model with the policy's tokenizer"
-        )
-    actor = load_policy(job.policy, dtype=job.model.dtype)
-    critic = load_reward_model(job.reward_model, dtype=job.model.dtype, tokenizer=tokenizer)
-    return actor, critic, copy.deepcopy(actor), copy.deepcopy(critic), tokenizer
-
-
-def build(job: JobConfig, run: RunDir) -> StageParts:
-    """The PPO stage's parts: module, prompt DataModule, export of policy (+ ``critic/``), meta.
-
-    Raises `UsageError` for a missing input, mismatched tokenizers, an unsupported strategy or
-    batch sizes that do not divide; `ModelPathError` for a bad model path.
-    """
-    from argsfw.data import PromptDataModule, tiny_oracle_score
-    from argsfw.modules._models import save_model_dir
-    from argsfw.strategies import world_size
-
-    _require_inputs(job)
-    accumulation = job.optim.accumulation(world_size(job.trainer))
-    _check_batches(job, accumulation)
-    actor, critic, ref, reward_model, tokenizer = load_models(job)
-    module = PPOModule(
-        actor, critic, ref, reward_model, tokenizer, job.ppo, job.optim,
-        accumulation=accumulation,
-        gradient_clip_val=job.trainer.gradient_clip_val,
-        oracle=tiny_oracle_score if job.data.source == "tiny" else None,
-        seed=job.seed,
-    )  # fmt: skip
-    datamodule = PromptDataModule(tokenizer, job.data, batch_size=job.ppo.rollout_batch_size)
-
-    def export(module: PPOModule, out_dir: Path) -> None:
-        save_model_dir(module.actor, tokenizer, out_dir)
-        save_model_dir(module.critic, tokenizer, out_dir / "critic")
-
-    meta = {
-        "kind": "policy",
-        "base_model": job.policy,
-        "reward_model": job.reward_model,
-        "tokenizer": job.model.tokenizer or job.policy,
-        "vocab_size": len(tokenizer),
-        "max_length": job.data.max_length,
-        "max_prompt_length": job.data.max_prompt_length,
-        "max_new_tokens": job.ppo.max_new_tokens,
-        "critic": "critic/",
-    }
-    return StageParts(module, datamodule, export, meta)

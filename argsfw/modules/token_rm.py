@@ -275,7 +275,7 @@ def check_teacher(spec: str) -> None:
 def check_teacher_tokenizer(job: JobConfig) -> None:
     """Refuse a teacher whose tokenizer differs from the policy's (tokenizers only, no model)."""
     from argsfw.models import load_tokenizer
-    from argsfw.models.loading import check_tokenizer_compat
+    from argsfw.models.preflight import check_tokenizer_compat
 
     spec = job.token_rm.teacher_rm
     compat = check_tokenizer_compat(

@@ -8,7 +8,7 @@ import torch
 from argsfw.decoding import ArgsDecoder, DecodeConfig, reference_decode
 from argsfw.decoding.accounting import DecodeStats
 from argsfw.decoding.cross_tokenizer import CrossTokenizerScorer, retokenizer
-from argsfw.decoding.scoring import ReferenceScorer
+from argsfw.decoding.reference_scorer import ReferenceScorer
 
 
 @pytest.fixture(scope="module")

@@ -122,7 +122,7 @@ def test_backbone_plus_head_is_the_classifier_score(models):
 
 def test_final_reward_is_the_sequence_reward(llama, prompts):
     from argsfw.decoding.accounting import DecodeStats
-    from argsfw.decoding.scoring import ReferenceScorer
+    from argsfw.decoding.reference_scorer import ReferenceScorer
 
     dec = ArgsDecoder(llama.llm, llama.tokenizer, llama.rm)
     gens, _ = dec.generate(
@@ -144,7 +144,8 @@ def test_mixed_devices_and_dtypes(llama, prompts):
     assert all(g.n_new_tokens == 4 and isinstance(g.reward, float) for g in gens)
     # the scorer's rewards: float32 on the candidates' (the policy's) device, not the RM's bf16
     from argsfw.decoding.accounting import DecodeStats
-    from argsfw.decoding.scoring import ReferenceScorer, SharedTokenizerScorer
+    from argsfw.decoding.reference_scorer import ReferenceScorer
+    from argsfw.decoding.scoring import SharedTokenizerScorer
 
     prompt = gens[0].prompt_ids
     policy_device = next(llama.llm.parameters()).device

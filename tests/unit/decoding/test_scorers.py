@@ -10,8 +10,8 @@ from argsfw.decoding.accounting import DecodeStats
 from argsfw.decoding.config import sampling_temperature
 from argsfw.decoding.cross_tokenizer import cut_retokenizer, retokenizer
 from argsfw.decoding.fallback import ExpandedScorer
+from argsfw.decoding.reference_scorer import ReferenceScorer
 from argsfw.decoding.sampling import make_generator
-from argsfw.decoding.scoring import ReferenceScorer
 
 SCORERS = ("tree", "expanded", "full")
 

@@ -11,7 +11,8 @@ import torch
 from argsfw.config.schema import JobConfig, OptimConfig, PPOConfig
 from argsfw.errors import UsageError
 from argsfw.models import load_policy, load_reward_model, load_tokenizer, make_tiny_kit
-from argsfw.modules.ppo import FROZEN, KL_STATE_KEY, PPOModule, build, token_values
+from argsfw.modules.ppo import FROZEN, KL_STATE_KEY, PPOModule, token_values
+from argsfw.modules.ppo_stage import build
 from argsfw.rlhf.rollout import positions_from_mask
 
 PROMPTS = [
