@@ -23,16 +23,14 @@ from argsfw.errors import ArgsfwError, ConfigError, is_usage_error
 
 log = logging.getLogger("argsfw")
 
-ENTRY_OF_STAGE = {
-    "sft": "fit",
-    "rm": "fit",
-    "ppo": "fit",
-    "arm": "fit",
-    "token_rm": "fit",
-    "predict": "predict",
-    "evaluate": "evaluate",
-    "pipeline": "pipeline",
-}
+
+def entry_of_stage(name: str | None) -> str | None:
+    """The entry point that runs stage `name` (`argsfw.stages`), None for no or an unknown stage."""
+    from argsfw.stages import find_stage
+
+    stage = find_stage(name)
+    return stage.entry if stage else None
+
 
 Runner = Callable[[JobConfig, RunDir], None]
 
@@ -50,8 +48,9 @@ def setup_logging() -> None:
 
 def _usage(entry: str) -> str:
     from argsfw.config.compose import RECIPE_PATH_ENV, recipes_by_stage
+    from argsfw.stages import names
 
-    stages = [s for s, e in ENTRY_OF_STAGE.items() if e == entry]
+    stages = names(entry)
     by_stage = recipes_by_stage()
     mine = [r for s in stages for r in by_stage.get(s, [])]
     return (
@@ -149,7 +148,10 @@ def check_hardware(job: JobConfig) -> None:
 
     Raises `ConfigError` naming the key, what the machine has and the setting that works here.
     """
-    uses_trainer = job.stage in ("sft", "rm", "ppo", "predict")
+    from argsfw.stages import find_stage
+
+    stage = find_stage(job.stage)
+    uses_trainer = stage is not None and stage.trainer
     accel = job.trainer.accelerator if uses_trainer else "auto"
     wants_cuda = accel in ("gpu", "cuda")
     eval_cuda = job.stage == "evaluate" and str(job.eval.device or "").startswith("cuda")
@@ -215,9 +217,11 @@ def check_writable(run_dir: Path) -> None:
 
 def no_stage_message(recipe: str) -> str:
     """The error for a recipe that sets no ``stage:`` (e.g. a file with only its header)."""
+    from argsfw.stages import names
+
     return (
         f"recipe '{recipe}' sets no stage; add a line 'stage: NAME' to it "
-        f"(one of {', '.join(ENTRY_OF_STAGE)})"
+        f"(one of {', '.join(names())})"
     )
 
 
@@ -232,7 +236,7 @@ def _run_all(entry, runner, overrides, multirun, default_recipe) -> int:
         log.info("sweep of %d runs", len(jobs))
     for i, job_overrides in enumerate(jobs):
         job = compose(normalise_list_overrides(job_overrides), default_recipe=default_recipe)
-        expected = ENTRY_OF_STAGE.get(job.stage)
+        expected = entry_of_stage(job.stage)
         if expected is None:  # a recipe file with only its header: nothing names the stage
             raise ConfigError(no_stage_message(job.recipe))
         if expected != entry:
@@ -240,7 +244,7 @@ def _run_all(entry, runner, overrides, multirun, default_recipe) -> int:
                 f"recipe '{job.recipe}' is a {job.stage or 'stage-less'} recipe; run it with python -m argsfw.{expected}"
             )
         if job.print_config:
-            print(to_yaml(job))
+            print(to_yaml(job, only_used=True))
             continue
         check_hardware(job)
         _quiet_loading_bars()

@@ -36,7 +36,6 @@ log = logging.getLogger("argsfw.export")
 
 DS_CHAT_PREFIX = "rwtranrsformer."  # sic: the typo is in DeepSpeed-Chat's RewardModel
 DS_CHAT_HEAD = "v_head.weight"
-FIT_STAGES = ("sft", "rm", "ppo", "arm", "token_rm")  # the stages whose runs hold checkpoints
 
 
 def lightning_state_dict(checkpoint: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -110,7 +109,8 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
 def _job_for(checkpoint: Path, config: str | None):
     from omegaconf import DictConfig, OmegaConf
 
-    from argsfw.config.schema import JobConfig
+    from argsfw.config.schema import job_schema
+    from argsfw.stages import find_stage, names
 
     cfg_path = Path(config) if config else checkpoint.resolve().parent.parent / "config.yaml"
     if not cfg_path.is_file():
@@ -126,14 +126,16 @@ def _job_for(checkpoint: Path, config: str | None):
             "config.yaml a fit run wrote"
         ) from None
     stage = loaded.get("stage") if isinstance(loaded, DictConfig) else None
-    if stage not in FIT_STAGES:
+    found = find_stage(stage)
+    if found is None or found.entry != "fit":
         what = f"the config of a {stage} run" if stage else "not a run config (no stage: key)"
         raise UsageError(
             f"--config {cfg_path} is {what}; export needs the config.yaml of a fit run "
-            f"({', '.join(FIT_STAGES)}): pass --config <fit run_dir>/config.yaml"
+            f"({', '.join(names('fit'))}): pass --config <fit run_dir>/config.yaml"
         )
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(JobConfig), loaded)
+        schema = job_schema(stage if ":" in stage else None)
+        merged = OmegaConf.merge(OmegaConf.structured(schema), loaded)
         return OmegaConf.to_object(merged)
     except Exception as exc:  # a key the schema lacks, a value of the wrong type
         inner = exc.__cause__ or exc.__context__  # a __post_init__ check, wrapped by OmegaConf

@@ -136,12 +136,13 @@ def check_inputs(job: JobConfig) -> None:
     Raises a usage error (exit code 2) naming the bad input and the fix.
     """
     from argsfw.data.loading import VALIDATION, check_data_files
-    from argsfw.modules import STAGE_MODULES
     from argsfw.modules._models import check_fit_inputs
+    from argsfw.stages import find_stage, names
 
-    if job.stage not in STAGE_MODULES:
+    stage = find_stage(job.stage)
+    if stage is None or stage.entry != "fit":
         raise UsageError(
-            f"stage {job.stage!r} cannot be fitted; fit stages: {', '.join(STAGE_MODULES)}"
+            f"stage {job.stage!r} cannot be fitted; fit stages: {', '.join(names('fit'))}"
         )
     if job.ckpt_path and job.ckpt_path != "last":
         check_ckpt_path(job.ckpt_path)

@@ -168,7 +168,7 @@ def check_steps(steps: list[Step]) -> None:
     A typo in a step's recipe, key or value then fails at once, naming the step, rather than
     after the stages before it have trained. Raises `ConfigError`.
     """
-    from argsfw.cli import ENTRY_OF_STAGE, no_stage_message, normalise_list_overrides
+    from argsfw.cli import entry_of_stage, no_stage_message, normalise_list_overrides
     from argsfw.config.compose import compose, expand_sweep
 
     for step in steps:
@@ -179,7 +179,7 @@ def check_steps(steps: list[Step]) -> None:
                 sub = compose(normalise_list_overrides(overrides))
                 if not sub.stage:
                     raise ConfigError(no_stage_message(sub.recipe))
-                if ENTRY_OF_STAGE.get(sub.stage) != step.entry:
+                if entry_of_stage(sub.stage) != step.entry:
                     raise ConfigError(
                         f"recipe '{sub.recipe}' is a {sub.stage or 'stage-less'} recipe, "
                         f"not a {step.entry} one; name a {step.entry} recipe for this step"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from argsfw.config.schema import JobConfig
+from argsfw.config.schema import JobConfig, job_schema
 from argsfw.errors import ConfigError
 
 GROUPS = ("model", "data", "trainer", "strategy", "logger", "decode")
@@ -111,10 +111,25 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
-def _register_schema() -> None:
+_CURRENT_STAGE: list[str | None] = [None]  # a stage of one's own being composed
+
+
+def _register_schema(stage: str | None = None) -> None:
     from hydra.core.config_store import ConfigStore
 
-    ConfigStore.instance().store(name=_SCHEMA_NAME, node=JobConfig)
+    ConfigStore.instance().store(name=_SCHEMA_NAME, node=job_schema(stage))
+
+
+def _stage_named(path: Path, overrides: list[str]) -> str | None:
+    """The ``stage`` a recipe file or a ``stage=`` override sets (to find a stage of one's own)."""
+    for o in reversed(overrides):
+        if o.startswith("stage="):
+            return o.split("=", 1)[1]
+    try:
+        stage = OmegaConf.load(path).get("stage")
+    except Exception:  # the recipe's own check names what is wrong with the file
+        return None
+    return str(stage) if stage else None
 
 
 def _register_recipe(name: str, path: Path) -> None:
@@ -138,7 +153,7 @@ def _register_recipe(name: str, path: Path) -> None:
 
 def _schema_keys(prefix: str) -> list[str]:
     """Dotted keys under `prefix` in the schema ("" for the top level)."""
-    node: object = JobConfig
+    node: object = job_schema(_CURRENT_STAGE[0])
     for part in [p for p in prefix.split(".") if p]:
         match = [f for f in fields(node) if f.name == part] if is_dataclass(node) else []
         if not match:
@@ -226,7 +241,9 @@ def compose(overrides: list[str], default_recipe: str | None = None) -> JobConfi
     recipe = path.stem
     overrides = [_decode_option(o) for o in overrides if not o.startswith("recipe=")]
     overrides.append(f"recipe={recipe}")
-    _register_schema()
+    stage = _stage_named(path, overrides)
+    _CURRENT_STAGE[0] = stage if stage and ":" in stage else None
+    _register_schema(_CURRENT_STAGE[0])
     _register_recipe(recipe, path)
     GlobalHydra.instance().clear()
     try:
@@ -289,6 +306,16 @@ def expand_sweep(overrides: list[str]) -> list[list[str]]:
     return BasicSweeper.split_arguments(parsed, None)[0]
 
 
-def to_yaml(job: JobConfig) -> str:
-    """The resolved config as YAML (no redaction: see `argsfw.config.run_dir`)."""
-    return OmegaConf.to_yaml(OmegaConf.structured(job))
+def to_yaml(job: JobConfig, only_used: bool = False) -> str:
+    """The resolved config as YAML (no redaction: see `argsfw.config.run_dir`).
+
+    ``only_used``: the top-level keys and only the sections the job's stage reads
+    (``print_config``); the run directory's config.yaml keeps every section.
+    """
+    tree = OmegaConf.structured(job)
+    if only_used:
+        used = set(job.sections())
+        tree = OmegaConf.create(
+            {k: v for k, v in tree.items() if not OmegaConf.is_dict(v) or k in used}
+        )
+    return OmegaConf.to_yaml(tree)

@@ -8,82 +8,23 @@ code receives typed dataclasses, never an untyped DictConfig.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, make_dataclass
 from typing import Any
 
+from argsfw.config.checks import (
+    _at_least,
+    _batches,
+    _check,
+    _choice,
+    _non_negative,
+    _number,
+    _positive,
+    check_finite,
+)
 from argsfw.data.config import DataConfig
 from argsfw.data.loading import check_data_config
-from argsfw.decoding.config import SCORER_CHOICES, DecodeConfig, check_decode_settings
+from argsfw.decoding.config import SCORER_CHOICES, DecodeConfig
 from argsfw.errors import ConfigError
-from argsfw.eval.config import EvalConfig, check_eval_config
-
-STAGES = ("sft", "rm", "ppo", "arm", "token_rm", "predict", "evaluate", "pipeline")
-
-
-def _choice(name: str, value: Any, options: tuple) -> None:
-    if value not in options:
-        raise ConfigError(
-            f"{name}={value!r} is not valid; choose one of {', '.join(map(str, options))}"
-        )
-
-
-def _check(name: str, value: Any, ok: bool, valid: str) -> None:
-    """Raise `ConfigError` naming ``name=value`` and the valid range unless `ok`."""
-    if not ok:
-        raise ConfigError(f"{name}={value!r} is out of range: it must be {valid}")
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def check_finite(node: Any, prefix: str = "") -> None:
-    """Refuse NaN or ±inf in any float setting of a config tree: dataclasses, dicts and lists.
-
-    Why one generic rule: an infinite value passes every ``> 0`` range check (``decode.temperature=inf``
-    samples uniform noise and the run still ends DONE), and a per-key check misses the next key.
-    Raises `ConfigError` naming the dotted key and the value.
-    """
-    dot = f"{prefix}." if prefix else ""
-    if is_dataclass(node):
-        items = [(dot + f.name, getattr(node, f.name)) for f in fields(node)]
-    elif isinstance(node, dict):
-        items = [(f"{dot}{k}", v) for k, v in node.items()]
-    elif isinstance(node, (list, tuple)):
-        items = [(f"{prefix}[{i}]", v) for i, v in enumerate(node)]
-    else:
-        return
-    for key, value in items:
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"{key} must be a finite number, got {value!r}; set a finite value")
-        check_finite(value, key)
-
-
-def _positive(name: str, value: Any) -> None:
-    _check(name, value, _number(value) and value > 0, "a finite number > 0")
-
-
-def _non_negative(name: str, value: Any) -> None:
-    _check(name, value, _number(value) and value >= 0, "a finite number >= 0")
-
-
-def _at_least(name: str, value: Any, low: int) -> None:
-    _check(name, value, isinstance(value, int) and value >= low, f"an integer >= {low}")
-
-
-def _fraction(name: str, value: Any, closed_low: bool = True) -> None:
-    ok = _number(value) and (0 <= value <= 1 if closed_low else 0 < value <= 1)
-    _check(name, value, ok, "in [0, 1]" if closed_low else "in (0, 1]")
-
-
-def _batches(name: str, value: Any) -> None:
-    """A Lightning ``limit_*``/``val_check_interval`` value: None, an int >= 1 or a fraction in (0, 1]."""
-    if value is None:
-        return
-    ok = (isinstance(value, int) and value >= 1) or (isinstance(value, float) and 0 < value <= 1)
-    _check(name, value, ok, "an integer >= 1 (batches) or a fraction in (0, 1]")
-
 
 # Lightning's precision names (and the legacy short forms it still accepts).
 PRECISIONS = (
@@ -320,184 +261,16 @@ class OptimConfig:
 
 
 @dataclass
-class SFTConfig:
-    """Supervised fine-tuning on prompt + response."""
+class JobConfig:
+    """One run of one entry point. Stage inputs take an HF dir, an argsfw run dir or a hub id.
 
-    target: str = "chosen"  # chosen | both (train on both replies of each pair)
-    loss_on_prompt: bool = False  # also train on prompt tokens
-
-    def __post_init__(self) -> None:
-        _choice("sft.target", self.target, ("chosen", "both"))
-
-
-@dataclass
-class RMConfig:
-    """Pairwise reward-model training: -log sigmoid(r_chosen - r_rejected - margin)."""
-
-    margin: float = 0.0
-    prefix_cuts: int = 0  # also train on this many response-prefix cut points per pair
-    val_prefix_cuts: int = (
-        3  # validation also scores prefixes cut at j/(N+1) (val/prefix_reward_acc)
-    )
-    init_from_policy: bool = False  # start the RM body from the `policy=` (SFT) model
-    # with model.train_top_layers: compute the frozen layers' outputs once per sequence and
-    # reuse them every epoch (rotary-position decoders; checked against the model's forward)
-    cache_frozen: bool = False
-
-    def __post_init__(self) -> None:
-        _check("rm.margin", self.margin, _number(self.margin), "a finite number")
-        _at_least("rm.prefix_cuts", self.prefix_cuts, 0)
-        _at_least("rm.val_prefix_cuts", self.val_prefix_cuts, 0)
-
-
-@dataclass
-class ArmConfig:
-    """GenARM's autoregressive RM: r(x, y) = Σ log π_r(y_t | x, y_<t), loss −log σ(β·Δr − margin)."""
-
-    beta: float = 0.05  # scale of the reward gap in the loss (GenARM's HH-RLHF value)
-    length_normalize: bool = False  # divide each reply's log-likelihood by its token count
-    margin: float = 0.0  # ask β·(r_chosen − r_rejected) to exceed this
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.beta) and self.beta > 0):
-            raise ConfigError(f"arm.beta={self.beta} must be a finite number > 0 (GenARM: 0.05)")
-        if not math.isfinite(self.margin):
-            raise ConfigError(f"arm.margin={self.margin} must be finite")
-
-
-TOKEN_RM_MODES = ("bt", "distill")
-
-
-@dataclass
-class TokenRMConfig:
-    """Token-level RM head r(x, y_<t, v) = logits[v]: FaRMA-style pairs, or distilled from a sequence RM."""
-
-    mode: str = "bt"  # bt (pairs: Bradley-Terry + consistency) | distill (regress a sequence RM)
-    margin: float = 0.0  # bt: Bradley-Terry margin on the last-token values
-    consistency_weight: float = 1.0  # bt: weight of the consistency loss (0: Bradley-Terry only)
-    schedule: str = "sum"  # bt: sum (both losses every step) | alternate (by optimizer step)
-    consistency_stop_grad: bool = True  # bt: detach max_v r(x, y_≤t, v), the consistency target
-    teacher_rm: str | None = None  # distill: the sequence RM (HF dir, run dir or hub id)
-    distill_topk: int = 10  # distill: candidates per prefix, the policy's top-k
-    distill_prefixes: int = 4  # distill: prefixes sampled per training response
-    distill_center: bool = True  # distill: centre head values and targets per prefix
-
-    def __post_init__(self) -> None:
-        _choice("token_rm.mode", self.mode, TOKEN_RM_MODES)
-        _choice("token_rm.schedule", self.schedule, ("sum", "alternate"))
-        w = self.consistency_weight
-        if not (math.isfinite(w) and w >= 0):
-            raise ConfigError(f"token_rm.consistency_weight={w} must be a finite number >= 0")
-        if not math.isfinite(self.margin):
-            raise ConfigError(f"token_rm.margin={self.margin} must be finite")
-        if self.mode == "distill" and not self.teacher_rm:
-            raise ConfigError(
-                "token_rm.mode=distill needs token_rm.teacher_rm=<sequence RM run dir or HF dir>, "
-                "e.g. runs/tiny_rm"
-            )
-        if self.mode == "bt" and self.teacher_rm:
-            raise ConfigError(
-                "token_rm.teacher_rm is used only with token_rm.mode=distill; drop it or set the mode"
-            )
-        if self.schedule == "alternate" and self.consistency_weight == 0:
-            raise ConfigError(
-                "token_rm.schedule=alternate with token_rm.consistency_weight=0 would skip every "
-                "other step; use schedule=sum"
-            )
-        if self.distill_topk < 2:
-            raise ConfigError(f"token_rm.distill_topk={self.distill_topk} must be >= 2")
-        if self.distill_prefixes < 1:
-            raise ConfigError(f"token_rm.distill_prefixes={self.distill_prefixes} must be >= 1")
-
-
-@dataclass
-class PPOConfig:
-    """PPO with a critic, frozen reference and frozen reward model."""
-
-    rollout_batch_size: int = 16  # prompts per rollout (per device)
-    ppo_epochs: int = 2  # optimisation passes over each rollout batch
-    max_new_tokens: int = 32
-    temperature: float = 1.0
-    top_k: int = 0
-    kl_coef: float = 0.1
-    kl_estimator: str = "k1"  # k1 | k3
-    adaptive_kl: bool = False
-    target_kl: float = 6.0
-    kl_horizon: int = 10000
-    gamma: float = 1.0
-    lam: float = 0.95
-    clip_range: float = 0.2
-    clip_range_value: float = 0.2
-    vf_coef: float = 0.5
-    critic_lr: float | None = None  # defaults to optim.lr
-    whiten_advantages: bool = True
-
-    def __post_init__(self) -> None:
-        _choice("ppo.kl_estimator", self.kl_estimator, ("k1", "k3"))
-        for key in ("rollout_batch_size", "ppo_epochs", "max_new_tokens", "kl_horizon"):
-            _at_least(f"ppo.{key}", getattr(self, key), 1)
-        _at_least("ppo.top_k", self.top_k, 0)
-        for key in ("temperature", "target_kl", "clip_range", "clip_range_value"):
-            _positive(f"ppo.{key}", getattr(self, key))
-        _non_negative("ppo.kl_coef", self.kl_coef)
-        _non_negative("ppo.vf_coef", self.vf_coef)
-        _fraction("ppo.gamma", self.gamma)
-        _fraction("ppo.lam", self.lam)
-        if self.critic_lr is not None:
-            _positive("ppo.critic_lr", self.critic_lr)
-
-
-@dataclass
-class PredictConfig:
-    """Options of ``python -m argsfw.predict`` that are not decoding settings."""
-
-    # prompts over a context limit: skip | truncate (keep the last tokens) | error (stop before decoding)
-    too_long: str = "skip"
-    strict_tokenizer: bool = (
-        False  # policy/RM tokenizers differ: error, not the cross-tokenizer scorer
-    )
-    legacy_json: bool = False  # also write outputs_original.json: [{prompt, response, method}]
-    label: str | None = None  # this output's name in records and reports (default: from settings)
-    log_every_n_batches: int = 10  # throughput metrics to the logger every N batches
-
-    def __post_init__(self) -> None:
-        _choice("predict.too_long", self.too_long, ("skip", "truncate", "error"))
-        _at_least("predict.log_every_n_batches", self.log_every_n_batches, 1)
-
-
-@dataclass
-class PipelineConfig:
-    """Stages chained by ``python -m argsfw.pipeline``, each run in ``<run_dir>/<step>``.
-
-    In any override, ``@NAME`` stands for fit step NAME's run directory. A fit step named
-    ``sft`` gives every predict step its ``policy``, one named ``rm`` its ``reward_model``
-    (and evaluate's); a step's own overrides (or a predict step's ``recipe=``) win.
+    The shared sections are here; each stage's own section (``rm``, ``decode`` ...) comes from
+    the stage registry (`argsfw.stages`), added by `job_schema`: a job is an instance of that
+    subclass, whose name is JobConfig too.
     """
 
-    # fit step name -> "RECIPE key=value ...", run in this order (a new stage is one more line)
-    fit: dict[str, str] = field(default_factory=dict)
-    fit_overrides: list[str] = field(default_factory=list)  # applied to every fit step
-    predict_recipe: str | None = None  # predict recipe every decode step starts from
-    # step name -> its overrides ("-m" sweeps allowed)
-    predict: dict[str, str] = field(default_factory=dict)
-    predict_overrides: list[str] = field(default_factory=list)  # applied to every predict step
-    evaluate: str | None = None  # evaluate recipe run over every predict output
-    evaluate_overrides: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        for name, spec in self.fit.items():
-            if not str(spec or "").strip():
-                raise ConfigError(
-                    f"pipeline.fit.{name} is empty; give its fit recipe, e.g. {name}: tiny_{name}"
-                )
-
-
-@dataclass
-class JobConfig:
-    """One run of one entry point. Stage inputs take an HF dir, an argsfw run dir or a hub id."""
-
     recipe: str = ""  # the recipe's name (set by composition)
-    stage: str = ""  # sft | rm | ppo | arm | token_rm | predict | evaluate | pipeline
+    stage: str = ""  # a stage name (python -m argsfw.methods lists them) or pkg.module:STAGE
     run_dir: str | None = None  # default: runs/<recipe>
     resume: bool = False  # continue the run in run_dir from its last checkpoint
     overwrite: bool = False  # start over in an existing run_dir
@@ -516,20 +289,13 @@ class JobConfig:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    sft: SFTConfig = field(default_factory=SFTConfig)
-    rm: RMConfig = field(default_factory=RMConfig)
-    ppo: PPOConfig = field(default_factory=PPOConfig)
-    arm: ArmConfig = field(default_factory=ArmConfig)
-    token_rm: TokenRMConfig = field(default_factory=TokenRMConfig)
-    decode: DecodeConfig = field(default_factory=DecodeConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
-    predict: PredictConfig = field(default_factory=PredictConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)  # the decode group (predict)
 
     def __post_init__(self) -> None:
+        from argsfw.stages import get_stage
+
         check_finite(self)  # first: the range checks below would let an infinite value through
-        if self.stage:
-            _choice("stage", self.stage, STAGES)
+        stage = get_stage(self.stage) if self.stage else None
         _at_least("seed", self.seed, 0)
         if self.num_threads is not None:
             _at_least("num_threads", self.num_threads, 1)
@@ -537,21 +303,45 @@ class JobConfig:
             raise ConfigError("resume=true and overwrite=true contradict each other; pass one")
         try:  # why re-raised: the library checks raise their packages' own ValueErrors
             check_data_config(self.data)
-            check_eval_config(self.eval)
-            if self.stage == "predict":
-                # the checks that need no model; vocabulary and context follow once the models'
-                # configs are read (argsfw.predict), before any weight loads
-                check_decode_settings(self.decode, prefix="decode.")
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         _choice("decode.scorer", self.decode.scorer, SCORER_CHOICES)
-        if self.rm.cache_frozen and not self.model.train_top_layers:
-            raise ConfigError(
-                "rm.cache_frozen=true caches the frozen layers' outputs but nothing is frozen: "
-                "set model.train_top_layers=N (e.g. 4)"
-            )
         if self.model.train_top_layers and self.model.lora.enabled:
             raise ConfigError(
                 "model.train_top_layers and model.lora.enabled are two ways to train part of the "
                 "model; pass one"
             )
+        if stage is not None and stage.check is not None and hasattr(self, stage.section or ""):
+            stage.check(self)
+
+    def sections(self) -> list[str]:
+        """The config sections this job's stage reads (what ``print_config`` shows)."""
+        from argsfw.stages import find_stage
+
+        stage = find_stage(self.stage)
+        if stage is None:
+            return [f.name for f in fields(self) if is_dataclass(getattr(self, f.name))]
+        return [*stage.sections, *([stage.section] if stage.section else [])]
+
+
+_SCHEMAS: dict[str, type] = {}
+
+
+def job_schema(stage: str | None = None) -> type:
+    """`JobConfig` with a section for every registered stage's settings, and `stage`'s own when it
+    is a stage of one's own (``pkg.module:STAGE``). Cached per stage of one's own."""
+    from argsfw.stages import get_stage, stages
+
+    own = [s for s in stages().values() if s.config is not None]
+    if stage and ":" in stage:
+        extra = get_stage(stage)
+        if extra.config is not None:
+            own.append(extra)
+    key = stage if stage and ":" in stage else ""
+    if key not in _SCHEMAS:
+        extra_fields = [(s.section, s.config, field(default_factory=s.config)) for s in own]
+        cls = make_dataclass("JobConfig", extra_fields, bases=(JobConfig,))
+        cls.__module__ = __name__
+        cls.__doc__ = JobConfig.__doc__
+        _SCHEMAS[key] = cls
+    return _SCHEMAS[key]

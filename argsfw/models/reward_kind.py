@@ -26,6 +26,8 @@ from pathlib import Path
 KINDS = ("sequence", "arm", "token")
 CONFIG_ATTR = "argsfw_reward_kind"
 META_KEY = "reward_kind"
+
+
 def _from_config(config) -> str | None:
     """The kind a config object or dict declares: its marker, else its architectures."""
     get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)

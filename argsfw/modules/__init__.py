@@ -1,14 +1,13 @@
 """One LightningModule per fit stage, and the interface `argsfw.fit` drives them through.
 
-Each stage module (`argsfw.modules.sft`, `.reward`, `.ppo`, `.arm`, `.token_rm`) exposes
-``build(job: JobConfig, run: RunDir) -> StageParts``. `argsfw.fit` does everything the stages
+Each fit stage (`argsfw.stages`) names a ``build(job: JobConfig, run: RunDir) -> StageParts``
+(`argsfw.modules.sft`, `.reward`, `.ppo_stage`, `.arm`, `.token_rm`). `argsfw.fit` does everything the stages
 share (run directory, seeding, logger, strategy, Trainer, checkpoints, resume, export, metrics)
 and asks the stage only for the parts below.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,15 +18,6 @@ if TYPE_CHECKING:  # keep `import argsfw.modules` light: Lightning loads only wh
 
     from argsfw.config.run_dir import RunDir
     from argsfw.config.schema import JobConfig
-
-# stage name (JobConfig.stage) -> module exposing build(job, run) -> StageParts
-STAGE_MODULES = {
-    "sft": "argsfw.modules.sft",
-    "rm": "argsfw.modules.reward",
-    "ppo": "argsfw.modules.ppo_stage",
-    "arm": "argsfw.modules.arm",
-    "token_rm": "argsfw.modules.token_rm",
-}
 
 
 @dataclass
@@ -49,15 +39,16 @@ class StageParts:
 
 
 def build_stage(job: JobConfig, run: RunDir) -> StageParts:
-    """Import the module of `job.stage` and call its ``build(job, run)``.
+    """Build `job.stage`'s parts with the ``build`` its `argsfw.stages.Stage` names.
 
-    Raises `argsfw.errors.ConfigError` when the stage has no fit module.
+    Raises `argsfw.errors.ConfigError` when the stage is not a fit stage.
     """
     from argsfw.errors import ConfigError
+    from argsfw.stages import find_stage, names
 
-    name = STAGE_MODULES.get(job.stage)
-    if name is None:
+    stage = find_stage(job.stage)
+    if stage is None or stage.entry != "fit":
         raise ConfigError(
-            f"stage {job.stage!r} cannot be fitted; fit stages: {', '.join(STAGE_MODULES)}"
+            f"stage {job.stage!r} cannot be fitted; fit stages: {', '.join(names('fit'))}"
         )
-    return importlib.import_module(name).build(job, run)
+    return stage.build_fn()(job, run)

@@ -18,7 +18,7 @@ import lightning as L
 import torch
 
 from argsfw.config.run_dir import RunDir
-from argsfw.config.schema import ArmConfig, JobConfig, OptimConfig
+from argsfw.config.schema import JobConfig, OptimConfig
 from argsfw.modules import StageParts
 from argsfw.modules._lm_rewards import (
     both_sides,
@@ -31,6 +31,7 @@ from argsfw.modules._models import build_causal_lm
 from argsfw.modules._optim import adamw_with_schedule, total_optimizer_steps
 from argsfw.rlhf.pairwise import pairwise_accuracy, reward_gap
 from argsfw.rlhf.token_rewards import genarm_loss, sequence_logprob_sum
+from argsfw.stages.arm import ArmConfig
 
 REWARD_KIND = "arm"
 

@@ -41,7 +41,7 @@ import lightning as L
 import torch
 from lightning.pytorch.strategies import ParallelStrategy
 
-from argsfw.config.schema import OptimConfig, PPOConfig
+from argsfw.config.schema import OptimConfig
 from argsfw.modules._optim import actor_critic_adamw, total_optimizer_steps
 from argsfw.rlhf.gae import gae
 from argsfw.rlhf.kl import KLController, kl_estimate, token_rewards
@@ -49,6 +49,7 @@ from argsfw.rlhf.ppo import ppo_policy_loss, ppo_value_loss
 from argsfw.rlhf.rollout import Rollout, positions_from_mask, response_mask_after_eos
 from argsfw.rlhf.stats import entropy_from_logits, gather_logprobs, masked_mean, masked_whiten
 from argsfw.rlhf.values import token_values, value_head  # noqa: F401 - re-exported
+from argsfw.stages.ppo import PPOConfig
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ import lightning as L
 import torch
 
 from argsfw.config.run_dir import RunDir
-from argsfw.config.schema import JobConfig, OptimConfig, TokenRMConfig
+from argsfw.config.schema import JobConfig, OptimConfig
 from argsfw.errors import UsageError
 from argsfw.modules import StageParts
 from argsfw.modules._lm_rewards import (
@@ -56,6 +56,7 @@ from argsfw.rlhf.token_rewards import (
     scheduled_loss,
     top1_agreement,
 )
+from argsfw.stages.token_rm import TokenRMConfig
 
 log = logging.getLogger(__name__)
 

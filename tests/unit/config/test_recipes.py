@@ -6,7 +6,7 @@ import shlex
 
 import pytest
 
-from argsfw.cli import ENTRY_OF_STAGE
+from argsfw.stages import stages
 from argsfw.config.compose import (
     RECIPE_DIR,
     RECIPE_PATH_ENV,
@@ -20,7 +20,7 @@ from argsfw.errors import ConfigError
 from argsfw.models.known import KNOWN_ARCHITECTURES, build_on_meta
 
 RECIPES = available_recipes()
-ENTRY = ENTRY_OF_STAGE
+ENTRY = {name: s.entry for name, s in stages().items()}
 REQUIRED = {
     "opt125m_sft",
     "opt350m_rm",
