@@ -15,6 +15,7 @@ from typing import Any
 from argsfw.data.config import DataConfig
 from argsfw.data.loading import check_data_config
 from argsfw.decoding.config import SCORER_CHOICES, DecodeConfig, check_decode_settings
+from argsfw.devices import parse_devices
 from argsfw.errors import ConfigError
 from argsfw.eval.config import EvalConfig, check_eval_config
 
@@ -94,23 +95,8 @@ ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu", "hpu")
 
 
 def _check_devices(value: Any) -> None:
-    """``trainer.devices``: an int >= 1, -1 or "auto" (all), a non-empty list of ids, or "0,1"."""
-    if isinstance(value, bool):
-        ok = False
-    elif isinstance(value, int):
-        ok = value >= 1 or value == -1
-    elif isinstance(value, (list, tuple)):
-        ok = bool(value) and all(isinstance(v, int) and v >= 0 for v in value)
-    elif isinstance(value, str):
-        parts = [p.strip() for p in value.split(",") if p.strip()]
-        ok = value == "auto" or (bool(parts) and all(p.lstrip("-").isdigit() for p in parts))
-        ok = ok and value.strip() not in ("0", "")
-    else:
-        ok = False
-    _check(
-        "trainer.devices", value, ok,
-        "an integer >= 1 (devices per node), -1 or auto (all), or a list of device ids",
-    )  # fmt: skip
+    """``trainer.devices``: an int >= 1, -1 or "auto" (all), a list of distinct ids, or "0,1"."""
+    parse_devices(value)  # the one parser fit and predict use too (ConfigError naming the key)
 
 
 @dataclass
