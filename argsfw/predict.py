@@ -535,9 +535,7 @@ def _decode(job, run: RunDir, records, cross_tokenizer: bool):
     callbacks = [PartFileWriter(run.path), ThroughputLogger(job.predict.log_every_n_batches)]
     if job.trainer.enable_progress_bar:
         callbacks.append(DecodeProgressBar())
-    logger = build_logger(
-        job.logger, run.path, f"{job.recipe}-{run.path.name}", hparams=output_settings(job)
-    )
+    logger = build_logger(job.logger, run.path, job.stage, hparams=output_settings(job))
     trainer = _trainer(job, run, callbacks, logger)
     dm = PromptsDataModule(records, run.path, job.decode.batch_size, job.data.num_workers)
     module = DecodeModule(spec)

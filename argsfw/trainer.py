@@ -160,7 +160,7 @@ def build_trainer(job: JobConfig, run: RunDir, parts) -> L.Trainer:
         world_size(job.trainer),
         kwargs["accumulate_grad_batches"],
     )
-    logger = build_logger(job.logger, run.path, run_name=run.path.name, hparams=_hparams(job))
+    logger = build_logger(job.logger, run.path, job.stage, hparams=_hparams(job))
     trainer = L.Trainer(
         **kwargs,
         strategy=build_strategy(job.strategy, job.trainer),

@@ -253,6 +253,8 @@ class LoggerConfig:
     mode: str = "auto"  # auto (online with a key, else offline) | online | offline | disabled
     tags: list[str] = field(default_factory=list)
     log_samples: int = 8  # sample generations logged as a table (0: none)
+    run_name: str | None = None  # W&B run name (default: the run dir's name, with the stage)
+    group: str | None = None  # W&B group (a pipeline sets its run dir's name)
 
     def __post_init__(self) -> None:
         _choice("logger.name", self.name, ("wandb", "csv", "tensorboard", "none"))
