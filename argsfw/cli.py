@@ -178,9 +178,11 @@ def check_hardware(job: JobConfig) -> None:
             f"trainer.accelerator={accel} but this machine has no CUDA GPU (torch {torch.__version__}, "
             f"{build}); use trainer=cpu (or trainer.accelerator=cpu), or run on a GPU machine"
         )
+    from argsfw.devices import parse_devices
+
     devices = job.trainer.devices
-    ids = list(devices) if isinstance(devices, (list, tuple)) else None
-    wanted = max(ids) + 1 if ids else (devices if isinstance(devices, int) and devices > 0 else 0)
+    spec = parse_devices(devices)  # "0,1" is ids 0 and 1, "2" two devices (argsfw.devices)
+    wanted = max(spec) + 1 if isinstance(spec, list) else (spec if isinstance(spec, int) else 0)
     if wanted > count:
         raise ConfigError(
             f"trainer.devices={devices} but this machine has {count} CUDA GPU(s); "

@@ -100,7 +100,7 @@ def _wandb_run(job: JobConfig, run: RunDir):
     import wandb
     from omegaconf import OmegaConf
 
-    from argsfw.loggers import wandb_home_fallback, wandb_mode
+    from argsfw.loggers import wandb_home_fallback, wandb_mode, wandb_names
 
     if wandb_mode(job.logger.mode) != "disabled":
         wandb_home_fallback(run.path)
@@ -108,11 +108,11 @@ def _wandb_run(job: JobConfig, run: RunDir):
     return wandb.init(
         project=job.logger.project,
         entity=job.logger.entity,
-        name=f"{job.recipe}-evaluate",
         dir=str(run.path),
         mode=wandb_mode(job.logger.mode),
         config=config,
         reinit="finish_previous",
+        **wandb_names(job.logger, run.path, job.stage),
     )
 
 

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import secrets
 import tempfile
 from pathlib import Path
+
+from argsfw.config.run_dir import atomic_file, global_rank
+from argsfw.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +67,53 @@ def wandb_home_fallback(run_dir: Path) -> None:
     )
 
 
-def build_logger(cfg, run_dir: Path, run_name: str, hparams: dict | None = None):
-    """A Lightning logger for `cfg` (a `LoggerConfig`) writing under `run_dir`, or None."""
+RUN_ID_FILE = "wandb_run_id"  # the run directory's W&B run id, beside meta.json
+_RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def wandb_run_id(run_dir: Path) -> str:
+    """The W&B run id of `run_dir`: the one in its ``wandb_run_id`` file, else a new random one.
+
+    Why a stored random id and not one derived from the path: ``overwrite=true`` (which deletes
+    the file with the rest of the run) must start a new W&B run, not append to the old one's
+    history, and two run directories with the same path on two machines are two runs. A resumed
+    run keeps its directory and so its id. Only rank 0 writes the file (atomically).
+    """
+    path = Path(run_dir) / RUN_ID_FILE
+    run_id = path.read_text().strip() if path.is_file() else ""
+    if run_id:
+        if not _RUN_ID.fullmatch(run_id):
+            raise ConfigError(
+                f"{path} holds {run_id[:80]!r}, not a W&B run id (letters, digits, _ or -); "
+                "delete the file to start a new W&B run"
+            )
+        return run_id
+    run_id = secrets.token_hex(8)
+    if global_rank() == 0:
+        with atomic_file(path) as f:
+            f.write(run_id + "\n")
+    return run_id
+
+
+def wandb_names(cfg, run_dir: Path, stage: str) -> dict:
+    """W&B ``name``, ``group`` and ``job_type`` of a `stage` run in `run_dir` (`cfg`: LoggerConfig).
+
+    The name defaults to the run directory's name, prefixed with the stage unless it names it
+    already (``runs/tiny_sft``: ``tiny_sft``; a pipeline's ``predict/greedy``: ``predict-greedy``).
+    """
+    name = cfg.run_name
+    if not name:
+        base = Path(run_dir).resolve().name
+        name = (
+            base
+            if re.search(rf"(^|[^A-Za-z0-9]){re.escape(stage)}($|[^A-Za-z0-9])", base)
+            else f"{stage}-{base}"
+        )
+    return {"name": name, "group": cfg.group or None, "job_type": stage or None}
+
+
+def build_logger(cfg, run_dir: Path, stage: str, hparams: dict | None = None):
+    """A Lightning logger for `cfg` (a `LoggerConfig`) of a `stage` run under `run_dir`, or None."""
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
     if cfg.name == "none":
@@ -80,20 +130,13 @@ def build_logger(cfg, run_dir: Path, run_name: str, hparams: dict | None = None)
         logger = WandbLogger(
             project=cfg.project,
             entity=cfg.entity,
-            name=run_name,
             save_dir=str(run_dir),
             mode=mode,
             tags=list(cfg.tags) or None,
-            id=_stable_run_id(run_dir),
+            id=wandb_run_id(run_dir),
             resume="allow",
+            **wandb_names(cfg, run_dir, stage),
         )
     if hparams:
         logger.log_hyperparams(hparams)
     return logger
-
-
-def _stable_run_id(run_dir: Path) -> str:
-    # One W&B run per run directory, so a resumed fit continues the same W&B run.
-    import hashlib
-
-    return hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]

@@ -105,6 +105,15 @@ def check_plan(job: JobConfig, steps: list[Step]) -> None:
         )
 
 
+def _group_override(job: JobConfig, root: Path) -> str:
+    """``logger.group=<this pipeline's group>``: its own ``logger.group``, else its run dir's name.
+
+    Every step's runs then share one W&B group; quoted, so any directory name stays one string.
+    """
+    group = job.logger.group or Path(root).resolve().name
+    return "logger.group='" + group.replace("'", "\\'") + "'"
+
+
 def plan(job: JobConfig, root: Path) -> list[Step]:
     """The ordered steps of `job`'s pipeline, with every ``@<fit step>`` resolved to its run dir.
 
@@ -123,13 +132,16 @@ def plan(job: JobConfig, root: Path) -> list[Step]:
             out.append(a)
         return out
 
+    group = [_group_override(job, root)]  # before every user override, so one can replace it
     inputs = (["policy=@sft"] if "sft" in dirs else []) + (
         ["reward_model=@rm"] if "rm" in dirs else []
     )
     steps: list[Step] = []
     for name, spec in p.fit.items():
         recipe, *own = _split(name, spec)
-        args = _merge([f"recipe={recipe}"], list(p.fit_overrides), own, [f"run_dir={dirs[name]}"])
+        args = _merge(
+            [f"recipe={recipe}"], group, list(p.fit_overrides), own, [f"run_dir={dirs[name]}"]
+        )
         if dirs[name].exists() and not fit_complete(dirs[name]):
             args.append("resume=true")
         steps.append(Step(name, "fit", resolve(args), dirs[name]))
@@ -142,6 +154,7 @@ def plan(job: JobConfig, root: Path) -> list[Step]:
         run_dir = root / "predict" / name
         args = _merge(
             [f"recipe={p.predict_recipe}"],
+            group,
             inputs,
             list(p.predict_overrides),
             _split(f"predict {name}", overrides),
@@ -152,6 +165,7 @@ def plan(job: JobConfig, root: Path) -> list[Step]:
         reward = ["reward_model=@rm"] if "rm" in dirs else []
         args = _merge(
             [f"recipe={p.evaluate}"],
+            group,
             reward,
             [f"outputs=[{root / 'predict'}]"],
             list(p.evaluate_overrides),

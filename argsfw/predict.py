@@ -121,21 +121,18 @@ def predict_one(job, run: RunDir) -> dict | None:
 
 def _trainer(job, run: RunDir, callbacks: list, logger):
     import lightning as L
-    import torch
     from lightning.pytorch.strategies import DDPStrategy
 
+    from argsfw.devices import on_cpu, trainer_devices
+
     t = job.trainer
-    n = (
-        len(t.devices)
-        if isinstance(t.devices, (list, tuple))
-        else (None if t.devices in ("auto", -1) else int(t.devices))
-    )
-    cpu = t.accelerator == "cpu" or (t.accelerator == "auto" and not torch.cuda.is_available())
-    multi = (n is None and torch.cuda.device_count() > 1) or (n or 1) > 1 or t.num_nodes > 1
+    devices, n = trainer_devices(t)  # every form trainer.devices takes (argsfw.devices)
+    cpu = on_cpu(t.accelerator)
+    multi = n > 1 or t.num_nodes > 1
     strategy = DDPStrategy(process_group_backend="gloo" if cpu else None) if multi else "auto"
     return L.Trainer(
         accelerator=t.accelerator,
-        devices=t.devices,
+        devices=devices,
         num_nodes=t.num_nodes,
         strategy=strategy,
         precision=t.precision,
@@ -169,9 +166,7 @@ def _decode(job, run: RunDir, records, cross_tokenizer: bool):
     callbacks = [PartFileWriter(run.path), ThroughputLogger(job.predict.log_every_n_batches)]
     if job.trainer.enable_progress_bar:
         callbacks.append(DecodeProgressBar())
-    logger = build_logger(
-        job.logger, run.path, f"{job.recipe}-{run.path.name}", hparams=output_settings(job)
-    )
+    logger = build_logger(job.logger, run.path, job.stage, hparams=output_settings(job))
     trainer = _trainer(job, run, callbacks, logger)
     dm = PromptsDataModule(records, run.path, job.decode.batch_size, job.data.num_workers)
     module = DecodeModule(spec)

@@ -11,9 +11,9 @@ import logging
 import os
 from typing import Any
 
-import torch
 from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, Strategy
 
+from argsfw.devices import on_cpu, trainer_devices
 from argsfw.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -83,25 +83,9 @@ def _skip_shm_op_build() -> None:
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
-def _cuda() -> bool:
-    return torch.cuda.is_available()
-
-
-def _on_cpu(accelerator: str) -> bool:
-    return accelerator == "cpu" or (accelerator == "auto" and not _cuda())
-
-
-def _n_devices(devices: Any) -> int:
-    if isinstance(devices, (list, tuple)):
-        return len(devices)
-    if devices in ("auto", -1, "-1"):
-        return max(torch.cuda.device_count(), 1) if _cuda() else 1
-    return int(devices)
-
-
 def world_size(trainer_cfg) -> int:
     """Processes a Trainer built from `trainer_cfg` will run (devices × nodes)."""
-    return _n_devices(trainer_cfg.devices) * int(trainer_cfg.num_nodes)
+    return trainer_devices(trainer_cfg)[1] * int(trainer_cfg.num_nodes)
 
 
 def build_strategy(cfg, trainer_cfg) -> str | Strategy:
@@ -109,7 +93,7 @@ def build_strategy(cfg, trainer_cfg) -> str | Strategy:
 
     Raises `ConfigError` for DeepSpeed CPU offload without CUDA's pinned-memory ops.
     """
-    cpu = _on_cpu(trainer_cfg.accelerator)
+    cpu = on_cpu(trainer_cfg.accelerator)
     multi = world_size(trainer_cfg) > 1
     if cfg.name == "auto" and not multi:
         return "auto"

@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from argsfw.config.run_dir import RunDir
 from argsfw.config.schema import JobConfig
+from argsfw.devices import trainer_devices
 from argsfw.errors import NonFiniteLossError
 from argsfw.loggers import build_logger
 from argsfw.modules._resume import RNGState, make_resumable
@@ -124,7 +125,7 @@ def trainer_kwargs(job: JobConfig, manual_optimization: bool) -> dict[str, Any]:
     accumulation = job.optim.accumulation(world_size(t))
     kwargs = dict(
         accelerator=t.accelerator,
-        devices=t.devices,
+        devices=trainer_devices(t)[0],
         num_nodes=t.num_nodes,
         precision=t.precision,
         max_epochs=t.max_epochs,
@@ -159,7 +160,7 @@ def build_trainer(job: JobConfig, run: RunDir, parts) -> L.Trainer:
         world_size(job.trainer),
         kwargs["accumulate_grad_batches"],
     )
-    logger = build_logger(job.logger, run.path, run_name=run.path.name, hparams=_hparams(job))
+    logger = build_logger(job.logger, run.path, job.stage, hparams=_hparams(job))
     trainer = L.Trainer(
         **kwargs,
         strategy=build_strategy(job.strategy, job.trainer),

@@ -113,10 +113,15 @@ def read_state(run_dir: Path) -> OutputState:
 
 
 def clear_outputs(run_dir: Path) -> None:
-    """Delete every output file of a predict run (``overwrite=true``)."""
+    """Delete every output file of a predict run (``overwrite=true``), and its W&B run id.
+
+    Why the id too: the run starts over, so it logs to a new W&B run, not the old one's history.
+    """
+    from argsfw.loggers import RUN_ID_FILE
+
     run_dir = Path(run_dir)
-    for path in [run_dir / DONE, run_dir / OUTPUTS, run_dir / SKIPPED, run_dir / LEGACY_JSON]:
-        path.unlink(missing_ok=True)
+    for name in (DONE, OUTPUTS, SKIPPED, LEGACY_JSON, RUN_ID_FILE):
+        (run_dir / name).unlink(missing_ok=True)
     for path in run_dir.glob(PART_GLOB):
         path.unlink()
 

@@ -24,6 +24,7 @@ from argsfw.config.checks import (
 from argsfw.data.config import DataConfig
 from argsfw.data.loading import check_data_config
 from argsfw.decoding.config import SCORER_CHOICES, DecodeConfig
+from argsfw.devices import parse_devices
 from argsfw.errors import ConfigError
 
 # Lightning's precision names (and the legacy short forms it still accepts).
@@ -35,23 +36,8 @@ ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu", "hpu")
 
 
 def _check_devices(value: Any) -> None:
-    """``trainer.devices``: an int >= 1, -1 or "auto" (all), a non-empty list of ids, or "0,1"."""
-    if isinstance(value, bool):
-        ok = False
-    elif isinstance(value, int):
-        ok = value >= 1 or value == -1
-    elif isinstance(value, (list, tuple)):
-        ok = bool(value) and all(isinstance(v, int) and v >= 0 for v in value)
-    elif isinstance(value, str):
-        parts = [p.strip() for p in value.split(",") if p.strip()]
-        ok = value == "auto" or (bool(parts) and all(p.lstrip("-").isdigit() for p in parts))
-        ok = ok and value.strip() not in ("0", "")
-    else:
-        ok = False
-    _check(
-        "trainer.devices", value, ok,
-        "an integer >= 1 (devices per node), -1 or auto (all), or a list of device ids",
-    )  # fmt: skip
+    """``trainer.devices``: an int >= 1, -1 or "auto" (all), a list of distinct ids, or "0,1"."""
+    parse_devices(value)  # the one parser fit and predict use too (ConfigError naming the key)
 
 
 @dataclass
@@ -208,6 +194,8 @@ class LoggerConfig:
     mode: str = "auto"  # auto (online with a key, else offline) | online | offline | disabled
     tags: list[str] = field(default_factory=list)
     log_samples: int = 8  # sample generations logged as a table (0: none)
+    run_name: str | None = None  # W&B run name (default: the run dir's name, with the stage)
+    group: str | None = None  # W&B group (a pipeline sets its run dir's name)
 
     def __post_init__(self) -> None:
         _choice("logger.name", self.name, ("wandb", "csv", "tensorboard", "none"))

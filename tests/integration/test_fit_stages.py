@@ -89,3 +89,5 @@ def test_wandb_offline_without_key(tmp_path):
     )
     runs = list((run / "wandb").glob("offline-run-*"))
     assert runs and any(runs[0].rglob("*.wandb"))
+    run_id = (run / "wandb_run_id").read_text().strip()  # a random id kept for resume=true
+    assert runs[0].name.endswith(f"-{run_id}")

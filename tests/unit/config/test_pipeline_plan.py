@@ -85,3 +85,33 @@ def test_evaluate_without_predict_steps_is_refused(tmp_path):
         plan(job, tmp_path)
     job.pipeline.evaluate_overrides = ["outputs=[runs/a]"]  # its own outputs: fine
     plan(job, tmp_path)
+
+
+def _composed(step):
+    from argsfw.cli import normalise_list_overrides
+
+    return compose(normalise_list_overrides([a for a in step.args if a != "-m"]))
+
+
+def test_every_step_logs_to_the_pipelines_wandb_group(tmp_path):
+    root = tmp_path / "study_2024"
+    steps = plan(compose(["recipe=tiny_pipeline"]), root)
+    assert {_arg(s, "logger.group") for s in steps} == {"'study_2024'"}
+    for step in (steps[0], steps[-1]):  # a fit step and evaluate compose with it
+        assert _composed(step).logger.group == "study_2024"
+
+
+def test_a_group_the_user_sets_wins(tmp_path):
+    steps = plan(
+        compose(
+            [
+                "recipe=tiny_pipeline",
+                "logger.group=mine",  # the pipeline's own: every step
+                "pipeline.fit_overrides=['logger.group=fits']",  # the fit steps': theirs
+            ]
+        ),
+        tmp_path,
+    )
+    groups = {s.name: _composed(s).logger.group for s in steps if "-m" not in s.args}
+    assert groups["sft"] == groups["rm"] == "fits" and groups["evaluate"] == "mine"
+    assert all(s.args.count(a) == 1 for s in steps for a in s.args)
