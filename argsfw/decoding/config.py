@@ -57,6 +57,29 @@ class DecodeConfig:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+# Each method knob's valid range and one-line doc (the listing, python -m argsfw.methods, shows
+# the knobs a method reads with these and their defaults above)
+KNOBS: dict[str, tuple[str, str]] = {
+    "weight": ("any finite number", "w in logit(v) + w * r([x, v]); 0 reads no guide"),
+    "alpha": (
+        "> -1",
+        "GenARM: logits (log pi_base + alpha * log pi_r) / (1 + alpha); 0 reads no guide",
+    ),
+    "topk": ("integer in [1, vocabulary]", "k candidates per step (the policy's top k by logit)"),
+    "temperature": (
+        "> 0, or null",
+        "sampling temperature; null: the method's default (0.7; GenARM 1/(1+alpha))",
+    ),
+    "top_p": ("(0, 1]", "nucleus mass kept before sampling"),
+    "num_samples": ("integer >= 1", "N samples per prompt"),
+    "chunk_size": (
+        "integer >= 1, auto or null",
+        "candidates per RM forward (auto: what fits in memory)",
+    ),
+    "gate_threshold": ("[0, 1]", "score a step only where the policy's top-1 probability <= tau"),
+}
+
+
 def sampling_temperature(s: DecodeConfig) -> float:
     """The temperature `s` samples at: ``s.temperature``, else the method's own default (GenARM:
     ``1 / (1 + alpha)``), else `DEFAULT_TEMPERATURE`."""

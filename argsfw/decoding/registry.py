@@ -36,17 +36,20 @@ NEEDS = ("nothing", "sequence", "arm", "token", "value")
 
 
 class Scorer(Protocol):
-    """Rewards of candidate next tokens for the live rows of a batch, cached across steps.
+    """Rewards of candidate next tokens for the live rows of a batch, its caches kept across steps.
 
-    ``start(ids [B, T], mask [B, T], prompts)`` reads the left-padded prompts;
-    ``score(cands [B, k]) -> rewards [B, k]`` is ``r([x, y, v])`` for every candidate ``v``;
-    ``commit(chosen [B])`` appends each row's chosen token; ``keep(rows [B'])`` drops finished
-    rows (indices into the current batch). Scorers count what they read in the decode stats.
+    The shared loop (`argsfw.decoding.search.decode_batch`) calls ``start(ids [B, T], mask [B, T],
+    prompts)`` once with the left-padded prompts; the chooser calls ``score(cands [B, k],
+    chunk_size=None) -> rewards [B, k]`` (``r([x, y, v])`` for every candidate ``v`` of each
+    row, float32 on the policy's device; ``chunk_size`` bounds candidates per RM forward); the
+    loop then calls ``keep(rows [B'])`` when rows finish (indices into the current batch) and
+    ``commit(chosen [B'])`` with each live row's chosen token. An optional ``row_tokens`` [B]
+    holds the RM token positions each row cost. Scorers add what they read to the decode stats.
     """
 
     def start(self, ids: torch.Tensor, mask: torch.Tensor, prompts: list[list[int]]) -> None: ...
 
-    def score(self, cands: torch.Tensor) -> torch.Tensor: ...
+    def score(self, cands: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor: ...
 
     def commit(self, chosen: torch.Tensor) -> None: ...
 
@@ -56,10 +59,12 @@ class Scorer(Protocol):
 class Chooser(Protocol):
     """One decoding step: ``(logits [B, V], scorer or None, ctx) -> (tokens [B], rewards [B] or None)``.
 
-    ``logits`` are the policy's next-token logits of the live rows (float32); ``ctx`` holds the
-    step, each row's prompt index and its seeded ``torch.Generator`` (sample with it, so a
-    prompt's output does not depend on its batch). ``rewards`` is the guide's value of the
-    chosen token per row (None when the step read no guide).
+    ``logits`` are the policy's next-token logits of the live rows (float32); ``ctx``
+    (`argsfw.decoding.search.StepContext`) holds the step (1-based), each row's prompt index
+    and its seeded ``torch.Generator`` (sample with it, so a prompt's output does not depend on
+    its batch). ``tokens`` are the chosen ids (long, same device); ``rewards`` the guide's value
+    of each chosen token, NaN for a row the step did not score, or None when no row was scored.
+    The loop stops a row after it chooses an EOS id (kept) or at ``max_new_tokens``.
     """
 
     def __call__(
