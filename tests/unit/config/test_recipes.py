@@ -6,7 +6,6 @@ import shlex
 
 import pytest
 
-from argsfw.stages import stages
 from argsfw.config.compose import (
     RECIPE_DIR,
     RECIPE_PATH_ENV,
@@ -18,6 +17,7 @@ from argsfw.config.compose import (
 from argsfw.config.schema import JobConfig
 from argsfw.errors import ConfigError
 from argsfw.models.known import KNOWN_ARCHITECTURES, build_on_meta
+from argsfw.stages import stages
 
 RECIPES = available_recipes()
 ENTRY = {name: s.entry for name, s in stages().items()}

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from argsfw.eval.inputs import make_label
-from argsfw.eval.inputs import EvalRecord
+from argsfw.eval.inputs import EvalRecord, make_label
 from argsfw.eval.plots import PLOTS, STYLES, family, pareto_front
 from argsfw.eval.stats import cost_metrics, record_cost
 

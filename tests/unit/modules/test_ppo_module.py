@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from argsfw.config.schema import OptimConfig, job_schema
-from argsfw.stages.ppo import PPOConfig
 from argsfw.errors import UsageError
 from argsfw.models import load_policy, load_reward_model, load_tokenizer, make_tiny_kit
 from argsfw.modules.ppo import FROZEN, KL_STATE_KEY, PPOModule, token_values
 from argsfw.modules.ppo_stage import build
 from argsfw.rlhf.rollout import positions_from_mask
+from argsfw.stages.ppo import PPOConfig
 
 PROMPTS = [
     "\n\nHuman: What is two plus two?\n\nAssistant:",
@@ -198,7 +198,7 @@ def test_frozen_models_stay_in_eval_mode_and_without_grad(parts):
 # --- inputs ------------------------------------------------------------------------------------
 
 
-def _job(**kw) -> JobConfig:
+def _job(**kw):
     job = job_schema()(stage="ppo", **kw)
     job.optim.batch_size = job.optim.micro_batch_size = job.ppo.rollout_batch_size
     return job
