@@ -280,7 +280,8 @@ def _decode_option(override: str) -> str:
         return f"{key}={name.replace('-', '_')}"
     from argsfw.decoding.registry import find_method
 
-    return f"decode.method={name}" if find_method(name) is not None else override
+    own = ":" in name  # pkg.module:METHOD: its import error is the message to see
+    return f"decode.method={name}" if own or find_method(name) is not None else override
 
 
 def _causes(exc: BaseException):

@@ -107,7 +107,17 @@ def check_decode_settings(s: DecodeConfig, vocab: int | None = None, prefix: str
     try:
         method = get_method(s.method)
     except DecodeInputError as exc:
-        raise type(exc)(f"{prefix}method: {exc}" if prefix else str(exc)) from None
+        if not prefix:
+            raise
+        if ":" in str(s.method):  # one's own method: the import error says what to fix
+            raise type(exc)(f"{prefix}method: {exc}") from None
+        from argsfw.decoding.registry import methods
+
+        valid = ", ".join(n for n in methods() if ":" not in n)
+        raise type(exc)(
+            f"{prefix}method={s.method!r} is not a decoding method; choose one of {valid} "
+            "(or pkg.module:METHOD)"
+        ) from None
     if not _int(s.max_new_tokens) or s.max_new_tokens < 1:
         raise DecodeInputError(
             f"{prefix}max_new_tokens must be a positive integer, got {s.max_new_tokens!r}"

@@ -16,6 +16,10 @@ from typing import Any
 
 from argsfw.decoding.registry import find_method
 
+# policies trained to be aligned (training-time baselines), by their label's first word ->
+# (colour, marker); drawn as reference lines beside the decoding-time methods
+TRAINED = {"ppo": ("#2ca02c", "*"), "dpo": ("#006400", "8")}
+
 
 # family -> (colour, marker): each decoding method's own (argsfw.decoding.registry), and the
 # PPO policy's; unknown families get the fallbacks in turn
@@ -23,7 +27,7 @@ def _styles() -> dict[str, tuple[str, str]]:
     from argsfw.decoding.registry import methods
 
     own = {n: (m.color, m.marker) for n, m in methods().items() if n == m.name}
-    return {**own, "ppo": ("#2ca02c", "*")}
+    return {**own, **TRAINED}
 
 
 STYLES = _styles()
@@ -40,7 +44,8 @@ def family(entry: dict[str, Any]) -> str:
     """The method family of a report entry: ``ppo`` for a PPO policy's label, else the label's first word."""
     label = str(entry.get("label") or entry.get("method") or "?").split("#")[0]
     head = label.split(" ")[0]
-    return "ppo" if head.lower().startswith("ppo") else head
+    trained = next((t for t in TRAINED if head.lower().startswith(t)), None)
+    return trained or head
 
 
 def _method(entry: dict[str, Any]):
@@ -227,7 +232,7 @@ def _weight_series(report: dict[str, Any]) -> dict[str, list[tuple[float, dict]]
         method = _method(e)
         if (
             e.get("weight") is None
-            or family(e) == "ppo"
+            or family(e) in TRAINED
             or method is None
             or method.curve != "weight"
         ):
@@ -242,7 +247,7 @@ def _weight_series(report: dict[str, Any]) -> dict[str, list[tuple[float, dict]]
 def plot_vs_weight(report: dict[str, Any], out: Path) -> Path | None:
     """Reward (and the oracle, when measured) against w for reward-weighted methods.
 
-    Greedy, the PPO policy and the largest best-of-N are horizontal references, each in
+    Greedy, the PPO and DPO policies and the largest best-of-N are horizontal references, each in
     its family's colour. None when no weighted input has a reward.
     """
     series = {
@@ -287,12 +292,12 @@ def plot_vs_weight(report: dict[str, Any], out: Path) -> Path | None:
 
 
 def _references(report: dict[str, Any]) -> list[tuple[str, str, dict]]:
-    """Greedy, the PPO policy and the largest best-of-N: ``(label, family, metrics)``."""
+    """Greedy, the PPO and DPO policies and the largest best-of-N: ``(label, family, metrics)``."""
     refs, best = [], None
     for e in report["inputs"]:
         fam = family(e)
         method = _method(e)
-        if fam == "ppo" or (
+        if fam in TRAINED or (
             method is not None and method.needs == "nothing" and not method.samples
         ):
             refs.append((e["label"], fam, e["metrics"]))  # the deterministic unguided baseline

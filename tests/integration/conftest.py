@@ -22,6 +22,7 @@ PIPELINE_STEPS = {
     "sft": "tiny_sft trainer.max_steps=100",
     "rm": "tiny_rm trainer.max_steps=40",
     "ppo": "tiny_ppo policy=@sft reward_model=@rm trainer.limit_train_batches=12",
+    "dpo": "tiny_dpo policy=@sft trainer.max_steps=30",
     "arm": "tiny_arm policy=@sft trainer.max_steps=30",
     "token_rm": "tiny_token_rm policy=@sft trainer.max_steps=30",
     "token_rm_distill": (

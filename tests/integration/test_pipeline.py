@@ -20,11 +20,18 @@ from _fit_helpers import REPO, env
 @pytest.mark.slow
 def test_pipeline_runs_every_stage_and_reports_every_method(tiny_pipeline):
     run_dir, first = tiny_pipeline.run_dir, tiny_pipeline.first
-    for stage in ("sft", "rm", "ppo", "arm", "token_rm", "token_rm_distill"):
+    for stage in ("sft", "rm", "ppo", "dpo", "arm", "token_rm", "token_rm_distill"):
         assert (run_dir / stage / "hf" / "config.json").is_file(), stage
     report = json.loads((run_dir / "evaluate" / "report.json").read_text())
     labels = {entry["label"] for entry in report["inputs"]}
-    expected = {"greedy", "top-k", "nucleus", "ppo-greedy", "args-stochastic w=1.5 k=10"}
+    expected = {
+        "greedy",
+        "top-k",
+        "nucleus",
+        "ppo-greedy",
+        "dpo-greedy",
+        "args-stochastic w=1.5 k=10",
+    }
     expected |= {f"best-of-n N={n}" for n in (2, 4, 8)}
     expected |= {f"args-greedy w={w} k=10" for w in ("0.5", "1", "1.5", "2", "3")}
     expected |= {f"args-greedy w=1.5 k={k}" for k in (2, 5)}
@@ -50,7 +57,12 @@ def test_pipeline_runs_every_stage_and_reports_every_method(tiny_pipeline):
 @pytest.mark.slow
 def test_pipeline_rerun_skips_finished_stages(tiny_pipeline):
     skipped = re.findall(r"\] (\w+): already complete", tiny_pipeline.again.stderr)
-    assert skipped == ["sft", "rm", "ppo", "arm", "token_rm", "token_rm_distill"]
+    assert skipped == ["sft", "rm", "ppo", "dpo", "arm", "token_rm", "token_rm_distill"]
+
+
+def _metric(run_dir, key):
+    report = json.loads((run_dir / "evaluate" / "report.json").read_text())
+    return {entry["label"]: entry["metrics"][key] for entry in report["inputs"]}
 
 
 def _rewards(run_dir) -> dict[str, float]:
@@ -81,6 +93,12 @@ def test_pipeline_science_on_the_tiny_task(tiny_pipeline):
     # ... and on PPO's own validation prompts (its reference is the SFT policy)
     ppo = json.loads((run_dir / "ppo" / "metrics.json").read_text())
     assert ppo["val/reward"] > ppo["val/ref_reward"], ppo
+    # DPO, which never saw the RM, learns the same preferences from the pairs: its implicit
+    # reward ranks held-out pairs, and its greedy answers score higher with the RM and the oracle
+    dpo = json.loads((run_dir / "dpo" / "metrics.json").read_text())
+    assert dpo["val/reward_acc"] > 0.6, dpo
+    oracle = _metric(run_dir, "oracle")
+    assert rewards["dpo-greedy"] > greedy and oracle["dpo-greedy"] > oracle["greedy"], table
 
 
 @pytest.mark.slow

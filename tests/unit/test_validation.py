@@ -110,7 +110,7 @@ def test_decode_settings_are_checked_without_models(settings, message):
 
 
 def test_topk_is_checked_against_the_vocabulary_when_known():
-    assert check_decode_settings(DecodeConfig(topk=50), vocab=50) == "args-greedy"
+    assert check_decode_settings(DecodeConfig(topk=50), vocab=50).name == "args-greedy"
     with pytest.raises(DecodeInputError, match=r"topk must be an integer in \[1, 49\]"):
         check_decode_settings(DecodeConfig(topk=50), vocab=49)
 

@@ -1,0 +1,118 @@
+"""The DPO LightningModule: the policy trained with `argsfw.rlhf.dpo.dpo_loss` on preference
+pairs, the reference π_ref its frozen initial self.
+
+The reference is a frozen copy kept out of DDP, DeepSpeed and checkpoints (as the PPO and
+token-RM modules keep theirs); under LoRA there is no copy: the policy with its adapters
+disabled *is* π_ref. Validation logs ``val/loss``, ``val/reward_acc`` (pairs whose implicit
+reward ranks the chosen reply higher), ``val/reward_gap`` and ``val/kl_chosen`` (mean
+log π − log π_ref of the chosen replies). The export is a plain HF causal LM, like SFT's.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from argsfw.config.run_dir import RunDir
+from argsfw.config.schema import JobConfig, OptimConfig
+from argsfw.modules import StageParts
+from argsfw.modules._lm_rewards import both_sides, check_causal_lm_init, pair_datamodule
+from argsfw.modules._models import build_causal_lm, save_model_dir
+from argsfw.modules._optim import adamw_with_schedule, total_optimizer_steps
+from argsfw.rlhf.dpo import dpo_loss
+from argsfw.rlhf.pairwise import pairwise_accuracy, reward_gap
+from argsfw.rlhf.token_rewards import sequence_logprob_sum
+from argsfw.stages.dpo import DPOConfig
+
+
+class DPOModule(L.LightningModule):
+    """Batches come from `argsfw.modules._lm_rewards.PairCollator` ([N, T] per side)."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        reference: torch.nn.Module | None,
+        dpo: DPOConfig,
+        optim: OptimConfig,
+    ) -> None:
+        super().__init__()
+        self.model, self.dpo, self.optim = model, dpo, optim
+        if reference is not None:
+            reference.requires_grad_(False).eval()
+        # why a tuple: nn.Module registers only Module-valued attributes, so it stays unregistered
+        self._reference = (reference,)
+
+    def _apply(self, fn, *args, **kwargs):
+        """Apply `fn` (device move, dtype cast) to the frozen reference too."""
+        if self._reference[0] is not None:
+            self._reference[0]._apply(fn, *args, **kwargs)
+        return super()._apply(fn, *args, **kwargs)
+
+    def train(self, mode: bool = True) -> DPOModule:
+        super().train(mode)
+        if self._reference[0] is not None:
+            self._reference[0].eval()
+        return self
+
+    def _logps(self, model, ids, mask, response) -> torch.Tensor:
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        return sequence_logprob_sum(logits, ids, response)
+
+    def terms(self, batch: dict[str, torch.Tensor]):
+        """``(loss, reward_chosen, reward_rejected, log-ratio of the chosen)``, [N] rewards."""
+        ids, mask = both_sides(batch, "input_ids"), both_sides(batch, "attention_mask")
+        response = both_sides(batch, "response_mask")
+        policy = self._logps(self.model, ids, mask, response)
+        ref_model = self._reference[0]
+        with torch.no_grad():
+            if ref_model is None:  # LoRA: the base without adapters is the reference
+                with self.model.disable_adapter():
+                    ref = self._logps(self.model, ids, mask, response)
+            else:
+                ref = self._logps(ref_model, ids, mask, response)
+        pc, pr = policy.chunk(2)
+        rc, rr = ref.chunk(2)
+        loss, r_w, r_l = dpo_loss(pc, pr, rc, rr, self.dpo.beta, self.dpo.label_smoothing)
+        return loss, r_w, r_l, (pc - rc).detach()
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, r_w, r_l, _ = self.terms(batch)
+        n = r_w.numel()
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
+        self.log("train/reward_acc", pairwise_accuracy(r_w, r_l), batch_size=n)
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        loss, r_w, r_l, kl = self.terms(batch)
+        log = dict(on_epoch=True, sync_dist=True, batch_size=r_w.numel())
+        self.log("val/loss", loss, prog_bar=True, **log)
+        self.log("val/reward_acc", pairwise_accuracy(r_w, r_l), prog_bar=True, **log)
+        self.log("val/reward_gap", reward_gap(r_w, r_l), **log)
+        self.log("val/kl_chosen", kl.mean(), **log)
+
+    def configure_optimizers(self) -> dict:
+        return adamw_with_schedule(self.model, self.optim, total_optimizer_steps(self.trainer))
+
+
+def build(job: JobConfig, run: RunDir) -> StageParts:
+    """The dpo stage's parts. Raises `UsageError`/`ModelPathError` for bad inputs, before loading."""
+    from peft import PeftModel
+
+    check_causal_lm_init(job)
+    model, tokenizer, meta = build_causal_lm(job)
+    reference = None if isinstance(model, PeftModel) else copy.deepcopy(model)
+
+    def export(module: DPOModule, out_dir: Path) -> None:
+        save_model_dir(module.model, tokenizer, out_dir)
+
+    meta = {
+        **meta,
+        "kind": "policy",
+        "dpo_beta": job.dpo.beta,
+        "dpo_label_smoothing": job.dpo.label_smoothing,
+    }
+    module = DPOModule(model, reference, job.dpo, job.optim)
+    return StageParts(module, pair_datamodule(job, tokenizer), export, meta)
