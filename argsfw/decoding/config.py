@@ -37,6 +37,11 @@ class DecodeConfig:
     temperature: float | None = None
     top_p: float = 0.9  # nucleus
     num_samples: int = 4  # best-of-n: N
+    reward_temperature: float = (
+        1.0  # soft-best-of-n: lambda, pick sample j w.p. ∝ exp(r_j / lambda)
+    )
+    rejection_every: int = 8  # speculative-best-of-n: new tokens between rejection points
+    rejection_rate: float = 0.5  # speculative-best-of-n: fraction of live samples dropped at each
     chunk_size: Any = None  # args-greedy-large: int or "auto"
     # args-gated: tau in [0, 1]; a step calls the RM only where the policy's top-1 probability
     # is <= tau (1: every step, = args-greedy; 0: never, = greedy)
@@ -72,6 +77,15 @@ KNOBS: dict[str, tuple[str, str]] = {
     ),
     "top_p": ("(0, 1]", "nucleus mass kept before sampling"),
     "num_samples": ("integer >= 1", "N samples per prompt"),
+    "reward_temperature": (
+        "> 0",
+        "lambda: sample j is picked w.p. ∝ exp(r_j / lambda) (0+: best-of-N)",
+    ),
+    "rejection_every": ("integer >= 1", "new tokens between rejection points"),
+    "rejection_rate": (
+        "[0, 1)",
+        "fraction of a prompt's live samples dropped at each point (lowest RM reward)",
+    ),
     "chunk_size": (
         "integer >= 1, auto or null",
         "candidates per RM forward (auto: what fits in memory)",

@@ -135,6 +135,7 @@ def decode_batch(
     eos_ids: list[int],
     meter: Meter,
     repeat: int = 1,
+    prune: Callable[[int, list[RowResult], list[int]], set[int]] | None = None,
 ) -> list[RowResult]:
     """Decode one batch; returns a `RowResult` per row, in order.
 
@@ -142,7 +143,9 @@ def decode_batch(
     ``rows`` their prompt indices (for messages), ``generators`` one per row. With
     ``repeat > 1`` the prompts are read once and each row is then decoded ``repeat`` times
     (rows ``i*repeat ... i*repeat + repeat-1``; ``generators`` must hold one per copy).
-    An empty ``eos_ids`` disables EOS stopping.
+    An empty ``eos_ids`` disables EOS stopping. ``prune(step, results, alive)``, called after
+    every step with the result index of each live row, returns the result indices to stop now
+    (unfinished; whole-sequence methods such as speculative best-of-N reject partial answers).
     """
     if scorer is not None:
         scorer.start(policy.ids, policy.mask, prompts)
@@ -176,8 +179,10 @@ def decode_batch(
         meter.sample()
         if t == max_new_tokens - 1:
             break
-        if any(done_list):
-            keep = [j for j, d in enumerate(done_list) if not d]
+        live = [i for i, d in zip(alive, done_list) if not d]
+        stop = prune(t + 1, results, live) if prune is not None and live else set()
+        if any(done_list) or stop:
+            keep = [j for j, d in enumerate(done_list) if not d and alive[j] not in stop]
             _harvest_rm_tokens(scorer, results, alive)
             if not keep:
                 break
