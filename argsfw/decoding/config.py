@@ -36,7 +36,10 @@ class DecodeConfig:
     # 1/(1+alpha), which samples the paper's pi_decode = pi_base*pi_r^alpha (`sampling_temperature`)
     temperature: float | None = None
     top_p: float = 0.9  # nucleus
-    num_samples: int = 4  # best-of-n: N
+    num_samples: int = 4  # best-of-n: N (cd-blockwise: K continuations per block)
+    block_size: int = (
+        4  # cd-blockwise: M, tokens per block (1: tokenwise; max_new_tokens: best-of-K)
+    )
     reward_temperature: float = (
         1.0  # soft-best-of-n: lambda, pick sample j w.p. ∝ exp(r_j / lambda)
     )
@@ -77,6 +80,10 @@ KNOBS: dict[str, tuple[str, str]] = {
     ),
     "top_p": ("(0, 1]", "nucleus mass kept before sampling"),
     "num_samples": ("integer >= 1", "N samples per prompt"),
+    "block_size": (
+        "integer >= 1",
+        "M: tokens per block; K continuations of M tokens compete per block",
+    ),
     "reward_temperature": (
         "> 0",
         "lambda: sample j is picked w.p. ∝ exp(r_j / lambda) (0+: best-of-N)",

@@ -23,7 +23,7 @@ import json
 import os
 from pathlib import Path
 
-KINDS = ("sequence", "arm", "token")
+KINDS = ("sequence", "arm", "token", "value")
 CONFIG_ATTR = "argsfw_reward_kind"
 META_KEY = "reward_kind"
 
@@ -85,12 +85,16 @@ def kind_error(method, kind: str | None) -> str | None:
     from argsfw.decoding.registry import methods
 
     want = "sequence" if method.needs == "value" else method.needs
-    if kind == want or (kind is None and want not in ("sequence", "nothing")):
+    # a value model V(x, y_<=t) is a sequence classifier read on prefixes: it serves every
+    # method that reads a sequence RM (on prefixes: controlled decoding, ARGS as CD-Q)
+    kind_read = "sequence" if kind == "value" else kind
+    if kind_read == want or (kind is None and want not in ("sequence", "nothing")):
         return None
     hint = {
         "sequence": "a sequence reward model (AutoModelForSequenceClassification, e.g. recipe=tiny_rm)",
         "arm": "an autoregressive reward model (reward_kind 'arm', e.g. recipe=tiny_arm)",
         "token": "a token-level reward model (reward_kind 'token', e.g. recipe=tiny_token_rm_distill)",
+        "value": "a value model (reward_kind 'value', e.g. recipe=tiny_value) or a sequence reward model",
     }
 
     def fix(k: str) -> str:
@@ -98,7 +102,7 @@ def kind_error(method, kind: str | None) -> str | None:
 
     got = "an unmarked causal LM" if kind is None else f"reward_kind '{kind}'"
     return (
-        f"decode.method={method.name} needs {hint[want]}, but the reward model is {got}; "
+        f"decode.method={method.name} needs {hint[method.needs if method.needs == 'value' else want]}, but the reward model is {got}; "
         f"pass a matching reward_model or use decode.method="
         f"{fix(kind) if kind else fix('arm') + ' / ' + fix('token')}"
     )

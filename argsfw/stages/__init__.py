@@ -19,7 +19,7 @@ from typing import Any
 from argsfw.errors import ConfigError
 
 # the modules declaring the built-in stages, in listing order (a new stage: one more name here)
-BUILTIN = ("sft", "rm", "ppo", "dpo", "arm", "token_rm", "entries")
+BUILTIN = ("sft", "rm", "ppo", "dpo", "arm", "token_rm", "value", "entries")
 ENTRIES = ("fit", "predict", "evaluate", "pipeline")
 # the shared sections of the job config; each stage names those it reads
 SHARED = ("model", "data", "trainer", "strategy", "logger", "optim")

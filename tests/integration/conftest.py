@@ -23,6 +23,7 @@ PIPELINE_STEPS = {
     "rm": "tiny_rm trainer.max_steps=40",
     "ppo": "tiny_ppo policy=@sft reward_model=@rm trainer.limit_train_batches=12",
     "dpo": "tiny_dpo policy=@sft trainer.max_steps=30",
+    "value": "tiny_value policy=@sft reward_model=@rm trainer.max_steps=20",
     "arm": "tiny_arm policy=@sft trainer.max_steps=30",
     "token_rm": "tiny_token_rm policy=@sft trainer.max_steps=30",
     "token_rm_distill": (

@@ -20,7 +20,7 @@ from _fit_helpers import REPO, env
 @pytest.mark.slow
 def test_pipeline_runs_every_stage_and_reports_every_method(tiny_pipeline):
     run_dir, first = tiny_pipeline.run_dir, tiny_pipeline.first
-    for stage in ("sft", "rm", "ppo", "dpo", "arm", "token_rm", "token_rm_distill"):
+    for stage in ("sft", "rm", "ppo", "dpo", "value", "arm", "token_rm", "token_rm_distill"):
         assert (run_dir / stage / "hf" / "config.json").is_file(), stage
     report = json.loads((run_dir / "evaluate" / "report.json").read_text())
     labels = {entry["label"] for entry in report["inputs"]}
@@ -57,7 +57,7 @@ def test_pipeline_runs_every_stage_and_reports_every_method(tiny_pipeline):
 @pytest.mark.slow
 def test_pipeline_rerun_skips_finished_stages(tiny_pipeline):
     skipped = re.findall(r"\] (\w+): already complete", tiny_pipeline.again.stderr)
-    assert skipped == ["sft", "rm", "ppo", "dpo", "arm", "token_rm", "token_rm_distill"]
+    assert skipped == ["sft", "rm", "ppo", "dpo", "value", "arm", "token_rm", "token_rm_distill"]
 
 
 def _metric(run_dir, key):

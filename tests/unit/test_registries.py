@@ -85,7 +85,7 @@ def test_stage_list_is_one_list():
     """Schema sections, fit stages and entries all come from the registry."""
     from argsfw.config.schema import job_schema
 
-    assert names("fit") == ["sft", "rm", "ppo", "arm", "token_rm"]
+    assert names("fit") == ["sft", "rm", "ppo", "dpo", "arm", "token_rm", "value"]
     fields = {f for f in job_schema().__dataclass_fields__}
     for stage in stages().values():
         assert stage.config is None or stage.section in fields, stage.name

@@ -4,4 +4,11 @@ A new built-in method is one more module here plus its line below (and, if it is
 ``decode=`` group option, a YAML file in ``configs/decode/``). See `argsfw.decoding.registry`.
 """
 
-from argsfw.decoding.methods import args, baselines, best_of_n, gated, token_level  # noqa: F401
+from argsfw.decoding.methods import (  # noqa: F401
+    args,
+    baselines,
+    best_of_n,
+    controlled,
+    gated,
+    token_level,
+)

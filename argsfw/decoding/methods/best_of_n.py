@@ -39,7 +39,7 @@ def _samples(p: Parts, prune=None):
     return results, [p.prompts[i // n] + r.new_ids for i, r in enumerate(results)]
 
 
-def _rewards(p: Parts, seqs: list[list[int]]):
+def score_whole(p: Parts, seqs: list[list[int]]):
     """Rewards [len(seqs)] and each sequence's RM token count, read whole by the sequence RM."""
     from argsfw.decoding.cross_tokenizer import cut_retokenizer
     from argsfw.decoding.fallback import sequence_rewards
@@ -69,7 +69,7 @@ def _best(p: Parts):
     from argsfw.decoding.baselines import best_of_n
 
     results, seqs = _samples(p)
-    rewards, rm_tokens = _rewards(p, seqs)
+    rewards, rm_tokens = score_whole(p, seqs)
     return _pick(p, results, rewards, rm_tokens, best_of_n(rewards, p.s.num_samples))
 
 
@@ -77,7 +77,7 @@ def _soft(p: Parts):
     from argsfw.decoding.sampling import make_generator, sample_rows
 
     results, seqs = _samples(p)
-    rewards, rm_tokens = _rewards(p, seqs)
+    rewards, rm_tokens = score_whole(p, seqs)
     n, lam = p.s.num_samples, float(p.s.reward_temperature)
     probs = (rewards.view(-1, n).double() / lam).softmax(-1)  # [P, N]
     gens = [make_generator(p.s.seed, p.keys[r], sample=CHOICE_STREAM) for r in p.rows]
@@ -93,7 +93,7 @@ def _speculative(p: Parts):
         if step % s.rejection_every or s.rejection_rate == 0:
             return set()
         seqs = [p.prompts[i // n] + results[i].new_ids for i in live]
-        rewards, lengths = _rewards(p, seqs)
+        rewards, lengths = score_whole(p, seqs)
         for i, m in zip(live, lengths):
             partial_tokens[i] += m
         stop: set[int] = set()
@@ -106,7 +106,7 @@ def _speculative(p: Parts):
 
     results, seqs = _samples(p, prune)
     final = [i for i in range(len(results)) if i not in rejected]
-    rewards_final, lengths = _rewards(p, [seqs[i] for i in final])
+    rewards_final, lengths = score_whole(p, [seqs[i] for i in final])
     import torch
 
     rewards = torch.full((len(results),), float("-inf"))

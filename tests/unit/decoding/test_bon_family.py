@@ -135,3 +135,54 @@ def test_bad_settings_are_one_line(kw, match):
     with pytest.raises(DecodeInputError, match=match) as e:
         check_decode_settings(DecodeConfig(**kw), prefix="decode.")
     assert "\n" not in str(e.value) and str(e.value).startswith("decode.")
+
+
+@torch.inference_mode()
+def _reference_cd(models, prompt_ids, key, s, eos):
+    """Blockwise controlled decoding the slow way: ``(new ids, RM token positions read)``."""
+    k, new, block, rm_read = s.num_samples, [], 0, 0
+    while len(new) < s.max_new_tokens:
+        m = min(s.block_size, s.max_new_tokens - len(new))
+        conts, ended = [], []
+        for j in range(k):
+            gen = make_generator(s.seed, key, sample=block * k + j)
+            cont, done = [], False
+            for _ in range(m):
+                tok = _draw(models.llm, prompt_ids + new + cont, s.top_p, s.temperature, gen)
+                cont.append(tok)
+                if tok in eos:
+                    done = True
+                    break
+            conts.append(cont)
+            ended.append(done)
+        scores = [_reward(models.rm, prompt_ids + new + c) for c in conts]
+        rm_read += sum(len(prompt_ids) + len(new) + len(c) for c in conts)
+        best = max(range(k), key=lambda j: (scores[j], -j))
+        new += conts[best]
+        block += 1
+        if ended[best]:
+            break
+    return new, rm_read
+
+
+@pytest.mark.parametrize("block_size", [1, 5, 12])
+def test_cd_blockwise_against_the_slow_reference(llama, prompts, block_size):
+    dec = ArgsDecoder(llama.llm, llama.tokenizer, llama.rm)
+    free, _ = dec.generate(prompts, _settings("nucleus", num_samples=1))
+    dec.eos_ids = sorted({t for g in free for t in g.new_ids[2:5]})  # common tokens: rows end early
+    s = _settings("cd-blockwise", num_samples=3, block_size=block_size)
+    gens, _ = dec.generate(prompts, s)
+    for p, g in zip(prompts, gens):
+        ids = list(llama.tokenizer(p).input_ids)
+        want, rm_read = _reference_cd(llama, ids, p, s, set(dec.eos_ids))
+        assert g.new_ids == want, (p, block_size)
+        assert g.rm_tokens == rm_read and g.finished == (g.new_ids[-1] in dec.eos_ids)
+    assert any(g.finished for g in gens)
+
+
+def test_cd_with_one_block_is_best_of_k(llama, prompts):
+    """M >= the answer's length: one block of K samples, the best kept: best-of-N with N = K."""
+    dec = ArgsDecoder(llama.llm, llama.tokenizer, llama.rm)
+    cd, _ = dec.generate(prompts, _settings("cd-blockwise", num_samples=3, block_size=STEPS))
+    best, _ = dec.generate(prompts, _settings("best-of-n", num_samples=3))
+    assert [g.new_ids for g in cd] == [g.new_ids for g in best]
