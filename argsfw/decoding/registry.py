@@ -243,7 +243,7 @@ def _import(spec: str) -> Method:
         obj = getattr(importlib.import_module(module), attr)
     except ImportError as exc:
         raise UnknownMethodError(
-            f"decoding method {spec!r}: cannot import {module} ({exc}); put it on PYTHONPATH"
+            f"decoding method {spec!r}: cannot import {module} ({exc}); check the name, or add its folder to PYTHONPATH"
         ) from None
     except AttributeError:
         raise UnknownMethodError(

@@ -104,9 +104,12 @@ def check_fit_inputs(job: JobConfig) -> None:
     Raises `ModelPathError` or `UsageError` (naming the command that makes a missing input).
     """
     from argsfw.models import CAUSAL_LM, SEQ_CLS, check_head, check_tokenizer_files, check_weights
+    from argsfw.stages import find_stage
 
+    stage = find_stage(job.stage)
     if job.stage == "ppo":
         require_ppo_inputs(job)
+    if stage is not None and stage.reads_reward_model:
         inputs = [("policy", job.policy, CAUSAL_LM), ("reward model", job.reward_model, SEQ_CLS)]
     elif job.stage == "rm":
         if job.rm.init_from_policy and not job.policy:

@@ -43,6 +43,8 @@ class Stage:
             its own.
         makes: what its output is (``policy``, ``reward_model:sequence`` ...), for the listing.
         check: ``check(job)``: checks across sections (raise `ConfigError`), run at composition.
+        reads_reward_model: a fit stage that loads ``reward_model=`` (a sequence classifier) beside
+            ``policy=``: both are checked before anything is written.
     """
 
     name: str
@@ -55,6 +57,7 @@ class Stage:
     sections: tuple[str, ...] = FIT_SECTIONS
     makes: str = ""
     check: Callable[[Any], None] | None = None
+    reads_reward_model: bool = False
 
     def __post_init__(self) -> None:
         if self.entry not in ENTRIES:
@@ -123,7 +126,7 @@ def get_stage(name: str) -> Stage:
         obj = getattr(importlib.import_module(module), attr)
     except ImportError as exc:
         raise ConfigError(
-            f"stage {name!r}: cannot import {module} ({exc}); put it on PYTHONPATH"
+            f"stage {name!r}: cannot import {module} ({exc}); check the name, or add its folder to PYTHONPATH"
         ) from None
     except AttributeError:
         raise ConfigError(f"stage {name!r}: {module} has no attribute {attr!r}") from None

@@ -52,6 +52,7 @@ STAGE = register(
         summary="PPO on prompts against a sequence RM, KL to the frozen SFT reference",
         config=PPOConfig,
         build="argsfw.modules.ppo_stage:build",
+        reads_reward_model=True,
         makes="policy",
     )
 )

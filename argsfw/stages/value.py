@@ -32,9 +32,9 @@ def _check_job(job) -> None:
     missing = [k for k in ("policy", "reward_model") if not getattr(job, k)]
     if missing:
         raise ConfigError(
-            f"stage value needs {' and '.join(f'{k}=' for k in missing)}: the policy it samples "
-            "from and the sequence RM that labels the answers (e.g. policy=runs/tiny_sft "
-            "reward_model=runs/tiny_rm)"
+            f"stage value needs {' and '.join(f'{k}=' for k in missing)}: pass the policy it "
+            "samples from and the sequence RM that labels its answers (e.g. "
+            "policy=runs/tiny_sft reward_model=runs/tiny_rm)"
         )
 
 
@@ -45,6 +45,7 @@ STAGE = register(
         summary="prefix value model V(x, y_<=t) for controlled decoding (CD-FUDGE), from the RM",
         config=ValueConfig,
         build="argsfw.modules.value:build",
+        reads_reward_model=True,
         makes="reward_model:value",
         check=_check_job,
     )

@@ -194,6 +194,18 @@ CASES = [
     Case("fit-distill-teacher-no-config", "fit", ["recipe=tiny_token_rm_distill", "policy={policy}", "token_rm.teacher_rm={empty_dir}"], ["holds no config.json"]),
     Case("fit-distill-teacher-other-tokenizer", "fit", ["recipe=tiny_token_rm_distill", "policy={policy}", "token_rm.teacher_rm={other_tok_rm}"], ["does not share the policy's tokenizer"]),
     Case("fit-distill-topk-1", "fit", ["recipe=tiny_token_rm_distill", "token_rm.distill_topk=1"], ["token_rm.distill_topk=1 must be"]),
+    # ---- the next methods (DPO, value model + controlled decoding, soft / speculative best-of-N)
+    Case("fit-dpo-beta-0", "fit", ["recipe=tiny_dpo", "dpo.beta=0"], ["dpo.beta=0.0 must be a finite number > 0"]),
+    Case("fit-dpo-rm-as-policy", "fit", ["recipe=tiny_dpo", "policy={rm}"], ["is a sequence classifier"]),
+    Case("fit-value-without-rm", "fit", ["recipe=tiny_value", "policy={policy}", "reward_model=null"], ["stage value needs reward_model="]),
+    Case("fit-value-missing-rm", "fit", ["recipe=tiny_value", "policy={policy}", "reward_model={missing}/rm"], ["reward model path", "does not exist"]),
+    Case("fit-value-lm-as-rm", "fit", ["recipe=tiny_value", "policy={policy}", "reward_model={policy}"], ["reward model"]),
+    Case("predict-soft-lambda-0", "predict", [*PREDICT, "decode=soft_best_of_n", "decode.reward_temperature=0"], ["decode.reward_temperature must be a number > 0"]),
+    Case("predict-speculative-rate-1", "predict", [*PREDICT, "decode=speculative_best_of_n", "decode.rejection_rate=1"], ["decode.rejection_rate must be in [0, 1)"]),
+    Case("predict-cd-block-0", "predict", [*PREDICT, "decode=cd_blockwise", "decode.block_size=0"], ["decode.block_size must be a positive integer"]),
+    Case("predict-cd-arm", "predict", [*PREDICT, "decode=cd_blockwise", "reward_model={arm}"], ["decode.method=cd-blockwise needs a value model"]),
+    Case("predict-own-method-not-importable", "predict", [*PREDICT, "decode=no_such_pkg.mod:METHOD"], ["cannot import no_such_pkg", "add its folder to PYTHONPATH"]),
+    Case("fit-own-stage-not-importable", "fit", ["recipe=tiny_sft", "stage=no_such_pkg.mod:STAGE"], ["cannot import no_such_pkg"]),
     # ---- sequence reward models that cannot guide (formerly in test_encoder_rm.py)
     Case("predict-rm-two-labels", "predict", [*PREDICT, "reward_model={two_label_rm}"], ["num_labels=2"]),
     Case("predict-rm-without-score-head", "predict", [*PREDICT, "reward_model={headless_rm}"], ["lacks score.weight", "would be initialised at random"]),
