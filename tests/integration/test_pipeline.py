@@ -38,7 +38,8 @@ def test_pipeline_runs_every_stage_and_reports_every_method(tiny_pipeline):
     expected |= {f"args-gated w=1.5 k=10 τ={t}" for t in ("0.3", "0.6", "0.9")}
     expected |= {f"genarm-greedy alpha={a}" for a in ("0.5", "1", "2")} | {"genarm alpha=1 T=0.5"}
     expected |= {f"token-rm(distill) w={w} k=10" for w in ("0.5", "1.5", "3")}
-    expected |= {"token-rm(bt) w=1.5 k=10"}
+    expected |= {"token-rm(bt) w=1.5 k=10", "cd-blockwise K=4 M=4"}
+    expected |= {"soft-best-of-n N=8 λ=0.5", "speculative-best-of-n N=8 every=8 drop=0.5"}
     assert labels == expected
     for entry in report["inputs"]:
         m = entry["metrics"]
@@ -58,11 +59,6 @@ def test_pipeline_runs_every_stage_and_reports_every_method(tiny_pipeline):
 def test_pipeline_rerun_skips_finished_stages(tiny_pipeline):
     skipped = re.findall(r"\] (\w+): already complete", tiny_pipeline.again.stderr)
     assert skipped == ["sft", "rm", "ppo", "dpo", "value", "arm", "token_rm", "token_rm_distill"]
-
-
-def _metric(run_dir, key):
-    report = json.loads((run_dir / "evaluate" / "report.json").read_text())
-    return {entry["label"]: entry["metrics"][key] for entry in report["inputs"]}
 
 
 def _rewards(run_dir) -> dict[str, float]:
@@ -94,11 +90,10 @@ def test_pipeline_science_on_the_tiny_task(tiny_pipeline):
     ppo = json.loads((run_dir / "ppo" / "metrics.json").read_text())
     assert ppo["val/reward"] > ppo["val/ref_reward"], ppo
     # DPO, which never saw the RM, learns the same preferences from the pairs: its implicit
-    # reward ranks held-out pairs, and its greedy answers score higher with the RM and the oracle
+    # reward ranks held-out pairs, and its greedy answers score higher with the RM
     dpo = json.loads((run_dir / "dpo" / "metrics.json").read_text())
     assert dpo["val/reward_acc"] > 0.6, dpo
-    oracle = _metric(run_dir, "oracle")
-    assert rewards["dpo-greedy"] > greedy and oracle["dpo-greedy"] > oracle["greedy"], table
+    assert rewards["dpo-greedy"] > greedy, table
 
 
 @pytest.mark.slow
