@@ -52,8 +52,13 @@ def test_setting_labels():
         return make_label(kw, "fallback")
 
     assert label(method="best-of-n", weight=0.0, topk=10, num_samples=8) == "best-of-n N=8"
-    assert label(method="args-greedy", weight=1.5, topk=10, num_samples=4) == "args-greedy w=1.5 k=10"
-    assert label(method="args-gated", weight=1.5, topk=10, gate_threshold=0.5) == "args-gated w=1.5 k=10 τ=0.5"
+    assert (
+        label(method="args-greedy", weight=1.5, topk=10, num_samples=4) == "args-greedy w=1.5 k=10"
+    )
+    assert (
+        label(method="args-gated", weight=1.5, topk=10, gate_threshold=0.5)
+        == "args-gated w=1.5 k=10 τ=0.5"
+    )
     assert label(method="greedy", weight=1.5, topk=10) == "greedy"
     assert label(method="genarm-greedy", alpha=2.0) == "genarm-greedy alpha=2"
     assert label(method="genarm", alpha=1.0, temperature=None) == "genarm alpha=1 T=0.5"

@@ -160,7 +160,10 @@ def test_default_temperature_keeps_earlier_runs_fingerprints():
         job = compose(["recipe=tiny_args", f"decode={decode}"])
         now = output_settings(job)
         assert now["decode"].get("temperature") == temperature, decode
-        earlier = {**now, "decode": {**now["decode"], "temperature": 0.7, "top_p": 0.9, "num_samples": 4}}
+        earlier = {
+            **now,
+            "decode": {**now["decode"], "temperature": 0.7, "top_p": 0.9, "num_samples": 4},
+        }
         if temperature is None:  # knobs the method ignores: dropped before comparing
             assert _comparable(earlier, now) == now, decode
     job = compose(["recipe=tiny_args", "decode=args_greedy"])
