@@ -238,22 +238,9 @@ def methods() -> dict[str, Method]:
 
 
 def _import(spec: str) -> Method:
-    module, _, attr = spec.partition(":")
-    try:
-        obj = getattr(importlib.import_module(module), attr)
-    except ImportError as exc:
-        raise UnknownMethodError(
-            f"decoding method {spec!r}: cannot import {module} ({exc}); check the name, or add its folder to PYTHONPATH"
-        ) from None
-    except AttributeError:
-        raise UnknownMethodError(
-            f"decoding method {spec!r}: {module} has no attribute {attr!r}"
-        ) from None
-    if not isinstance(obj, Method):
-        raise UnknownMethodError(
-            f"decoding method {spec!r} is a {type(obj).__name__}, not an "
-            "argsfw.decoding.registry.Method"
-        )
+    from argsfw.plugins import import_object
+
+    obj = import_object(spec, "decoding method", Method, UnknownMethodError)
     have = _METHODS.get(obj.name)
     if have is not None and have is not obj:
         raise UnknownMethodError(

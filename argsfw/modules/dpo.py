@@ -19,6 +19,7 @@ import torch
 from argsfw.config.run_dir import RunDir
 from argsfw.config.schema import JobConfig, OptimConfig
 from argsfw.modules import StageParts
+from argsfw.modules._frozen import FrozenModels
 from argsfw.modules._lm_rewards import both_sides, check_causal_lm_init, pair_datamodule
 from argsfw.modules._models import build_causal_lm, save_model_dir
 from argsfw.modules._optim import adamw_with_schedule, total_optimizer_steps
@@ -28,7 +29,7 @@ from argsfw.rlhf.token_rewards import sequence_logprob_sum
 from argsfw.stages.dpo import DPOConfig
 
 
-class DPOModule(L.LightningModule):
+class DPOModule(FrozenModels, L.LightningModule):
     """Batches come from `argsfw.modules._lm_rewards.PairCollator` ([N, T] per side)."""
 
     def __init__(
@@ -40,22 +41,9 @@ class DPOModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.model, self.dpo, self.optim = model, dpo, optim
-        if reference is not None:
-            reference.requires_grad_(False).eval()
-        # why a tuple: nn.Module registers only Module-valued attributes, so it stays unregistered
-        self._reference = (reference,)
+        self.hold_frozen(reference)
 
-    def _apply(self, fn, *args, **kwargs):
-        """Apply `fn` (device move, dtype cast) to the frozen reference too."""
-        if self._reference[0] is not None:
-            self._reference[0]._apply(fn, *args, **kwargs)
-        return super()._apply(fn, *args, **kwargs)
-
-    def train(self, mode: bool = True) -> DPOModule:
-        super().train(mode)
-        if self._reference[0] is not None:
-            self._reference[0].eval()
-        return self
+    reference = property(lambda self: self.frozen(0), doc="The frozen π_ref (None under LoRA).")
 
     def _logps(self, model, ids, mask, response) -> torch.Tensor:
         logits = model(input_ids=ids, attention_mask=mask).logits
@@ -66,7 +54,7 @@ class DPOModule(L.LightningModule):
         ids, mask = both_sides(batch, "input_ids"), both_sides(batch, "attention_mask")
         response = both_sides(batch, "response_mask")
         policy = self._logps(self.model, ids, mask, response)
-        ref_model = self._reference[0]
+        ref_model = self.reference
         with torch.no_grad():
             if ref_model is None:  # LoRA: the base without adapters is the reference
                 with self.model.disable_adapter():

@@ -42,6 +42,7 @@ import torch
 from lightning.pytorch.strategies import ParallelStrategy
 
 from argsfw.config.schema import OptimConfig
+from argsfw.modules._frozen import FrozenModels
 from argsfw.modules._optim import actor_critic_adamw, total_optimizer_steps
 from argsfw.rlhf.gae import gae
 from argsfw.rlhf.kl import KLController, kl_estimate, token_rewards
@@ -59,7 +60,7 @@ KL_STATE_KEY = "argsfw.ppo.kl_controller"
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training")
 
 
-class PPOModule(L.LightningModule):
+class PPOModule(FrozenModels, L.LightningModule):
     """PPO of a causal-LM `actor` against `reward_model`, with a `critic` and a frozen `ref`.
 
     `actor` and `ref` are ``AutoModelForCausalLM``; `critic` and `reward_model` are
@@ -88,10 +89,7 @@ class PPOModule(L.LightningModule):
         super().__init__()
         self.automatic_optimization = False
         self.actor, self.critic = actor, critic
-        for frozen in (ref, reward_model):
-            frozen.requires_grad_(False)
-        # why a tuple: nn.Module registers only Module-valued attributes, so these stay unregistered
-        self._frozen: tuple[torch.nn.Module, torch.nn.Module] = (ref, reward_model)
+        self.hold_frozen(ref, reward_model)
         self.tokenizer, self.ppo, self.optim = tokenizer, ppo, optim
         self.accumulation, self.gradient_clip_val = accumulation, gradient_clip_val
         self.oracle = oracle  # (prompt, response) -> float, the tiny corpus' ground truth
@@ -101,18 +99,8 @@ class PPOModule(L.LightningModule):
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
         self._ref_val: dict[int, tuple[float, float | None, int]] = {}  # batch -> ref scores
 
-    ref = property(lambda self: self._frozen[0], doc="The frozen reference (SFT) policy.")
-    reward_model = property(lambda self: self._frozen[1], doc="The frozen reward model.")
-
-    def _apply(self, fn, *args, **kwargs):
-        """Apply `fn` (device move, dtype cast) to the frozen models too.
-
-        Why this private torch hook: ``.to()``, ``.cuda()``, ``.bfloat16()`` — called by Lightning
-        and DeepSpeed's engine — all go through it, and the frozen models must follow.
-        """
-        for frozen in self._frozen:
-            frozen._apply(fn, *args, **kwargs)
-        return super()._apply(fn, *args, **kwargs)
+    ref = property(lambda self: self.frozen(0), doc="The frozen reference (SFT) policy.")
+    reward_model = property(lambda self: self.frozen(1), doc="The frozen reward model.")
 
     def train(self, mode: bool = True) -> PPOModule:
         """Keep every model in eval mode, whatever Lightning asks.

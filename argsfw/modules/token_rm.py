@@ -37,6 +37,7 @@ from argsfw.config.run_dir import RunDir
 from argsfw.config.schema import JobConfig, OptimConfig
 from argsfw.errors import UsageError
 from argsfw.modules import StageParts
+from argsfw.modules._frozen import FrozenModels
 from argsfw.modules._lm_rewards import (
     architectures,
     both_sides,
@@ -97,7 +98,7 @@ def left_padded_prefixes(
     return out, mask
 
 
-class TokenRMModule(L.LightningModule):
+class TokenRMModule(FrozenModels, L.LightningModule):
     """A causal LM whose logits are token rewards, trained as ``token_rm.mode`` says.
 
     Batches come from `argsfw.modules._lm_rewards.PairCollator`. In distill mode `policy`
@@ -119,31 +120,10 @@ class TokenRMModule(L.LightningModule):
         super().__init__()
         self.model = model
         self.cfg, self.optim, self.pad_id, self.seed = cfg, optim, pad_id, seed
-        for m in (policy, teacher):
-            if m is not None:
-                m.requires_grad_(False).eval()
-        # why a tuple: nn.Module registers only Module-valued attributes, so these stay unregistered
-        self._frozen_pair: tuple[torch.nn.Module | None, torch.nn.Module | None] = (policy, teacher)
+        self.hold_frozen(policy, teacher)
 
-    policy = property(lambda self: self._frozen_pair[0], doc="The frozen initial policy (or None).")
-    teacher = property(lambda self: self._frozen_pair[1], doc="The frozen sequence RM (or None).")
-
-    @property
-    def _frozen(self) -> list[torch.nn.Module]:
-        return [m for m in self._frozen_pair if m is not None]
-
-    def _apply(self, fn, *args, **kwargs):
-        """Apply `fn` (device move, dtype cast) to the frozen models too (see PPOModule._apply)."""
-        for m in self._frozen:
-            m._apply(fn, *args, **kwargs)
-        return super()._apply(fn, *args, **kwargs)
-
-    def train(self, mode: bool = True) -> TokenRMModule:
-        """Train the head; the frozen policy and teacher stay in eval mode (no dropout)."""
-        super().train(mode)
-        for m in self._frozen:
-            m.eval()
-        return self
+    policy = property(lambda self: self.frozen(0), doc="The frozen initial policy (or None).")
+    teacher = property(lambda self: self.frozen(1), doc="The frozen sequence RM (or None).")
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Head values (logits) [B, T, V]."""

@@ -21,6 +21,7 @@ import torch
 from argsfw.config.run_dir import RunDir
 from argsfw.config.schema import JobConfig, OptimConfig
 from argsfw.modules import StageParts
+from argsfw.modules._frozen import FrozenModels
 from argsfw.modules._models import save_model_dir, unwrap
 from argsfw.modules._optim import adamw_with_schedule, total_optimizer_steps
 from argsfw.stages.value import ValueConfig
@@ -28,7 +29,7 @@ from argsfw.stages.value import ValueConfig
 REWARD_KIND = "value"
 
 
-class ValueModule(L.LightningModule):
+class ValueModule(FrozenModels, L.LightningModule):
     """V trained on answers the frozen policy samples and the frozen RM labels.
 
     Batches come from `argsfw.data.PromptDataModule` (left-padded ``input_ids`` and
@@ -49,28 +50,17 @@ class ValueModule(L.LightningModule):
         super().__init__()
         self.model, self.cfg, self.optim = value, cfg, optim
         self.pad_id, self.eos_id, self.seed = pad_id, eos_id, seed
-        for m in (policy, rm):
-            m.requires_grad_(False).eval()
-        # why a tuple: nn.Module registers only Module-valued attributes, so these stay unregistered
-        self._frozen = (policy, rm)
+        self.hold_frozen(policy, rm)
 
-    def _apply(self, fn, *args, **kwargs):
-        for m in self._frozen:
-            m._apply(fn, *args, **kwargs)
-        return super()._apply(fn, *args, **kwargs)
-
-    def train(self, mode: bool = True) -> ValueModule:
-        super().train(mode)
-        for m in self._frozen:
-            m.eval()
-        return self
+    policy = property(lambda self: self.frozen(0), doc="The frozen policy that samples answers.")
+    rm = property(lambda self: self.frozen(1), doc="The frozen sequence RM that labels them.")
 
     @torch.no_grad()
     def sample(self, batch: dict, step: int) -> tuple[list[list[int]], list[int]]:
         """The answers: ``(sequences, prompt lengths)``, prompt + answer without any padding."""
         from transformers import GenerationConfig
 
-        policy = self._frozen[0]
+        policy = self.policy
         k = self.cfg.samples_per_prompt
         torch.manual_seed(self.seed * 1_000_003 + step)
         config = GenerationConfig(
@@ -98,9 +88,10 @@ class ValueModule(L.LightningModule):
     def _losses(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
         from argsfw.decoding.accounting import DecodeStats
         from argsfw.decoding.fallback import sequence_rewards
+        from argsfw.decoding.scoring import reward_parts
 
         seqs, plens = self.sample(batch, step)
-        target = sequence_rewards(self._frozen[1], seqs, DecodeStats(), batch_size=len(seqs))
+        target = sequence_rewards(self.rm, seqs, DecodeStats(), batch_size=len(seqs))
         target = target.to(self.device)  # [N] r(x, y), the RM's own read
         n, width = len(seqs), max(map(len, seqs))
         ids = torch.full((n, width), self.pad_id, dtype=torch.long, device=self.device)
@@ -110,9 +101,9 @@ class ValueModule(L.LightningModule):
             mask[i, : len(q)] = 1
         # V at every position: the classifier's head on each hidden state (right padding: a
         # position's value is the prefix's own forward read at its last token)
-        backbone = getattr(unwrap(self.model), unwrap(self.model).base_model_prefix)
+        backbone, head = reward_parts(unwrap(self.model))
         hidden = backbone(input_ids=ids, attention_mask=mask).last_hidden_state
-        values = unwrap(self.model).score(hidden)[..., 0].float()  # [N, T]
+        values = head(hidden)[..., 0].float()  # [N, T]
         cols = torch.arange(width, device=self.device)[None]
         plen = torch.tensor(plens, device=self.device)[:, None]
         last = mask.sum(1, keepdim=True) - 1

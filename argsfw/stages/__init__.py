@@ -89,11 +89,17 @@ def register(stage: Stage) -> Stage:
 
 
 def _builtins() -> None:
-    global _LOADED
+    global _LOADED, _STAGES
     if not _LOADED:
         _LOADED = True
+        # why the reorder: a stage module imported earlier (argsfw.modules.ppo imports
+        # argsfw.stages.ppo for its config) registers first; the listing follows BUILTIN
+        order: list[str] = []
         for name in BUILTIN:
-            importlib.import_module(f"argsfw.stages.{name}")
+            module = importlib.import_module(f"argsfw.stages.{name}")
+            order += [v.name for v in vars(module).values() if isinstance(v, Stage)]
+        rank = {name: i for i, name in enumerate(order)}
+        _STAGES = dict(sorted(_STAGES.items(), key=lambda kv: rank.get(kv[0], len(rank))))
 
 
 def stages() -> dict[str, Stage]:
@@ -121,17 +127,9 @@ def get_stage(name: str) -> Stage:
             f"stage={name!r} is not valid; choose one of {', '.join(names())} "
             "or name your own as pkg.module:STAGE"
         )
-    module, _, attr = name.partition(":")
-    try:
-        obj = getattr(importlib.import_module(module), attr)
-    except ImportError as exc:
-        raise ConfigError(
-            f"stage {name!r}: cannot import {module} ({exc}); check the name, or add its folder to PYTHONPATH"
-        ) from None
-    except AttributeError:
-        raise ConfigError(f"stage {name!r}: {module} has no attribute {attr!r}") from None
-    if not isinstance(obj, Stage):
-        raise ConfigError(f"stage {name!r} is a {type(obj).__name__}, not an argsfw.stages.Stage")
+    from argsfw.plugins import import_object
+
+    obj = import_object(name, "stage", Stage, ConfigError)
     if obj.section in (*SHARED, *(s.section for s in stages().values() if s.section)):
         raise ConfigError(
             f"stage {name!r}: its config section {obj.section!r} is taken; set Stage(section=...)"

@@ -79,7 +79,7 @@ def test_dpo_starts_at_log2_and_learns_the_pairs(tiny_job, tmp_path, lora):
         assert fast[n + i].item() == pytest.approx(
             _slow_logp(module.model, batch, "rejected", i), abs=1e-3
         )
-    reference = module._reference[0]
+    reference = module.reference
     frozen = {
         k: v.clone() for k, v in (reference or module.model).state_dict().items() if "lora" not in k
     }

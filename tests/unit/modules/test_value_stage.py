@@ -34,7 +34,7 @@ def test_value_targets_prefixes_and_training(tiny_job, tiny_kit, tmp_path):
     parts = _parts(tiny_job, tiny_kit, tmp_path)
     module, batch = parts.module, _batch(parts)
     module.eval()
-    rm = module._frozen[1]
+    rm = module.rm
     with torch.no_grad():
         seqs, plens = module.sample(batch, step=3)
         again, _ = module.sample(batch, step=3)
@@ -62,7 +62,7 @@ def test_value_targets_prefixes_and_training(tiny_job, tiny_kit, tmp_path):
     module.eval()
     with torch.no_grad():
         assert module._losses(batch, 3)["loss"].item() < 0.5 * before
-    assert all(not p.requires_grad for m in module._frozen for p in m.parameters())
+    assert all(not p.requires_grad for m in module.frozen_models for p in m.parameters())
     out_dir = tmp_path / "hf"
     parts.export(module, out_dir)
     assert json.loads((out_dir / "config.json").read_text())["argsfw_reward_kind"] == "value"
