@@ -50,6 +50,7 @@ class Parsed:
     rejected: str | None
     id: str
     prompt_id: str  # records sharing a prompt_id share a prompt (SHP: post_id)
+    domain: str = ""  # the source folder (or file) the record came from, when several
     problem: str | None = None
     flags: list[str] = field(default_factory=list)
 

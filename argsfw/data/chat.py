@@ -69,6 +69,7 @@ def render_pairs(tokenizer, pairs: list[PreferencePair]) -> list[PreferencePair]
             chosen=p.chosen.strip(),
             rejected=p.rejected.strip(),
             id=p.id,
+            domain=p.domain,
         )
         for p in pairs
     ]

@@ -20,6 +20,10 @@ class DataConfig:
     # [lo, hi): keep only training records whose seeded prompt hash is in this range (the carve
     # takes hashes below val_fraction): disjoint shards train, e.g., a guide RM and a judge RM
     shard: list[float] | None = None
+    # [lo, hi) within [val_fraction, 1]: validate on the training records whose prompt hash lies
+    # here (they leave training) instead of the held-out carve: a dev set for choosing a recipe
+    # that never reads the held-out pairs
+    val_shard: list[float] | None = None
     limit: int | None = None  # at most this many records (after offset)
     offset: int = 0  # skip this many records first
     run_percent: float | None = None  # first X% of the records, as the original collect script

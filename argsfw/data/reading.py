@@ -42,6 +42,19 @@ class RawSplit:
     origin: str
     files: list[tuple[str, int]] = field(default_factory=list)
 
+    def domains(self) -> list[str]:
+        """Each record's domain: the name of its file's folder when the files lie in several
+        folders (HH-RLHF's harmless-base / helpful-base), else its file's name when there are
+        several files, else "" (one source, one domain)."""
+        paths = [Path(f) for f, _ in self.files]
+        if len({p.parent for p in paths}) > 1:
+            names = [p.parent.name for p in paths]
+        elif len(paths) > 1:
+            names = [p.name.split(".")[0] for p in paths]
+        else:
+            return [""] * len(self.records)
+        return [name for name, (_, n) in zip(names, self.files) for _ in range(n)]
+
     def where(self, i: int) -> str:
         """``"<file>: line N"`` (JSONL) / ``"<file>: record N"`` (JSON array) / ``"<hub id>: record N"``."""
         for path, n in self.files:

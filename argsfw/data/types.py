@@ -28,6 +28,9 @@ class PreferencePair:
     chosen: str
     rejected: str
     id: str
+    # where the pair comes from when a source mixes several (HH-RLHF: "harmless-base" or
+    # "helpful-base"); the length-by-domain baseline (argsfw.rlhf.pairwise) reads it
+    domain: str = ""
 
     @property
     def chosen_text(self) -> str:

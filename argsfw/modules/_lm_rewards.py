@@ -85,11 +85,14 @@ class PairCollator:
         return batch
 
 
-def pair_datamodule(job: JobConfig, tokenizer):
-    """An `argsfw.data.RMDataModule` of whole pairs collated by `PairCollator` (train and eval)."""
+def pair_datamodule(job: JobConfig, tokenizer, add_eos: bool = False):
+    """An `argsfw.data.RMDataModule` of whole pairs collated by `PairCollator` (train and eval);
+    `add_eos` ends every reply with the tokenizer's EOS (DPO's completions)."""
     from argsfw.data import RMDataModule
 
-    datamodule = RMDataModule(tokenizer, job.data, batch_size=job.optim.micro_batch_size)
+    datamodule = RMDataModule(
+        tokenizer, job.data, batch_size=job.optim.micro_batch_size, add_eos=add_eos
+    )
     datamodule.collate_fn = datamodule.eval_collate_fn = PairCollator(tokenizer)
     return datamodule
 

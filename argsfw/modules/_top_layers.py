@@ -73,9 +73,13 @@ def freeze_below_top(model: torch.nn.Module, n_top: int) -> tuple[int, int]:
 
 class FrozenBottomCache:
     """Rewards of a ``num_labels=1`` decoder RM whose bottom layers are frozen, the bottom's
-    outputs cached per sequence (see the module docstring). Read-only on the model."""
+    outputs read from a `argsfw.models.features.FeatureStore` (see the module docstring): on
+    disk when a directory is given, so later fits of the same backbone skip the bottom, else in
+    memory for this run. Read-only on the model."""
 
-    def __init__(self, rm: torch.nn.Module, n_top: int):
+    def __init__(self, rm: torch.nn.Module, n_top: int, root=None):
+        from argsfw.models.features import FeatureStore, bottom_fingerprint
+
         self.rm = rm
         self.backbone = getattr(rm, rm.base_model_prefix)
         owner, name, layers = layer_stack(self.backbone)
@@ -90,11 +94,15 @@ class FrozenBottomCache:
         self.top = copy.copy(self.backbone)
         self.top._modules = dict(self.backbone._modules)
         self.top._modules[name] = torch.nn.ModuleList(list(layers[self.split :]))
-        self.store: dict[bytes, torch.Tensor] = {}
+        self.fingerprint = bottom_fingerprint(self.backbone, layers, self.split)
+        self.store = FeatureStore(None if root is None else root / self.fingerprint)
 
-    @staticmethod
-    def _key(ids: torch.Tensor) -> bytes:
-        return ids.cpu().numpy().tobytes()
+    def fill(self, items, pad: int, progress=None) -> int:
+        """Compute and store the bottom's states of every pair of `items` not stored yet (each
+        prompt once, its replies on its cache); returns the number of pairs computed."""
+        from argsfw.models.features import fill_pairs
+
+        return fill_pairs({self.split: self.store}, self.backbone, items, pad, progress=progress)
 
     @torch.no_grad()
     def _fill(self, ids: torch.Tensor, mask: torch.Tensor, rows: list[int]) -> None:
@@ -105,21 +113,22 @@ class FrozenBottomCache:
         hidden = out.hidden_states[self.split]  # [b, T, H]
         for j, r in enumerate(rows):
             n = int(mask[r].sum())
-            self.store[self._key(ids[r, :n])] = hidden[j, :n].detach().clone()
+            self.store.add(ids[r, :n].tolist(), hidden[j, :n])
 
     def rewards(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Rewards [B] of right-padded ``ids``/``mask`` [B, T], read where the model's own forward
         reads them (its rightmost token that is not the pad id)."""
         lengths = mask.sum(-1).tolist()
-        keys = [self._key(ids[r, :n]) for r, n in enumerate(lengths)]
-        missing = [r for r, k in enumerate(keys) if k not in self.store]
+        rows = [ids[r, :n].tolist() for r, n in enumerate(lengths)]
+        found = [self.store.get(r) for r in rows]
+        missing = [r for r, h in enumerate(found) if h is None]
         if missing:
             self._fill(ids, mask, missing)
+            found = [self.store.get(r) if h is None else h for r, h in zip(rows, found)]
         width = ids.shape[1]
-        first = self.store[keys[0]]
-        embeds = first.new_zeros((ids.shape[0], width, first.shape[-1]))  # [B, T, H]
-        for r, k in enumerate(keys):
-            embeds[r, : lengths[r]] = self.store[k]
+        embeds = found[0].new_zeros((ids.shape[0], width, found[0].shape[-1]))  # [B, T, H]
+        for r, h in enumerate(found):
+            embeds[r, : lengths[r]] = h
         hidden = self.top(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
         logits = self.rm.score(hidden)[..., 0]  # [B, T]
         return logits[torch.arange(ids.shape[0]), hf_read_position(ids, self.rm.config)]

@@ -1,6 +1,10 @@
 """The DPO LightningModule: the policy trained with `argsfw.rlhf.dpo.dpo_loss` on preference
 pairs, the reference π_ref its frozen initial self.
 
+A completion is the reply followed by the tokenizer's EOS, as in the DPO authors' code and TRL's
+``DPOTrainer``: ``log π(y|x)`` sums the reply's tokens and ``log π(EOS | x, y)``. (The reward
+model's convention differs on purpose: ARGS reads partial replies, which end in no EOS.)
+
 The reference is a frozen copy kept out of DDP, DeepSpeed and checkpoints (as the PPO and
 token-RM modules keep theirs); under LoRA there is no copy: the policy with its adapters
 disabled *is* π_ref. Validation logs ``val/loss``, ``val/reward_acc`` (pairs whose implicit
@@ -23,6 +27,7 @@ from argsfw.modules._frozen import FrozenModels
 from argsfw.modules._lm_rewards import both_sides, check_causal_lm_init, pair_datamodule
 from argsfw.modules._models import build_causal_lm, save_model_dir
 from argsfw.modules._optim import adamw_with_schedule, total_optimizer_steps
+from argsfw.modules._pair_verdicts import PairVerdicts
 from argsfw.rlhf.dpo import dpo_loss
 from argsfw.rlhf.pairwise import pairwise_accuracy, reward_gap
 from argsfw.rlhf.token_rewards import sequence_logprob_sum
@@ -42,6 +47,7 @@ class DPOModule(FrozenModels, L.LightningModule):
         super().__init__()
         self.model, self.dpo, self.optim = model, dpo, optim
         self.hold_frozen(reference)
+        self.verdicts = PairVerdicts()
 
     reference = property(lambda self: self.frozen(0), doc="The frozen π_ref (None under LoRA).")
 
@@ -80,6 +86,10 @@ class DPOModule(FrozenModels, L.LightningModule):
         self.log("val/reward_acc", pairwise_accuracy(r_w, r_l), prog_bar=True, **log)
         self.log("val/reward_gap", reward_gap(r_w, r_l), **log)
         self.log("val/kl_chosen", kl.mean(), **log)
+        self.verdicts.add(r_w, r_l, batch["length_rule"])
+
+    def on_validation_epoch_end(self) -> None:
+        self.verdicts.log(self)
 
     def configure_optimizers(self) -> dict:
         return adamw_with_schedule(self.model, self.optim, total_optimizer_steps(self.trainer))
@@ -103,4 +113,6 @@ def build(job: JobConfig, run: RunDir) -> StageParts:
         "dpo_label_smoothing": job.dpo.label_smoothing,
     }
     module = DPOModule(model, reference, job.dpo, job.optim)
-    return StageParts(module, pair_datamodule(job, tokenizer), export, meta)
+    # as the DPO authors' code and TRL's DPOTrainer: the completion is the reply and its EOS, so
+    # log π(y|x) includes log π(EOS | x, y) and when to stop gets the preference signal too
+    return StageParts(module, pair_datamodule(job, tokenizer, add_eos=True), export, meta)

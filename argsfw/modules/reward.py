@@ -9,6 +9,7 @@ save the time), whatever the training cuts.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import lightning as L
@@ -20,7 +21,10 @@ from argsfw.errors import UsageError
 from argsfw.modules import StageParts
 from argsfw.modules._models import build_reward_model, save_model_dir, unwrap
 from argsfw.modules._optim import adamw_with_schedule, total_optimizer_steps
+from argsfw.modules._pair_verdicts import PairVerdicts
 from argsfw.rlhf.pairwise import bradley_terry_loss, pairwise_accuracy, reward_gap
+
+log = logging.getLogger(__name__)
 
 REWARD_KIND = "sequence"  # meta.json reward_kind: one scalar per whole sequence
 
@@ -39,21 +43,61 @@ class RewardModule(L.LightningModule):
         optim: OptimConfig,
         margin: float = 0.0,
         cache_top: int | None = None,
+        feature_dir: Path | None = None,
+        pad_id: int = 0,
     ) -> None:
         super().__init__()
         self.model = model
         self.optim = optim
         self.margin = margin
-        # rm.cache_frozen: the frozen bottom's outputs, kept per sequence across epochs
+        # rm.cache_frozen: the frozen bottom's outputs, per sequence, on disk under feature_dir
+        # (shared with every later fit of the same bottom) or in memory when it is None
         self.frozen = None
         if cache_top:
             from argsfw.modules._top_layers import FrozenBottomCache
 
             try:
-                self.frozen = FrozenBottomCache(model, cache_top)
+                self.frozen = FrozenBottomCache(model, cache_top, feature_dir)
             except ValueError as exc:
                 raise UsageError(str(exc)) from None
+        self.pad_id = pad_id
+        self.verdicts = PairVerdicts()
         self._checked = False
+
+    def on_fit_start(self) -> None:
+        """With ``rm.cache_frozen``: the feature pass. Every pair of the fit's splits not yet in
+        the store runs through the frozen bottom once (each prompt once, its replies on its
+        cache); each rank takes every W-th pair and reads the others' shards after a barrier."""
+        if self.frozen is None:
+            return
+        import time
+
+        from tqdm.auto import tqdm
+
+        datamodule = self.trainer.datamodule
+        items = [it for ds in datamodule.datasets.values() for it in ds.items]
+        world, rank = self.trainer.world_size, self.trainer.global_rank
+        on_disk = self.frozen.store.root is not None
+        mine = items[rank::world] if on_disk else items
+        start = time.perf_counter()
+        bar = tqdm(total=len(mine), desc="frozen features", unit="pair", disable=rank != 0)
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        computed = self.frozen.fill(mine, self.pad_id, progress)
+        bar.close()
+        if on_disk and world > 1:
+            self.trainer.strategy.barrier()
+            self.frozen.store.reload()
+        log.info(
+            "frozen features: %d pairs computed in %.0f s, %d sequences stored in %s",
+            computed,
+            time.perf_counter() - start,
+            len(self.frozen.store),
+            self.frozen.store.root or "memory",
+        )
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Rewards [B]: the scalar head at each row's last non-pad token (the model's own forward,
@@ -102,6 +146,7 @@ class RewardModule(L.LightningModule):
         self.log("val/reward_acc", pairwise_accuracy(c, r), prog_bar=True, **log)
         self.log("val/reward_gap", reward_gap(c, r), **log)
         self.log("val/reward_chosen", c.mean(), **log)
+        self.verdicts.add(c, r, batch["length_rule"][whole])
         if (~whole).any():
             pc, pr = chosen[~whole], rejected[~whole]
             self.log(
@@ -112,6 +157,9 @@ class RewardModule(L.LightningModule):
                 batch_size=pc.numel(),
             )
 
+    def on_validation_epoch_end(self) -> None:
+        self.verdicts.log(self)
+
     def configure_optimizers(self) -> dict:
         return adamw_with_schedule(self.model, self.optim, total_optimizer_steps(self.trainer))
 
@@ -119,6 +167,7 @@ class RewardModule(L.LightningModule):
 def build(job: JobConfig, run: RunDir) -> StageParts:
     """The reward stage's parts. Raises `ModelPathError`/`UsageError` for bad model inputs."""
     from argsfw.data import RMCollator, RMDataModule
+    from argsfw.data.collators import pad_id_of
 
     model, tokenizer, meta = build_reward_model(job)
     datamodule = RMDataModule(
@@ -141,5 +190,12 @@ def build(job: JobConfig, run: RunDir) -> StageParts:
         "rm_init_from_policy": job.rm.init_from_policy,
     }
     cache_top = job.model.train_top_layers if job.rm.cache_frozen else None
-    module = RewardModule(model, job.optim, job.rm.margin, cache_top)
+    feature_dir = None
+    if cache_top and job.rm.feature_dir != "memory":
+        from argsfw.models.features import features_root
+
+        feature_dir = Path(job.rm.feature_dir) if job.rm.feature_dir else features_root()
+    module = RewardModule(
+        model, job.optim, job.rm.margin, cache_top, feature_dir, pad_id_of(tokenizer)
+    )
     return StageParts(module, datamodule, export, meta)

@@ -22,6 +22,10 @@ class RMConfig:
     # with model.train_top_layers: compute the frozen layers' outputs once per sequence and
     # reuse them every epoch (rotary-position decoders; checked against the model's forward)
     cache_frozen: bool = False
+    # where those outputs live: null = the argsfw cache ($ARGSFW_FEATURES, else
+    # ~/.cache/argsfw/features), shared by every fit of the same frozen bottom; a folder; or
+    # "memory" (this run only)
+    feature_dir: str | None = None
 
     def __post_init__(self) -> None:
         _check("rm.margin", self.margin, _number(self.margin), "a finite number")
