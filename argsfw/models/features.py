@@ -326,12 +326,20 @@ def fill_pairs(
     ]
     if any(it.get("suffix_len", 0) for it in todo):
         raise ValueError("feature caching needs decoder inputs without closing special tokens")
-    # similar lengths together: less padding; sorted by prompt then reply length
-    todo.sort(key=lambda it: (it["prompt_len"], len(it["chosen"]) + len(it["rejected"])))
-    done, batch, cost = 0, [], 0
+
+    # similar lengths together, so that little of a batch is padding: prompts in buckets of
+    # similar length (they are left-padded to the longest), replies by length within a bucket
+    # (right-padded to the longest); a batch is cut where its padded size would pass batch_tokens
+    def reply(it: dict) -> int:
+        return max(len(it["chosen"]), len(it["rejected"])) - it["prompt_len"]
+
+    todo.sort(key=lambda it: (it["prompt_len"] // 32, reply(it), it["prompt_len"]))
+    done, batch, widest = 0, [], (0, 0)
     for it in [*todo, None]:
-        size = 0 if it is None else len(it["chosen"]) + len(it["rejected"]) - it["prompt_len"]
-        if batch and (it is None or cost + size > batch_tokens):
+        if it is not None:
+            grown = (max(widest[0], it["prompt_len"]), max(widest[1], reply(it)))
+            padded = (len(batch) + 1) * (grown[0] + 2 * grown[1])
+        if batch and (it is None or padded > batch_tokens):
             prompts = [b["chosen"][: b["prompt_len"]] for b in batch]
             replies = [
                 [b["chosen"][b["prompt_len"] :], b["rejected"][b["prompt_len"] :]] for b in batch
@@ -346,10 +354,10 @@ def fill_pairs(
             done += len(batch)
             if progress:
                 progress(done, len(todo))
-            batch, cost = [], 0
+            batch = []
         if it is not None:
             batch.append(it)
-            cost += size
+            widest = (it["prompt_len"], reply(it)) if len(batch) == 1 else (grown[0], grown[1])
     for store in stores.values():
         store.flush()
     return done
