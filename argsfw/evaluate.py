@@ -138,6 +138,7 @@ def _run(job: JobConfig, run: RunDir) -> None:
             run_dir=run.path,
             oracle=_oracle(job),
             wandb_run=wb,
+            pairs=(job.data, job.data.eval_split) if "instruments" in job.eval.metrics else None,
         )
     except BaseException:
         run.finish(status="failed")

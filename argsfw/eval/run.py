@@ -188,6 +188,7 @@ def run_evaluation(
     judge_client: JudgeClient | None = None,
     log_fn: Callable[[dict[str, float]], None] | None = None,
     wandb_run: Any = None,
+    pairs: tuple[Any, str] | None = None,
 ) -> dict[str, Any]:
     """Evaluate outputs files and write ``report.json``, ``report.md``, ``records.jsonl``,
     ``plots/*.png`` (and ``judge/*.jsonl``) into `run_dir`, then its ``DONE`` marker
@@ -204,6 +205,8 @@ def run_evaluation(
         judge_client: overrides the client built from ``config.judge`` (tests, custom judges).
         log_fn: called once with flat ``{"eval/<label>/<metric>": value}`` metrics.
         wandb_run: a W&B run to log the table, plots and summary metrics to.
+        pairs: ``(DataConfig, split)`` of held-out preference pairs for the ``instruments``
+            metric (each RM's accuracy on them beside the length rule).
 
     Returns:
         The report dict as written to ``report.json``; ``report["files"]`` lists what was written.
@@ -236,7 +239,9 @@ def run_evaluation(
         client = judge_client or make_client(cfg.judge, cfg.device)
         judge_results = judge_all(inputs, cfg.judge, client)
         _write_judge_details(judge_results, run)
+    instruments = _instruments(inputs, per, cfg, metrics, reward_model, pairs, notes)
     report = _assemble(inputs, per, cfg, reward_model, judge_results, notes)
+    report["instruments"] = instruments
     files = write_report(report, run)
     files["records"] = _write_records(inputs, per, run)
     report["files"] = {k: str(v) for k, v in files.items()}
@@ -247,6 +252,27 @@ def run_evaluation(
         log_wandb(wandb_run, report, files)
     mark_report_done(run)
     return report
+
+
+def _instruments(inputs, per, cfg, metrics, reward_model, pairs, notes) -> dict[str, Any]:
+    """The instruments section: RM accuracy beside the length rule, length-adjusted gains."""
+    from argsfw.eval.instruments import length_adjusted_gains, rm_pair_accuracy
+
+    out: dict[str, Any] = {}
+    if "instruments" in metrics:
+        specs = {"guide": reward_model, "judge": cfg.judge_reward_model}
+        specs = {k: v for k, v in specs.items() if v}
+        if pairs is None or not specs:
+            notes.append("instruments skipped: they need held-out pairs (data) and a reward model")
+        else:
+            out["rm_accuracy"] = rm_pair_accuracy(pairs[0], pairs[1], specs, cfg)
+    if cfg.length_baseline:
+        out["length_baseline"] = cfg.length_baseline
+        out["gain_of"] = None
+        for label, gains in length_adjusted_gains(inputs, per, cfg.length_baseline).items():
+            out["gain_of"] = gains.pop("gain_of")
+            per[label].update({f"answer_{k}" if k == "length" else k: v for k, v in gains.items()})
+    return out
 
 
 def _assemble(inputs, per, cfg, reward_model, judge_results, notes) -> dict[str, Any]:
