@@ -46,13 +46,26 @@ def ids_key(ids: Sequence[int]) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
+# config keys that name a head, a task or generation defaults, not what the bottom computes: a
+# reward model and a causal LM built from one checkpoint share their bottom's features
+_NOT_BOTTOM = {
+    "architectures", "_name_or_path", "_model_name_or_path", "transformers_version", "id2label",
+    "label2id", "num_labels", "problem_type", "pad_token_id", "bos_token_id", "eos_token_id",
+    "unk_token_id", "sep_token_id", "tie_word_embeddings", "use_cache", "output_attentions",
+    "output_hidden_states", "return_dict", "dtype", "torch_dtype", "num_hidden_layers",
+}  # fmt: skip
+
+
 def bottom_fingerprint(backbone: torch.nn.Module, layers: torch.nn.ModuleList, split: int) -> str:
-    """A hash of everything the first `split` layers' output depends on: the config, the input
-    embeddings and those layers' weights (exact bytes), and the dtype."""
+    """A hash of everything the first `split` layers' output depends on: the config (less the
+    keys of `_NOT_BOTTOM` and argsfw's own), the input embeddings and those layers' weights
+    (exact bytes, dtype included)."""
     h = hashlib.blake2b(digest_size=12)
-    cfg = backbone.config.to_dict()
-    for k in ("architectures", "_name_or_path", "transformers_version", "id2label", "label2id"):
-        cfg.pop(k, None)
+    cfg = {
+        k: v
+        for k, v in backbone.config.to_dict().items()
+        if k not in _NOT_BOTTOM and not k.startswith("argsfw_")
+    }
     h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
     params = list(backbone.get_input_embeddings().parameters())
     params += [p for layer in layers[:split] for p in layer.parameters()]

@@ -93,6 +93,23 @@ def test_the_key_follows_the_bottom_not_the_top(tmp_path):
     assert FrozenBottomCache(rm, 1, tmp_path).fingerprint != base  # another split layer
 
 
+def test_a_reward_model_and_a_causal_lm_of_one_checkpoint_share_features(tmp_path):
+    import copy
+
+    from transformers import LlamaForCausalLM
+
+    from argsfw.models.features import bottom_fingerprint
+
+    rm = _rm()
+    lm = LlamaForCausalLM(copy.deepcopy(rm.config))
+    lm.model.load_state_dict(rm.model.state_dict())
+    lm.config.pad_token_id, lm.config.tie_word_embeddings = None, True
+    fp = lambda m: bottom_fingerprint(m.model, m.model.layers, 2)  # noqa: E731
+    assert fp(lm) == fp(rm)
+    lm.config.rms_norm_eps = 1e-3  # what the bottom computes: another key
+    assert fp(lm) != fp(rm)
+
+
 def test_rewards_from_the_disk_store_equal_the_models_forward_and_train_the_top(tmp_path):
     rm = _rm()
     freeze_below_top(rm, 2)
