@@ -98,6 +98,13 @@ class ModelConfig:
     # train only the top N transformer layers + final norm + head; the rest is frozen (a cheap
     # alternative to LoRA when the frozen part dominates the cost; see modules/_top_layers.py)
     train_top_layers: int | None = None
+    # with train_top_layers: the frozen bottom's outputs are computed once per sequence and kept
+    # on disk (argsfw.models.features), shared by every later fit of the same bottom and data
+    # (the rm, dpo and arm stages; the feature pass runs before the first step and resumes)
+    cache_frozen: bool = False
+    # where they live: null = $ARGSFW_FEATURES, else ~/.cache/argsfw/features; a folder; or
+    # "memory" (this run only)
+    feature_dir: str | None = None
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
 
@@ -109,6 +116,11 @@ class ModelConfig:
         )
         if self.train_top_layers is not None:
             _at_least("model.train_top_layers", self.train_top_layers, 1)
+        if self.cache_frozen and not self.train_top_layers:
+            raise ConfigError(
+                "model.cache_frozen=true caches the frozen layers' outputs but nothing is frozen: "
+                "set model.train_top_layers=N (e.g. 4)"
+            )
 
 
 @dataclass
@@ -298,6 +310,14 @@ class JobConfig:
             raise ConfigError(
                 "model.train_top_layers and model.lora.enabled are two ways to train part of the "
                 "model; pass one"
+            )
+        if self.model.cache_frozen and stage is not None and not stage.caches_frozen:
+            from argsfw.stages import stages
+
+            readers = [s.name for s in stages().values() if s.caches_frozen]
+            raise ConfigError(
+                f"model.cache_frozen=true: stage {stage.name} does not read cached features "
+                f"(the {', '.join(readers)} stages do); set model.cache_frozen=false"
             )
         if stage is not None and stage.check is not None and hasattr(self, stage.section or ""):
             stage.check(self)

@@ -17,11 +17,11 @@ import torch
 
 from argsfw.config.run_dir import RunDir
 from argsfw.config.schema import JobConfig, OptimConfig
-from argsfw.errors import UsageError
 from argsfw.modules import StageParts
 from argsfw.modules._models import build_reward_model, save_model_dir, unwrap
 from argsfw.modules._optim import adamw_with_schedule, total_optimizer_steps
 from argsfw.modules._pair_verdicts import PairVerdicts
+from argsfw.modules._top_layers import feature_pass, frozen_cache
 from argsfw.rlhf.pairwise import bradley_terry_loss, pairwise_accuracy, reward_gap
 
 log = logging.getLogger(__name__)
@@ -42,81 +42,28 @@ class RewardModule(L.LightningModule):
         model: torch.nn.Module,
         optim: OptimConfig,
         margin: float = 0.0,
-        cache_top: int | None = None,
-        feature_dir: Path | None = None,
+        frozen=None,
         pad_id: int = 0,
     ) -> None:
         super().__init__()
         self.model = model
         self.optim = optim
         self.margin = margin
-        # rm.cache_frozen: the frozen bottom's outputs, per sequence, on disk under feature_dir
-        # (shared with every later fit of the same bottom) or in memory when it is None
-        self.frozen = None
-        if cache_top:
-            from argsfw.modules._top_layers import FrozenBottomCache
-
-            try:
-                self.frozen = FrozenBottomCache(model, cache_top, feature_dir)
-            except ValueError as exc:
-                raise UsageError(str(exc)) from None
+        # model.cache_frozen: a FrozenBottomCache (the bottom's outputs read from the store)
+        self.frozen = frozen
         self.pad_id = pad_id
         self.verdicts = PairVerdicts()
-        self._checked = False
 
     def on_fit_start(self) -> None:
-        """With ``rm.cache_frozen``: the feature pass. Every pair of the fit's splits not yet in
-        the store runs through the frozen bottom once (each prompt once, its replies on its
-        cache); each rank takes every W-th pair and reads the others' shards after a barrier."""
-        if self.frozen is None:
-            return
-        import time
-
-        from tqdm.auto import tqdm
-
-        datamodule = self.trainer.datamodule
-        items = [it for ds in datamodule.datasets.values() for it in ds.items]
-        world, rank = self.trainer.world_size, self.trainer.global_rank
-        on_disk = self.frozen.store.root is not None
-        mine = items[rank::world] if on_disk else items
-        start = time.perf_counter()
-        bar = tqdm(total=len(mine), desc="frozen features", unit="pair", disable=rank != 0)
-
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
-        computed = self.frozen.fill(mine, self.pad_id, progress)
-        bar.close()
-        if on_disk and world > 1:
-            self.trainer.strategy.barrier()
-            self.frozen.store.reload()
-        log.info(
-            "frozen features: %d pairs computed in %.0f s, %d sequences stored in %s",
-            computed,
-            time.perf_counter() - start,
-            len(self.frozen.store),
-            self.frozen.store.root or "memory",
-        )
+        if self.frozen is not None:
+            feature_pass(self, [self.frozen], self.pad_id)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Rewards [B]: the scalar head at each row's last non-pad token (the model's own forward,
-        or the same read on cached frozen-layer outputs with ``rm.cache_frozen``)."""
+        or the same read on cached frozen-layer outputs with ``model.cache_frozen``)."""
         if self.frozen is None:
             return self.model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0]
-        out = self.frozen.rewards(input_ids, attention_mask)
-        if not self._checked:  # once: the cached path must give what the model's forward gives
-            self._checked = True
-            with torch.no_grad():
-                want = self.model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0]
-            err = float((out.detach() - want).abs().max())
-            if err > 1e-3 * max(1.0, float(want.abs().max())):
-                raise UsageError(
-                    f"rm.cache_frozen: cached rewards differ from {type(self.model).__name__}'s "
-                    f"own forward by {err:.3g} (its position embeddings are added to the inputs); "
-                    "set rm.cache_frozen=false"
-                )
-        return out
+        return self.frozen.rewards(input_ids, attention_mask)
 
     def _rewards(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         # one forward over chosen and rejected rows together: [2N, T] -> [2N]
@@ -189,13 +136,7 @@ def build(job: JobConfig, run: RunDir) -> StageParts:
         "rm_prefix_cuts": job.rm.prefix_cuts,
         "rm_init_from_policy": job.rm.init_from_policy,
     }
-    cache_top = job.model.train_top_layers if job.rm.cache_frozen else None
-    feature_dir = None
-    if cache_top and job.rm.feature_dir != "memory":
-        from argsfw.models.features import features_root
-
-        feature_dir = Path(job.rm.feature_dir) if job.rm.feature_dir else features_root()
     module = RewardModule(
-        model, job.optim, job.rm.margin, cache_top, feature_dir, pad_id_of(tokenizer)
+        model, job.optim, job.rm.margin, frozen_cache(job, model), pad_id_of(tokenizer)
     )
     return StageParts(module, datamodule, export, meta)

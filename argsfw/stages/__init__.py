@@ -45,6 +45,8 @@ class Stage:
         check: ``check(job)``: checks across sections (raise `ConfigError`), run at composition.
         reads_reward_model: a fit stage that loads ``reward_model=`` (a sequence classifier) beside
             ``policy=``: both are checked before anything is written.
+        caches_frozen: a fit stage that reads ``model.cache_frozen`` (trains the top layers on
+            cached bottom features, `argsfw.modules._top_layers.FrozenBottomCache`).
     """
 
     name: str
@@ -58,6 +60,7 @@ class Stage:
     makes: str = ""
     check: Callable[[Any], None] | None = None
     reads_reward_model: bool = False
+    caches_frozen: bool = False
 
     def __post_init__(self) -> None:
         if self.entry not in ENTRIES:

@@ -32,5 +32,6 @@ STAGE = register(
         config=ArmConfig,
         build="argsfw.modules.arm:build",
         makes="reward_model:arm",
+        caches_frozen=True,
     )
 )

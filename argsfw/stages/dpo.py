@@ -32,5 +32,6 @@ STAGE = register(
         config=DPOConfig,
         build="argsfw.modules.dpo:build",
         makes="policy",
+        caches_frozen=True,
     )
 )

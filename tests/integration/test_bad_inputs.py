@@ -214,7 +214,8 @@ CASES = [
     # ---- real-model options (issue 21): prompt format, shards, top-layer training
     Case("fit-unknown-prompt-format", "fit", ["recipe=tiny_sft", "data.prompt_format=html"], ["unknown data.prompt_format 'html'", "choose one of raw, chat"]),
     Case("fit-bad-shard", "fit", ["recipe=tiny_rm", "data.shard=[0.5,0.2]"], ["data.shard must be [lo, hi] with 0 <= lo < hi <= 1"]),
-    Case("fit-cache-frozen-without-top-layers", "fit", ["recipe=tiny_rm", "rm.cache_frozen=true"], ["rm.cache_frozen=true caches the frozen layers' outputs", "set model.train_top_layers=N"]),
+    Case("fit-cache-frozen-without-top-layers", "fit", ["recipe=tiny_rm", "model.cache_frozen=true"], ["model.cache_frozen=true caches the frozen layers' outputs", "set model.train_top_layers=N"]),
+    Case("fit-cache-frozen-stage-without-cache", "fit", ["recipe=tiny_sft", "model.train_top_layers=1", "model.cache_frozen=true"], ["stage sft does not read cached features", "rm, dpo, arm", "model.cache_frozen=false"]),
     Case("fit-top-layers-and-lora", "fit", ["recipe=tiny_rm", "model.train_top_layers=1", "model.lora.enabled=true"], ["model.train_top_layers and model.lora.enabled", "pass one"]),
     Case("fit-top-layers-too-many", "fit", ["recipe=tiny_rm", "model.train_top_layers=99"], ["model.train_top_layers=99 but", "choose 1.."]),
     Case("predict-chat-without-template", "predict", [*PREDICT, "data.prompt_format=chat"], ["data.prompt_format=chat needs a tokenizer with a chat template", "use data.prompt_format=raw"]),
