@@ -40,6 +40,29 @@ _FORMAT = 1  # bump when the layout changes: older directories are then ignored,
 SHARD_TOKENS = 16384  # positions per shard file (38 MB at hidden 576 in fp32)
 
 
+_STACKS = ("layers", "h", "layer", "blocks")  # Llama/Mistral/Qwen, GPT-2/Bloom, BERT, MPT
+
+
+def layer_stack(model: torch.nn.Module) -> tuple[torch.nn.Module, str, torch.nn.ModuleList]:
+    """``(owner, attribute, layers)`` of the model's main stack of transformer layers.
+
+    Raises:
+        ValueError: no single ModuleList of layers is found.
+    """
+    found = []
+    for mod in model.modules():
+        for name in _STACKS:
+            child = getattr(mod, name, None)
+            if isinstance(child, torch.nn.ModuleList) and len(child) > 0:
+                found.append((mod, name, child))
+    if len(found) != 1:
+        raise ValueError(
+            f"model.train_top_layers: cannot find the layer stack of {type(model).__name__} "
+            f"({len(found)} candidates); use model.lora instead"
+        )
+    return found[0]
+
+
 def ids_key(ids: Sequence[int]) -> str:
     """A hex key of a token-id sequence (blake2b of its int64 bytes)."""
     data = torch.as_tensor(list(ids), dtype=torch.int64).numpy().tobytes()
@@ -180,8 +203,6 @@ def bottom_view(backbone: torch.nn.Module, split: int) -> torch.nn.Module:
     model's forward. Kept out of any module attribute so no parameter is registered twice."""
     import copy
 
-    from argsfw.modules._top_layers import layer_stack
-
     owner, name, layers = layer_stack(backbone)
     if owner is not backbone or not hasattr(backbone, "norm"):
         raise ValueError(
@@ -229,8 +250,6 @@ class _LayerOutputs:
     """
 
     def __init__(self, bottom: torch.nn.Module, layers: Sequence[int]):
-        from argsfw.modules._top_layers import layer_stack
-
         stack = layer_stack(bottom)[2]
         if min(layers) < 1:
             raise ValueError(f"layers must be >= 1 (the output of layer l - 1), got {list(layers)}")

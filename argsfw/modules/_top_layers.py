@@ -24,27 +24,7 @@ import copy
 
 import torch
 
-_STACKS = ("layers", "h", "layer", "blocks")  # Llama/Mistral/Qwen, GPT-2/Bloom, BERT, MPT
-
-
-def layer_stack(model: torch.nn.Module) -> tuple[torch.nn.Module, str, torch.nn.ModuleList]:
-    """``(owner, attribute, layers)`` of the model's main stack of transformer layers.
-
-    Raises:
-        ValueError: no single ModuleList of layers is found.
-    """
-    found = []
-    for mod in model.modules():
-        for name in _STACKS:
-            child = getattr(mod, name, None)
-            if isinstance(child, torch.nn.ModuleList) and len(child) > 0:
-                found.append((mod, name, child))
-    if len(found) != 1:
-        raise ValueError(
-            f"model.train_top_layers: cannot find the layer stack of {type(model).__name__} "
-            f"({len(found)} candidates); use model.lora instead"
-        )
-    return found[0]
+from argsfw.models.features import layer_stack
 
 
 def freeze_below_top(model: torch.nn.Module, n_top: int) -> tuple[int, int]:
