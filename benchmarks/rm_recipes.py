@@ -153,7 +153,9 @@ def table() -> None:
         acc = [p[1]["val/reward_acc"] for p in points]
         se = [p[1]["val/reward_acc_se"] for p in points]
         ax.errorbar(ns, acc, yerr=se, marker="o", capsize=3, label="judge RM (held-out pairs)")
-        ax.axhline(points[0][1]["val/length_rule_acc"], ls="--", c="grey", label="length-by-domain rule")
+        ax.axhline(
+            points[0][1]["val/length_rule_acc"], ls="--", c="grey", label="length-by-domain rule"
+        )
         ax.axhline(0.5, ls=":", c="k", lw=0.8)
         ax.set_xscale("log")
         ax.set_xlabel("training pairs")

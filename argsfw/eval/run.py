@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from argsfw.errors import UsageError
 from argsfw.eval.config import METRICS, EvalConfig
 from argsfw.eval.inputs import EvalInput, cut_at_turn, load_inputs
 from argsfw.eval.judge import JudgeClient, check_judge, judge_all, make_client
@@ -214,6 +215,7 @@ def run_evaluation(
     Raises:
         EvalInputError: an input is missing or malformed (one line naming file and line).
         ValueError: an unknown metric name.
+        UsageError: ``eval.length_baseline`` names no row.
         argsfw.eval.judge.JudgeError: fewer than two inputs, an unknown baseline, a remote
             endpoint without a key (all before anything loads), or a refused request.
         argsfw.eval.judge.JudgeUnreachableError: the judge endpoint stopped answering.
@@ -225,6 +227,12 @@ def run_evaluation(
     if unknown:
         raise ValueError(f"unknown metric(s) {sorted(unknown)}; choose from {list(METRICS)}")
     inputs = load_inputs(list(outputs))
+    labels = [inp.label for inp in inputs]
+    if cfg.length_baseline and cfg.length_baseline not in labels:  # before any model loads
+        raise UsageError(
+            f"eval.length_baseline={cfg.length_baseline!r} is not one of the rows {labels}; "
+            "name one of them, or null"
+        )
     if "judge" in metrics:  # why: before any model loads, so a missing key costs nothing
         check_judge(cfg.judge, inputs, need_key=judge_client is None)
         if judge_client is None and cfg.judge.kind == "openai":

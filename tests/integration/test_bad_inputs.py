@@ -131,6 +131,8 @@ CASES = [
     Case("evaluate-unfinished-run", "evaluate", ["outputs={partial_run}"], ["is an unfinished predict run (no DONE marker)", "re-run its predict command"]),
     Case("evaluate-folder-without-outputs", "evaluate", ["outputs={empty_dir}"], ["holds no outputs.jsonl", "run python -m argsfw.predict first"]),
     Case("evaluate-unknown-metric", "evaluate", ["outputs={done_run}", "eval.metrics=[rewardd]"], ["eval.metrics: unknown metric(s) ['rewardd']", "choose from"]),
+    Case("evaluate-length-baseline-not-a-row", "evaluate", ["outputs={done_run}", "eval.length_baseline=greedyy"], ["eval.length_baseline='greedyy' is not one of the rows", "name one of them"]),
+    Case("evaluate-instruments-without-pairs", "evaluate", ["outputs={done_run}", "eval.metrics=[instruments]", "data=hh_rlhf", "data.path={missing}/pairs.jsonl"], ["data path", "does not exist"]),
     Case("evaluate-lm-as-rm", "evaluate", ["outputs={done_run}", "reward_model={policy}"], ["reward model", "is a causal language model", "pass a scalar reward model"]),
     Case("evaluate-no-gpu", "evaluate", ["outputs={done_run}", "eval.device=cuda"], ["eval.device=cuda", "no CUDA GPU", "use eval.device=cpu"], env=NO_GPU),
     # ---- export
