@@ -105,6 +105,9 @@ class ModelConfig:
     # where they live: null = $ARGSFW_FEATURES, else ~/.cache/argsfw/features; a folder; or
     # "memory" (this run only)
     feature_dir: str | None = None
+    # the dtype the bottom runs in for the cache: float32 (exact), or bfloat16 (autocast: ~3x
+    # faster on CPUs with AMX and on GPUs, half the disk; the top still trains in model.dtype)
+    feature_dtype: str = "float32"
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
 
@@ -116,6 +119,7 @@ class ModelConfig:
         )
         if self.train_top_layers is not None:
             _at_least("model.train_top_layers", self.train_top_layers, 1)
+        _choice("model.feature_dtype", self.feature_dtype, ("float32", "bfloat16"))
         if self.cache_frozen and not self.train_top_layers:
             raise ConfigError(
                 "model.cache_frozen=true caches the frozen layers' outputs but nothing is frozen: "

@@ -79,10 +79,12 @@ _NOT_BOTTOM = {
 }  # fmt: skip
 
 
-def bottom_fingerprint(backbone: torch.nn.Module, layers: torch.nn.ModuleList, split: int) -> str:
+def bottom_fingerprint(
+    backbone: torch.nn.Module, layers: torch.nn.ModuleList, split: int, compute: str = "float32"
+) -> str:
     """A hash of everything the first `split` layers' output depends on: the config (less the
     keys of `_NOT_BOTTOM` and argsfw's own), the input embeddings and those layers' weights
-    (exact bytes, dtype included)."""
+    (exact bytes, dtype included), and the dtype the pass computes in (`compute`)."""
     h = hashlib.blake2b(digest_size=12)
     cfg = {
         k: v
@@ -96,7 +98,7 @@ def bottom_fingerprint(backbone: torch.nn.Module, layers: torch.nn.ModuleList, s
         t = p.detach().cpu().contiguous()
         h.update(str((tuple(t.shape), str(t.dtype))).encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return f"{h.hexdigest()}-L{split}-v{_FORMAT}"
+    return f"{h.hexdigest()}-L{split}-{compute}-v{_FORMAT}"
 
 
 def features_root() -> Path:
@@ -332,6 +334,24 @@ def _prompt_and_replies(bottom, prompts, replies, pad, hooks: _LayerOutputs):
         yield i, j, hidden[:, n, : len(flat[n])]
 
 
+def compute_context(backbone: torch.nn.Module, compute: str):
+    """The context the bottom runs in: plain for ``float32``; bf16 autocast for ``bfloat16``
+    (matrix products in bfloat16, ~3x faster on CPUs with AMX and on GPUs, states stored in
+    bfloat16: half the disk and memory).
+
+    Raises:
+        ValueError: an unknown `compute`.
+    """
+    import contextlib
+
+    if compute == "float32":
+        return contextlib.nullcontext()
+    if compute == "bfloat16":
+        device = next(backbone.parameters()).device.type
+        return torch.autocast(device, dtype=torch.bfloat16)
+    raise ValueError(f"model.feature_dtype={compute!r}; choose float32 or bfloat16")
+
+
 def fill_pairs(
     stores: dict[int, FeatureStore],
     backbone: torch.nn.Module,
@@ -339,12 +359,13 @@ def fill_pairs(
     pad: int,
     batch_tokens: int = 4096,
     progress: Callable[[int, int], None] | None = None,
+    compute: str = "float32",
 ) -> int:
     """Store ``hidden_states[layer]`` of `backbone` in ``stores[layer]`` for every sequence of
     `items` (`argsfw.data.tokenize_rm` examples: ``prompt_len``, ``chosen``, ``rejected``) that
     one of them lacks, in one pass through the layers up to the highest; returns how many pairs
     were computed. Batches hold about `batch_tokens` positions; ``progress(done, total)`` is
-    called after each.
+    called after each. `compute` is the pass's dtype (`compute_context`).
 
     Raises:
         ValueError: an item with ``suffix_len`` (an encoder RM's closing [SEP]).
@@ -376,7 +397,11 @@ def fill_pairs(
             replies = [
                 [b["chosen"][b["prompt_len"] :], b["rejected"][b["prompt_len"] :]] for b in batch
             ]
-            for i, j, hidden in prompt_and_replies(bottom, prompts, replies, pad, layers):
+            with compute_context(backbone, compute):
+                states = list(prompt_and_replies(bottom, prompts, replies, pad, layers))
+            for i, j, hidden in states:
+                if compute == "bfloat16":  # computed in bf16: its extra bits are noise
+                    hidden = hidden.to(torch.bfloat16)
                 for state, layer in zip(hidden, layers):
                     if j < 0:
                         stores[layer].add(prompts[i], state)

@@ -58,8 +58,10 @@ class FrozenBottomCache:
     for this run. Several caches may share one store (DPO's policy and its reference). The first
     call is checked against the model's own forward. Read-only on the model."""
 
-    def __init__(self, model: torch.nn.Module, n_top: int, root=None, store=None):
-        from argsfw.models.features import FeatureStore, bottom_fingerprint
+    def __init__(
+        self, model: torch.nn.Module, n_top: int, root=None, store=None, compute="float32"
+    ):
+        from argsfw.models.features import FeatureStore, bottom_fingerprint, compute_context
 
         self.model = model
         self.backbone = getattr(model, model.base_model_prefix)
@@ -75,7 +77,9 @@ class FrozenBottomCache:
         self.top = copy.copy(self.backbone)
         self.top._modules = dict(self.backbone._modules)
         self.top._modules[name] = torch.nn.ModuleList(list(layers[self.split :]))
-        self.fingerprint = bottom_fingerprint(self.backbone, layers, self.split)
+        compute_context(self.backbone, compute)  # an unknown dtype fails here, not mid-fit
+        self.compute = compute  # the bottom's dtype (model.feature_dtype); the top runs in its own
+        self.fingerprint = bottom_fingerprint(self.backbone, layers, self.split, compute)
         if store is None:
             store = FeatureStore(None if root is None else root / self.fingerprint)
         self.store = store
@@ -86,15 +90,23 @@ class FrozenBottomCache:
         prompt once, its replies on its cache); returns the number of pairs computed."""
         from argsfw.models.features import fill_pairs
 
-        return fill_pairs({self.split: self.store}, self.backbone, items, pad, progress=progress)
+        return fill_pairs(
+            {self.split: self.store}, self.backbone, items, pad, progress=progress,
+            compute=self.compute,
+        )  # fmt: skip
 
     @torch.no_grad()
     def _fill(self, ids: torch.Tensor, mask: torch.Tensor, rows: list[int]) -> None:
         """Compute and store the bottom's output of ``rows`` of ``ids``/``mask`` [B, T]."""
-        out = self.backbone(
-            input_ids=ids[rows], attention_mask=mask[rows], output_hidden_states=True
-        )
+        from argsfw.models.features import compute_context
+
+        with compute_context(self.backbone, self.compute):
+            out = self.backbone(
+                input_ids=ids[rows], attention_mask=mask[rows], output_hidden_states=True
+            )
         hidden = out.hidden_states[self.split]  # [b, T, H]
+        if self.compute == "bfloat16":
+            hidden = hidden.to(torch.bfloat16)
         for j, r in enumerate(rows):
             n = int(mask[r].sum())
             self.store.add(ids[r, :n].tolist(), hidden[j, :n])
@@ -115,9 +127,10 @@ class FrozenBottomCache:
         if missing:
             self._fill(ids, mask, missing)
             found = [self.store.get(r) if h is None else h for r, h in zip(rows, found)]
-        embeds = found[0].new_zeros((ids.shape[0], ids.shape[1], found[0].shape[-1]))  # [B, T, H]
+        dtype = self.backbone.get_input_embeddings().weight.dtype  # the top's own dtype
+        embeds = found[0].new_zeros((ids.shape[0], ids.shape[1], found[0].shape[-1]), dtype=dtype)
         for r, h in enumerate(found):
-            embeds[r, : lengths[r]] = h
+            embeds[r, : lengths[r]] = h  # [B, T, H]
         hidden = self.top(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
         if not self._checked:  # once: the cached path must give what the model's forward gives
             self._checked = True
@@ -131,7 +144,10 @@ class FrozenBottomCache:
         want = self.backbone(input_ids=ids, attention_mask=mask).last_hidden_state
         real = mask.bool()
         err = float((hidden.detach()[real] - want[real]).abs().max())
-        if err > 1e-3 * max(1.0, float(want[real].abs().max())):
+        # a bf16 bottom is ~3 significant digits; what the check catches (position embeddings
+        # added to the inputs) is off by the size of the states themselves
+        tol = 1e-3 if self.compute == "float32" else 5e-2
+        if err > tol * max(1.0, float(want[real].abs().max())):
             raise UsageError(
                 f"model.cache_frozen: cached states differ from {type(self.backbone).__name__}'s "
                 f"own forward by {err:.3g} (its position embeddings are added to the inputs); "
@@ -171,7 +187,9 @@ def frozen_cache(job, model: torch.nn.Module, store=None) -> FrozenBottomCache |
 
         root = Path(job.model.feature_dir) if job.model.feature_dir else features_root()
     try:
-        return FrozenBottomCache(model, job.model.train_top_layers, root, store)
+        return FrozenBottomCache(
+            model, job.model.train_top_layers, root, store, job.model.feature_dtype
+        )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 

@@ -156,3 +156,22 @@ def test_one_pass_fills_several_layers_in_small_batches(tmp_path):
             torch.testing.assert_close(
                 store.get(it["chosen"]), _hf_states(rm, it["chosen"], layer), atol=1e-5, rtol=0
             )
+
+
+def test_a_bfloat16_pass_is_close_keyed_apart_and_feeds_an_fp32_top(tmp_path):
+    rm = _rm()
+    freeze_below_top(rm, 2)
+    exact = FrozenBottomCache(rm, 2, tmp_path)
+    fast = FrozenBottomCache(rm, 2, tmp_path, compute="bfloat16")
+    assert fast.fingerprint != exact.fingerprint and "bfloat16" in fast.fingerprint
+    fast.fill(_items(), PAD)
+    it = _items()[1]
+    got, want = fast.store.get(it["chosen"]), _hf_states(rm, it["chosen"], 2)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), want, atol=3e-2, rtol=3e-2)
+    ids = torch.tensor([it["chosen"]])
+    reward = fast.rewards(ids, torch.ones_like(ids))  # also passes the start-up check
+    assert reward.dtype == torch.float32
+    torch.testing.assert_close(reward, rm(input_ids=ids).logits[:, 0], atol=5e-2, rtol=5e-2)
+    with pytest.raises(ValueError, match="feature_dtype"):
+        FrozenBottomCache(rm, 2, tmp_path, compute="fp8")
