@@ -61,7 +61,7 @@ class FrozenBottomCache:
     def __init__(
         self, model: torch.nn.Module, n_top: int, root=None, store=None, compute="float32"
     ):
-        from argsfw.models.features import FeatureStore, bottom_fingerprint, compute_context
+        from argsfw.models.features import FeatureStore, bottom_fingerprint
 
         self.model = model
         self.backbone = getattr(model, model.base_model_prefix)
@@ -77,13 +77,15 @@ class FrozenBottomCache:
         self.top = copy.copy(self.backbone)
         self.top._modules = dict(self.backbone._modules)
         self.top._modules[name] = torch.nn.ModuleList(list(layers[self.split :]))
-        compute_context(self.backbone, compute)  # an unknown dtype fails here, not mid-fit
+        if compute not in ("float32", "bfloat16"):  # here, not mid-fit
+            raise ValueError(f"model.feature_dtype={compute!r}; choose float32 or bfloat16")
         self.compute = compute  # the bottom's dtype (model.feature_dtype); the top runs in its own
         self.fingerprint = bottom_fingerprint(self.backbone, layers, self.split, compute)
         if store is None:
             store = FeatureStore(None if root is None else root / self.fingerprint)
         self.store = store
         self._checked = False
+        self._bottom = None  # what computes a missing row (bottom_for), built on first need
 
     def fill(self, items, pad: int, progress=None) -> int:
         """Compute and store the bottom's states of every pair of `items` not stored yet (each
@@ -98,15 +100,11 @@ class FrozenBottomCache:
     @torch.no_grad()
     def _fill(self, ids: torch.Tensor, mask: torch.Tensor, rows: list[int]) -> None:
         """Compute and store the bottom's output of ``rows`` of ``ids``/``mask`` [B, T]."""
-        from argsfw.models.features import compute_context
+        from argsfw.models.features import bottom_for
 
-        with compute_context(self.backbone, self.compute):
-            out = self.backbone(
-                input_ids=ids[rows], attention_mask=mask[rows], output_hidden_states=True
-            )
-        hidden = out.hidden_states[self.split]  # [b, T, H]
-        if self.compute == "bfloat16":
-            hidden = hidden.to(torch.bfloat16)
+        if self._bottom is None:
+            self._bottom = bottom_for(self.backbone, self.split, self.compute)
+        hidden = self._bottom(input_ids=ids[rows], attention_mask=mask[rows]).last_hidden_state
         for j, r in enumerate(rows):
             n = int(mask[r].sum())
             self.store.add(ids[r, :n].tolist(), hidden[j, :n])
