@@ -13,10 +13,15 @@ import dataclasses
 import torch
 
 from argsfw.decoding.accounting import DecodeStats, Meter
-from argsfw.decoding.config import DecodeConfig, check_decode_settings, sampling_temperature
+from argsfw.decoding.config import (
+    DecodeConfig,
+    check_decode_settings,
+    decode_settings,
+    sampling_temperature,
+)
 from argsfw.decoding.cross_tokenizer import retokenizer
 from argsfw.decoding.policy import PolicyState, context_length, left_pad
-from argsfw.decoding.probe import SCORER_CHOICES, ScorerSpec, probe_scorer, usable_scorers
+from argsfw.decoding.probe import ScorerSpec, probe_scorer, usable_scorers
 from argsfw.decoding.registry import Parts, get_method
 from argsfw.decoding.sampling import make_generator
 from argsfw.decoding.scoring import model_device_dtype, rm_kind
@@ -139,6 +144,11 @@ class ArgsDecoder:
     ) -> tuple[list[Generation], DecodeStats]:
         """Decode every prompt with ``settings`` (fields may be overridden by keyword).
 
+        ``settings``: `decode_settings` (``decode_settings("args-greedy", weight=2.0)``) or a
+        `DecodeConfig`; keywords set the shared keys and the method's own knobs
+        (``method="nucleus", top_p=0.8``). A ``method`` keyword switches method: the shared
+        keys of ``settings`` carry over, and its knobs that the new method also has.
+
         ``keys`` name the prompts for seeding (default: the prompt text), so a prompt's sample
         is the same whichever batch or rank decodes it; give dataset ids when prompts repeat.
         Returns one `Generation` per prompt, in input order, and the call's `DecodeStats`.
@@ -170,7 +180,8 @@ class ArgsDecoder:
         **overrides,
     ) -> tuple[list[Generation], DecodeStats]:
         """`generate` for already tokenized prompts (policy token ids); ``keys`` default to the prompt index."""
-        s = self.check_settings(dataclasses.replace(settings or DecodeConfig(), **overrides))
+        method = overrides.pop("method", None) or (settings.method if settings else None)
+        s = self.check_settings(decode_settings(method or "args-greedy", settings, **overrides))
         method = get_method(s.method)
         prompt_ids = [self._fit_prompt(i, list(p), s) for i, p in enumerate(prompt_ids)]
         prompts = (
@@ -209,6 +220,7 @@ class ArgsDecoder:
     def check_settings(self, s: DecodeConfig) -> DecodeConfig:
         """Validate ``s`` against the models; returns it, temperature resolved. Raises `DecodeInputError` with a one-line reason."""
         method = check_decode_settings(s, self.vocab)
+        s = decode_settings(s.method, s)  # a bare DecodeConfig gets the method's knobs
         needs_rm = method.uses_guide(s)
         if needs_rm and self.rm is None:
             knob = (
@@ -219,10 +231,6 @@ class ArgsDecoder:
             raise DecodeInputError(f"{method.name}{knob} needs a reward model; none was given")
         if needs_rm:
             check_rm_kind(method, self.rm_kind)
-        if s.scorer not in SCORER_CHOICES:
-            raise DecodeInputError(
-                f"scorer must be one of {', '.join(SCORER_CHOICES)}, got {s.scorer!r}"
-            )
         if self.probe is not None and s.scorer not in ("auto", *usable_scorers(self.rm)):
             raise DecodeInputError(
                 f"scorer={s.scorer} cannot read {type(self.rm).__name__}: a bidirectional reward "
@@ -230,8 +238,10 @@ class ArgsDecoder:
             )
         if needs_rm and method.check_models is not None:
             method.check_models(self, s)
-        # None becomes the method's own temperature here, so every chooser gets a number
-        return dataclasses.replace(s, temperature=sampling_temperature(s))
+        # None becomes the method's own temperature here, so every sampler gets a number
+        if hasattr(s, "temperature"):
+            s = dataclasses.replace(s, temperature=sampling_temperature(s))
+        return s
 
     def scorer_name(self, s: DecodeConfig | None = None) -> str | None:
         """The scorer a call with settings ``s`` uses (None without a sequence reward model)."""

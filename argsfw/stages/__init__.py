@@ -47,6 +47,9 @@ class Stage:
             ``policy=``: both are checked before anything is written.
         caches_frozen: a fit stage that reads ``model.cache_frozen`` (trains the top layers on
             cached bottom features, `argsfw.modules._top_layers.FrozenBottomCache`).
+        color, marker: a stage whose policy is a training-time baseline (PPO, DPO) sets its
+            style in evaluate's plots, where an output whose label starts with the stage's
+            name is drawn as a reference line; None: not drawn as one.
     """
 
     name: str
@@ -61,6 +64,8 @@ class Stage:
     check: Callable[[Any], None] | None = None
     reads_reward_model: bool = False
     caches_frozen: bool = False
+    color: str | None = None
+    marker: str = "*"
 
     def __post_init__(self) -> None:
         if self.entry not in ENTRIES:

@@ -33,5 +33,7 @@ STAGE = register(
         build="argsfw.modules.dpo:build",
         makes="policy",
         caches_frozen=True,
+        color="#006400",
+        marker="8",
     )
 )

@@ -54,5 +54,7 @@ STAGE = register(
         build="argsfw.modules.ppo_stage:build",
         reads_reward_model=True,
         makes="policy",
+        color="#2ca02c",
+        marker="*",
     )
 )

@@ -65,9 +65,9 @@ def test_one_weight_default_everywhere():
     import inspect
 
     from argsfw.decoding.args import ARGS
-    from argsfw.decoding.config import DEFAULT_WEIGHT, DecodeConfig
+    from argsfw.decoding.config import DEFAULT_WEIGHT, decode_settings
 
-    assert DecodeConfig().weight == DEFAULT_WEIGHT
+    assert decode_settings().weight == DEFAULT_WEIGHT
     assert inspect.signature(ARGS.generate).parameters["weight"].default == DEFAULT_WEIGHT
     for group in sorted((REPO / "configs" / "decode").glob("*.yaml")):
         decode = compose(["recipe=tiny_args", f"decode={group.stem}"]).decode
@@ -125,14 +125,14 @@ def test_own_method_decodes_through_the_engine(plugins, tiny_kit):
     ARGS-greedy exactly; eta=1 keeps only the policy's best, so it is greedy exactly."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-    from argsfw.decoding import ArgsDecoder, DecodeConfig
+    from argsfw.decoding import ArgsDecoder
 
     tok = AutoTokenizer.from_pretrained(tiny_kit["policy"])
     llm = AutoModelForCausalLM.from_pretrained(tiny_kit["policy"])
     rm = AutoModelForSequenceClassification.from_pretrained(tiny_kit["reward_model"])
     dec = ArgsDecoder(llm, tok, rm)
     prompts = ["the cat sat on", "a story about", "why is the sky", "one two"]
-    base = DecodeConfig(max_new_tokens=12, topk=8, weight=3.0, batch_size=4)
+    base = decode_settings(max_new_tokens=12, topk=8, weight=3.0, batch_size=4)
 
     def run(method, **opts):
         gens, _ = dec.generate(prompts, base, method=method, options=opts)

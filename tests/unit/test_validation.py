@@ -13,7 +13,7 @@ import pytest
 
 from argsfw.cli import normalise_list_overrides
 from argsfw.config.compose import compose
-from argsfw.decoding.config import DecodeConfig, check_decode_settings
+from argsfw.decoding.config import check_decode_settings, decode_settings
 from argsfw.decoding.types import DecodeInputError
 from argsfw.models import ModelPathError, load_policy, load_reward_model
 
@@ -94,11 +94,11 @@ def test_one_output_path_is_a_list_of_one(given, composed):
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        (DecodeConfig(topk=0), "decode.topk must be an integer >= 1, got 0"),
-        (DecodeConfig(weight=float("nan")), "decode.weight must be a finite number"),
-        (DecodeConfig(method="nucleus", top_p=0.0), "decode.top_p must be in (0, 1]"),
+        (decode_settings(topk=0), "decode.topk must be an integer >= 1, got 0"),
+        (decode_settings(weight=float("nan")), "decode.weight must be a finite number"),
+        (decode_settings(method="nucleus", top_p=0.0), "decode.top_p must be in (0, 1]"),
         (
-            DecodeConfig(method="beam"),
+            decode_settings(method="beam"),
             "decode.method='beam' is not a decoding method; choose one of",
         ),
     ],
@@ -110,9 +110,9 @@ def test_decode_settings_are_checked_without_models(settings, message):
 
 
 def test_topk_is_checked_against_the_vocabulary_when_known():
-    assert check_decode_settings(DecodeConfig(topk=50), vocab=50).name == "args-greedy"
+    assert check_decode_settings(decode_settings(topk=50), vocab=50).name == "args-greedy"
     with pytest.raises(DecodeInputError, match=r"topk must be an integer in \[1, 49\]"):
-        check_decode_settings(DecodeConfig(topk=50), vocab=49)
+        check_decode_settings(decode_settings(topk=50), vocab=49)
 
 
 def test_a_predict_run_whose_every_prompt_was_skipped_is_an_error(tmp_path):

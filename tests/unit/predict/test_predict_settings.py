@@ -63,12 +63,12 @@ def test_bad_config_files_name_file_and_line(tmp_path, text, match):
 )
 def test_config_file_values_are_typed_and_range_checked(tmp_path, text, match):
     """Every line is checked at start-up, naming the file, line and the file's own key."""
-    from argsfw.decoding.config import DecodeConfig
+    from argsfw.decoding.config import decode_settings
 
     f = tmp_path / "example.config"
     f.write_text(text)
     with pytest.raises(ConfigError, match=match):
-        read_config_file(str(f), DecodeConfig())
+        read_config_file(str(f), decode_settings())
 
 
 def test_missing_config_file(tmp_path):
