@@ -120,7 +120,7 @@ def _register_schema(stage: str | None = None) -> None:
     ConfigStore.instance().store(name=_SCHEMA_NAME, node=job_schema(stage))
 
 
-def _stage_named(path: Path, overrides: list[str]) -> str | None:
+def recipe_stage(path: Path, overrides: list[str]) -> str | None:
     """The ``stage`` a recipe file or a ``stage=`` override sets (to find a stage of one's own)."""
     for o in reversed(overrides):
         if o.startswith("stage="):
@@ -241,7 +241,7 @@ def compose(overrides: list[str], default_recipe: str | None = None) -> JobConfi
     recipe = path.stem
     overrides = [_decode_option(o) for o in overrides if not o.startswith("recipe=")]
     overrides.append(f"recipe={recipe}")
-    stage = _stage_named(path, overrides)
+    stage = recipe_stage(path, overrides)
     _CURRENT_STAGE[0] = stage if stage and ":" in stage else None
     _register_schema(_CURRENT_STAGE[0])
     _register_recipe(recipe, path)

@@ -11,6 +11,7 @@ No list of every method's knobs exists anywhere: a method's knobs are its datacl
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import typing
 from dataclasses import dataclass, field
@@ -21,7 +22,6 @@ from argsfw.decoding.types import DecodeInputError
 # `DecodeConfig.scorer` values; see argsfw.decoding.probe
 SCORER_CHOICES = ("auto", "tree", "expanded", "full")
 DEFAULT_TEMPERATURE = 0.7  # the sampling methods' temperature when a method gives none
-DEFAULT_METHOD = "args-greedy"
 VOCAB = "vocab"  # a knob bound known only once the policy is read (its vocabulary size)
 
 
@@ -29,7 +29,7 @@ VOCAB = "vocab"  # a knob bound known only once the policy is read (its vocabula
 class DecodeConfig:
     """What every decoding method shares; a method's own knobs join these (`settings_class`)."""
 
-    method: str = DEFAULT_METHOD  # a registered name (either - or _) or pkg.module:METHOD
+    method: str = "args-greedy"  # a registered name (either - or _) or pkg.module:METHOD
     max_new_tokens: int = 128
     batch_size: int = 8
     seed: int = 0  # per-prompt generators are seeded from (seed, prompt key): shard-independent
@@ -51,10 +51,13 @@ class DecodeConfig:
     def knobs(self) -> dict[str, Any]:
         """The method's own knobs of these settings, ``{name: value}`` (JSON-ready)."""
         shared = {f.name for f in dataclasses.fields(DecodeConfig)}
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in shared}
+        return {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in shared
+        }
 
 
 SHARED = tuple(f.name for f in dataclasses.fields(DecodeConfig))
+DEFAULT_METHOD = DecodeConfig.method
 
 
 def _rebuild(method: str, values: dict) -> DecodeConfig:
@@ -144,7 +147,9 @@ class Knob:
             ok = isinstance(value, str)
         elif self.kind in ("int", "float") or r.integer or _bounded(r):
             integer = r.integer or self.kind == "int"
-            number = isinstance(value, int if integer else (int, float)) and not isinstance(value, bool)
+            number = isinstance(value, int if integer else (int, float)) and not isinstance(
+                value, bool
+            )
             ok = number and math.isfinite(value)
             hi = vocab if r.le == VOCAB else r.le
             for bound, good in ((r.ge, lambda b: value >= b), (r.gt, lambda b: value > b),
@@ -174,7 +179,15 @@ def knobs_of(settings: type | None) -> list[Knob]:
         if f.default_factory is not dataclasses.MISSING:
             default = f.default_factory()
         meta = f.metadata or {}
-        out.append(Knob(f.name, default, meta.get("doc", ""), meta.get("range", KnobRange()), _kind(hints[f.name])))
+        out.append(
+            Knob(
+                f.name,
+                default,
+                meta.get("doc", ""),
+                meta.get("range", KnobRange()),
+                _kind(hints[f.name]),
+            )
+        )
     return out
 
 
@@ -193,7 +206,9 @@ def settings_class(method) -> type:
         hints = typing.get_type_hints(own)
         clash = sorted({f.name for f in dataclasses.fields(own)} & set(SHARED))
         if clash:
-            raise ValueError(f"method {method.name!r}: knob {clash[0]!r} is a shared setting; rename it")
+            raise ValueError(
+                f"method {method.name!r}: knob {clash[0]!r} is a shared setting; rename it"
+            )
         extra = []
         for f in dataclasses.fields(own):
             kw = {"metadata": f.metadata}
@@ -204,12 +219,16 @@ def settings_class(method) -> type:
             extra.append((f.name, hints[f.name], field(**kw)))
         cls = dataclasses.make_dataclass("DecodeConfig", extra, bases=(DecodeConfig,))
         cls.__module__ = __name__
-        cls.__doc__ = f"Settings of {method.name}: the shared keys and its own knobs ({own.__qualname__})."
+        cls.__doc__ = (
+            f"Settings of {method.name}: the shared keys and its own knobs ({own.__qualname__})."
+        )
     _CLASSES[id(method)] = (method, cls)
     return cls
 
 
-def decode_settings(method: Any = DEFAULT_METHOD, base: DecodeConfig | None = None, *, lenient: bool = False, **values) -> DecodeConfig:
+def decode_settings(
+    method: Any = None, base: DecodeConfig | None = None, *, lenient: bool = False, **values
+) -> DecodeConfig:
     """The settings of `method` (a name, an import path or a `Method`): the shared keys and the
     knobs of `base` (those the method also has), then `values`.
 
@@ -219,11 +238,16 @@ def decode_settings(method: Any = DEFAULT_METHOD, base: DecodeConfig | None = No
     """
     from argsfw.decoding.registry import get_method
 
+    method = DEFAULT_METHOD if method is None else method
     found = get_method(method) if isinstance(method, str) else method
     name = method if isinstance(method, str) and ":" in method else found.name
     cls = settings_class(found)
     names = {f.name for f in dataclasses.fields(cls)}
-    start = {k: v for k, v in (dataclasses.asdict(base).items() if base is not None else ()) if k in names}
+    start = {
+        k: v
+        for k, v in (dataclasses.asdict(base).items() if base is not None else ())
+        if k in names
+    }
     unknown = sorted(set(values) - names)
     if unknown and not lenient:
         raise DecodeInputError(unknown_knob_message(found, unknown[0], ""))
@@ -236,12 +260,18 @@ def unknown_knob_message(method, key: str, prefix: str = "decode.") -> str:
     own = [k.name for k in knobs_of(method.settings)]
     theirs = ", ".join(f"{prefix}{k}" for k in own) if own else "none"
     hint = ""
-    if key == "options":
+    near = difflib.get_close_matches(key, [*own, *SHARED], n=1, cutoff=0.6)
+    if near:
+        hint = f"; did you mean {prefix}{near[0]}?"
+    elif key == "options":
         hint = "; a method's own knobs are set directly now, e.g. decode.eta=0.2, not decode.options.eta"
     else:
         from argsfw.decoding.registry import methods
 
-        other = next((m.name for m in methods().values() if key in {k.name for k in knobs_of(m.settings)}), None)
+        other = next(
+            (m.name for m in methods().values() if key in {k.name for k in knobs_of(m.settings)}),
+            None,
+        )
         if other:
             hint = f" ({key} is a knob of {other}: choose a method with decode=NAME, which sets its own knobs)"
     return f"{prefix}{key} is not a setting of {method.name}; its knobs: {theirs}{hint}"
@@ -320,7 +350,9 @@ def check_decode_settings(s: DecodeConfig, vocab: int | None = None, prefix: str
         if not _int(value) or value < 1:
             raise DecodeInputError(f"{prefix}{key} must be a positive integer, got {value!r}")
     if s.scorer not in SCORER_CHOICES:
-        raise DecodeInputError(f"{prefix}scorer must be one of {', '.join(SCORER_CHOICES)}, got {s.scorer!r}")
+        raise DecodeInputError(
+            f"{prefix}scorer must be one of {', '.join(SCORER_CHOICES)}, got {s.scorer!r}"
+        )
     for k in knobs_of(method.settings):
         k.check(getattr(s, k.name), vocab, prefix)
     try:

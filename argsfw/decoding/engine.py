@@ -14,6 +14,7 @@ import torch
 
 from argsfw.decoding.accounting import DecodeStats, Meter
 from argsfw.decoding.config import (
+    DEFAULT_METHOD,
     DecodeConfig,
     check_decode_settings,
     decode_settings,
@@ -144,9 +145,9 @@ class ArgsDecoder:
     ) -> tuple[list[Generation], DecodeStats]:
         """Decode every prompt with ``settings`` (fields may be overridden by keyword).
 
-        ``settings``: `decode_settings` (``decode_settings("args-greedy", weight=2.0)``) or a
+        ``settings``: `decode_settings` (``decode_settings(NAME, weight=2.0)``) or a
         `DecodeConfig`; keywords set the shared keys and the method's own knobs
-        (``method="nucleus", top_p=0.8``). A ``method`` keyword switches method: the shared
+        (``method=NAME, top_p=0.8``). A ``method`` keyword switches method: the shared
         keys of ``settings`` carry over, and its knobs that the new method also has.
 
         ``keys`` name the prompts for seeding (default: the prompt text), so a prompt's sample
@@ -181,7 +182,7 @@ class ArgsDecoder:
     ) -> tuple[list[Generation], DecodeStats]:
         """`generate` for already tokenized prompts (policy token ids); ``keys`` default to the prompt index."""
         method = overrides.pop("method", None) or (settings.method if settings else None)
-        s = self.check_settings(decode_settings(method or "args-greedy", settings, **overrides))
+        s = self.check_settings(decode_settings(method or DEFAULT_METHOD, settings, **overrides))
         method = get_method(s.method)
         prompt_ids = [self._fit_prompt(i, list(p), s) for i, p in enumerate(prompt_ids)]
         prompts = (

@@ -23,9 +23,18 @@ import json
 import os
 from pathlib import Path
 
-KINDS = ("sequence", "arm", "token", "value")
+from argsfw.decoding.types import RewardKind
+
+KINDS = tuple(k.value for k in RewardKind)
 CONFIG_ATTR = "argsfw_reward_kind"
 META_KEY = "reward_kind"
+
+
+def mark_reward_kind(model, kind: RewardKind | str) -> None:
+    """Record `kind` in the model's config (saved into config.json as ``argsfw_reward_kind``);
+    a peft wrapper's base model is the one marked."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    setattr(base.config, CONFIG_ATTR, RewardKind(kind).value)
 
 
 def _from_config(config) -> str | None:
@@ -121,8 +130,8 @@ def load_token_reward_model(spec, dtype="float32", device: str | None = None):
     path = resolve_model_path(spec, "reward model")
     model = AutoModelForCausalLM.from_pretrained(path, dtype=parse_dtype(dtype))
     kind = reward_kind(path) if Path(path).is_dir() else None
-    if kind in ("arm", "token"):
-        model.config.argsfw_reward_kind = kind
+    if kind is not None and RewardKind(kind).causal_lm:
+        mark_reward_kind(model, kind)
     if device is not None:
         model = model.to(device)
     return model.eval()

@@ -124,8 +124,9 @@ def line_settings(base, setting: dict):
     """The decode settings of one config-file line on top of `base`: the line's method (else
     `base`'s) with the shared keys and same-named knobs of `base`, then the line's values; a
     value the method does not read is dropped, as the original code ignored it."""
+    values = {k: v for k, v in setting.items() if k != "method"}
     method = setting.get("method", base.method)
-    return decode_settings(method, base, lenient=True, **{**setting, "config_file": None})
+    return decode_settings(method, base, lenient=True, **{**values, "config_file": None})
 
 
 def expand_settings(job, run: RunDir) -> list[tuple[object, RunDir]]:

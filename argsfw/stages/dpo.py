@@ -28,6 +28,7 @@ STAGE = register(
     Stage(
         name="dpo",
         entry="fit",
+        order=40,
         summary="DPO of the policy on preference pairs against its frozen initial self",
         config=DPOConfig,
         build="argsfw.modules.dpo:build",

@@ -43,15 +43,12 @@ _LABEL = (("weight", "w"), ("topk", "k"))
 
 def _chooser(greedy: bool, chunked: bool = False):
     def build(p: Parts):
+        from argsfw.api import sequence_scorer
         from argsfw.decoding.engine import auto_chunk_size
-        from argsfw.decoding.probe import build_scorer
         from argsfw.decoding.search import ArgsChooser, log
 
         s, d = p.s, p.decoder
-        scorer = None
-        if s.weight != 0:
-            p.stats.scorer = d.scorer_name(s)
-            scorer = build_scorer(p.stats.scorer, d.scorer_spec, p.stats)
+        scorer = sequence_scorer(p) if s.weight != 0 else None
         chunk = None
         if chunked:
             chunk = s.chunk_size
@@ -66,7 +63,9 @@ def _chooser(greedy: bool, chunked: bool = False):
                     "debug=True but logger 'argsfw.decoding' is not at DEBUG level: call "
                     "logging.basicConfig(level=logging.DEBUG)"
                 )
-        return scorer, ArgsChooser(s.weight, s.topk, greedy, 1.0 if greedy else s.temperature, chunk, describe)
+        return scorer, ArgsChooser(
+            s.weight, s.topk, greedy, 1.0 if greedy else s.temperature, chunk, describe
+        )
 
     return build
 

@@ -43,10 +43,11 @@ class TokenRmSampled(Sampling, Args):
 
 def _genarm(greedy: bool):
     def build(p: Parts):
-        from argsfw.decoding.token_level import GenARMChooser, TokenRewardState
+        from argsfw.api import token_scorer
+        from argsfw.decoding.token_level import GenARMChooser
 
         s = p.s
-        scorer = TokenRewardState(p.decoder.rm, p.stats, p.decoder.device) if s.alpha != 0 else None
+        scorer = token_scorer(p) if s.alpha != 0 else None
         n_tokens = len(p.decoder.tokenizer)
         return scorer, GenARMChooser(s.alpha, greedy, 1.0 if greedy else s.temperature, n_tokens)
 
@@ -55,14 +56,14 @@ def _genarm(greedy: bool):
 
 def _token_rm(greedy: bool):
     def build(p: Parts):
+        from argsfw.api import token_scorer
         from argsfw.decoding.search import ArgsChooser
-        from argsfw.decoding.token_level import TokenRewardState
 
-        s, d = p.s, p.decoder
-        scorer = None
-        if s.weight != 0:
-            scorer = TokenRewardState(d.rm, p.stats, d.device, candidates_only=True)
-        return scorer, ArgsChooser(s.weight, s.topk, greedy, 1.0 if greedy else s.temperature, None, None)
+        s = p.s
+        scorer = token_scorer(p, candidates_only=True) if s.weight != 0 else None
+        return scorer, ArgsChooser(
+            s.weight, s.topk, greedy, 1.0 if greedy else s.temperature, None, None
+        )
 
     return build
 
