@@ -11,7 +11,7 @@ runs; a few rows also as real processes, see `PROCESS_CASES`) and asserts:
 
 To add a case, append a `Case` to `CASES`:
 
-    Case("predict-topk-0", "predict", ["recipe=tiny_args", ..., "decode.topk=0"], ["decode.topk", ">= 1"])
+    Case("predict-topk-0", "predict", ["recipe=tiny_args", ..., "decode.topk=0"], ["decode.topk", "in [1, vocabulary]"])
 
 In ``args``, ``{run}`` is the case's own (fresh, not yet existing) run directory and ``{name}``
 any path of `world` (tiny policy and reward model, broken copies of them, predict runs, data
@@ -104,14 +104,14 @@ CASES = [
     Case("predict-devices-0", "predict", [*PREDICT, "trainer.devices=0"], ["trainer.devices=0", "must be an integer >= 1"]),
     Case("predict-no-gpu", "predict", [*PREDICT, "trainer.accelerator=cuda"], ["trainer.accelerator=cuda", "no CUDA GPU", "use trainer=cpu"], env=NO_GPU),
     Case("predict-batch-size-0", "predict", [*PREDICT, "decode.batch_size=0"], ["decode.batch_size must be a positive integer, got 0"]),
-    Case("predict-topk-0", "predict", [*PREDICT, "decode.topk=0"], ["decode.topk must be an integer >= 1, got 0"]),
-    Case("predict-weight-nan", "predict", [*PREDICT, "decode.weight=nan"], ["decode.weight must be a finite number, got nan"]),
-    Case("predict-temperature-0", "predict", [*PREDICT, "decode=args_stochastic", "decode.temperature=0"], ["decode.temperature must be > 0 for args-stochastic", "greedy methods need no temperature"]),
+    Case("predict-topk-0", "predict", [*PREDICT, "decode.topk=0"], ["decode.topk must be an integer in [1, vocabulary], got 0"]),
+    Case("predict-weight-nan", "predict", [*PREDICT, "decode.weight=nan"], ["decode.weight must be any finite number, got nan"]),
+    Case("predict-temperature-0", "predict", [*PREDICT, "decode=args_stochastic", "decode.temperature=0"], ["decode.temperature must be a number > 0, or null, got 0.0"]),
     Case("predict-unknown-method", "predict", [*PREDICT, "decode.method=beam"], ["decode.method='beam' is not a decoding method", "choose one of args-greedy"]),
-    Case("predict-unknown-decode-group", "predict", [*PREDICT, "decode=gredy"], ["unknown decode option 'gredy'", "available: args_gated, args_greedy"]),
-    Case("predict-best-of-n-0", "predict", [*PREDICT, "decode=best_of_n", "decode.num_samples=0"], ["decode.num_samples must be a positive integer, got 0"]),
-    Case("predict-top-p", "predict", [*PREDICT, "decode=nucleus", "decode.top_p=1.5"], ["decode.top_p must be in (0, 1], got 1.5"]),
-    Case("predict-chunk-size-0", "predict", [*PREDICT, "decode=args_greedy_large", "decode.chunk_size=0"], ["decode.chunk_size must be a positive integer or 'auto'"]),
+    Case("predict-unknown-decode-group", "predict", [*PREDICT, "decode=gredy"], ["decode.method='gredy' is not a decoding method", "did you mean greedy?", "choose one of args-greedy"]),
+    Case("predict-best-of-n-0", "predict", [*PREDICT, "decode=best_of_n", "decode.num_samples=0"], ["decode.num_samples must be an integer >= 1, got 0"]),
+    Case("predict-top-p", "predict", [*PREDICT, "decode=nucleus", "decode.top_p=1.5"], ["decode.top_p must be a number in (0, 1], got 1.5"]),
+    Case("predict-chunk-size-0", "predict", [*PREDICT, "decode=args_greedy_large", "decode.chunk_size=0"], ["decode.chunk_size must be an integer >= 1, or auto or null, got 0"]),
     Case("predict-deepspeed", "predict", [*PREDICT, "strategy=deepspeed_zero2"], ["predict runs data-parallel", "use strategy=auto or strategy=ddp"]),
     Case("predict-config-file-missing", "predict", [*PREDICT, "decode.config_file={missing}/example.config"], ["decode.config_file", "does not exist; name a file with one JSON object per line"]),
     # ---- predict: model inputs and their configs, before the weights load
