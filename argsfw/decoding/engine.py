@@ -25,10 +25,10 @@ from argsfw.decoding.policy import PolicyState, context_length, left_pad
 from argsfw.decoding.probe import ScorerSpec, probe_scorer, usable_scorers
 from argsfw.decoding.registry import Parts, get_method
 from argsfw.decoding.sampling import make_generator
-from argsfw.decoding.scoring import model_device_dtype, rm_kind
+from argsfw.decoding.scoring import model_device_dtype, rm_attention
 from argsfw.decoding.search import decode_batch, log
-from argsfw.decoding.token_level import check_rm_kind, check_token_rm_vocab, token_rm_kind
-from argsfw.decoding.types import DecodeInputError, Generation, PromptTooLongError
+from argsfw.decoding.token_level import check_guide_kind, check_token_rm_vocab, guide_kind
+from argsfw.decoding.types import DecodeInputError, Generation, PromptTooLongError, RewardKind
 
 
 def rm_context_length(config) -> int | None:
@@ -97,12 +97,13 @@ class ArgsDecoder:
         self.llm, self.tokenizer, self.rm = llm.eval(), llm_tokenizer, rm
         self.rm_tokenizer = rm_tokenizer if rm_tokenizer is not None else llm_tokenizer
         self.shared_tokenizer = True
-        # "sequence", or a causal LM's marked kind ("arm" | "token") or None (unmarked)
-        self.rm_kind = token_rm_kind(rm) if rm is not None else None
+        # what the guide is read as (a RewardKind; None: an unmarked causal LM); not to be
+        # confused with scoring.rm_attention, how a sequence RM's classifier reads a sequence
+        self.reward_kind = guide_kind(rm) if rm is not None else None
         if rm is not None:
             rm.eval()
-            if self.rm_kind == "sequence":
-                rm_kind(rm)  # fail now, not mid-search, on an unusable RM
+            if self.reward_kind is RewardKind.SEQUENCE:
+                rm_attention(rm)  # fail now, not mid-search, on an unusable RM
             else:
                 check_token_rm_vocab(llm, rm, llm_tokenizer, rm_tokenizer)
             if self.rm_tokenizer is not llm_tokenizer:
@@ -114,7 +115,7 @@ class ArgsDecoder:
         self.llm_ctx = context_length(llm.config)
         self.rm_ctx = rm_context_length(rm.config) if rm is not None else None
         self.probe = None
-        if rm is not None and self.rm_kind == "sequence":  # token-level RMs have no scorer
+        if rm is not None and self.reward_kind is RewardKind.SEQUENCE:  # token-level: no scorer
             self.scorer_spec = ScorerSpec(
                 rm, llm_tokenizer, None if self.shared_tokenizer else self.rm_tokenizer, self.rm_ctx
             )
@@ -231,7 +232,7 @@ class ArgsDecoder:
             )
             raise DecodeInputError(f"{method.name}{knob} needs a reward model; none was given")
         if needs_rm:
-            check_rm_kind(method, self.rm_kind)
+            check_guide_kind(method, self.reward_kind)
         if self.probe is not None and s.scorer not in ("auto", *usable_scorers(self.rm)):
             raise DecodeInputError(
                 f"scorer={s.scorer} cannot read {type(self.rm).__name__}: a bidirectional reward "

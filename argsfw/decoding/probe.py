@@ -27,7 +27,7 @@ from argsfw.decoding.fallback import ExpandedScorer, FullScorer
 from argsfw.decoding.policy import left_pad
 from argsfw.decoding.readout import pad_readout
 from argsfw.decoding.reference_scorer import ReferenceScorer
-from argsfw.decoding.scoring import SharedTokenizerScorer, model_device_dtype, rm_kind
+from argsfw.decoding.scoring import SharedTokenizerScorer, model_device_dtype, rm_attention
 from argsfw.decoding.types import DecodeInputError
 
 log = logging.getLogger("argsfw.decoding")
@@ -51,7 +51,7 @@ class ScorerSpec:
 
 def usable_scorers(rm) -> tuple[str, ...]:
     """The scorers that can read ``rm``: all three for a decoder, ``full`` for an encoder."""
-    return SCORERS if rm_kind(rm) == "causal" else ("full",)
+    return SCORERS if rm_attention(rm) == "causal" else ("full",)
 
 
 def build_scorer(name: str, spec: ScorerSpec, stats: DecodeStats):

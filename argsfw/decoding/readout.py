@@ -101,9 +101,9 @@ class HFReadout:
 
 def pad_readout(scorer, rm, stats: DecodeStats, gated: bool = False):
     """``scorer`` wrapped in `HFReadout` when the RM is a decoder with a pad id (else as is)."""
-    from argsfw.decoding.scoring import rm_kind
+    from argsfw.decoding.scoring import rm_attention
 
     pad = getattr(rm.config, "pad_token_id", None)
-    if pad is None or rm_kind(rm) != "causal":
+    if pad is None or rm_attention(rm) != "causal":
         return scorer
     return HFReadout(scorer, rm, int(pad), stats, gated)
