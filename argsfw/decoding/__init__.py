@@ -16,7 +16,7 @@ import importlib
 from argsfw.decoding.config import DecodeConfig, decode_settings
 
 _LAZY = {
-    "ARGS": "argsfw.decoding.args",
+    "ARGS": "argsfw.decoding.original_api",
     "ArgsDecoder": "argsfw.decoding.engine",
     "auto_chunk_size": "argsfw.decoding.engine",
     "DecodeStats": "argsfw.decoding.accounting",

@@ -7,7 +7,7 @@ trained and read (argsfw's RM stage and evaluate, TRL). Real models often set
 ``pad_token_id == eos_token_id`` (SmolLM2: ``<|im_end|>``), so an EOS candidate is worth the
 reward of the sequence *without* it, not the head's value at the EOS position.
 
-The cached scorers (`argsfw.decoding.scoring`, `argsfw.decoding.fallback`,
+The cached scorers (`argsfw.decoding.scoring`, `argsfw.decoding.sequence_scorers`,
 `argsfw.decoding.gated`) read every candidate at its own position, which is right for every
 other token. `HFReadout` wraps any of them and replaces the reward of each candidate equal
 to the pad id with the reward of the row's sequence so far: under causal attention the

@@ -1,7 +1,7 @@
 """Reward scorers: how a sequence RM reads a sequence (`rm_attention`), the tree-masked
 shared-prefix scorer.
 
-Scorers without a tree mask (expanded cache, full sequence) are in `argsfw.decoding.fallback`;
+Scorers without a tree mask (expanded cache, full sequence) are in `argsfw.decoding.sequence_scorers`;
 which one runs is decided by `argsfw.decoding.probe`. The slow reference scorer they are
 checked against (by the tests and the probe) is `argsfw.decoding.reference_scorer`.
 

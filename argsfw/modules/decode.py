@@ -131,7 +131,7 @@ class DecodeModule(L.LightningModule):
         """The reward scorer this module's decoding runs (None when no reward model is read)."""
         if self.decoder is None or self.rm is None:
             return None
-        # a whole-sequence method reads each answer whole (argsfw.decoding.fallback)
+        # a whole-sequence method reads each answer whole (argsfw.decoding.sequence_scorers)
         return "full" if self.found.run is not None else self.decoder.scorer_name(self.settings)
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> list[dict]:

@@ -88,8 +88,8 @@ class ValueModule(FrozenModels, L.LightningModule):
 
     def _losses(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
         from argsfw.decoding.accounting import DecodeStats
-        from argsfw.decoding.fallback import sequence_rewards
         from argsfw.decoding.scoring import reward_parts
+        from argsfw.decoding.sequence_scorers import sequence_rewards
 
         seqs, plens = self.sample(batch, step)
         target = sequence_rewards(self.rm, seqs, DecodeStats(), batch_size=len(seqs))

@@ -118,8 +118,8 @@ def test_one_weight_default_everywhere():
     """w: the ARGS knobs, every decode group and ARGS.generate share one default."""
     import inspect
 
-    from argsfw.decoding.args import ARGS
     from argsfw.decoding.methods.args import DEFAULT_WEIGHT
+    from argsfw.decoding.original_api import ARGS
 
     assert inspect.signature(ARGS.generate).parameters["weight"].default == DEFAULT_WEIGHT
     for group in sorted((REPO / "configs" / "decode").glob("*.yaml")):
@@ -181,7 +181,9 @@ def test_names_are_read_from_declarations():
     from argsfw.stages import POLICY, maker
 
     assert maker(POLICY).name == "sft" and maker("reward_model:value").name == "value"
-    assert get_stage("rm").reward_kind is RewardKind.SEQUENCE and get_stage("sft").reward_kind is None
+    assert (
+        get_stage("rm").reward_kind is RewardKind.SEQUENCE and get_stage("sft").reward_kind is None
+    )
     assert set(TRAINED) == {n for n, s in stages().items() if s.color} == {"ppo", "dpo"}
 
 
@@ -197,7 +199,9 @@ def test_print_config_shows_only_the_sections_a_job_reads():
 
 
 def test_listing_command_names_every_method_and_stage_with_knob_docs(plugins):
-    out = _run("argsfw.methods", "my_plugins:ETA_ARGS", "my_plugins:REP_ARGS", "my_plugins:HINGE_RM")
+    out = _run(
+        "argsfw.methods", "my_plugins:ETA_ARGS", "my_plugins:REP_ARGS", "my_plugins:HINGE_RM"
+    )
     assert out.returncode == 0, out.stderr
     for name in [*methods(), *names(), "eta-args", "rep-args", "my_plugins:HINGE_RM"]:
         assert f"  {name}  [" in out.stdout, name
@@ -342,7 +346,9 @@ def test_examples_use_only_the_public_api():
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("argsfw"):
                 found += [(path.name, node.module, a.name) for a in node.names]
             elif isinstance(node, ast.Import):
-                found += [(path.name, a.name, "") for a in node.names if a.name.startswith("argsfw")]
+                found += [
+                    (path.name, a.name, "") for a in node.names if a.name.startswith("argsfw")
+                ]
     assert found, "the examples import argsfw"
     bad = [f for f in found if f[1] != "argsfw.api" or f[2].startswith("_")]
     assert not bad, bad

@@ -1,5 +1,5 @@
 """Whole-sequence methods over N samples per prompt, each read by the sequence RM as its own
-Hugging Face forward reads it (`argsfw.decoding.fallback.sequence_rewards`):
+Hugging Face forward reads it (`argsfw.decoding.sequence_scorers.sequence_rewards`):
 
 * best-of-N: the sample with the highest reward;
 * soft best-of-N (Verdun et al., 2025): sample j with probability ∝ exp(r_j / λ), a
@@ -49,6 +49,7 @@ class SpeculativeBestOfN(BestOfN):
         ge=0, lt=1,
     )  # fmt: skip
 
+
 CHOICE_STREAM = -1  # the soft choice's own seeded stream (samples use 0 .. N-1)
 
 
@@ -71,7 +72,7 @@ def _samples(p: Parts, prune=None):
 def score_whole(p: Parts, seqs: list[list[int]]):
     """Rewards [len(seqs)] and each sequence's RM token count, read whole by the sequence RM."""
     from argsfw.decoding.cross_tokenizer import cut_retokenizer
-    from argsfw.decoding.fallback import sequence_rewards
+    from argsfw.decoding.sequence_scorers import sequence_rewards
 
     d = p.decoder
     if not d.shared_tokenizer:

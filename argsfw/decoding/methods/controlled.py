@@ -4,7 +4,7 @@ and the best is kept before the next block.
 
 The scorer is the guide ``reward_model``: a value model V(x, y_<=t) (``stage: value``, CD-FUDGE,
 reward_kind ``value``) or a sequence RM read on partial answers. It is read as its own Hugging
-Face forward reads it (`argsfw.decoding.fallback.sequence_rewards`). M = 1 is tokenwise
+Face forward reads it (`argsfw.decoding.sequence_scorers.sequence_rewards`). M = 1 is tokenwise
 guidance; M >= max_new_tokens is best-of-K.
 
 Each block re-reads prompt and prefix with the policy (no KV cache carried across blocks); the

@@ -9,9 +9,9 @@ from argsfw.decoding import ArgsDecoder, DecodeConfig, decode_settings, referenc
 from argsfw.decoding.accounting import DecodeStats
 from argsfw.decoding.config import sampling_temperature
 from argsfw.decoding.cross_tokenizer import cut_retokenizer, retokenizer
-from argsfw.decoding.fallback import ExpandedScorer
 from argsfw.decoding.reference_scorer import ReferenceScorer
 from argsfw.decoding.sampling import make_generator
+from argsfw.decoding.sequence_scorers import ExpandedScorer
 
 SCORERS = ("tree", "expanded", "full")
 
@@ -39,7 +39,9 @@ def test_every_scorer_equals_reference(models, prompts, method, chunk):
     """Batched prompts of different lengths (left padding), each scorer forced in turn."""
     dec = ArgsDecoder(models.llm, models.tokenizer, models.rm)
     assert dec.probe.scorer == "tree"
-    base = decode_settings(method, weight=1.5, topk=5, max_new_tokens=6, chunk_size=chunk, lenient=True)
+    base = decode_settings(
+        method, weight=1.5, topk=5, max_new_tokens=6, chunk_size=chunk, lenient=True
+    )
     refs = None
     for name in SCORERS:
         gens, stats = dec.generate(prompts, base, scorer=name, batch_size=4)
