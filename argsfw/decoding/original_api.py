@@ -24,6 +24,7 @@ from argsfw.decoding.config import decode_settings
 from argsfw.decoding.engine import ArgsDecoder
 from argsfw.decoding.methods.args import DEFAULT_WEIGHT
 from argsfw.decoding.registry import get_method
+from argsfw.decoding.types import RewardKind
 
 _TOKENIZER_FILES = (
     "tokenizer.json",
@@ -88,7 +89,9 @@ class ARGS:
         )
 
         kind = reward_kind(rm_dir) if rm_dir.is_dir() else None
-        if kind in ("arm", "token") or (kind is None and is_causal_lm_config(rm_dir)):
+        if (kind is not None and RewardKind(kind).causal_lm) or (
+            kind is None and is_causal_lm_config(rm_dir)
+        ):
             self.RM = load_token_reward_model(rm_dir, dtype=torch_dtype, device=self.rm_dev)
         else:
             self.RM = load_reward_model(

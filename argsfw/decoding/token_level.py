@@ -78,7 +78,7 @@ def check_guide_kind(method, kind: str | None) -> None:
             "the reward model is a causal LM without an argsfw reward_kind marker; %s reads it as %s",
             method.name,
             "an autoregressive RM (log-softmax of its head)"
-            if method.needs == "arm"
+            if method.needs is RewardKind.ARM
             else "a token-level RM (raw head values)",
         )
 

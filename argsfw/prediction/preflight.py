@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from argsfw.decoding.registry import get_method
-from argsfw.decoding.types import DecodeInputError
+from argsfw.decoding.types import DecodeInputError, RewardKind
 from argsfw.errors import ConfigError, UsageError
 from argsfw.prediction.settings import is_token_level, needs_reward_model
 
@@ -155,7 +155,7 @@ def check_reward_kind(settings, policy_dir: str, rm_dir: str) -> None:
     reason = kind_error(method, kind)
     if reason:
         raise ConfigError(f"{reason} (reward_model={rm_dir})")
-    if kind in ("arm", "token", None) and Path(policy_dir).is_dir():
+    if (kind is None or RewardKind(kind).causal_lm) and Path(policy_dir).is_dir():
         v_llm = _read_json(Path(policy_dir) / "config.json").get("vocab_size")
         v_rm = _read_json(Path(rm_dir) / "config.json").get("vocab_size")
         if v_llm and v_rm and v_llm != v_rm:
