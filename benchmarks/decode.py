@@ -247,6 +247,7 @@ def run_fast(dec, prompts, k, max_new, batch_size=1, method="args-greedy", **kw)
         max_new_tokens=max_new,
         stop_at_eos=False,
         batch_size=batch_size,
+        lenient=True,  # one set of knobs for every method: each reads its own
         **kw,
     )
     return dec.generate_ids(prompts, s)

@@ -137,10 +137,21 @@ def test_method_declaration_is_checked():
 
 
 def test_stage_list_is_one_list():
-    """Schema sections, fit stages and entries all come from the registry (a package scan)."""
+    """Schema sections, fit stages and entries all come from the registry (a package scan): every
+    stage declared in argsfw/stages is listed, fit stages first, in their declared order."""
+    import re
+
     from argsfw.config.schema import job_schema
 
-    assert names("fit") == ["sft", "rm", "ppo", "dpo", "arm", "token_rm", "value"]
+    declared = {
+        m for p in (REPO / "argsfw" / "stages").glob("*.py")
+        for m in re.findall(r'Stage\(\s*name="(\w+)"', p.read_text())
+    }  # fmt: skip
+    assert declared == set(stages()) and len(declared) >= 10
+    fit = names("fit")
+    assert fit[0] == "sft" and names()[: len(fit)] == fit
+    orders = [get_stage(n).order for n in fit]
+    assert orders == sorted(orders)
     fields = {f for f in job_schema().__dataclass_fields__}
     for stage in stages().values():
         assert stage.config is None or stage.section in fields, stage.name
