@@ -18,7 +18,9 @@ class RewardKind(str, Enum):
     (``reward_kind``) and ``config.json`` (``argsfw_reward_kind``) hold.
     """
 
-    SEQUENCE = "sequence"  # a scalar reward of a whole sequence (AutoModelForSequenceClassification)
+    SEQUENCE = (
+        "sequence"  # a scalar reward of a whole sequence (AutoModelForSequenceClassification)
+    )
     ARM = "arm"  # GenARM's autoregressive RM: a causal LM whose reply log-likelihood is the reward
     TOKEN = "token"  # a causal LM whose vocabulary head holds each next token's reward
     VALUE = "value"  # a prefix value model V(x, y_<=t): a sequence classifier read on prefixes

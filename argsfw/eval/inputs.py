@@ -58,7 +58,9 @@ class EvalInput:
     method: str | None = None
     complete: bool | None = None  # None: not a run directory, completeness unknown
     warnings: list[str] = field(default_factory=list)
-    settings: dict[str, Any] = field(default_factory=dict)  # the method's knobs (its Method.settings)
+    settings: dict[str, Any] = field(
+        default_factory=dict
+    )  # the method's knobs (its Method.settings)
 
 
 def cut_at_human(text: str) -> str:

@@ -29,7 +29,9 @@ class TopK(Sampling):
 class Nucleus(Sampling):
     """Nucleus sampling (the samples of best-of-N and controlled decoding too)."""
 
-    top_p: float = knob(0.9, "nucleus mass kept before sampling (1: ancestral sampling)", gt=0, le=1)
+    top_p: float = knob(
+        0.9, "nucleus mass kept before sampling (1: ancestral sampling)", gt=0, le=1
+    )
 
 
 def _greedy(p: Parts):

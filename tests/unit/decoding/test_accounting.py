@@ -66,7 +66,9 @@ def test_rm_cache_is_linear_in_length_not_k(llama, prompts):
 
 def test_finished_rows_stop_costing(llama, prompts):
     dec = ArgsDecoder(llama.llm, llama.tokenizer, llama.rm)
-    s = decode_settings(method="args-greedy", weight=1.0, topk=3, max_new_tokens=8, stop_at_eos=False)
+    s = decode_settings(
+        method="args-greedy", weight=1.0, topk=3, max_new_tokens=8, stop_at_eos=False
+    )
     free, _ = dec.generate(prompts, s)
     dec.eos_ids = [free[0].new_ids[0]]  # row 0 ends at once
     gens, st = dec.generate(prompts, s, stop_at_eos=True)

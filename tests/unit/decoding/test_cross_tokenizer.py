@@ -30,7 +30,9 @@ def test_cross_tokenizer_equals_reference(llama, other_rm, prompts, method, chun
     rm_tok, rm = other_rm
     dec = ArgsDecoder(llama.llm, llama.tokenizer, rm, rm_tok)
     assert not dec.shared_tokenizer
-    s = decode_settings(method=method, weight=2.0, topk=5, max_new_tokens=8, chunk_size=chunk, lenient=True)
+    s = decode_settings(
+        method=method, weight=2.0, topk=5, max_new_tokens=8, chunk_size=chunk, lenient=True
+    )
     gens, stats = dec.generate(prompts + ["¿Qué tal? 日本 🙂"], s)
     convert = retokenizer(llama.tokenizer, rm_tok)
     for g in gens:

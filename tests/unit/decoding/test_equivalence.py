@@ -33,7 +33,11 @@ def test_fast_equals_reference(models, prompts, method, chunk):
     """Batch 1 and one batch of prompts of different lengths both equal the no-cache reference."""
     dec = ArgsDecoder(models.llm, models.tokenizer, models.rm)
     s = decode_settings(
-        method=method, weight=1.5, topk=5, max_new_tokens=8, **({"chunk_size": chunk} if chunk else {})
+        method=method,
+        weight=1.5,
+        topk=5,
+        max_new_tokens=8,
+        **({"chunk_size": chunk} if chunk else {}),
     )
     batched, _ = dec.generate(prompts, s, batch_size=4)
     single, _ = dec.generate(prompts, s, batch_size=1)
@@ -88,7 +92,9 @@ def test_samples_do_not_depend_on_batching(llama, prompts, method):
 
 def test_eos_stops_each_row_and_is_kept(llama, prompts):
     dec = ArgsDecoder(llama.llm, llama.tokenizer, llama.rm)
-    s = decode_settings(method="args-greedy", weight=1.0, topk=4, max_new_tokens=10, stop_at_eos=False)
+    s = decode_settings(
+        method="args-greedy", weight=1.0, topk=4, max_new_tokens=10, stop_at_eos=False
+    )
     free, _ = dec.generate(prompts, s)
     stop = free[0].new_ids[2]  # make row 0's third token the "EOS"
     dec.eos_ids = [stop]

@@ -18,7 +18,9 @@ def test_genarm_without_temperature_samples_pi_decode(alpha):
     """No temperature: GenARM's 1/(1+alpha), which undoes its division by 1+alpha (T=1 on
     pi_base * pi_r^alpha); the old fixed 0.7 sampled it at 1.4 for alpha=1."""
     assert sampling_temperature(decode_settings(method="genarm", alpha=alpha)) == 1 / (1 + alpha)
-    assert sampling_temperature(decode_settings(method="genarm", alpha=alpha, temperature=0.9)) == 0.9
+    assert (
+        sampling_temperature(decode_settings(method="genarm", alpha=alpha, temperature=0.9)) == 0.9
+    )
     for method in ("args-stochastic", "top-k", "nucleus", "best-of-n", "token-rm-stochastic"):
         assert sampling_temperature(decode_settings(method, lenient=True, alpha=alpha)) == 0.7
 

@@ -101,7 +101,9 @@ def test_pad_candidate_matches_the_hf_forward(pad_only, prompts, scorer):
 
 
 def test_gated_matches_the_hf_forward(eos_pad, prompts):
-    s = decode_settings(method="args-gated", weight=1.0, topk=4, max_new_tokens=10, gate_threshold=0.6)
+    s = decode_settings(
+        method="args-gated", weight=1.0, topk=4, max_new_tokens=10, gate_threshold=0.6
+    )
     gens = _check(eos_pad, prompts, s, gate_threshold=0.6)
     steps = sum(len(g.new_ids) for g in gens)
     scored = sum(g.scored_steps for g in gens)

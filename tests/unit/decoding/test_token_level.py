@@ -69,7 +69,8 @@ def test_zero_guidance_equals_plain_greedy_and_model_generate(
 ):
     dec = ArgsDecoder(models.llm, models.tokenizer, getattr(models, rm_name))
     gens, stats = dec.generate(
-        prompts, decode_settings(method=method, topk=4, max_new_tokens=10, lenient=True, **{off: 0.0})
+        prompts,
+        decode_settings(method=method, topk=4, max_new_tokens=10, lenient=True, **{off: 0.0}),
     )
     assert stats.rm_forwards == 0 and stats.rm_tokens_in == 0
     plain, _ = dec.generate(prompts, decode_settings(method="greedy", max_new_tokens=10))

@@ -58,7 +58,10 @@ def test_bad_config_files_name_file_and_line(tmp_path, text, match):
         ('{"chunk_size": "x"}\n', r'chunk_size="x" must be an integer or "auto"'),
         ('{"mode": "beam"}\n', r'example.config:1: mode="beam": unknown decoding method'),
         ('{"topk": 0}\n', r"example.config:1: topk must be an integer in \[1, vocabulary\], got 0"),
-        ('{"mode": "topk", "sample_temp": 0}\n', r"example.config:1: sample_temp must be a number > 0"),
+        (
+            '{"mode": "topk", "sample_temp": 0}\n',
+            r"example.config:1: sample_temp must be a number > 0",
+        ),
     ],
 )
 def test_config_file_values_are_typed_and_range_checked(tmp_path, text, match):
