@@ -366,3 +366,22 @@ def test_examples_use_only_the_public_api():
     import argsfw.api as api
 
     assert all(hasattr(api, name) for _, _, name in found)
+
+
+def test_composing_with_plugins_imports_neither_torch_nor_lightning():
+    """Declarations (built-in and one's own, through argsfw.api) are light: composing a predict
+    job with one's own method and a fit job with one's own stage loads no torch or Lightning."""
+    code = (
+        "import sys; from argsfw.config.compose import compose; "
+        "compose(['recipe=tiny_args', 'decode=my_plugins:REP_ARGS', 'decode.rep_penalty=2']); "
+        "compose(['recipe=examples/plugins/hinge_rm.yaml']); "
+        "print(sorted(m for m in ('torch', 'lightning', 'transformers') if m in sys.modules))"
+    )
+    import os
+
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{PLUGINS}"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
