@@ -311,7 +311,7 @@ def _method_named(name: str, prefix: str):
         if not prefix or ":" in name:  # one's own method: the import error says what to fix
             raise type(exc)(f"{prefix}method: {exc}" if prefix else str(exc)) from None
         valid = [n for n in methods() if ":" not in n]
-        near = difflib.get_close_matches(name.lower(), valid, n=1, cutoff=0.6)
+        near = difflib.get_close_matches(name.lower(), valid, n=1, cutoff=0.75)
         hint = f"did you mean {near[0]}? " if near else ""
         raise type(exc)(
             f"{prefix}method={name!r} is not a decoding method; {hint}choose one of "
