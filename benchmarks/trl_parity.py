@@ -88,7 +88,7 @@ def reward(pairs: int) -> None:
     loss = module.training_step(batch, 0)
     loss.backward()
     with torch.no_grad():
-        c, r = module._rewards(batch)
+        c, r = module.rewards(batch)
     examples = [{"chosen_ids": it["chosen"], "rejected_ids": it["rejected"]} for it in items]
     trainer = RewardTrainer(
         model=twin,
@@ -122,7 +122,7 @@ def reward(pairs: int) -> None:
         _, out = own.compute_loss(own.model, own.data_collator(rows), return_outputs=True)
         oc, orr = out.logits.squeeze(-1).chunk(2)
         module.model.eval()
-        c, r = module._rewards(batch)
+        c, r = module.rewards(batch)
     same = sum(row["chosen_ids"][:-1] == it["chosen"] for row, it in zip(rows, items))
     print(
         f"RM, TRL's own tokenization: {same}/{len(items)} chosen texts tokenize to argsfw's ids + "

@@ -23,7 +23,7 @@ from argsfw.config.checks import (
 )
 from argsfw.data.config import DataConfig
 from argsfw.data.loading import check_data_config
-from argsfw.decoding.config import SCORER_CHOICES, DecodeConfig
+from argsfw.decoding.config import DecodeConfig, from_config
 from argsfw.devices import parse_devices
 from argsfw.errors import ConfigError
 
@@ -293,7 +293,9 @@ class JobConfig:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    decode: DecodeConfig = field(default_factory=DecodeConfig)  # the decode group (predict)
+    # the decode group (predict): the shared keys (DecodeConfig) and the method's own knobs, as
+    # one flat section (decode.weight=2); composed as a dict, then typed by the method's settings
+    decode: Any = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from argsfw.stages import get_stage
@@ -309,7 +311,11 @@ class JobConfig:
             check_data_config(self.data)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        _choice("decode.scorer", self.decode.scorer, SCORER_CHOICES)
+        if not isinstance(self.decode, DecodeConfig):
+            try:
+                self.decode = from_config(dict(self.decode), prefix="decode.")
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
         if self.model.train_top_layers and self.model.lora.enabled:
             raise ConfigError(
                 "model.train_top_layers and model.lora.enabled are two ways to train part of the "

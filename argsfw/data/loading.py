@@ -218,6 +218,7 @@ def load_pairs_with_stats(
                 rejected=p.rejected or "",
                 id=p.id,
                 domain=p.domain,
+                messages=p.messages,
             )
         )
     _check_unique([p.id for p in pairs], cfg)
@@ -255,7 +256,7 @@ def load_prompts_with_stats(
             stats.drop("duplicate_prompt_id")
         else:
             seen.add(p.prompt_id)
-            prompts.append(PromptRecord(id=p.prompt_id, prompt=p.prompt))
+            prompts.append(PromptRecord(id=p.prompt_id, prompt=p.prompt, messages=p.messages))
     prompts = _select(prompts, cfg, stats)
     if cfg.prompt_format == "chat":
         prompts = render_prompts(tokenizer, prompts)

@@ -16,9 +16,7 @@ import torch
 
 from argsfw.config.schema import JobConfig
 from argsfw.errors import UsageError
-from argsfw.modules._models import base_source, save_model_dir, unwrap
-
-REWARD_KIND_ATTR = "argsfw_reward_kind"  # config.json attribute naming the reward-model kind
+from argsfw.modules._models import base_source, save_model_dir
 
 
 def architectures(spec: str, what: str) -> list[str] | None:
@@ -50,15 +48,9 @@ def check_causal_lm_init(job: JobConfig) -> None:
         )
 
 
-def set_reward_kind(model, kind: str) -> None:
-    """Record `kind` in the model's config (saved into config.json as ``argsfw_reward_kind``)."""
-    setattr(unwrap(model).config, REWARD_KIND_ATTR, kind)
-
-
 def export_reward_lm(model, tokenizer, out_dir: Path, kind: str) -> None:
     """Save a token-level RM as a plain HF causal LM (LoRA merged) tagged with `kind`."""
-    set_reward_kind(model, kind)
-    save_model_dir(model, tokenizer, out_dir)
+    save_model_dir(model, tokenizer, out_dir, reward_kind=kind)
 
 
 class PairCollator:

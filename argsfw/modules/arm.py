@@ -19,13 +19,14 @@ import torch
 
 from argsfw.config.run_dir import RunDir
 from argsfw.config.schema import JobConfig, OptimConfig
+from argsfw.decoding.types import RewardKind
+from argsfw.models.reward_kind import mark_reward_kind
 from argsfw.modules import StageParts
 from argsfw.modules._lm_rewards import (
     both_sides,
     check_causal_lm_init,
     export_reward_lm,
     pair_datamodule,
-    set_reward_kind,
 )
 from argsfw.modules._models import build_causal_lm
 from argsfw.modules._optim import adamw_with_schedule, total_optimizer_steps
@@ -34,7 +35,7 @@ from argsfw.rlhf.pairwise import pairwise_accuracy, reward_gap
 from argsfw.rlhf.token_rewards import genarm_loss, sequence_logprob_sum
 from argsfw.stages.arm import ArmConfig
 
-REWARD_KIND = "arm"
+REWARD_KIND = RewardKind.ARM
 
 
 class ArmModule(L.LightningModule):
@@ -98,7 +99,7 @@ def build(job: JobConfig, run: RunDir) -> StageParts:
     """The arm stage's parts. Raises `UsageError`/`ModelPathError` for bad inputs, before loading."""
     check_causal_lm_init(job)
     model, tokenizer, meta = build_causal_lm(job)
-    set_reward_kind(model, REWARD_KIND)
+    mark_reward_kind(model, REWARD_KIND)
 
     def export(module: ArmModule, out_dir: Path) -> None:
         export_reward_lm(module.model, tokenizer, out_dir, REWARD_KIND)

@@ -17,8 +17,9 @@ import torch
 
 from argsfw.config.run_dir import RunDir
 from argsfw.config.schema import JobConfig, OptimConfig
+from argsfw.decoding.types import RewardKind
 from argsfw.modules import StageParts
-from argsfw.modules._models import build_reward_model, save_model_dir, unwrap
+from argsfw.modules._models import build_reward_model, save_model_dir
 from argsfw.modules._optim import adamw_with_schedule, total_optimizer_steps
 from argsfw.modules._pair_verdicts import PairVerdicts
 from argsfw.modules._top_layers import feature_pass, frozen_cache
@@ -26,7 +27,7 @@ from argsfw.rlhf.pairwise import bradley_terry_loss, pairwise_accuracy, reward_g
 
 log = logging.getLogger(__name__)
 
-REWARD_KIND = "sequence"  # meta.json reward_kind: one scalar per whole sequence
+REWARD_KIND = RewardKind.SEQUENCE  # meta.json reward_kind: one scalar per whole sequence
 
 
 class RewardModule(L.LightningModule):
@@ -65,8 +66,8 @@ class RewardModule(L.LightningModule):
             return self.model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0]
         return self.frozen.rewards(input_ids, attention_mask)
 
-    def _rewards(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        # one forward over chosen and rejected rows together: [2N, T] -> [2N]
+    def rewards(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rewards of the chosen and of the rejected rows [N] each, in one forward over both."""
         ids = torch.cat([batch["chosen_input_ids"], batch["rejected_input_ids"]])
         mask = torch.cat([batch["chosen_attention_mask"], batch["rejected_attention_mask"]])
         rewards = self(ids, mask)
@@ -74,7 +75,7 @@ class RewardModule(L.LightningModule):
         return rewards[:n], rewards[n:]
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        chosen, rejected = self._rewards(batch)
+        chosen, rejected = self.rewards(batch)
         loss = bradley_terry_loss(chosen, rejected, self.margin)
         n = chosen.numel()
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
@@ -84,7 +85,7 @@ class RewardModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        chosen, rejected = self._rewards(batch)
+        chosen, rejected = self.rewards(batch)
         whole = batch["cut_fraction"] >= 1.0  # [N]
         c, r = chosen[whole], rejected[whole]
         n = c.numel()
@@ -125,8 +126,7 @@ def build(job: JobConfig, run: RunDir) -> StageParts:
 
     def export(module: RewardModule, out_dir: Path) -> None:
         # the kind of reward model, also in config.json for directories used without meta.json
-        unwrap(module.model).config.argsfw_reward_kind = REWARD_KIND
-        save_model_dir(module.model, tokenizer, out_dir)
+        save_model_dir(module.model, tokenizer, out_dir, reward_kind=REWARD_KIND)
 
     meta = {
         **meta,

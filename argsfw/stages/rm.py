@@ -25,14 +25,29 @@ class RMConfig:
         _at_least("rm.val_prefix_cuts", self.val_prefix_cuts, 0)
 
 
+def _model_inputs(job) -> list:
+    from argsfw.errors import UsageError
+
+    if job.rm.init_from_policy and not job.policy:
+        raise UsageError(
+            "rm.init_from_policy=true needs policy=<SFT run dir>; produce one with "
+            "python -m argsfw.fit recipe=tiny_sft (or your *_sft recipe)"
+        )
+    # the body may come from a causal LM or a reward model: any head passes
+    source = job.policy if job.rm.init_from_policy else job.model.base
+    return [("policy" if source == job.policy else "model.base", source, None)]
+
+
 STAGE = register(
     Stage(
         name="rm",
         entry="fit",
+        order=20,
         summary="sequence reward model (AutoModelForSequenceClassification), pairwise loss",
         config=RMConfig,
         build="argsfw.modules.reward:build",
         makes="reward_model:sequence",
         caches_frozen=True,
+        model_inputs=_model_inputs,
     )
 )

@@ -84,7 +84,7 @@ def test_reward_model_equals_trl_reward_trainer(tiny_job, tmp_path, shared_data)
     loss = module.training_step(batch, 0)
     loss.backward()
     with torch.no_grad():
-        ours_c, ours_r = module._rewards(batch)
+        ours_c, ours_r = module.rewards(batch)
 
     # aligned convention: TRL gets argsfw's ids, which carry no EOS (see the module docstring)
     examples = [{"chosen_ids": it["chosen"], "rejected_ids": it["rejected"]} for it in items]
