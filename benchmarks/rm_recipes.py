@@ -68,16 +68,17 @@ def _seconds(run: Path) -> float:
     return float(json.loads((run / "metrics.json").read_text()).get("time/seconds", math.nan))
 
 
-def sweep(grid: dict[str, list[str]], epochs: int) -> None:
+def sweep(grid: dict[str, list[str]], epochs: int, fixed: list[str]) -> None:
     keys = list(grid)
     for values in itertools.product(*(grid[k] for k in keys)):
-        name = "sweep-" + "-".join(f"{k.split('.')[-1]}={v}" for k, v in zip(keys, values))
+        name = "sweep-" + "_".join(f"{k.split('.')[-1]}{v}" for k, v in zip(keys, values))
         _run(
             name,
             [
                 "data.val_shard=[0.1,0.2]",
                 f"trainer.max_epochs={epochs}",
                 *(f"{k}={v}" for k, v in zip(keys, values)),
+                *fixed,
             ],
         )
     table()
@@ -174,6 +175,7 @@ def main() -> None:
     s = sub.add_parser("sweep")
     s.add_argument("--grid", nargs="*", default=[], help="NAME=V1,V2 (replaces that axis)")
     s.add_argument("--epochs", type=int, default=3)
+    s.add_argument("--set", nargs="*", default=[], help="KEY=VALUE overrides of every fit")
     c = sub.add_parser("curve")
     c.add_argument("--pairs", default="250,500,1000,2000,all")
     c.add_argument("overrides", nargs="*", help="the chosen recipe's overrides")
@@ -184,7 +186,7 @@ def main() -> None:
         for g in args.grid:
             k, v = g.split("=", 1)
             grid[k] = v.split(",")
-        sweep(grid, args.epochs)
+        sweep(grid, args.epochs, args.set)
     elif args.cmd == "curve":
         curve(args.pairs.split(","), args.overrides)
     else:
