@@ -15,6 +15,7 @@ Prints the largest differences. Needs ../shared/data and the packaged SmolLM2 (`
 from __future__ import annotations
 
 import argparse
+import os
 import copy
 import tempfile
 import time
@@ -38,6 +39,8 @@ def _parts(recipe: str, pairs: int, *overrides: str):
             "data.val_fraction=0",
             "data.shard=null",
             f"data.limit={pairs}",
+            "data.max_length=4096",  # no truncation: TRL's max_length=None keeps every token
+            "data.max_prompt_length=4096",
             "logger.name=none",
             *overrides,
         ]
@@ -79,7 +82,7 @@ def reward(pairs: int) -> None:
 
     from argsfw.data import load_pairs
 
-    parts, items = _parts("smollm_hh_rm", pairs, "rm.cache_frozen=false", "rm.val_prefix_cuts=0")
+    parts, items = _parts("smollm_hh_rm", pairs, "model.cache_frozen=false", "rm.val_prefix_cuts=0")
     module, tok = parts.module, parts.datamodule.tokenizer
     module.log = lambda *a, **k: None
     twin = copy.deepcopy(module.model)
@@ -185,7 +188,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=8)
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     start = time.perf_counter()
     reward(args.pairs)
     dpo(args.pairs)

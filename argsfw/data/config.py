@@ -33,4 +33,6 @@ class DataConfig:
     # tokenizer's chat template (argsfw.data.chat), for instruction-tuned models
     prompt_format: str = "raw"
     seed: int = 0  # for the tiny corpus and any shuffling
+    # fit: batches of similar lengths (shuffled in runs of 50 batches), so padding stays small
+    group_by_length: bool = False
     num_workers: int = 0  # DataLoader worker processes

@@ -122,6 +122,13 @@ class _BaseDataModule(L.LightningDataModule):
         """Batches of ``cfg.eval_split``, in order."""
         return self._loader(self.cfg.eval_split, shuffle=False)
 
+    def lengths(self, split: str) -> list[int]:
+        """Each example's padded length in a batch (what `data.group_by_length` groups by)."""
+        return [
+            max(len(v) for v in item.values() if isinstance(v, list))
+            for item in self.datasets[split].items
+        ]
+
     def summary(self) -> dict[str, dict]:
         """Counts per split (read, kept, dropped per reason, truncated), JSON-ready for run meta."""
         return {

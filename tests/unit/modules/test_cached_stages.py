@@ -66,6 +66,7 @@ def test_a_second_fit_reads_the_features_the_first_stored(tmp_path, caplog, monk
         "model.cache_frozen=true",
         f"model.feature_dir={tmp_path / 'features'}",
         "data.limit=24",
+        "data.group_by_length=true",
         "trainer.max_steps=2",
         "trainer.limit_val_batches=1",
         "logger.name=none",
