@@ -48,8 +48,14 @@ class PipelineConfig:
     predict_overrides: list[str] = field(default_factory=list)  # applied to every predict step
     evaluate: str | None = None  # evaluate recipe run over every predict output
     evaluate_overrides: list[str] = field(default_factory=list)
+    # steps run at once: a step starts when the fit steps it names (@NAME) are done (evaluate
+    # waits for every step); with jobs > 1 each step's output goes to <run_dir>/logs/<step>.log
+    # and its num_threads is the machine's cores / jobs
+    jobs: int = 1
 
     def __post_init__(self) -> None:
+        if self.jobs < 1:
+            raise ConfigError(f"pipeline.jobs={self.jobs} must be >= 1 (steps run at once)")
         for name, spec in self.fit.items():
             if not str(spec or "").strip():
                 raise ConfigError(
