@@ -20,7 +20,8 @@ def _chooser(greedy: bool, chunked: bool = False):
         scorer = None
         if s.weight != 0:
             p.stats.scorer = d.scorer_name(s)
-            scorer = build_scorer(p.stats.scorer, d.scorer_spec, p.stats)
+            reads = p.meter.cursors("rm", p.rows)
+            scorer = build_scorer(p.stats.scorer, d.scorer_spec, p.stats, reads)
         chunk = None
         if chunked:
             chunk = s.chunk_size

@@ -18,7 +18,10 @@ def _genarm(greedy: bool):
         from argsfw.decoding.token_level import GenARMChooser, TokenRewardState
 
         s = p.s
-        scorer = TokenRewardState(p.decoder.rm, p.stats, p.decoder.device) if s.alpha != 0 else None
+        scorer = None
+        if s.alpha != 0:
+            reads = p.meter.cursors("rm", p.rows)
+            scorer = TokenRewardState(p.decoder.rm, p.stats, p.decoder.device, reads=reads)
         n_tokens = len(p.decoder.tokenizer)
         return scorer, GenARMChooser(s.alpha, greedy, s.temperature, n_tokens)
 
@@ -33,7 +36,8 @@ def _token_rm(greedy: bool):
         s, d = p.s, p.decoder
         scorer = None
         if s.weight != 0:
-            scorer = TokenRewardState(d.rm, p.stats, d.device, candidates_only=True)
+            reads = p.meter.cursors("rm", p.rows)
+            scorer = TokenRewardState(d.rm, p.stats, d.device, candidates_only=True, reads=reads)
         return scorer, ArgsChooser(s.weight, s.topk, greedy, s.temperature, None, None)
 
     return build
