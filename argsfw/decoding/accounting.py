@@ -235,6 +235,25 @@ class PrefixLedger:
         tally.context += context
         return node
 
+    def fan(self, node: int, tokens, tally: Tally) -> list[int]:
+        """Compute each of ``tokens`` right after prefix ``node`` (one candidate each, side by
+        side); returns their nodes. `walk` of one token per candidate, in one loop."""
+        child, born, f = self._child, self._born, self.forward
+        d = self._depth[node] + 1
+        out, rereads = [], 0
+        for t in tokens:
+            key = (node, t)
+            nxt = child.get(key)
+            if nxt is None:
+                nxt = child[key] = self._node(node, d)
+            elif born[nxt] < f:
+                rereads += 1
+            out.append(nxt)
+        tally.positions += len(out)
+        tally.rereads += rereads
+        tally.context += len(out) * (d if self.window is None else min(d, self.window))
+        return out
+
     def ancestor(self, node: int, depth: int) -> int:
         """The node of ``node``'s prefix cut to ``depth`` tokens."""
         while self._depth[node] > depth:
@@ -274,6 +293,16 @@ class RowCursors:
     def branch(self, row: int, tokens) -> int:
         """Row ``row`` computes ``tokens`` after its prefix without moving (a candidate); returns their node."""
         return self.ledger.walk(self.nodes[row], tokens, self.ledger.tallies[self.slots[row]])
+
+    def fan(self, row: int, tokens) -> list[int]:
+        """Row ``row`` computes each of ``tokens`` as a one-token candidate after its prefix; returns their nodes."""
+        return self.ledger.fan(self.nodes[row], tokens, self.ledger.tallies[self.slots[row]])
+
+    def step(self, tokens: list[int]) -> None:
+        """Every row computes and moves past its one token ``tokens[row]``."""
+        ledger, nodes, slots, tallies = self.ledger, self.nodes, self.slots, self.ledger.tallies
+        for row, t in enumerate(tokens):
+            nodes[row] = ledger.fan(nodes[row], (t,), tallies[slots[row]])[0]
 
     def read_whole(self, row: int, tokens) -> int:
         """Row ``row``'s prompt computes the whole sequence ``tokens`` from its start (no cache); returns its node."""

@@ -111,10 +111,13 @@ class PolicyState:
     ) -> torch.Tensor:
         """One cached forward of block ``ids`` [B, S] (``valid``: its real tokens, None: all)."""
         self.reads.begin()
-        rows = ids.tolist()
-        keep = valid.tolist() if valid is not None else None
-        for b, row in enumerate(rows):
-            self.reads.read(b, row if keep is None else [t for t, k in zip(row, keep[b]) if k])
+        if valid is None and ids.shape[1] == 1:  # a step: one token per row
+            self.reads.step(ids[:, 0].tolist())
+        else:
+            rows = ids.tolist()
+            keep = valid.tolist() if valid is not None else [[True] * ids.shape[1]] * len(rows)
+            for b, row in enumerate(rows):
+                self.reads.read(b, [t for t, k in zip(row, keep[b]) if k])
         out = self.model(
             input_ids=ids,
             attention_mask=self.mask,

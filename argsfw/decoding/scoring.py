@@ -183,9 +183,12 @@ class RewardCache:
         which = rows.tolist() if rows is not None else range(batch)
         nodes: list[list[int] | None] = [None] * batch
         for j, r in enumerate(which):
-            self.reads.read(r, [t for t, v in zip(ids[j][:n], valid[j][:n]) if v])
-            sufs = block.suffixes[j] if block.suffixes is not None else [[t] for t in ids[j][n:]]
-            nodes[r] = [self.reads.branch(r, suf) for suf in sufs]
+            if n:
+                self.reads.read(r, [t for t, v in zip(ids[j][:n], valid[j][:n]) if v])
+            if block.suffixes is None:  # one token per candidate
+                nodes[r] = self.reads.fan(r, ids[j][n:])
+            else:
+                nodes[r] = [self.reads.branch(r, suf) for suf in block.suffixes[j]]
         return nodes
 
     def _run(self, cache, col_valid: torch.Tensor, block: TreeBlock) -> tuple[torch.Tensor, int]:
