@@ -139,7 +139,7 @@ class PolicyState:
         """Keep only ``rows`` [B'] (indices into the current batch), dropping finished ones."""
         rows = rows.to(self.mask.device)
         self.cache.batch_select_indices(rows)
-        self.mask = self.mask[rows]
+        self.ids, self.mask = self.ids[rows], self.mask[rows]
         self.next_pos = self.next_pos[rows]
         self.reads.keep(rows)
 

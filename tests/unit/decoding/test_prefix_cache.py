@@ -76,3 +76,20 @@ def test_policy_state_extend_repeat_keep_match_full_forwards(llama, prompts):
     assert ledger.tallies[0].positions == len(ps[0]) + 3 + 1 + 1  # prompt once, both samples
     assert ledger.tallies[1].positions == len(ps[1]) + 2 + 1 + 1
     assert ledger.tallies[0].rereads == ledger.tallies[1].rereads == 0
+
+
+@torch.inference_mode()
+def test_repeat_then_keep_holds_the_batch_size(llama, prompts):
+    """Blockwise decoding expands to K rows and keeps one per prompt, block after block: every
+    per-row tensor of the state stays at the batch size (it must not grow K-fold per block)."""
+    tok = llama.tokenizer
+    ps = [list(tok(p).input_ids) for p in prompts[:2]]
+    ids, mask = left_pad(ps, tok.pad_token_id, "cpu")
+    state = PolicyState(llama.llm, ids, mask, DecodeStats())
+    state.prefill()
+    for block in range(6):
+        state.repeat(4)
+        state.step(torch.tensor([5 + block] * 8))
+        state.keep(torch.tensor([1, 6]))
+        assert state.ids.shape[0] == state.mask.shape[0] == state.next_pos.shape[0] == 2
+        assert len(state.reads.nodes) == 2
