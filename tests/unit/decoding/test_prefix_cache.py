@@ -47,6 +47,12 @@ def test_reader_rewards_are_the_rms_own(llama, prompts):
     # each prompt read once, every later token once: no re-reads
     t0, t1 = ledger.tallies[0], ledger.tallies[1]
     assert t0.rereads == t1.rereads == 0
+    fresh = RewardReader(rm, DecodeStats(), 2)  # a row without tokens stays out of the forward
+    got = fresh.extend([[], ps[1]])
+    assert torch.isnan(got[0]) and abs(float(got[1]) - _hf_reward(rm, ps[1])) < 1e-4
+    got = fresh.extend([ps[0], [5]])
+    want = [_hf_reward(rm, ps[0]), _hf_reward(rm, ps[1] + [5])]
+    assert torch.allclose(got, torch.tensor(want), atol=1e-4)
     assert t0.positions == len(ps[0]) + (2 + 1 + 0) + (1 + 2 + 2) + 1  # rows 0-2, then row 0
     assert t1.positions == len(ps[1]) + (3 + 1 + 2) + (1 + 1 + 0) + (2 + 1)  # rows 3-5, then 5, 3
 
