@@ -26,11 +26,18 @@ log = logging.getLogger("argsfw.decoding")
 
 @dataclass
 class StepContext:
-    """What a chooser knows besides the logits: the step (1-based), each live row's prompt index and generator."""
+    """What a chooser knows besides the logits, for each live row ``j`` of this step.
+
+    ``step`` is 1-based; ``rows[j]`` the row's prompt index in the call (stable while row ``j``
+    itself shifts as rows finish); ``generators[j]`` its seeded generator; ``prompts[j]`` its
+    prompt ids; ``generated[j]`` the tokens it chose so far (read-only; this step's not yet).
+    """
 
     step: int
     rows: list[int]
     generators: list[torch.Generator]
+    prompts: list[list[int]] = field(default_factory=list)
+    generated: list[list[int]] = field(default_factory=list)
 
 
 @dataclass
@@ -152,7 +159,8 @@ def decode_batch(
     every step with the result index of each live row, returns the result indices to stop now
     (unfinished; whole-sequence methods such as speculative best-of-N reject partial answers).
     ``logits`` [B, V] continue a policy state that has already read its rows (a later block
-    of blockwise decoding): nothing is prefilled and ``scorer`` must be None.
+    of blockwise decoding): nothing is prefilled, ``scorer`` must be None and ``prompts`` are
+    what each row has read so far (the chooser's ``ctx.prompts``).
     """
     if logits is None:
         if scorer is not None:
@@ -163,12 +171,16 @@ def decode_batch(
     if repeat > 1:
         policy.repeat(repeat)
         logits = logits.repeat_interleave(repeat, dim=0)
+        prompts = [p for p in prompts for _ in range(repeat)]
         rows = [r for r in rows for _ in range(repeat)]
     results = [RowResult() for _ in rows]
     alive = list(range(len(rows)))  # batch row -> result index
     eos = torch.tensor(sorted(eos_ids), dtype=torch.long, device=logits.device)
     for t in range(max_new_tokens):
-        ctx = StepContext(t + 1, [rows[i] for i in alive], [generators[i] for i in alive])
+        ctx = StepContext(
+            t + 1, [rows[i] for i in alive], [generators[i] for i in alive],
+            [prompts[i] for i in alive], [results[i].new_ids for i in alive],
+        )  # fmt: skip
         tokens, rewards = chooser(logits, scorer, ctx)  # [B], [B] (NaN: not scored) or None
         tok_list = tokens.tolist()
         rew_list = rewards.tolist() if rewards is not None else [math.nan] * len(tok_list)

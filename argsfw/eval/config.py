@@ -10,7 +10,8 @@ from argsfw.errors import ConfigError
 JUDGE_KINDS = ("openai", "hf")
 
 # Metric names ``eval.metrics`` may list (the judge also runs with ``eval.judge.enabled``).
-METRICS = ("reward", "diversity", "coherence", "cost", "judge", "oracle")
+# "instruments": every RM's accuracy on the held-out pairs of `data` beside the length rule.
+METRICS = ("reward", "diversity", "coherence", "cost", "judge", "oracle", "instruments")
 
 
 @dataclass
@@ -81,6 +82,9 @@ class EvalConfig:
     # x axis of the cost plots: forward FLOPs per generated token (flops), or the token
     # positions both models computed per generated token (tokens)
     cost_axis: str = "flops"
+    # label of a row (e.g. "greedy"): every row's judge-reward gain over it, plain and at equal
+    # answer length (argsfw.eval.instruments.length_adjusted_gains)
+    length_baseline: str | None = None
     judge: JudgeConfig = field(default_factory=JudgeConfig)
 
 

@@ -3,8 +3,9 @@ tokens are sampled from the policy, each prefix-so-far-plus-block is scored by a
 and the best is kept before the next block.
 
 The scorer is the guide ``reward_model``: a value model V(x, y_<=t) (``stage: value``, CD-FUDGE,
-reward_kind ``value``) or a sequence RM read on partial answers, read as its own Hugging Face
-forward reads it. M = 1 is tokenwise guidance; M >= max_new_tokens is best-of-K.
+reward_kind ``value``) or a sequence RM read on partial answers. It is read as its own Hugging
+Face forward reads it (`argsfw.decoding.sequence_scorers.sequence_rewards` is the reference).
+M = 1 is tokenwise guidance; M >= max_new_tokens is best-of-K.
 
 Both caches are carried across blocks: the policy's and the guide's caches of each prompt hold
 prompt + the kept blocks; a block expands them to K rows, extends each by its continuation and
@@ -14,8 +15,21 @@ cache cannot read is read whole per candidate instead (counted as re-reads).
 
 from __future__ import annotations
 
-from argsfw.decoding.registry import Method, Parts, register
-from argsfw.decoding.types import DecodeInputError
+from dataclasses import dataclass
+
+from argsfw.decoding.config import knob
+from argsfw.decoding.methods.baselines import Nucleus
+from argsfw.decoding.registry import Method, Parts
+
+
+@dataclass
+class Blockwise(Nucleus):
+    """K sampled blocks of M tokens."""
+
+    num_samples: int = knob(4, "K continuations sampled per block", ge=1)
+    block_size: int = knob(
+        4, "M: tokens per block (1: tokenwise; >= max_new_tokens: best-of-K)", ge=1
+    )
 
 
 class _Guide:
@@ -68,8 +82,9 @@ def _run(p: Parts):
         gens = [
             make_generator(s.seed, p.keys[r], sample=block * k + j) for r in rows for j in range(k)
         ]
+        ext = [p.prompts[i] + out[i].new_ids for i in live]  # what each row has read (ctx)
         cont = decode_batch(
-            p.policy, None, chooser, [], rows, gens, m, p.eos, p.meter, repeat=k, logits=logits
+            p.policy, None, chooser, ext, rows, gens, m, p.eos, p.meter, repeat=k, logits=logits
         )
         rewards = guide.read(live, cont, out)
         best = rewards.view(-1, k).argmax(-1).tolist()
@@ -96,26 +111,16 @@ def _run(p: Parts):
     return out
 
 
-def _check(s) -> None:
-    for name in ("num_samples", "block_size"):
-        v = getattr(s, name)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise DecodeInputError(f"decode.{name} must be a positive integer, got {v!r}")
-
-
-CD_BLOCKWISE = register(
-    Method(
-        name="cd-blockwise",
-        summary="controlled decoding: K sampled blocks of M tokens, the best by a value model (or RM) kept",
-        knobs=("num_samples", "block_size", "top_p", "temperature"),
-        needs="value",
-        run=_run,
-        samples=True,
-        check=_check,
-        label_knobs=(("num_samples", "K"), ("block_size", "M")),
-        color="#e6550d",
-        marker="^",
-        curve="block_size",
-        counts_scored_steps=True,
-    )
+CD_BLOCKWISE = Method(
+    name="cd-blockwise",
+    summary="controlled decoding: K sampled blocks of M tokens, the best by a value model (or RM) kept",
+    settings=Blockwise,
+    needs="value",
+    run=_run,
+    samples=True,
+    label_knobs=(("num_samples", "K"), ("block_size", "M")),
+    color="#e6550d",
+    marker="^",
+    curve="block_size",
+    counts_scored_steps=True,
 )

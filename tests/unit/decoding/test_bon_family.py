@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from argsfw.decoding import ArgsDecoder, DecodeConfig
+from argsfw.decoding import ArgsDecoder, decode_settings
 from argsfw.decoding.sampling import make_generator, sample_rows
 
 N, STEPS = 4, 12
@@ -67,7 +67,7 @@ def _reference(models, prompt_ids, key, s, eos, speculative=False):
 def _settings(method, **kw):
     base = dict(method=method, num_samples=N, max_new_tokens=STEPS, temperature=1.0, top_p=0.95,
                 rejection_every=3, rejection_rate=0.5, reward_temperature=0.05, batch_size=4)  # fmt: skip
-    return DecodeConfig(**{**base, **kw})
+    return decode_settings(lenient=True, **{**base, **kw})
 
 
 @pytest.mark.parametrize(
@@ -85,10 +85,11 @@ def test_against_the_slow_reference(llama, prompts, method, kw):
     free, _ = dec.generate(prompts, _settings("nucleus", num_samples=1))
     dec.eos_ids = sorted({t for g in free for t in g.new_ids[2:5]})  # common tokens: rows end early
     gens, _ = dec.generate(prompts, s)
+    speculative = method.startswith("spec")
     ended = inside = 0
     for p, g in zip(prompts, gens):
         ids = list(llama.tokenizer(p).input_ids)
-        want, samples = _reference(llama, ids, p, s, set(dec.eos_ids), method.startswith("spec"))
+        want, samples = _reference(llama, ids, p, s, set(dec.eos_ids), speculative)
         assert g.new_ids == want, p
         ended += g.finished
         # each model reads the prompt once and every sample's tokens once (a rejected sample's
@@ -96,9 +97,10 @@ def test_against_the_slow_reference(llama, prompts, method, kw):
         assert g.rm_tokens == len(ids) + sum(map(len, samples)), p
         assert g.llm_tokens == len(ids) + sum(len(x) - 1 for x in samples), p
         assert g.rm_reread == g.llm_reread == 0, p
-        inside += any(x[-1] in dec.eos_ids and len(x) % s.rejection_every for x in samples)
+        if speculative:
+            inside += any(x[-1] in dec.eos_ids and len(x) % s.rejection_every for x in samples)
     assert ended >= 1  # the EOS path was taken
-    assert inside >= 1  # a sample ended between two rejection points
+    assert inside >= 1 or not speculative  # a sample ended between two rejection points
 
 
 def test_soft_at_small_lambda_is_best_of_n_and_speculative_without_rejection_too(llama, prompts):
@@ -122,13 +124,13 @@ def test_soft_at_small_lambda_is_best_of_n_and_speculative_without_rejection_too
         ),
         (
             dict(method="speculative-best-of-n", rejection_rate=1.0),
-            r"rejection_rate must be in \[0, 1\)",
+            r"rejection_rate must be a number in \[0, 1\)",
         ),
         (
             dict(method="speculative-best-of-n", rejection_every=0),
             "rejection_every must be an integer >= 1",
         ),
-        (dict(method="soft-best-of-n", num_samples=0), "num_samples must be a positive integer"),
+        (dict(method="soft-best-of-n", num_samples=0), "num_samples must be an integer >= 1"),
     ],
 )
 def test_bad_settings_are_one_line(kw, match):
@@ -136,7 +138,7 @@ def test_bad_settings_are_one_line(kw, match):
     from argsfw.decoding.types import DecodeInputError
 
     with pytest.raises(DecodeInputError, match=match) as e:
-        check_decode_settings(DecodeConfig(**kw), prefix="decode.")
+        check_decode_settings(decode_settings(**kw), prefix="decode.")
     assert "\n" not in str(e.value) and str(e.value).startswith("decode.")
 
 

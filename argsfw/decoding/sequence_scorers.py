@@ -30,7 +30,7 @@ from transformers import DynamicCache
 
 from argsfw.decoding.accounting import DecodeStats, RowCursors, cache_bytes, untracked
 from argsfw.decoding.cross_tokenizer import check_rm_lengths, split_row
-from argsfw.decoding.scoring import model_device_dtype, reward_parts, rm_kind
+from argsfw.decoding.scoring import model_device_dtype, reward_parts, rm_attention
 
 Converter = Callable[[list[list[int]]], list[list[int]]]
 
@@ -67,7 +67,7 @@ def sequence_rewards(
     forward's logits under the padding mask. ``reads`` is told each whole read, sequence i as
     its row ``rows[i]`` (default i); an encoder's positions attend the whole sequence.
     """
-    causal = rm_kind(rm) == "causal"
+    causal = rm_attention(rm) == "causal"
     device, _ = model_device_dtype(rm)
     rm_pad = getattr(rm.config, "pad_token_id", None)
     if pad_id is None:
