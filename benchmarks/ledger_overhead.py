@@ -21,7 +21,7 @@ import torch
 def main() -> None:
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-    from argsfw.decoding import ArgsDecoder, DecodeConfig
+    from argsfw.decoding import ArgsDecoder, decode_settings
     from argsfw.decoding import accounting as acc
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -44,7 +44,7 @@ def main() -> None:
 
     for kw in (dict(method="args-greedy", topk=10), dict(method="best-of-n", num_samples=8),
                dict(method="greedy")):  # fmt: skip
-        s = DecodeConfig(max_new_tokens=32, batch_size=16, **kw)
+        s = decode_settings(max_new_tokens=32, batch_size=16, **kw)
         dec.generate(prompts[:16], s)  # warm-up
         times: dict[bool, list[float]] = {True: [], False: []}
         for rep in range(args.reps):
