@@ -53,9 +53,11 @@ def _gain(row: dict, ref: dict, greedy: dict) -> float | None:
 
 
 def _knob(e: dict, name: str):
-    """A row's setting, from the report entry or its label (``every=4`` -> 4)."""
-    if e.get(name) is not None:
-        return e[name]
+    """A row's setting: the report entry's ``settings`` (the method's knobs), else its label
+    (``every=4`` -> 4)."""
+    value = (e.get("settings") or {}).get(name)
+    if value is not None:
+        return value
     short = {"num_samples": "N", "weight": "w", "topk": "k", "gate_threshold": "τ"}.get(name, name)
     for part in str(e["label"]).split():
         if part.startswith(f"{short}="):

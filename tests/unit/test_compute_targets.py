@@ -26,7 +26,7 @@ def _e(label, method, reward, flops, rm_flops, new=8.0, **knobs):
                "new_tokens_per_prompt": new, "compute_tokens_per_token": flops / 1e6,
                "rm_tokens_per_token": rm_flops / 1e6, "llm_reread_fraction": 0.0,
                "rm_reread_fraction": 0.01}  # fmt: skip
-    return {"label": label, "method": method, "metrics": metrics, **knobs}
+    return {"label": label, "method": method, "metrics": metrics, "settings": knobs}
 
 
 def test_pairs_and_ratios(ct, tmp_path, capsys):
@@ -73,3 +73,22 @@ def test_pairs_and_ratios(ct, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| 95% |" in out and "| no |" in out and "| yes |" in out
     assert ct.main([str(tmp_path / "missing.json")]) == 2
+
+
+def test_rows_pair_by_settings_whatever_the_labels(ct):
+    """Reports carry each row's knobs in ``settings``: custom labels still pair."""
+    report = {
+        "inputs": [
+            _e("greedy", "greedy", 1.0, 4e6, 0.0),
+            _e("bon-a", "best-of-n", 2.0, 20e6, 10e6, num_samples=4),
+            _e("bon-b", "best-of-n", 3.0, 60e6, 40e6, num_samples=16),
+            _e("spec", "speculative-best-of-n", 2.5, 20e6, 10e6, num_samples=16),
+            _e("gated", "args-gated", 2.0, 12e6, 6e6, weight=2.0, topk=10),
+            _e("ag-1", "args-greedy", 2.0, 18e6, 14e6, weight=1.5, topk=10),
+            _e("ag-2", "args-greedy", 2.0, 18e6, 14e6, weight=2.0, topk=10),
+        ]
+    }
+    assert [(p["row"], p["reference"]) for p in ct.rows(report)] == [
+        ("spec", "bon-b"),
+        ("gated", "ag-2"),
+    ]
