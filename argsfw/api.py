@@ -17,8 +17,9 @@ engine, ``parts.stats`` the batch's counters. The guides for those settings:
 - `sequence_scorer(parts)`: rewards of candidate next tokens from the sequence RM (the fastest
   scorer the RM's probe verified, or the one ``decode.scorer`` forces);
 - `token_scorer(parts)`: a token-level RM (GenARM's ARM, a token head) stepped with the policy;
-- `score_sequences(parts, seqs)`: whole sequences or prefixes read by the sequence RM or value
-  model as its own Hugging Face forward reads them (best-of-N, controlled decoding).
+- `score_sequences(parts, seqs, slots)`: whole sequences or prefixes read by the sequence RM or
+  value model as its own Hugging Face forward reads them, each charged to its prompt ``slots[i]``
+  (best-of-N and controlled decoding share the prompt's cache instead where the RM allows).
 
 The chooser is called once per step with ``(logits [B, V], scorer, ctx)`` and returns
 ``(tokens [B], rewards [B] or None)``; ``ctx`` (`StepContext`) holds, for each live row ``j``,
@@ -88,7 +89,7 @@ def sequence_scorer(parts: Parts) -> Scorer | None:
     if name is None:
         return None
     parts.stats.scorer = name
-    return build_scorer(name, d.scorer_spec, parts.stats)
+    return build_scorer(name, d.scorer_spec, parts.stats, parts.meter.cursors("rm", parts.rows))
 
 
 def token_scorer(parts: Parts, candidates_only: bool = False) -> Scorer:
@@ -100,16 +101,22 @@ def token_scorer(parts: Parts, candidates_only: bool = False) -> Scorer:
     """
     from argsfw.decoding.token_level import TokenRewardState
 
-    d = parts.decoder
-    return TokenRewardState(d.rm, parts.stats, d.device, candidates_only=candidates_only)
+    d, reads = parts.decoder, parts.meter.cursors("rm", parts.rows)
+    return TokenRewardState(
+        d.rm, parts.stats, d.device, candidates_only=candidates_only, reads=reads
+    )
 
 
-def score_sequences(parts: Parts, seqs: list[list[int]]) -> tuple[torch.Tensor, list[int]]:
+def score_sequences(parts: Parts, seqs: list[list[int]], slots: list[int]) -> torch.Tensor:
     """Rewards [len(seqs)] of whole sequences (prompt + reply, or a prefix of it) by the sequence
-    RM or value model, read as its own forward reads them, and each one's RM token count."""
+    RM or value model, read as its own forward reads it, each alone (no shared prompt cache).
+
+    ``slots``: the prompt of each sequence (an entry of ``parts.rows``); its RM positions and
+    re-reads are charged to that prompt's record by the batch's ledger.
+    """
     from argsfw.decoding.methods.best_of_n import score_whole
 
-    return score_whole(parts, seqs)
+    return score_whole(parts, seqs, slots)
 
 
 # --------------------------------------------------------------------- fit stages

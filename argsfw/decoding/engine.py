@@ -12,7 +12,7 @@ import dataclasses
 
 import torch
 
-from argsfw.decoding.accounting import DecodeStats, Meter
+from argsfw.decoding.accounting import DecodeStats, Meter, flop_spec
 from argsfw.decoding.config import (
     DEFAULT_METHOD,
     DecodeConfig,
@@ -111,6 +111,8 @@ class ArgsDecoder:
                     llm_tokenizer, self.rm_tokenizer
                 ).same
         self.device, _ = model_device_dtype(llm)
+        # forward FLOPs per position and attended key of each model (the per-record cost)
+        self.flops = {"llm": flop_spec(llm), "rm": flop_spec(rm) if rm is not None else None}
         self.vocab = llm.get_output_embeddings().weight.shape[0]
         self.llm_ctx = context_length(llm.config)
         self.rm_ctx = rm_context_length(rm.config) if rm is not None else None
@@ -204,6 +206,7 @@ class ArgsDecoder:
             for i, g in zip(
                 batch, self._decode(method, s, [prompt_ids[i] for i in batch], batch, keys, meter)
             ):
+                cost = self._cost(meter, i)
                 out[i] = Generation(
                     index=i,
                     prompt=prompts[i],
@@ -212,11 +215,20 @@ class ArgsDecoder:
                     text=self.tokenizer.decode(g.new_ids, skip_special_tokens=True),
                     finished=g.finished,
                     reward=g.reward,
-                    llm_tokens=g.llm_tokens,
-                    rm_tokens=g.rm_tokens,
                     scored_steps=g.scored_steps if method.counts_scored_steps else None,
+                    **cost,
                 )
         return out, meter.stop()
+
+    def _cost(self, meter: Meter, slot: int) -> dict:
+        """Prompt ``slot``'s positions, re-reads and FLOPs per model, from the batch's ledgers."""
+        cost = {}
+        for role in ("llm", "rm"):
+            t, spec = meter.tally(role, slot), self.flops[role]
+            cost[f"{role}_tokens"] = t.positions
+            cost[f"{role}_reread"] = t.rereads
+            cost[f"{role}_flops"] = spec.flops(t.positions, t.context) if spec else 0.0
+        return cost
 
     # ------------------------------------------------------------------ validation
     def check_settings(self, s: DecodeConfig) -> DecodeConfig:
@@ -295,8 +307,9 @@ class ArgsDecoder:
         keys: list,
         meter: Meter,
     ):
+        meter.open_batch({role: spec.window for role, spec in self.flops.items() if spec})
         ids, mask = left_pad(prompts, self.pad_id, self.device)
-        policy = PolicyState(self.llm, ids, mask, meter.stats)
+        policy = PolicyState(self.llm, ids, mask, meter.stats, reads=meter.cursors("llm", rows))
         eos = self.eos_ids if s.stop_at_eos else []
         parts = Parts(self, s, policy, prompts, rows, keys, eos, meter)
         if method.run is not None:  # a whole-sequence method (best-of-N ...)

@@ -48,8 +48,10 @@ class Scorer(Protocol):
     chunk_size=None) -> rewards [B, k]`` (``r([x, y, v])`` for every candidate ``v`` of each
     row, float32 on the policy's device; ``chunk_size`` bounds candidates per RM forward); the
     loop then calls ``keep(rows [B'])`` when rows finish (indices into the current batch) and
-    ``commit(chosen [B'])`` with each live row's chosen token. An optional ``row_tokens`` [B]
-    holds the RM token positions each row cost. Scorers add what they read to the decode stats.
+    ``commit(chosen [B'])`` with each live row's chosen token. Scorers add what they read to
+    the decode stats, and tell the batch's ledger every position they compute through the
+    `RowCursors` a method's build gives them (``p.meter.cursors("rm", p.rows)``): a record's
+    RM tokens, re-reads and FLOPs are what the ledger was told.
     """
 
     def start(self, ids: torch.Tensor, mask: torch.Tensor, prompts: list[list[int]]) -> None: ...

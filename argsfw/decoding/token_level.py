@@ -36,7 +36,7 @@ import weakref
 
 import torch
 
-from argsfw.decoding.accounting import DecodeStats, cache_bytes
+from argsfw.decoding.accounting import DecodeStats, RowCursors, cache_bytes
 from argsfw.decoding.policy import PolicyState
 from argsfw.decoding.sampling import sample_rows
 from argsfw.decoding.search import StepContext, check_finite
@@ -144,9 +144,14 @@ class TokenRewardState:
     """
 
     def __init__(
-        self, rm, stats: DecodeStats, out_device: torch.device, candidates_only: bool = False
+        self,
+        rm,
+        stats: DecodeStats,
+        out_device: torch.device,
+        candidates_only: bool = False,
+        reads: RowCursors | None = None,
     ):
-        self.rm, self.stats, self.out_device = rm, stats, out_device
+        self.rm, self.stats, self.out_device, self.reads = rm, stats, out_device, reads
         self.rm_device = next(rm.parameters()).device
         self.split = split_head(rm) if candidates_only else None
         self.state: PolicyState | None = None
@@ -157,24 +162,20 @@ class TokenRewardState:
     def start(self, ids: torch.Tensor, mask: torch.Tensor, prompts) -> None:
         """Read the (left-padded) prompts ``ids``/``mask`` [B, T] once."""
         ids, mask = ids.to(self.rm_device), mask.to(self.rm_device)
-        if self.split is not None:
-            self.state = PolicyState(self.split[0], ids, mask, self.stats, role="rm", head=False)
-        else:
-            self.state = PolicyState(self.rm, ids, mask, self.stats, role="rm")
+        model, head = (self.split[0], False) if self.split is not None else (self.rm, True)
+        self.state = PolicyState(
+            model, ids, mask, self.stats, role="rm", head=head, reads=self.reads
+        )
         self._set(self.state.prefill())
         self.total = torch.zeros(ids.shape[0], device=self.out_device)
-        # real (non-padding) RM token positions read per row: the prompt, then one per commit
-        self.row_tokens = mask.sum(-1).long()
 
     def commit(self, tokens: torch.Tensor) -> None:
         """Append the chosen ``tokens`` [B] and read the next head."""
         self._set(self.state.step(tokens))
-        self.row_tokens += 1
 
     def keep(self, rows: torch.Tensor) -> None:
         """Keep only ``rows`` [B'] of the batch."""
         self.state.keep(rows)
-        self.row_tokens = self.row_tokens[rows.to(self.row_tokens.device)]
         if self.split is not None:
             self.hidden = self.hidden[rows.to(self.hidden.device)]
         else:

@@ -71,6 +71,10 @@ class Generation:
     the real (non-padding) token positions the policy / reward model computed for it, prompt
     included (best-of-n: the prompt once, every sample's tokens, every sample scored);
     padding, which depends on the batch, is only in the call's `DecodeStats`.
+    ``llm_reread`` / ``rm_reread``: of those positions, the ones an earlier forward of this
+    prompt's search had already computed (the same token prefix; see
+    `argsfw.decoding.accounting.PrefixLedger`). ``llm_flops`` / ``rm_flops``: the forward FLOPs
+    of those positions (`argsfw.decoding.accounting.FlopSpec.flops`).
     ``scored_steps`` counts the steps whose candidates the RM scored (reward-guided methods
     only, else None).
     """
@@ -85,6 +89,10 @@ class Generation:
     llm_tokens: int = 0
     rm_tokens: int = 0
     scored_steps: int | None = None
+    llm_reread: int = 0
+    rm_reread: int = 0
+    llm_flops: float = 0.0
+    rm_flops: float = 0.0
 
     @property
     def n_prompt_tokens(self) -> int:
@@ -114,4 +122,8 @@ class Generation:
             "llm_tokens": self.llm_tokens,
             "rm_tokens": self.rm_tokens,
             "scored_steps": self.scored_steps,
+            "llm_reread": self.llm_reread,
+            "rm_reread": self.rm_reread,
+            "llm_flops": self.llm_flops,
+            "rm_flops": self.rm_flops,
         }

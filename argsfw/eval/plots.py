@@ -3,9 +3,11 @@
 Every method family (greedy, best-of-n, ARGS-greedy, the PPO policy …) keeps one colour and
 one marker across all plots; points of a sweep are annotated with the setting that varies
 (``N=4``, ``w=1.5 k=10``, ``τ=0.5``). Legends sit outside the axes so they cover no point.
-The cost axis is compute per generated token: the token positions the policy and the reward
-model computed for a record (prompt included, padding excluded) over the tokens it generated,
-on a log scale; the Pareto front (no other method gets more for less) is drawn through it.
+The cost axis is compute per generated token, on a log scale: by default the forward FLOPs of
+the policy and the reward model for a record over the tokens it generated, or (``eval.cost_axis:
+tokens``) the token positions both computed (prompt included, padding excluded). Outputs that
+predate FLOPs accounting are drawn on tokens. The Pareto front (no other method gets more for
+less) is drawn through it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from argsfw.decoding.registry import find_method
+from argsfw.eval.stats import si
 
 
 def _trained() -> dict[str, tuple[str, str]]:
@@ -186,9 +189,21 @@ def _finish(fig, ax, out: Path, title: str) -> Path:
     return out
 
 
+def cost_axis(report: dict[str, Any], metric: str = "reward") -> tuple[str, str]:
+    """The metric key and axis label of the cost axis: FLOPs per generated token unless the
+    report's ``config.cost_axis`` is ``tokens`` or some input with ``metric`` lacks FLOPs."""
+    tokens = "compute_tokens_per_token"
+    if (report.get("config") or {}).get("cost_axis", "flops") == "flops" and len(
+        _points(report, "flops_per_token", metric)
+    ) == len(_points(report, tokens, metric)):
+        return "flops_per_token", "forward FLOPs per generated token (policy + RM, log scale)"
+    return tokens, "compute per generated token (LLM + RM forward tokens, log scale)"
+
+
 def plot_vs_cost(report: dict[str, Any], out: Path, metric: str = "reward") -> Path | None:
     """``metric`` (± SE) against compute per generated token, log x, Pareto front marked."""
-    pts = _points(report, "compute_tokens_per_token", metric)
+    key, label = cost_axis(report, metric)
+    pts = _points(report, key, metric)
     if not pts:
         return None
     plt = _pyplot()
@@ -201,11 +216,11 @@ def plot_vs_cost(report: dict[str, Any], out: Path, metric: str = "reward") -> P
     ax.set_xscale("log")
     from matplotlib.ticker import FuncFormatter
 
-    plain = FuncFormatter(lambda v, _: f"{v:g}")  # 2, 5, 10, not 2×10⁰
+    plain = FuncFormatter(lambda v, _: si(v))  # 2, 5, 10 / 20M, 50M: not 2×10⁰
     ax.xaxis.set_major_formatter(plain)
     ax.xaxis.set_minor_formatter(plain)
     ax.tick_params(axis="x", which="minor", labelsize=7)
-    ax.set_xlabel("compute per generated token (LLM + RM forward tokens, log scale)")
+    ax.set_xlabel(label)
     name = "mean RM reward" if metric == "reward" else "oracle (ground truth)"
     ax.set_ylabel(name)
     return _finish(fig, ax, out, f"{name} vs compute")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from argsfw.eval.plots import PLOTS
+from argsfw.eval.stats import si
 
 # (report key, column title, format) in table order; a column shows when any row has it
 COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -37,6 +38,11 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("llm_tokens_per_token", "LLM tok/tok", "{:.1f}"),
     ("rm_tokens_per_token", "RM tok/tok", "{:.1f}"),
     ("compute_tokens_per_token", "compute/tok", "{:.1f}"),
+    ("llm_flops_per_token", "LLM FLOPs/tok", "si"),
+    ("rm_flops_per_token", "RM FLOPs/tok", "si"),
+    ("flops_per_token", "FLOPs/tok", "si"),
+    ("llm_reread_fraction", "LLM re-read", "{:.1%}"),
+    ("rm_reread_fraction", "RM re-read", "{:.1%}"),
     ("rm_scored_fraction", "RM-scored steps", "{:.2f}"),
     ("ms_per_token", "ms/tok", "{:.2f}"),
     ("tokens_per_second", "tok/s", "{:.1f}"),
@@ -55,6 +61,8 @@ def slug(label: str) -> str:
 def _fmt(value: Any, fmt: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
+    if fmt == "si" and isinstance(value, (int, float)):
+        return si(float(value))
     try:
         return fmt.format(value)
     except (ValueError, TypeError):

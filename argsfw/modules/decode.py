@@ -204,8 +204,10 @@ class DecodeModule(L.LightningModule):
         (batch value / prompts in the batch), so sums over records give the run's totals;
         ``peak_memory_bytes`` is the batch's peak. ``stats.llm_tokens`` / ``stats.rm_tokens``
         are this prompt's own computed token positions (padding excluded, see `Generation`),
-        ``stats.rm_scored_steps`` the steps the RM scored (reward-guided methods). ``settings``
-        holds the method's own knobs (its `Method.settings`, temperature resolved).
+        ``stats.llm_reread`` / ``stats.rm_reread`` those of them an earlier forward of this
+        prompt had already computed, ``stats.llm_flops`` / ``stats.rm_flops`` their forward
+        FLOPs, ``stats.rm_scored_steps`` the steps the RM scored (reward-guided methods).
+        ``settings`` holds the method's own knobs (its `Method.settings`, temperature resolved).
         """
         s = self.settings
         return {
@@ -229,6 +231,10 @@ class DecodeModule(L.LightningModule):
             "stats": {
                 "llm_tokens": g.llm_tokens,
                 "rm_tokens": g.rm_tokens,
+                "llm_reread": g.llm_reread,
+                "rm_reread": g.rm_reread,
+                "llm_flops": g.llm_flops,
+                "rm_flops": g.rm_flops,
                 "rm_scored_steps": g.scored_steps,
                 "llm_forwards": stats.llm_forwards / share,
                 "rm_forwards": stats.rm_forwards / share,

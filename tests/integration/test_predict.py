@@ -84,6 +84,14 @@ def test_predict_writes_records_reruns_as_noop_and_refuses_other_settings(
         and meta["predict"]["written"] == 4
         and meta["predict"]["missing"] == 0
     )
+    summary, tokens = meta["predict"], sum(r["n_new_tokens"] for r in recs)
+    for m in ("llm", "rm"):  # FLOPs and re-reads of the whole output, per generated token
+        flops = sum(r["stats"][f"{m}_flops"] for r in recs)
+        assert flops > 0 and summary[f"{m}_flops_per_token"] == pytest.approx(flops / tokens)
+        assert summary[f"{m}_reread_fraction"] == 0.0  # ARGS-greedy reads every token once
+    assert summary["flops_per_token"] == pytest.approx(
+        summary["llm_flops_per_token"] + summary["rm_flops_per_token"]
+    )
     legacy = json.loads((run / "outputs_original.json").read_text())
     assert legacy[0] == {
         "prompt": recs[0]["prompt"],

@@ -28,7 +28,8 @@ def _build(p: Parts):
     s, rm = p.s, p.decoder.rm
     scorer = None
     if s.weight != 0:
-        scorer = pad_readout(GatedScorer(rm, p.stats), rm, p.stats, gated=True)
+        reads = p.meter.cursors("rm", p.rows)
+        scorer = pad_readout(GatedScorer(rm, p.stats, reads), rm, p.stats, True, reads)
     return scorer, GatedArgsChooser(s.weight, s.topk, float(s.gate_threshold))
 
 

@@ -87,6 +87,8 @@ def test_eos_equal_pad_matches_the_hf_forward(eos_pad, prompts, scorer):
     gens = _check(eos_pad, prompts, s)
     # the hard case happened: EOS won some decodes and lost others
     assert any(g.finished for g in gens) and not all(g.finished for g in gens)
+    if scorer == "tree":  # the prefix's reward came with the forward that read it: no re-read
+        assert all(g.rm_reread == 0 for g in gens)
 
 
 @pytest.mark.parametrize("scorer", ["tree", "expanded", "full"])
@@ -108,6 +110,7 @@ def test_gated_matches_the_hf_forward(eos_pad, prompts):
     steps = sum(len(g.new_ids) for g in gens)
     scored = sum(g.scored_steps for g in gens)
     assert 0 < scored < steps  # confident steps skipped the RM, unsure ones were scored
+    assert all(g.rm_reread == 0 for g in gens)  # deferred tokens come with their rewards
 
 
 def test_best_of_n_reward_is_the_hf_forward(eos_pad, prompts):
@@ -122,6 +125,7 @@ def test_best_of_n_reward_is_the_hf_forward(eos_pad, prompts):
         with torch.no_grad():
             want = float(rm(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0, 0])
         assert g.reward == pytest.approx(want, abs=1e-4)
+        assert g.rm_reread == 0
         ended += g.new_ids[-1] == tok.eos_token_id
     assert ended > 0  # some samples end in EOS == pad: read one token earlier
 
