@@ -15,8 +15,8 @@ Prints the largest differences. Needs ../shared/data and the packaged SmolLM2 (`
 from __future__ import annotations
 
 import argparse
-import os
 import copy
+import os
 import tempfile
 import time
 
