@@ -143,32 +143,47 @@ def test_done_is_withdrawn_while_a_run_refills_vanished_records(tiny_kit, done_p
 
 _KILLED_EVALUATE = """
 import os, sys
+from pathlib import Path
 from argsfw.eval import plots
 from argsfw.eval.config import EvalConfig
 from argsfw.eval.run import run_evaluation
 
 def die(*args, **kwargs):
-    os._exit(9)  # killed after report.json and report.md, before the plots and DONE
+    os._exit(9)
 
-plots.PLOTS.update(dict.fromkeys(plots.PLOTS, die))  # the dict report.py imported
+if sys.argv[3] == "plots":  # killed while writing the plots (report.json and .md written)
+    plots.PLOTS.update(dict.fromkeys(plots.PLOTS, die))  # the dict report.py imported
+else:  # killed as report.json is about to move in, after every other file has
+    replace, last = os.replace, Path(sys.argv[2]) / "report.json"
+    os.replace = lambda a, b: die() if Path(b) == last else replace(a, b)
 run_evaluation([sys.argv[1]], EvalConfig(metrics=["diversity"], device="cpu"), None, sys.argv[2])
 """
 
 
-def test_a_killed_evaluate_leaves_no_report_that_looks_finished(done_predict, tmp_path):
+@pytest.mark.parametrize("when", ["plots", "publish"])
+def test_a_killed_evaluate_leaves_no_report_that_looks_finished(done_predict, tmp_path, when):
+    """Killed at any point, evaluate leaves no report.json (the previous one is removed at the
+    start, as its inputs are no longer the run's); killed before its files move in, none of
+    them. The next evaluate in the same folder clears the leftovers and finishes."""
     from argsfw.eval.config import EvalConfig
     from argsfw.eval.report import report_complete
     from argsfw.eval.run import run_evaluation
 
     out = tmp_path / "eval"
-    run_evaluation([str(done_predict)], EvalConfig(metrics=["diversity"], device="cpu"), None, out)
-    assert report_complete(out)
+    config = EvalConfig(metrics=["diversity"], device="cpu")
+    run_evaluation([str(done_predict)], config, None, out)
+    assert report_complete(out) and (out / "plots").is_dir()
     proc = subprocess.run(
-        [sys.executable, "-c", _KILLED_EVALUATE, str(done_predict), str(out)], env=env()
+        [sys.executable, "-c", _KILLED_EVALUATE, str(done_predict), str(out), when], env=env()
     )
     assert proc.returncode == 9
     assert not report_complete(out) and not (out / "DONE").exists()
+    assert not (out / "report.json").exists()
+    if when == "plots":  # nothing of the report, old or new, in view
+        assert not [p.name for p in out.iterdir() if not p.name.startswith(".")]
     assert not list(out.glob(".*.tmp")), "a temporary file of the report was left behind"
+    run_evaluation([str(done_predict)], config, None, out)
+    assert report_complete(out) and not list(out.glob(".report.tmp-*"))
 
 
 def test_a_run_dir_in_use_is_refused_in_one_line(done_predict, tmp_path, capsys):
