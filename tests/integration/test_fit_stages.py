@@ -68,7 +68,7 @@ def test_tiny_rm_exports_a_sequence_classifier_with_the_trained_outputs(tiny_pip
         )
 
 
-def test_a_checkpoint_exported_with_another_runs_config_exits_2_in_one_line(tiny_pipeline, tmp_path):
+def test_export_with_another_runs_config_exits_2_in_one_line(tiny_pipeline, tmp_path):
     """The RM's checkpoint with the SFT run's config names both stages; the SFT checkpoint with
     a config of another model shape names the first mismatched weight. Nothing is written."""
     from argsfw.export import STAGE_KEY
