@@ -1,4 +1,10 @@
-"""Shared fixtures: tiny models built in-process, the real HH-RLHF samples in ../shared/data."""
+"""Shared fixtures: tiny models built in-process, the real HH-RLHF samples in ../shared/data.
+
+Also how the suite spreads over pytest-xdist workers (`make test`: ``-n 2 --dist loadgroup``):
+tests that share an expensive fixture are one work unit (`pytest_collection_modifyitems`), so
+the fixture is built once per run, not once per worker; tests marked ``serial`` (2-process
+runs that need both cores) run in a second, single-process pass.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,9 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+# One intra-op thread per process (each xdist worker, each subprocess a test starts): tiny models
+# gain nothing from more, and two workers would otherwise oversubscribe the two cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 # ARGSFW_SHARED_DATA: where a checkout (a git worktree) does not sit next to shared/
@@ -26,6 +35,34 @@ _TEXTS = [
     "\n\nHuman: Tell me a joke.\n\nAssistant: Why did the chicken cross the road? To get to the other side.",
     "\n\nHuman: What is two plus two?\n\nAssistant: Two plus two is four. I am happy to help with more.",
 ] * 40
+
+
+# Session fixtures too expensive to build once per worker: every test using one (directly or
+# through another fixture) joins that fixture's xdist group, so one worker builds it.
+SHARED_ONCE = ("tiny_pipeline",)
+
+
+def _xdist_group(item: pytest.Item) -> str | None:
+    """The work unit `item` belongs to: a `SHARED_ONCE` fixture's name, else its module's path
+    when it uses a fixture of module scope (built once per module, so the module stays on one
+    worker); None: the test is a unit of its own."""
+    names = item.fixturenames
+    for name in SHARED_ONCE:
+        if name in names:
+            return name
+    infos = getattr(item, "_fixtureinfo", None)
+    defs = infos.name2fixturedefs if infos else {}
+    if any(d.scope == "module" for name in names for d in defs.get(name, ())):
+        return item.nodeid.split("::", 1)[0]
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        group = _xdist_group(item)
+        if group and not any(True for _ in item.iter_markers("xdist_group")):
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,8 @@
 """Runs shared by several integration tests, each fitted once per session.
 
 `tiny_pipeline` is `make demo` scaled down: its runs serve the pipeline tests (including the
-science assertions), the quickstart notebook and the export checks of the fit stages.
+science assertions), the quickstart notebook and the export checks of the fit stages. Under
+pytest-xdist every test using it runs on one worker (tests/conftest.py), so it is built once.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 from _fit_helpers import REPO, env
 
+IN_ONE_PROCESS = Path(__file__).parent / "_pipeline_in_one_process.py"
 PIPELINE_FIT = ["trainer.enable_progress_bar=false", "logger.name=csv"]  # csv: see test_fit_stages
 # The demo's fit steps (its tiny model) with fewer optimizer steps, enough for the science
 # assertions in test_pipeline.py to hold (RM accuracy, ARGS/PPO/token-level reward over greedy).
@@ -55,24 +57,32 @@ class PipelineRun:
 def tiny_pipeline(tmp_path_factory) -> PipelineRun:
     """`python -m argsfw.pipeline recipe=tiny_pipeline`, scaled down, then re-run.
 
-    The re-run leaves out the predict and evaluate steps: it checks that the pipeline skips
-    finished fit stages (a re-run predict is a no-op, tested in test_predict.py), in seconds
-    instead of the minute the no-op stages and a second evaluation take.
+    The first run starts every step inside one process (`_pipeline_in_one_process.py`: the
+    pipeline's own plan, checks and skips; each step's ``main``), which saves the ~8 s of CPU
+    each step process spends importing torch, transformers and Lightning: the subject here is
+    what the steps make. The re-run is a real ``python -m argsfw.pipeline``; it leaves out the
+    predict and evaluate steps: it checks that the pipeline skips finished fit stages (a re-run
+    predict is a no-op, tested in test_predict.py), in seconds instead of the minute the no-op
+    stages and a second evaluation take. Real step processes: test_plugins.py's pipeline.
     """
     run_dir = tmp_path_factory.mktemp("pipeline") / "demo"
     args = [
-        sys.executable, "-m", "argsfw.pipeline", "recipe=tiny_pipeline", f"run_dir={run_dir}",
+        "recipe=tiny_pipeline", f"run_dir={run_dir}",
         f"pipeline.fit_overrides={_list(PIPELINE_FIT)}",
         f"pipeline.predict_overrides={_list(PIPELINE_PREDICT)}",
         "pipeline.evaluate_overrides=['logger.name=none']",
         *(f"pipeline.fit.{name}='{spec}'" for name, spec in PIPELINE_STEPS.items()),
     ]  # fmt: skip
-    first = subprocess.run(args, cwd=REPO, env=env(), capture_output=True, text=True, timeout=1800)
+    first = subprocess.run(
+        [sys.executable, str(IN_ONE_PROCESS), *args],
+        cwd=REPO, env=env(), capture_output=True, text=True, timeout=1800,
+    )  # fmt: skip
     assert first.returncode == 0, first.stderr[-3000:]
     predict_steps = sorted(p.name for p in (run_dir / "predict").iterdir())
     fit_only = [*args, *(f"~pipeline.predict.{n}" for n in predict_steps), "pipeline.evaluate=null"]
     again = subprocess.run(
-        fit_only, cwd=REPO, env=env(), capture_output=True, text=True, timeout=600
-    )
+        [sys.executable, "-m", "argsfw.pipeline", *fit_only],
+        cwd=REPO, env=env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
     assert again.returncode == 0, again.stderr[-3000:]
     return PipelineRun(run_dir, first, again)
