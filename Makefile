@@ -50,7 +50,7 @@ TEST_WORKERS ?= 2
 PYTEST := WANDB_MODE=disabled OMP_NUM_THREADS=1 $(BIN)/python -m pytest -ra --durations=15
 define two_passes
 	status=0; \
-	$(PYTEST) -n $(TEST_WORKERS) --dist loadgroup -m "not serial$(1)" tests || status=$$?; \
+	$(PYTEST) -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder -m "not serial$(1)" tests || status=$$?; \
 	$(PYTEST) -m "serial$(1)" tests || status=$$?; \
 	exit $$status
 endef

@@ -59,10 +59,21 @@ def _xdist_group(item: pytest.Item) -> str | None:
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
 def pytest_collection_modifyitems(config, items):
+    """Mark each test's xdist group; the `SHARED_ONCE` groups first.
+
+    Why first: the tiny pipeline and the tests on it are the longest chain of work one worker
+    must run in a row, so it starts at once while the other worker takes everything else
+    (``--no-loadscope-reorder`` keeps this order: integration tests, then the short unit tests,
+    which even out the end of the run).
+    """
+    first = []
     for item in items:
         group = _xdist_group(item)
         if group and not any(True for _ in item.iter_markers("xdist_group")):
             item.add_marker(pytest.mark.xdist_group(group))
+        first.append(group not in SHARED_ONCE)
+    order = sorted(range(len(items)), key=lambda i: first[i])  # stable: otherwise as collected
+    items[:] = [items[i] for i in order]
 
 
 @pytest.fixture(autouse=True)
