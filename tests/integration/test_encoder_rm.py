@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration._fit_helpers import fit, metrics, run_module
+from tests.integration._fit_helpers import fit_here, metrics, run_here
 
 
 def _predict_args(kit, rm, run_dir: Path, *extra: str) -> list[str]:
@@ -32,7 +32,7 @@ def _predict_args(kit, rm, run_dir: Path, *extra: str) -> list[str]:
 def minilm_rm(shared_data, tmp_path_factory) -> Path:
     """minilm_hh_rm cut down for CI: 8 steps of 4 real HH pairs, 64 word-pieces."""
     run = tmp_path_factory.mktemp("minilm") / "rm"
-    fit(
+    fit_here(
         "recipe=minilm_hh_rm",
         f"run_dir={run}",
         f"data.path={shared_data}/hh-rlhf/*/*.jsonl.gz",
@@ -128,7 +128,7 @@ def test_minilm_rm_guides_the_tiny_policy(minilm_rm, tiny_kit, tmp_path):
     assert isinstance(bon[0].reward, float) and bon_stats.scorer == "full"
 
     out = tmp_path / "pred"
-    run_module("predict", *_predict_args(tiny_kit, minilm_rm, out), timeout=300)
+    run_here("predict", *_predict_args(tiny_kit, minilm_rm, out))
     assert json.loads((out / "meta.json").read_text())["scorer"] == "full"
     records = [json.loads(x) for x in (out / "outputs.jsonl").read_text().splitlines()]
     assert records and all(r["stats"]["scorer"] == "full" for r in records)
@@ -136,7 +136,7 @@ def test_minilm_rm_guides_the_tiny_policy(minilm_rm, tiny_kit, tmp_path):
 
 
 def test_predict_records_a_forced_scorer(tiny_kit, tmp_path):
-    run_module(
+    run_here(
         "predict",
         *_predict_args(tiny_kit, tiny_kit["reward_model"], tmp_path, "decode.scorer=expanded"),
     )

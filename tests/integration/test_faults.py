@@ -1,6 +1,6 @@
 """Faults across the entry points (issue 19): killed runs, resumes that change limits, records
-that vanish, a run dir in use, a run dir of another stage. Fits run as subprocesses; predict and
-evaluate in this process."""
+that vanish, a run dir in use, a run dir of another stage. The runs that are killed, and the holder of a
+lock, are subprocesses; the other fits, predicts and evaluations run in this process."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _fit_helpers import REPO, SMALL, env, fit, metrics
+from _fit_helpers import REPO, SMALL, env, fit_here, metrics
 
 from argsfw.predict import main as predict
 
@@ -40,18 +40,18 @@ def test_raising_max_steps_of_a_finished_fit_trains_on_and_never_reports_no_work
     # resume with max_steps=6 then trained nothing, said "fit done", and wrote metrics.json
     # without train/val losses
     run = tmp_path / "run"
-    fit(*_fit_args(run, "trainer.max_steps=3"))
+    fit_here(*_fit_args(run, "trainer.max_steps=3"))
     at_3 = metrics(run)
     stale = run / f".hf.tmp-{_dead_pid()}"  # a killed export's folder
     stale.mkdir()
-    fit(*_fit_args(run, "trainer.max_steps=6", "resume=true"))
+    fit_here(*_fit_args(run, "trainer.max_steps=6", "resume=true"))
     m = metrics(run)
     assert m["trainer/global_step"] == 6 and {"train/loss", "val/loss"} <= set(m), m
     assert m["val/loss"] < at_3["val/loss"]  # steps 4-6 trained (the LR schedule now spans 6)
     assert not stale.exists()
 
     before = _files(run)
-    proc = fit(*_fit_args(run, "trainer.max_steps=6", "resume=true"), check=False)
+    proc = fit_here(*_fit_args(run, "trainer.max_steps=6", "resume=true"), check=False)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "already finished (step 6)" in lines[-1] and "raise them to continue" in lines[-1]
@@ -83,7 +83,7 @@ def test_a_killed_fit_resumes_from_its_timed_checkpoint(tmp_path):
     assert not (run / "metrics.json").exists(), "killed too late: the run had finished"
     (step_ckpt,) = (run / "checkpoints").glob("step*.ckpt")
     assert 0 < int(step_ckpt.stem[4:]) < 50  # saved mid-epoch, not only at the epoch end
-    fit(*args, "resume=true")
+    fit_here(*args, "resume=true")
     assert metrics(run)["trainer/global_step"] == 50
 
 

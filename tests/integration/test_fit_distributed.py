@@ -1,7 +1,7 @@
 """Multi-process fits (DDP, DeepSpeed ZeRO-2/3 on 2 CPU processes) and kill-and-resume.
 
-Every run is a `python -m argsfw.fit` subprocess: a multi-process Trainer must never start
-inside pytest. ZeRO runs use `CPUDeepSpeedStrategy` (DeepSpeed with gloo) and a torch AdamW,
+Every multi-process run is a `python -m argsfw.fit` subprocess: a multi-process Trainer must
+never start inside pytest (single-process fits and exports run in this process). ZeRO runs use `CPUDeepSpeedStrategy` (DeepSpeed with gloo) and a torch AdamW,
 so only DeepSpeed's shared-memory op is compiled (once per machine, cached).
 """
 
@@ -15,7 +15,7 @@ import time
 
 import pytest
 import torch
-from _fit_helpers import REPO, RM_METRICS, SMALL, env, fit, metrics, run_module
+from _fit_helpers import REPO, RM_METRICS, SMALL, env, fit, fit_here, metrics, run_here
 
 pytestmark = pytest.mark.slow
 IDS = torch.tensor([[1, 40, 41, 42, 43, 44], [1, 50, 51, 52, 0, 0]])
@@ -64,7 +64,7 @@ def test_zero_on_two_cpu_processes_exports_and_converts(stage, zero_runs, tmp_pa
     ckpt = run / "checkpoints" / "last.ckpt"
     assert (ckpt / "checkpoint").is_dir(), "a ZeRO checkpoint is a directory of shards"
     out = tmp_path / "converted"
-    run_module("export", str(ckpt), str(out), timeout=180)
+    run_here("export", str(ckpt), str(out))
     torch.testing.assert_close(_rewards(out), _rewards(run / "hf"))
 
 
@@ -134,9 +134,9 @@ def test_killed_then_resumed_run_matches_an_uninterrupted_one(tmp_path):
     finally:
         proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL and not (killed / "metrics.json").exists()
-    fit("recipe=tiny_rm", *RESUME, f"run_dir={killed}", "resume=true")
+    fit_here("recipe=tiny_rm", *RESUME, f"run_dir={killed}", "resume=true")
     fresh = tmp_path / "fresh"
-    fit("recipe=tiny_rm", *RESUME, f"run_dir={fresh}")
+    fit_here("recipe=tiny_rm", *RESUME, f"run_dir={fresh}")
     a, b = metrics(killed), metrics(fresh)
     assert a["trainer/global_step"] == b["trainer/global_step"] == 40
     for key in RM_METRICS:
