@@ -40,17 +40,18 @@ study-real: setup
 	$(BIN)/python -m argsfw.pipeline recipe=smollm_hh_study
 
 # Two passes over the suite, both always run (make fails if either fails): the tests spread over
-# TEST_WORKERS pytest-xdist workers, tests sharing an expensive fixture kept on one worker
-# (tests/conftest.py), then the `serial` ones, whose 2-process runs need both cores to
-# themselves. One torch thread per process: tiny models gain nothing from more, and the workers
-# would otherwise oversubscribe the cores. The notebook runs inside the suite
+# TEST_WORKERS pytest-xdist workers a module at a time (a module's fixtures are built once; the
+# tiny pipeline several modules share is built once, in the background, see
+# tests/integration/conftest.py), then the `serial` ones, whose 2-process runs need both cores
+# to themselves. One torch thread per process: tiny models gain nothing from more, and the
+# workers would otherwise oversubscribe the cores. The notebook runs inside the suite
 # (tests/integration/test_notebook.py, on the pipeline test's models); alone:
 # `$(BIN)/python -m pytest --nbmake notebooks`.
 TEST_WORKERS ?= 2
 PYTEST := WANDB_MODE=disabled OMP_NUM_THREADS=1 $(BIN)/python -m pytest -ra --durations=15
 define two_passes
 	status=0; \
-	$(PYTEST) -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder -m "not serial$(1)" tests || status=$$?; \
+	$(PYTEST) -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder -m "not serial$(1)" tests || status=$$?; \
 	$(PYTEST) -m "serial$(1)" tests || status=$$?; \
 	exit $$status
 endef

@@ -1,9 +1,10 @@
 """Shared fixtures: tiny models built in-process, the real HH-RLHF samples in ../shared/data.
 
-Also how the suite spreads over pytest-xdist workers (`make test`: ``-n 2 --dist loadgroup``):
-tests that share an expensive fixture are one work unit (`pytest_collection_modifyitems`), so
-the fixture is built once per run, not once per worker; tests marked ``serial`` (2-process
-runs that need both cores) run in a second, single-process pass.
+Also how the suite spreads over pytest-xdist workers (`make test`: ``-n 2 --dist loadscope``):
+each test module goes to one worker, so a module-scoped fixture is built once; the tiny
+pipeline, which several modules share, is built once per run in the background
+(tests/integration/conftest.py); tests marked ``serial`` (2-process runs that need both cores)
+run in a second, single-process pass.
 """
 
 from __future__ import annotations
@@ -37,43 +38,21 @@ _TEXTS = [
 ] * 40
 
 
-# Session fixtures too expensive to build once per worker: every test using one (directly or
-# through another fixture) joins that fixture's xdist group, so one worker builds it.
-SHARED_ONCE = ("tiny_pipeline",)
+# Built once per test run by a background process while the other tests run (see
+# tests/integration/conftest.py); the tests using it run last.
+SHARED_ONCE = "tiny_pipeline"
 
 
-def _xdist_group(item: pytest.Item) -> str | None:
-    """The work unit `item` belongs to: a `SHARED_ONCE` fixture's name, else its module's path
-    when it uses a fixture of module scope (built once per module, so the module stays on one
-    worker); None: the test is a unit of its own."""
-    names = item.fixturenames
-    for name in SHARED_ONCE:
-        if name in names:
-            return name
-    infos = getattr(item, "_fixtureinfo", None)
-    defs = infos.name2fixturedefs if infos else {}
-    if any(d.scope == "module" for name in names for d in defs.get(name, ())):
-        return item.nodeid.split("::", 1)[0]
-    return None
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
 def pytest_collection_modifyitems(config, items):
-    """Mark each test's xdist group; the `SHARED_ONCE` groups first.
+    """Move the test modules that use `SHARED_ONCE` to the end of the run.
 
-    Why first: the tiny pipeline and the tests on it are the longest chain of work one worker
-    must run in a row, so it starts at once while the other worker takes everything else
-    (``--no-loadscope-reorder`` keeps this order: integration tests, then the short unit tests,
-    which even out the end of the run).
+    Why: under ``--dist loadscope --no-loadscope-reorder`` (make test) the workers take whole
+    modules in this order; the shared build then has the rest of the run to finish before
+    a test waits for it. Otherwise the order stays as collected: integration tests, then the
+    short unit tests, which even out the end of the run.
     """
-    first = []
-    for item in items:
-        group = _xdist_group(item)
-        if group and not any(True for _ in item.iter_markers("xdist_group")):
-            item.add_marker(pytest.mark.xdist_group(group))
-        first.append(group not in SHARED_ONCE)
-    order = sorted(range(len(items)), key=lambda i: first[i])  # stable: otherwise as collected
-    items[:] = [items[i] for i in order]
+    late = {str(item.path) for item in items if SHARED_ONCE in item.fixturenames}
+    items[:] = sorted(items, key=lambda item: str(item.path) in late)  # stable
 
 
 @pytest.fixture(autouse=True)
