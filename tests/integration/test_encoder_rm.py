@@ -47,7 +47,6 @@ def minilm_rm(shared_data, tmp_path_factory) -> Path:
         "num_threads=1",
         "logger=none",
         "trainer.enable_progress_bar=false",
-        timeout=600,
     )
     return run
 
