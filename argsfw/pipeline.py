@@ -114,6 +114,28 @@ def _group_override(job: JobConfig, root: Path) -> str:
     return "logger.group='" + group.replace("'", "\\'") + "'"
 
 
+def _made_by(fit: dict[str, str]) -> dict[str, str]:
+    """``{"policy": step, "reward_model": step}``: the first fit step whose stage makes a policy,
+    and the first that makes a sequence reward model, read from each step's declared stage
+    (`argsfw.stages.Stage.makes`); a step whose recipe cannot be read is left to `check_steps`."""
+    from argsfw.config.compose import find_recipe, recipe_stage
+    from argsfw.decoding.types import RewardKind
+    from argsfw.stages import POLICY, find_stage
+
+    made: dict[str, str] = {}
+    for name, spec in fit.items():
+        recipe, *own = _split(name, spec)
+        try:
+            stage = find_stage(recipe_stage(find_recipe(recipe), own))
+        except ConfigError:
+            continue
+        if stage is not None and stage.makes == POLICY:
+            made.setdefault("policy", name)
+        elif stage is not None and stage.reward_kind is RewardKind.SEQUENCE:
+            made.setdefault("reward_model", name)
+    return made
+
+
 def plan(job: JobConfig, root: Path) -> list[Step]:
     """The ordered steps of `job`'s pipeline, with every ``@<fit step>`` resolved to its run dir.
 
@@ -133,9 +155,8 @@ def plan(job: JobConfig, root: Path) -> list[Step]:
         return out
 
     group = [_group_override(job, root)]  # before every user override, so one can replace it
-    inputs = (["policy=@sft"] if "sft" in dirs else []) + (
-        ["reward_model=@rm"] if "rm" in dirs else []
-    )
+    made = _made_by(p.fit)
+    inputs = [f"{key}=@{made[key]}" for key in ("policy", "reward_model") if key in made]
     steps: list[Step] = []
     for name, spec in p.fit.items():
         recipe, *own = _split(name, spec)
@@ -162,7 +183,7 @@ def plan(job: JobConfig, root: Path) -> list[Step]:
         )
         steps.append(Step(f"predict {name}", "predict", resolve(args), run_dir))
     if p.evaluate:
-        reward = ["reward_model=@rm"] if "rm" in dirs else []
+        reward = [f"reward_model=@{made['reward_model']}"] if "reward_model" in made else []
         args = _merge(
             [f"recipe={p.evaluate}"],
             group,

@@ -45,7 +45,7 @@ def cut_retokenizer(
 ) -> Callable[[list[list[int]]], list[list[int]]]:
     """`retokenizer`, then texts over the RM's context `max_len` cut from the left (its special
     tokens kept), each cut counted in ``stats.rm_truncated``. For scorers that re-read whole
-    sequences (`argsfw.decoding.fallback.FullScorer`, best-of-n)."""
+    sequences (`argsfw.decoding.sequence_scorers.FullScorer`, best-of-n)."""
     from argsfw.models import cut_left, special_wrap
 
     convert = retokenizer(policy_tokenizer, rm_tokenizer)

@@ -3,7 +3,7 @@
 Scorers, fastest first: ``tree`` (one cached forward per step over a tree-masked block,
 `argsfw.decoding.scoring` / `argsfw.decoding.cross_tokenizer`), ``expanded`` (the prefix cache
 repeated to the k candidates) and ``full`` (every candidate's whole sequence re-read), see
-`argsfw.decoding.fallback`. A bidirectional RM (an encoder) has no prefix cache: only ``full``.
+`argsfw.decoding.sequence_scorers`. A bidirectional RM (an encoder) has no prefix cache: only ``full``.
 
 `probe_scorer` runs each usable scorer on two short prompts of different lengths (left
 padding), three candidates per row and three steps (unchunked, chunked, unchunked, so
@@ -23,11 +23,11 @@ import torch
 from argsfw.decoding.accounting import DecodeStats
 from argsfw.decoding.config import SCORER_CHOICES
 from argsfw.decoding.cross_tokenizer import CrossTokenizerScorer, cut_retokenizer, retokenizer
-from argsfw.decoding.fallback import ExpandedScorer, FullScorer
 from argsfw.decoding.policy import left_pad
 from argsfw.decoding.readout import pad_readout
 from argsfw.decoding.reference_scorer import ReferenceScorer
-from argsfw.decoding.scoring import SharedTokenizerScorer, model_device_dtype, rm_kind
+from argsfw.decoding.scoring import SharedTokenizerScorer, model_device_dtype, rm_attention
+from argsfw.decoding.sequence_scorers import ExpandedScorer, FullScorer
 from argsfw.decoding.types import DecodeInputError
 
 log = logging.getLogger("argsfw.decoding")
@@ -51,7 +51,7 @@ class ScorerSpec:
 
 def usable_scorers(rm) -> tuple[str, ...]:
     """The scorers that can read ``rm``: all three for a decoder, ``full`` for an encoder."""
-    return SCORERS if rm_kind(rm) == "causal" else ("full",)
+    return SCORERS if rm_attention(rm) == "causal" else ("full",)
 
 
 def build_scorer(name: str, spec: ScorerSpec, stats: DecodeStats):

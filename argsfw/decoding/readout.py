@@ -7,7 +7,7 @@ trained and read (argsfw's RM stage and evaluate, TRL). Real models often set
 ``pad_token_id == eos_token_id`` (SmolLM2: ``<|im_end|>``), so an EOS candidate is worth the
 reward of the sequence *without* it, not the head's value at the EOS position.
 
-The cached scorers (`argsfw.decoding.scoring`, `argsfw.decoding.fallback`,
+The cached scorers (`argsfw.decoding.scoring`, `argsfw.decoding.sequence_scorers`,
 `argsfw.decoding.gated`) read every candidate at its own position, which is right for every
 other token. `HFReadout` wraps any of them and replaces the reward of each candidate equal
 to the pad id with the reward of the row's sequence so far: under causal attention the
@@ -101,9 +101,9 @@ class HFReadout:
 
 def pad_readout(scorer, rm, stats: DecodeStats, gated: bool = False):
     """``scorer`` wrapped in `HFReadout` when the RM is a decoder with a pad id (else as is)."""
-    from argsfw.decoding.scoring import rm_kind
+    from argsfw.decoding.scoring import rm_attention
 
     pad = getattr(rm.config, "pad_token_id", None)
-    if pad is None or rm_kind(rm) != "causal":
+    if pad is None or rm_attention(rm) != "causal":
         return scorer
     return HFReadout(scorer, rm, int(pad), stats, gated)

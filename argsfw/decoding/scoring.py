@@ -1,6 +1,7 @@
-"""Reward scorers: which RMs can be read (`rm_kind`), the tree-masked shared-prefix scorer.
+"""Reward scorers: how a sequence RM reads a sequence (`rm_attention`), the tree-masked
+shared-prefix scorer.
 
-Scorers without a tree mask (expanded cache, full sequence) are in `argsfw.decoding.fallback`;
+Scorers without a tree mask (expanded cache, full sequence) are in `argsfw.decoding.sequence_scorers`;
 which one runs is decided by `argsfw.decoding.probe`. The slow reference scorer they are
 checked against (by the tests and the probe) is `argsfw.decoding.reference_scorer`.
 
@@ -29,7 +30,7 @@ from argsfw.decoding.accounting import DecodeStats, cache_bytes
 from argsfw.decoding.types import DecodeInputError
 
 
-def rm_kind(rm) -> str:
+def rm_attention(rm) -> str:
     """``"causal"`` for a decoder classifier (a backbone and a ``score`` head read at the last
     token: Llama, OPT, GPT-2, Bloom ...), ``"bidirectional"`` for any other one-label sequence
     classifier (BERT, RoBERTa, DeBERTa ...: its own forward pools the whole sequence).
@@ -63,9 +64,9 @@ def reward_parts(rm) -> tuple[torch.nn.Module, torch.nn.Module]:
     """Split a decoder sequence classifier into ``(backbone, head)``: backbone hidden states [B, T, H] -> head -> [B, T, 1].
 
     Raises:
-        DecodeInputError: when the model is not a one-label decoder classifier (see `rm_kind`).
+        DecodeInputError: when the model is not a one-label decoder classifier (see `rm_attention`).
     """
-    if rm_kind(rm) != "causal":
+    if rm_attention(rm) != "causal":
         raise DecodeInputError(
             f"reward model {type(rm).__name__} is bidirectional: it has no prefix cache to "
             "score candidates against; only the full-sequence scorer (decode.scorer=full or auto) reads it"

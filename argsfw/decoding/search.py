@@ -26,11 +26,18 @@ log = logging.getLogger("argsfw.decoding")
 
 @dataclass
 class StepContext:
-    """What a chooser knows besides the logits: the step (1-based), each live row's prompt index and generator."""
+    """What a chooser knows besides the logits, for each live row ``j`` of this step.
+
+    ``step`` is 1-based; ``rows[j]`` the row's prompt index in the call (stable while row ``j``
+    itself shifts as rows finish); ``generators[j]`` its seeded generator; ``prompts[j]`` its
+    prompt ids; ``generated[j]`` the tokens it chose so far (read-only; this step's not yet).
+    """
 
     step: int
     rows: list[int]
     generators: list[torch.Generator]
+    prompts: list[list[int]] = field(default_factory=list)
+    generated: list[list[int]] = field(default_factory=list)
 
 
 @dataclass
@@ -161,7 +168,10 @@ def decode_batch(
     alive = list(range(len(rows)))  # batch row -> result index
     eos = torch.tensor(sorted(eos_ids), dtype=torch.long, device=logits.device)
     for t in range(max_new_tokens):
-        ctx = StepContext(t + 1, [rows[i] for i in alive], [generators[i] for i in alive])
+        ctx = StepContext(
+            t + 1, [rows[i] for i in alive], [generators[i] for i in alive],
+            [prompts[i] for i in alive], [results[i].new_ids for i in alive],
+        )  # fmt: skip
         tokens, rewards = chooser(logits, scorer, ctx)  # [B], [B] (NaN: not scored) or None
         tok_list = tokens.tolist()
         rew_list = rewards.tolist() if rewards is not None else [math.nan] * len(tok_list)

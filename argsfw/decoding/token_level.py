@@ -40,30 +40,31 @@ from argsfw.decoding.accounting import DecodeStats, cache_bytes
 from argsfw.decoding.policy import PolicyState
 from argsfw.decoding.sampling import sample_rows
 from argsfw.decoding.search import StepContext, check_finite
-from argsfw.decoding.types import DecodeInputError
+from argsfw.decoding.types import DecodeInputError, RewardKind
 
 log = logging.getLogger("argsfw.decoding")
 
 
-def token_rm_kind(rm) -> str | None:
-    """``"sequence"`` for a scalar-head classifier, else the causal LM's marked kind (``"arm"``,
-    ``"token"``) or None when it is unmarked. A model with neither head is ``"sequence"`` too, so
-    the sequence scorer's own check names what is wrong with it."""
+def guide_kind(rm) -> RewardKind | None:
+    """The `RewardKind` a loaded guide model is read as: ``SEQUENCE`` for a scalar-head
+    classifier, else the causal LM's marked kind (``ARM``, ``TOKEN``), or None when it is
+    unmarked. A model with neither head is ``SEQUENCE`` too, so the sequence scorer's own check
+    names what is wrong with it."""
     from argsfw.models.reward_kind import reward_kind
 
     if (
         isinstance(getattr(rm, "score", None), torch.nn.Module)
         or getattr(rm, "get_output_embeddings", lambda: None)() is None
     ):
-        return "sequence"
+        return RewardKind.SEQUENCE
     kind = reward_kind(rm.config)
-    return kind if kind in ("arm", "token") else None
+    return RewardKind(kind) if kind is not None and RewardKind(kind).causal_lm else None
 
 
 _UNMARKED_LOGGED: set[str] = set()  # methods already warned about an unmarked causal-LM RM
 
 
-def check_rm_kind(method, kind: str | None) -> None:
+def check_guide_kind(method, kind: str | None) -> None:
     """Refuse a reward model of the wrong kind for ``method`` (a registry `Method`, one line);
     log an unmarked causal LM."""
     from argsfw.models.reward_kind import kind_error
@@ -77,7 +78,7 @@ def check_rm_kind(method, kind: str | None) -> None:
             "the reward model is a causal LM without an argsfw reward_kind marker; %s reads it as %s",
             method.name,
             "an autoregressive RM (log-softmax of its head)"
-            if method.needs == "arm"
+            if method.needs is RewardKind.ARM
             else "a token-level RM (raw head values)",
         )
 

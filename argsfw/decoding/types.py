@@ -8,6 +8,35 @@ messages that name the offending value.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
+
+
+class RewardKind(str, Enum):
+    """What a guide (reward) model is; a decoding method needs one kind, a fit stage makes one.
+
+    A ``str`` enum: ``RewardKind.TOKEN == "token"``, and its value is what ``meta.json``
+    (``reward_kind``) and ``config.json`` (``argsfw_reward_kind``) hold.
+    """
+
+    SEQUENCE = (
+        "sequence"  # a scalar reward of a whole sequence (AutoModelForSequenceClassification)
+    )
+    ARM = "arm"  # GenARM's autoregressive RM: a causal LM whose reply log-likelihood is the reward
+    TOKEN = "token"  # a causal LM whose vocabulary head holds each next token's reward
+    VALUE = "value"  # a prefix value model V(x, y_<=t): a sequence classifier read on prefixes
+
+    @property
+    def causal_lm(self) -> bool:
+        """True for the token-level kinds, loaded as causal LMs (one RM token per new token)."""
+        return self in (RewardKind.ARM, RewardKind.TOKEN)
+
+    @property
+    def read_as(self) -> RewardKind:
+        """The kind a model of this kind serves: a value model is read as a sequence RM."""
+        return RewardKind.SEQUENCE if self is RewardKind.VALUE else self
+
+    def __str__(self) -> str:
+        return self.value
 
 
 class DecodeInputError(ValueError):

@@ -10,7 +10,8 @@ from argsfw.errors import ConfigError
 JUDGE_KINDS = ("openai", "hf")
 
 # Metric names ``eval.metrics`` may list (the judge also runs with ``eval.judge.enabled``).
-METRICS = ("reward", "diversity", "coherence", "cost", "judge", "oracle")
+# "instruments": every RM's accuracy on the held-out pairs of `data` beside the length rule.
+METRICS = ("reward", "diversity", "coherence", "cost", "judge", "oracle", "instruments")
 
 
 @dataclass
@@ -75,6 +76,9 @@ class EvalConfig:
     # keep only the last N prompt tokens before scoring (what predict's data.max_prompt_length
     # let the policy and the guide RM read); None scores the whole prompt
     max_prompt_tokens: int | None = None
+    # label of a row (e.g. "greedy"): every row's judge-reward gain over it, plain and at equal
+    # answer length (argsfw.eval.instruments.length_adjusted_gains)
+    length_baseline: str | None = None
     judge: JudgeConfig = field(default_factory=JudgeConfig)
 
 

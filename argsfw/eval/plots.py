@@ -16,13 +16,21 @@ from typing import Any
 
 from argsfw.decoding.registry import find_method
 
-# policies trained to be aligned (training-time baselines), by their label's first word ->
-# (colour, marker); drawn as reference lines beside the decoding-time methods
-TRAINED = {"ppo": ("#2ca02c", "*"), "dpo": ("#006400", "8")}
+
+def _trained() -> dict[str, tuple[str, str]]:
+    """Policies trained to be aligned (training-time baselines: the fit stages that declare a plot
+    style), by stage name -> (colour, marker); an entry whose label starts with the stage's name
+    is one, drawn as a reference line beside the decoding-time methods."""
+    from argsfw.stages import stages
+
+    return {n: (s.color, s.marker) for n, s in stages().items() if s.color}
+
+
+TRAINED = _trained()
 
 
 # family -> (colour, marker): each decoding method's own (argsfw.decoding.registry), and the
-# PPO policy's; unknown families get the fallbacks in turn
+# trained policies'; unknown families get the fallbacks in turn
 def _styles() -> dict[str, tuple[str, str]]:
     from argsfw.decoding.registry import methods
 
@@ -225,22 +233,28 @@ def plot_reward_vs_oracle(report: dict[str, Any], out: Path) -> Path | None:
     return _finish(fig, ax, out, "Does more RM reward mean better answers?")
 
 
+def _knob(entry: dict[str, Any], name: str | None):
+    """A knob's value in a report entry (its ``settings``), or None."""
+    return (entry.get("settings") or {}).get(name) if name else None
+
+
 def _weight_series(report: dict[str, Any]) -> dict[str, list[tuple[float, dict]]]:
-    """Reward-weighted inputs by method and k (and τ): ``{"args-greedy k=10": [(w, entry), ...]}``."""
+    """Inputs of methods drawn as a curve over w, by method and their other label knobs (k, τ):
+    ``{"args-greedy k=10": [(w, entry), ...]}``."""
     series: dict[str, list[tuple[float, dict]]] = {}
     for e in report["inputs"]:
         method = _method(e)
-        if (
-            e.get("weight") is None
-            or family(e) in TRAINED
-            or method is None
-            or method.curve != "weight"
-        ):
+        if method is None or method.curve != "weight" or family(e) in TRAINED:
             continue
-        key = family(e) + (f" k={e['topk']}" if e.get("topk") is not None else "")
-        if e.get("gate_threshold") is not None:
-            key += f" τ={e['gate_threshold']:g}"
-        series.setdefault(key, []).append((float(e["weight"]), e))
+        w = _knob(e, "weight")
+        if not isinstance(w, (int, float)):
+            continue
+        key = family(e)
+        for knob, short in method.label_knobs:
+            value = _knob(e, knob)
+            if knob != method.curve and isinstance(value, (int, float)):
+                key += f" {short}={value:g}"
+        series.setdefault(key, []).append((float(w), e))
     return {k: sorted(v, key=lambda p: p[0]) for k, v in series.items()}
 
 
@@ -305,7 +319,7 @@ def _references(report: dict[str, Any]) -> list[tuple[str, str, dict]]:
             method is not None
             and method.curve == "num_samples"
             and method.run is not None
-            and (best is None or (e.get("num_samples") or 0) > (best.get("num_samples") or 0))
+            and (best is None or (_knob(e, "num_samples") or 0) > (_knob(best, "num_samples") or 0))
         ):
             best = e
     if best is not None:

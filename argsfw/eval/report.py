@@ -32,6 +32,11 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("rep_3", "rep-3", "{:.4f}"),
     ("rep_4", "rep-4", "{:.4f}"),
     ("coherence", "coherence", "{:.4f}"),
+    ("answer_length", "answer chars", "{:.0f}"),
+    ("gain", "gain", "{:+.3f}"),
+    ("gain_se", "± se", "{:.3f}"),
+    ("gain_equal_length", "gain at equal length", "{:+.3f}"),
+    ("gain_equal_length_se", "± se", "{:.3f}"),
     ("oracle", "oracle", "{:.4f}"),
     ("oracle_skipped", "oracle skipped", "{:d}"),
     ("llm_tokens_per_token", "LLM tok/tok", "{:.1f}"),
@@ -106,10 +111,41 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {j['a']} | {j['b']} | {j['n_judged']} | {j['win']} | {j['tie']} | {j['lose']} "
                 f"| {j['unparsed']} | {j['failed']} | {rate} |"
             )
+    lines += _instrument_lines(report.get("instruments") or {})
     notes = report.get("notes", []) + [w for e in report["inputs"] for w in e.get("warnings", [])]
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
+
+
+def _instrument_lines(inst: dict[str, Any]) -> list[str]:
+    lines = []
+    if inst.get("rm_accuracy"):
+        lines += [
+            "",
+            "## Instruments: reward models on held-out pairs, beside the length-by-domain rule",
+            "",
+            "| RM | pairs | accuracy ± se | length rule ± se | difference ± se (paired) | z | by domain (acc / rule) |",
+            "|---|---:|---|---|---|---:|---|",
+        ]
+        for r in inst["rm_accuracy"]:
+            dom = "; ".join(
+                f"{d}: {v['acc']:.3f} / {v['rule_acc']:.3f} ({v['n']})"
+                for d, v in r["by_domain"].items()
+            )
+            lines.append(
+                f"| {r['name']} (`{r['model']}`) | {r['n']} | {r['acc']:.3f} ± {r['acc_se']:.3f} "
+                f"| {r['rule_acc']:.3f} ± {r['rule_se']:.3f} | {r['diff']:+.3f} ± {r['diff_se']:.3f} "
+                f"| {r['z']:+.1f} | {dom} |"
+            )
+    if inst.get("length_baseline"):
+        lines += [
+            "",
+            f"Gains are in {inst.get('gain_of')} over `{inst['length_baseline']}`, per prompt; "
+            "*at equal length* is the intercept of the per-prompt gain regressed on the "
+            "difference in answer length (characters).",
+        ]
+    return lines
 
 
 # Written last, once every file of the report is in: like predict's DONE, a reader (the

@@ -23,9 +23,18 @@ import json
 import os
 from pathlib import Path
 
-KINDS = ("sequence", "arm", "token", "value")
+from argsfw.decoding.types import RewardKind
+
+KINDS = tuple(k.value for k in RewardKind)
 CONFIG_ATTR = "argsfw_reward_kind"
 META_KEY = "reward_kind"
+
+
+def mark_reward_kind(model, kind: RewardKind | str) -> None:
+    """Record `kind` in the model's config (saved into config.json as ``argsfw_reward_kind``);
+    a peft wrapper's base model is the one marked."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    setattr(base.config, CONFIG_ATTR, RewardKind(kind).value)
 
 
 def _from_config(config) -> str | None:
@@ -70,9 +79,17 @@ def is_causal_lm_config(path_or_config) -> bool:
             "architectures": getattr(path_or_config, "architectures", None),
             CONFIG_ATTR: getattr(path_or_config, CONFIG_ATTR, None),
         }
-    if config.get(CONFIG_ATTR) in ("arm", "token"):
+    if config.get(CONFIG_ATTR) in KINDS and RewardKind(config[CONFIG_ATTR]).causal_lm:
         return True
     return any(str(a).endswith("ForCausalLM") for a in config.get("architectures") or [])
+
+
+_WHAT = {
+    RewardKind.SEQUENCE: "a sequence reward model (AutoModelForSequenceClassification",
+    RewardKind.ARM: "an autoregressive reward model (reward_kind 'arm'",
+    RewardKind.TOKEN: "a token-level reward model (reward_kind 'token'",
+    RewardKind.VALUE: "a value model (reward_kind 'value'",
+}
 
 
 def kind_error(method, kind: str | None) -> str | None:
@@ -80,31 +97,32 @@ def kind_error(method, kind: str | None) -> str | None:
     or None when it can.
 
     ``kind`` is `reward_kind`'s answer, with ``None`` meaning an unmarked causal LM (accepted by
-    the token-level methods).
+    the token-level methods). The hint names the stage that makes the kind needed
+    (`argsfw.stages.maker`) and the methods that read the kind given.
     """
     from argsfw.decoding.registry import methods
+    from argsfw.stages import maker
 
-    want = "sequence" if method.needs == "value" else method.needs
+    need = RewardKind(method.needs)
     # a value model V(x, y_<=t) is a sequence classifier read on prefixes: it serves every
     # method that reads a sequence RM (on prefixes: controlled decoding, ARGS as CD-Q)
-    kind_read = "sequence" if kind == "value" else kind
-    if kind_read == want or (kind is None and want not in ("sequence", "nothing")):
+    want, got = need.read_as, RewardKind(kind).read_as if kind else None
+    if got is want or (kind is None and want.causal_lm):
         return None
-    hint = {
-        "sequence": "a sequence reward model (AutoModelForSequenceClassification, e.g. recipe=tiny_rm)",
-        "arm": "an autoregressive reward model (reward_kind 'arm', e.g. recipe=tiny_arm)",
-        "token": "a token-level reward model (reward_kind 'token', e.g. recipe=tiny_token_rm_distill)",
-        "value": "a value model (reward_kind 'value', e.g. recipe=tiny_value) or a sequence reward model",
-    }
+    stage = maker(f"reward_model:{need.value}")
+    what = _WHAT[need] + (f", e.g. recipe=tiny_{stage.name})" if stage else ")")
+    if need is RewardKind.VALUE:
+        what += " or a sequence reward model"
 
-    def fix(k: str) -> str:
+    def fix(k: RewardKind) -> str:
         return " / ".join(m.name for n, m in methods().items() if m.needs == k and n == m.name)
 
-    got = "an unmarked causal LM" if kind is None else f"reward_kind '{kind}'"
+    causal = [k for k in RewardKind if k.causal_lm]
+    uses = fix(RewardKind(kind)) if kind else " / ".join(fix(k) for k in causal)
+    given = "an unmarked causal LM" if kind is None else f"reward_kind '{kind}'"
     return (
-        f"decode.method={method.name} needs {hint[method.needs if method.needs == 'value' else want]}, but the reward model is {got}; "
-        f"pass a matching reward_model or use decode.method="
-        f"{fix(kind) if kind else fix('arm') + ' / ' + fix('token')}"
+        f"decode.method={method.name} needs {what}, but the reward model is {given}; "
+        f"pass a matching reward_model or use decode.method={uses}"
     )
 
 
@@ -121,8 +139,8 @@ def load_token_reward_model(spec, dtype="float32", device: str | None = None):
     path = resolve_model_path(spec, "reward model")
     model = AutoModelForCausalLM.from_pretrained(path, dtype=parse_dtype(dtype))
     kind = reward_kind(path) if Path(path).is_dir() else None
-    if kind in ("arm", "token"):
-        model.config.argsfw_reward_kind = kind
+    if kind is not None and RewardKind(kind).causal_lm:
+        mark_reward_kind(model, kind)
     if device is not None:
         model = model.to(device)
     return model.eval()

@@ -33,9 +33,10 @@ class PredictConfig:
 class PipelineConfig:
     """Stages chained by ``python -m argsfw.pipeline``, each run in ``<run_dir>/<step>``.
 
-    In any override, ``@NAME`` stands for fit step NAME's run directory. A fit step named
-    ``sft`` gives every predict step its ``policy``, one named ``rm`` its ``reward_model``
-    (and evaluate's); a step's own overrides (or a predict step's ``recipe=``) win.
+    In any override, ``@NAME`` stands for fit step NAME's run directory. The first fit step
+    whose stage makes a policy (``Stage.makes``: sft) gives every predict step its ``policy``,
+    the first that makes a sequence reward model (rm) its ``reward_model`` (and evaluate's); a
+    step's own overrides (or a predict step's ``recipe=``) win.
     """
 
     # fit step name -> "RECIPE key=value ...", run in this order (a new stage is one more line)

@@ -1,5 +1,5 @@
 """Whole-sequence methods over N samples per prompt, each read by the sequence RM as its own
-Hugging Face forward reads it (`argsfw.decoding.fallback.sequence_rewards`):
+Hugging Face forward reads it (`argsfw.decoding.sequence_scorers.sequence_rewards`):
 
 * best-of-N: the sample with the highest reward;
 * soft best-of-N (Verdun et al., 2025): sample j with probability ∝ exp(r_j / λ), a
@@ -16,9 +16,39 @@ rejection), every RM read (each partial scoring and each final one).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
-from argsfw.decoding.registry import Method, Parts, register
-from argsfw.decoding.types import DecodeInputError
+from argsfw.decoding.config import knob
+from argsfw.decoding.methods.baselines import Nucleus
+from argsfw.decoding.registry import Method, Parts
+
+
+@dataclass
+class BestOfN(Nucleus):
+    """N nucleus samples per prompt."""
+
+    num_samples: int = knob(4, "N samples per prompt", ge=1)
+
+
+@dataclass
+class SoftBestOfN(BestOfN):
+    """Soft best-of-N's choice temperature."""
+
+    reward_temperature: float = knob(
+        1.0, "lambda: sample j is picked w.p. ∝ exp(r_j / lambda) (0+: best-of-N)", gt=0
+    )
+
+
+@dataclass
+class SpeculativeBestOfN(BestOfN):
+    """Speculative rejection's schedule."""
+
+    rejection_every: int = knob(8, "new tokens between rejection points", ge=1)
+    rejection_rate: float = knob(
+        0.5, "fraction of a prompt's live samples dropped at each point (lowest RM reward)",
+        ge=0, lt=1,
+    )  # fmt: skip
+
 
 CHOICE_STREAM = -1  # the soft choice's own seeded stream (samples use 0 .. N-1)
 
@@ -42,7 +72,7 @@ def _samples(p: Parts, prune=None):
 def score_whole(p: Parts, seqs: list[list[int]]):
     """Rewards [len(seqs)] and each sequence's RM token count, read whole by the sequence RM."""
     from argsfw.decoding.cross_tokenizer import cut_retokenizer
-    from argsfw.decoding.fallback import sequence_rewards
+    from argsfw.decoding.sequence_scorers import sequence_rewards
 
     d = p.decoder
     if not d.shared_tokenizer:
@@ -118,76 +148,43 @@ def _speculative(p: Parts):
     return _pick(p, results, rewards, rm_tokens, chosen)
 
 
-def _check_n(s) -> None:
-    n = s.num_samples
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise DecodeInputError(f"decode.num_samples must be a positive integer, got {n!r}")
-
-
-def _check_soft(s) -> None:
-    _check_n(s)
-    lam = s.reward_temperature
-    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not lam > 0:
-        raise DecodeInputError(f"decode.reward_temperature must be a number > 0, got {lam!r}")
-
-
-def _check_speculative(s) -> None:
-    _check_n(s)
-    every, rate = s.rejection_every, s.rejection_rate
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise DecodeInputError(f"decode.rejection_every must be an integer >= 1, got {every!r}")
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
-        raise DecodeInputError(f"decode.rejection_rate must be in [0, 1), got {rate!r}")
-
-
-_SAMPLING = ("num_samples", "top_p", "temperature")
-
-BEST_OF_N = register(
-    Method(
-        name="best-of-n",
-        summary="N nucleus samples per prompt, the one the sequence RM rewards most",
-        knobs=_SAMPLING,
-        needs="sequence",
-        run=_best,
-        samples=True,
-        check=_check_n,
-        label_knobs=(("num_samples", "N"),),
-        color="#1f77b4",
-        marker="s",
-        curve="num_samples",
-    )
+BEST_OF_N = Method(
+    name="best-of-n",
+    summary="N nucleus samples per prompt, the one the sequence RM rewards most",
+    settings=BestOfN,
+    needs="sequence",
+    run=_best,
+    samples=True,
+    label_knobs=(("num_samples", "N"),),
+    color="#1f77b4",
+    marker="s",
+    curve="num_samples",
 )
-SOFT_BEST_OF_N = register(
-    Method(
-        name="soft-best-of-n",
-        summary="N samples, one picked with probability ∝ exp(reward / lambda) (KL-controlled BoN)",
-        knobs=(*_SAMPLING, "reward_temperature"),
-        needs="sequence",
-        run=_soft,
-        samples=True,
-        check=_check_soft,
-        label_knobs=(("num_samples", "N"), ("reward_temperature", "λ")),
-        color="#6baed6",
-        marker="s",
-        curve="num_samples",
-    )
+SOFT_BEST_OF_N = Method(
+    name="soft-best-of-n",
+    summary="N samples, one picked with probability ∝ exp(reward / lambda) (KL-controlled BoN)",
+    settings=SoftBestOfN,
+    needs="sequence",
+    run=_soft,
+    samples=True,
+    label_knobs=(("num_samples", "N"), ("reward_temperature", "λ")),
+    color="#6baed6",
+    marker="s",
+    curve="num_samples",
 )
-SPECULATIVE_BEST_OF_N = register(
-    Method(
-        name="speculative-best-of-n",
-        summary="best-of-N that scores partial answers and drops the worst early (speculative rejection)",
-        knobs=(*_SAMPLING, "rejection_every", "rejection_rate"),
-        needs="sequence",
-        run=_speculative,
-        samples=True,
-        check=_check_speculative,
-        label_knobs=(
-            ("num_samples", "N"),
-            ("rejection_every", "every"),
-            ("rejection_rate", "drop"),
-        ),
-        color="#08306b",
-        marker="s",
-        curve="num_samples",
-    )
+SPECULATIVE_BEST_OF_N = Method(
+    name="speculative-best-of-n",
+    summary="best-of-N that scores partial answers and drops the worst early (speculative rejection)",
+    settings=SpeculativeBestOfN,
+    needs="sequence",
+    run=_speculative,
+    samples=True,
+    label_knobs=(
+        ("num_samples", "N"),
+        ("rejection_every", "every"),
+        ("rejection_rate", "drop"),
+    ),
+    color="#08306b",
+    marker="s",
+    curve="num_samples",
 )

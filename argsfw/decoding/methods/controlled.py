@@ -4,7 +4,7 @@ and the best is kept before the next block.
 
 The scorer is the guide ``reward_model``: a value model V(x, y_<=t) (``stage: value``, CD-FUDGE,
 reward_kind ``value``) or a sequence RM read on partial answers. It is read as its own Hugging
-Face forward reads it (`argsfw.decoding.fallback.sequence_rewards`). M = 1 is tokenwise
+Face forward reads it (`argsfw.decoding.sequence_scorers.sequence_rewards`). M = 1 is tokenwise
 guidance; M >= max_new_tokens is best-of-K.
 
 Each block re-reads prompt and prefix with the policy (no KV cache carried across blocks); the
@@ -13,8 +13,21 @@ compute columns count those re-reads, as they count every scored sequence.
 
 from __future__ import annotations
 
-from argsfw.decoding.registry import Method, Parts, register
-from argsfw.decoding.types import DecodeInputError
+from dataclasses import dataclass
+
+from argsfw.decoding.config import knob
+from argsfw.decoding.methods.baselines import Nucleus
+from argsfw.decoding.registry import Method, Parts
+
+
+@dataclass
+class Blockwise(Nucleus):
+    """K sampled blocks of M tokens."""
+
+    num_samples: int = knob(4, "K continuations sampled per block", ge=1)
+    block_size: int = knob(
+        4, "M: tokens per block (1: tokenwise; >= max_new_tokens: best-of-K)", ge=1
+    )
 
 
 def _run(p: Parts):
@@ -59,26 +72,16 @@ def _run(p: Parts):
     return out
 
 
-def _check(s) -> None:
-    for name in ("num_samples", "block_size"):
-        v = getattr(s, name)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise DecodeInputError(f"decode.{name} must be a positive integer, got {v!r}")
-
-
-CD_BLOCKWISE = register(
-    Method(
-        name="cd-blockwise",
-        summary="controlled decoding: K sampled blocks of M tokens, the best by a value model (or RM) kept",
-        knobs=("num_samples", "block_size", "top_p", "temperature"),
-        needs="value",
-        run=_run,
-        samples=True,
-        check=_check,
-        label_knobs=(("num_samples", "K"), ("block_size", "M")),
-        color="#e6550d",
-        marker="^",
-        curve="block_size",
-        counts_scored_steps=True,
-    )
+CD_BLOCKWISE = Method(
+    name="cd-blockwise",
+    summary="controlled decoding: K sampled blocks of M tokens, the best by a value model (or RM) kept",
+    settings=Blockwise,
+    needs="value",
+    run=_run,
+    samples=True,
+    label_knobs=(("num_samples", "K"), ("block_size", "M")),
+    color="#e6550d",
+    marker="^",
+    curve="block_size",
+    counts_scored_steps=True,
 )

@@ -6,11 +6,11 @@ import math
 
 import pytest
 
-from argsfw.decoding import ArgsDecoder, DecodeConfig
+from argsfw.decoding import ArgsDecoder, decode_settings
 
 
 def _stats(m, prompts, **kw):
-    s = DecodeConfig(max_new_tokens=6, stop_at_eos=False, batch_size=8, **kw)
+    s = decode_settings(max_new_tokens=6, stop_at_eos=False, batch_size=8, **kw)
     return ArgsDecoder(m.llm, m.tokenizer, m.rm).generate(prompts, s)
 
 
@@ -66,7 +66,9 @@ def test_rm_cache_is_linear_in_length_not_k(llama, prompts):
 
 def test_finished_rows_stop_costing(llama, prompts):
     dec = ArgsDecoder(llama.llm, llama.tokenizer, llama.rm)
-    s = DecodeConfig(method="args-greedy", weight=1.0, topk=3, max_new_tokens=8, stop_at_eos=False)
+    s = decode_settings(
+        method="args-greedy", weight=1.0, topk=3, max_new_tokens=8, stop_at_eos=False
+    )
     free, _ = dec.generate(prompts, s)
     dec.eos_ids = [free[0].new_ids[0]]  # row 0 ends at once
     gens, st = dec.generate(prompts, s, stop_at_eos=True)

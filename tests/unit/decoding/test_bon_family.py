@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from argsfw.decoding import ArgsDecoder, DecodeConfig
+from argsfw.decoding import ArgsDecoder, decode_settings
 from argsfw.decoding.sampling import make_generator, sample_rows
 
 N, STEPS = 4, 12
@@ -69,7 +69,7 @@ def _reference(models, prompt_ids, key, s, eos, speculative=False):
 def _settings(method, **kw):
     base = dict(method=method, num_samples=N, max_new_tokens=STEPS, temperature=1.0, top_p=0.95,
                 rejection_every=3, rejection_rate=0.5, reward_temperature=0.05, batch_size=4)  # fmt: skip
-    return DecodeConfig(**{**base, **kw})
+    return decode_settings(lenient=True, **{**base, **kw})
 
 
 @pytest.mark.parametrize(
@@ -119,13 +119,13 @@ def test_soft_at_small_lambda_is_best_of_n_and_speculative_without_rejection_too
         ),
         (
             dict(method="speculative-best-of-n", rejection_rate=1.0),
-            r"rejection_rate must be in \[0, 1\)",
+            r"rejection_rate must be a number in \[0, 1\)",
         ),
         (
             dict(method="speculative-best-of-n", rejection_every=0),
             "rejection_every must be an integer >= 1",
         ),
-        (dict(method="soft-best-of-n", num_samples=0), "num_samples must be a positive integer"),
+        (dict(method="soft-best-of-n", num_samples=0), "num_samples must be an integer >= 1"),
     ],
 )
 def test_bad_settings_are_one_line(kw, match):
@@ -133,7 +133,7 @@ def test_bad_settings_are_one_line(kw, match):
     from argsfw.decoding.types import DecodeInputError
 
     with pytest.raises(DecodeInputError, match=match) as e:
-        check_decode_settings(DecodeConfig(**kw), prefix="decode.")
+        check_decode_settings(decode_settings(**kw), prefix="decode.")
     assert "\n" not in str(e.value) and str(e.value).startswith("decode.")
 
 

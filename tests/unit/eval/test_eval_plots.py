@@ -68,8 +68,10 @@ def test_setting_labels():
 def _entry(label, method, reward, oracle, cost, weight=None, **kw):
     metrics = {"reward": reward, "reward_se": 0.05, "oracle": oracle, "oracle_se": 0.04,
                "compute_tokens_per_token": cost, "diversity": 0.5}  # fmt: skip
-    return {"label": label, "method": method, "weight": weight, "topk": kw.get("topk"),
-            "num_samples": kw.get("n"), "gate_threshold": kw.get("tau"), "metrics": metrics}  # fmt: skip
+    knobs = {"weight": weight, "topk": kw.get("topk"), "num_samples": kw.get("n"),
+             "gate_threshold": kw.get("tau")}  # fmt: skip
+    settings = {k: v for k, v in knobs.items() if v is not None}
+    return {"label": label, "method": method, "settings": settings, "metrics": metrics}
 
 
 def test_every_plot_is_written_with_one_style_per_family(tmp_path):

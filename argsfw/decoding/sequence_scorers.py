@@ -30,7 +30,7 @@ from transformers import DynamicCache
 
 from argsfw.decoding.accounting import DecodeStats, cache_bytes
 from argsfw.decoding.cross_tokenizer import check_rm_lengths, split_row
-from argsfw.decoding.scoring import model_device_dtype, reward_parts, rm_kind
+from argsfw.decoding.scoring import model_device_dtype, reward_parts, rm_attention
 
 Converter = Callable[[list[list[int]]], list[list[int]]]
 
@@ -60,7 +60,7 @@ def sequence_rewards(
     id), so a sequence ending in EOS == pad is read before the EOS; an encoder's is its own
     forward's logits under the padding mask.
     """
-    causal = rm_kind(rm) == "causal"
+    causal = rm_attention(rm) == "causal"
     device, _ = model_device_dtype(rm)
     rm_pad = getattr(rm.config, "pad_token_id", None)
     if pad_id is None:
