@@ -39,28 +39,21 @@ demo: setup
 study-real: setup
 	$(BIN)/python -m argsfw.pipeline recipe=smollm_hh_study
 
-# Two passes over the suite, both always run (make fails if either fails): the tests spread over
-# TEST_WORKERS pytest-xdist workers a module at a time (a module's fixtures are built once; the
-# tiny pipeline several modules share is built once, in the background, see
-# tests/integration/conftest.py), then the `serial` ones, whose 2-process runs need both cores
-# to themselves. One torch thread per process: tiny models gain nothing from more, and the
-# workers would otherwise oversubscribe the cores. The notebook runs inside the suite
-# (tests/integration/test_notebook.py, on the pipeline test's models); alone:
-# `$(BIN)/python -m pytest --nbmake notebooks`.
+# The suite in TEST_WORKERS pytest-xdist workers, a test module at a time (a module's fixtures are
+# built once; the tiny pipeline several modules share is built once, in the background; tests
+# starting 2-process runs take turns: tests/integration/conftest.py). One torch thread per
+# process: tiny models gain nothing from more, and the workers would otherwise oversubscribe the
+# cores. The notebook runs inside the suite (tests/integration/test_notebook.py, on the pipeline
+# test's models); alone: `$(BIN)/python -m pytest --nbmake notebooks`.
 TEST_WORKERS ?= 2
-PYTEST := WANDB_MODE=disabled OMP_NUM_THREADS=1 $(BIN)/python -m pytest -ra --durations=15
-define two_passes
-	status=0; \
-	$(PYTEST) -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder -m "not serial$(1)" tests || status=$$?; \
-	$(PYTEST) -m "serial$(1)" tests || status=$$?; \
-	exit $$status
-endef
+PYTEST := WANDB_MODE=disabled OMP_NUM_THREADS=1 $(BIN)/python -m pytest -ra --durations=15 \
+	-n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 test: setup
-	$(call two_passes,)
+	$(PYTEST) tests
 
 test-fast: setup
-	$(call two_passes, and not slow)
+	$(PYTEST) -m "not slow" tests
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -2,9 +2,8 @@
 
 Also how the suite spreads over pytest-xdist workers (`make test`: ``-n 2 --dist loadscope``):
 each test module goes to one worker, so a module-scoped fixture is built once; the tiny
-pipeline, which several modules share, is built once per run in the background
-(tests/integration/conftest.py); tests marked ``serial`` (2-process runs that need both cores)
-run in a second, single-process pass.
+pipeline, which several modules share, is built once per run in the background, and tests
+marked ``serial`` (2-process runs) take turns (both in tests/integration/conftest.py).
 """
 
 from __future__ import annotations

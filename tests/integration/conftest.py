@@ -1,4 +1,5 @@
-"""Runs shared by several integration tests, each made once per session.
+"""Runs shared by several integration tests, each made once per session; 2-process tests one
+at a time.
 
 `tiny_pipeline` is `make demo` scaled down (`_tiny_pipeline_build.py`): its runs serve the
 pipeline tests (including the science assertions), the quickstart notebook and the export
@@ -6,10 +7,15 @@ checks of the fit stages. It is built once per test run, also under pytest-xdist
 process started as soon as collection ends (`pytest_collection_finish`) builds it into a folder
 all workers share, while the workers run the other tests; the tests using it are ordered last
 (tests/conftest.py) and wait for it.
+
+Tests marked ``serial`` start 2-process runs (DDP, ZeRO): they hold a lock that every xdist
+worker of the test run shares (`pytest_runtest_protocol`), so two of them never run at once
+(four ranks on two cores); the other worker goes on with single-process tests meanwhile.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -54,6 +60,16 @@ def start_tiny_pipeline(config: pytest.Config) -> Path:
         )
     (root / "pid").write_text(str(proc.pid))
     return root
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Run a ``serial`` test (set-up of its module's fixtures included) under the shared lock."""
+    if item.get_closest_marker("serial") is None:
+        return (yield)
+    with (_shared_root(item.config) / "serial.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        return (yield)
 
 
 def pytest_collection_finish(session):

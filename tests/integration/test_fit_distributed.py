@@ -55,7 +55,7 @@ def zero_runs(tmp_path_factory) -> dict:
     return get
 
 
-@pytest.mark.serial  # 2 processes: both cores (see Makefile)
+@pytest.mark.serial  # 2 processes: one such test at a time (conftest.py)
 @pytest.mark.parametrize("stage", [2, 3])
 def test_zero_on_two_cpu_processes_exports_and_converts(stage, zero_runs, tmp_path):
     run = zero_runs(stage)
@@ -68,7 +68,7 @@ def test_zero_on_two_cpu_processes_exports_and_converts(stage, zero_runs, tmp_pa
     torch.testing.assert_close(_rewards(out), _rewards(run / "hf"))
 
 
-@pytest.mark.serial  # 2 processes: both cores (see Makefile)
+@pytest.mark.serial  # 2 processes: one such test at a time (conftest.py)
 def test_zero2_and_zero3_train_the_same_model(zero_runs):
     """Same seed, data and fp32 AdamW: sharding the optimizer (2) or also the parameters (3)
     must not change what is learnt, up to the order of float sums in the collectives."""
@@ -79,7 +79,7 @@ def test_zero2_and_zero3_train_the_same_model(zero_runs):
     torch.testing.assert_close(_rewards(two / "hf"), _rewards(three / "hf"), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.serial  # 2 processes: both cores (see Makefile)
+@pytest.mark.serial  # 2 processes: one such test at a time (conftest.py)
 def test_ddp_on_two_cpu_processes(tmp_path):
     from transformers import AutoModelForCausalLM
 
