@@ -504,6 +504,7 @@ PROCESS_CASES = [
 ]  # fmt: skip
 
 
+@pytest.mark.slow  # starts processes: make test runs it, make test-fast leaves it out
 def test_bad_input_as_a_process(world):
     paths, root = world
     cases = [c for c in CASES if c.id in PROCESS_CASES]

@@ -80,6 +80,7 @@ def _exported_val_accuracy(run: Path, batches: int) -> tuple[float, int]:
     return hits.float().mean().item(), hits.numel()
 
 
+@pytest.mark.slow  # fits MiniLM on real pairs
 def test_minilm_rm_trains_on_real_pairs(minilm_rm):
     m = metrics(minilm_rm)
     assert m["train/loss"] > 0
@@ -92,6 +93,7 @@ def test_minilm_rm_trains_on_real_pairs(minilm_rm):
     assert config["architectures"] == ["BertForSequenceClassification"]
 
 
+@pytest.mark.slow  # fits MiniLM on real pairs
 def test_minilm_rm_guides_the_tiny_policy(minilm_rm, tiny_kit, tmp_path):
     """In-process: the search equals the reference; through predict: meta.json names the scorer."""
     from argsfw.decoding import ArgsDecoder, decode_settings, reference_decode

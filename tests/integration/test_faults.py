@@ -160,6 +160,7 @@ run_evaluation([sys.argv[1]], EvalConfig(metrics=["diversity"], device="cpu"), N
 """
 
 
+@pytest.mark.slow  # starts processes: make test runs it, make test-fast leaves it out
 @pytest.mark.parametrize("when", ["plots", "publish"])
 def test_a_killed_evaluate_leaves_no_report_that_looks_finished(done_predict, tmp_path, when):
     """Killed at any point, evaluate leaves no report.json (the previous one is removed at the

@@ -17,6 +17,7 @@ import pytest
 
 from argsfw.predict import main
 
+pytestmark = pytest.mark.slow  # subprocesses: 2 ranks, a killed run
 REPO = Path(__file__).resolve().parents[2]
 ENV = {
     **os.environ,
