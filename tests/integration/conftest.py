@@ -15,9 +15,11 @@ worker of the test run shares (`pytest_runtest_protocol`), so two of them never 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -54,10 +56,11 @@ def start_tiny_pipeline(config: pytest.Config) -> Path:
     except FileExistsError:
         return root
     with (root / "build.log").open("w") as log:
-        # not a new session: Ctrl-C on the test run stops the build too
+        # its own process group, which `pytest_sessionfinish` stops if the run ends first
         proc = subprocess.Popen(
-            [sys.executable, str(BUILDER), str(root)], cwd=REPO, env=env(), stdout=log, stderr=log
-        )
+            [sys.executable, str(BUILDER), str(root)],
+            cwd=REPO, env=env(), stdout=log, stderr=log, start_new_session=True,
+        )  # fmt: skip
     (root / "pid").write_text(str(proc.pid))
     return root
 
@@ -74,8 +77,24 @@ def pytest_runtest_protocol(item, nextitem):
 
 def pytest_collection_finish(session):
     """Start the shared build as soon as the tests that need it are known (none: no build)."""
+    if session.config.option.collectonly:
+        return
     if any("tiny_pipeline" in item.fixturenames for item in session.items):
         start_tiny_pipeline(session.config)
+
+
+def pytest_sessionfinish(session):
+    """When the whole run ends (in xdist's controller, or the only process), stop a build still
+    running: the run was interrupted, or stopped (-x) before a test waited for it."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # a worker ends while another may still wait for the build
+    root = _shared_root(session.config) / "tiny_pipeline"
+    pid = (root / "pid").read_text().strip() if (root / "pid").is_file() else ""
+    if not pid.isdigit() or (root / "result.json").is_file() or not _alive(int(pid)):
+        return
+    with contextlib.suppress(OSError):  # the build's own group (start_new_session)
+        if "_tiny_pipeline_build" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
+            os.killpg(int(pid), signal.SIGKILL)
 
 
 def _alive(pid: int) -> bool:
