@@ -39,15 +39,21 @@ demo: setup
 study-real: setup
 	$(BIN)/python -m argsfw.pipeline recipe=smollm_hh_study
 
-# One torch thread per process: tiny models gain nothing from more, and multi-process tests
-# would otherwise oversubscribe the cores. The notebook runs inside the suite
-# (tests/integration/test_notebook.py, on the pipeline test's models); alone:
-# `$(BIN)/python -m pytest --nbmake notebooks`.
+# The suite in TEST_WORKERS pytest-xdist workers, a test module at a time (a module's fixtures are
+# built once; the tiny pipeline several modules share is built once, in the background; tests
+# starting 2-process runs take turns: tests/integration/conftest.py). One torch thread per
+# process: tiny models gain nothing from more, and the workers would otherwise oversubscribe the
+# cores. The notebook runs inside the suite (tests/integration/test_notebook.py, on the pipeline
+# test's models); alone: `$(BIN)/python -m pytest --nbmake notebooks`.
+TEST_WORKERS ?= 2
+PYTEST := WANDB_MODE=disabled OMP_NUM_THREADS=1 $(BIN)/python -m pytest -ra --durations=15 \
+	-n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
+
 test: setup
-	WANDB_MODE=disabled OMP_NUM_THREADS=1 $(BIN)/python -m pytest -ra --durations=15 tests
+	$(PYTEST) tests
 
 test-fast: setup
-	WANDB_MODE=disabled $(BIN)/python -m pytest -ra -m "not slow" tests
+	$(PYTEST) -m "not slow" tests
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -17,6 +17,7 @@ Exit code 2 with one line for a missing or unreadable input.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -38,11 +39,24 @@ DS_CHAT_PREFIX = "rwtranrsformer."  # sic: the typo is in DeepSpeed-Chat's Rewar
 DS_CHAT_HEAD = "v_head.weight"
 
 
+# The key under which a fit stores its stage in every Lightning checkpoint (`argsfw.trainer`).
+STAGE_KEY = "argsfw_stage"
+
+
 def lightning_state_dict(checkpoint: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The LightningModule state dict in a ``.ckpt`` file or a ZeRO checkpoint directory.
 
     ZeRO shards are consolidated to fp32 with Lightning's converter. Raises `UsageError`
     when the path is neither.
+    """
+    return read_checkpoint(checkpoint)["state_dict"]
+
+
+def read_checkpoint(checkpoint: str | os.PathLike) -> dict:
+    """The whole Lightning checkpoint dict (``state_dict``, the stage under `STAGE_KEY` …).
+
+    A ZeRO directory is consolidated to fp32 first. Raises `UsageError` for a path that is
+    neither a ``.ckpt`` file nor a ZeRO directory, or a file torch cannot read.
     """
     import torch
 
@@ -54,7 +68,7 @@ def lightning_state_dict(checkpoint: str | os.PathLike) -> dict[str, torch.Tenso
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "fp32.ckpt"
             convert_zero_checkpoint_to_fp32_state_dict(str(path), str(out))
-            return torch.load(out, map_location="cpu", weights_only=False)["state_dict"]
+            return torch.load(out, map_location="cpu", weights_only=False)
     _require_checkpoint(path)
     # weights_only=False: a Lightning checkpoint holds loop and callback state, not only tensors;
     # only load checkpoints you trust (your own runs)
@@ -68,7 +82,50 @@ def lightning_state_dict(checkpoint: str | os.PathLike) -> dict[str, torch.Tenso
         ) from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise UsageError(f"{path} is not a Lightning checkpoint (no state_dict in it)")
-    return ckpt["state_dict"]
+    return ckpt
+
+
+def checkpoint_stage(checkpoint: Path, ckpt: dict) -> str | None:
+    """The stage that wrote `checkpoint`: its own `STAGE_KEY`, else the ``meta.json`` of the
+    run directory it sits in (checkpoints of older fits); None when neither says."""
+    if isinstance(ckpt.get(STAGE_KEY), str):
+        return ckpt[STAGE_KEY]
+    meta = checkpoint.resolve().parent.parent / "meta.json"
+    try:
+        stage = json.loads(meta.read_text()).get("stage") if meta.is_file() else None
+    except (OSError, ValueError):
+        return None
+    return stage if isinstance(stage, str) else None
+
+
+def _check_same_stage(checkpoint: Path, ckpt: dict, job, config: str | None) -> None:
+    """Refuse a checkpoint of one stage exported with another stage's config (`UsageError`).
+
+    Why before the module is built: loading an RM's weights into an SFT module fails deep in
+    torch with the state-dict diff; the stages, read from the checkpoint, say it in one line.
+    """
+    stage = checkpoint_stage(checkpoint, ckpt)
+    if stage is None or stage == job.stage:
+        return
+    cfg = config or checkpoint.resolve().parent.parent / "config.yaml"
+    raise UsageError(
+        f"checkpoint {checkpoint} is from a {stage} run, but the config {cfg} asks for the "
+        f"{job.stage} stage; pass --config with the config.yaml of the {stage} run that wrote it"
+    )
+
+
+def _load_weights(module, state: dict, checkpoint: Path, job) -> None:
+    """``module.load_state_dict(state)``; a mismatch (another model's weights) is a `UsageError`
+    naming the first missing, unexpected or mis-shaped key instead of torch's multi-line diff."""
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        detail = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+        first = detail[0][:200] if detail else str(exc)[:200]
+        raise UsageError(
+            f"checkpoint {checkpoint} does not fit the {job.stage} model its config builds "
+            f"({first}); pass --config with the config.yaml of the run that wrote it"
+        ) from None
 
 
 def _require_checkpoint(path: Path) -> None:
@@ -158,7 +215,8 @@ def export_checkpoint(
 
     Returns `out_dir`. Written through a temporary sibling and renamed, so a failure leaves no
     half-written directory. Raises `UsageError` for a missing or unreadable checkpoint, a
-    missing run config, or an existing non-empty `out_dir` without `overwrite`.
+    missing run config, a checkpoint of another stage or model than the config's, or an
+    existing non-empty `out_dir` without `overwrite`.
     """
     from argsfw.config.run_dir import RunDir
     from argsfw.modules import build_stage
@@ -167,9 +225,10 @@ def export_checkpoint(
     _require_checkpoint(ckpt)
     check_out_dir(Path(out_dir), overwrite)
     job = _job_for(ckpt, config)
-    state = lightning_state_dict(ckpt)
+    full = read_checkpoint(ckpt)
+    _check_same_stage(ckpt, full, job, config)
     parts = build_stage(job, RunDir(ckpt.resolve().parent.parent))
-    parts.module.load_state_dict(state)
+    _load_weights(parts.module, full["state_dict"], ckpt, job)
     return write_dir_atomic(Path(out_dir), lambda tmp: parts.export(parts.module, tmp))
 
 

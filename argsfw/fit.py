@@ -195,7 +195,9 @@ def _fit(job: JobConfig, run: RunDir) -> None:
     if run.is_rank_zero() and trainer.is_global_zero:
         write_json_atomic(run.metrics_path, metrics)
         run.finish(status="completed", **parts.meta, final_metrics=metrics)
-        shutil.copy2(run.meta_path, run.hf_dir / "meta.json")
+        # through a temporary file and a rename (was a copy): a reader of hf/ never sees half
+        # a meta.json, even from a fit killed while writing it
+        write_json_atomic(run.hf_dir / "meta.json", run.meta())
         log.info("fit done: %s -> %s", _summary(metrics), run.hf_dir)
 
 

@@ -61,17 +61,25 @@ class PeriodicCheckpoint(ModelCheckpoint):
     save at max_steps: a run cut there mid-epoch would otherwise only save at the (early) epoch
     end, a checkpoint that marks the epoch finished, so resuming it with a larger max_steps
     trained nothing; saved at the batch, the epoch-end save is skipped (same step) and the
-    resume continues the epoch.
+    resume continues the epoch. Every checkpoint records the stage that wrote it, which
+    `argsfw.export` checks against the config it is exported with.
     """
 
-    def __init__(self, minutes: float = 0.0, **kwargs: Any) -> None:
+    def __init__(self, minutes: float = 0.0, stage: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.minutes = float(minutes)
+        self.stage = stage
         self.batches_this_run = 0
         self._timer = time.monotonic()
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._timer = time.monotonic()
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        from argsfw.export import STAGE_KEY
+
+        if self.stage:
+            checkpoint[STAGE_KEY] = self.stage
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         self.batches_this_run += 1
@@ -92,6 +100,7 @@ def _checkpoint_callback(job: JobConfig, run: RunDir) -> PeriodicCheckpoint:
     every = job.trainer.checkpoint_every_n_steps
     return PeriodicCheckpoint(
         minutes=job.trainer.checkpoint_every_minutes,
+        stage=job.stage,
         dirpath=str(run.checkpoints_dir),
         filename="step{step:06d}",
         auto_insert_metric_name=False,

@@ -1,4 +1,10 @@
-"""Shared fixtures: tiny models built in-process, the real HH-RLHF samples in ../shared/data."""
+"""Shared fixtures: tiny models built in-process, the real HH-RLHF samples in ../shared/data.
+
+Also how the suite spreads over pytest-xdist workers (`make test`: ``-n 2 --dist loadscope``):
+each test module goes to one worker, so a module-scoped fixture is built once; the tiny
+pipeline, which several modules share, is built once per run in the background, and tests
+marked ``serial`` (2-process runs) take turns (both in tests/integration/conftest.py).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,9 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+# One intra-op thread per process (each xdist worker, each subprocess a test starts): tiny models
+# gain nothing from more, and two workers would otherwise oversubscribe the two cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 # ARGSFW_SHARED_DATA: where a checkout (a git worktree) does not sit next to shared/
@@ -26,6 +35,23 @@ _TEXTS = [
     "\n\nHuman: Tell me a joke.\n\nAssistant: Why did the chicken cross the road? To get to the other side.",
     "\n\nHuman: What is two plus two?\n\nAssistant: Two plus two is four. I am happy to help with more.",
 ] * 40
+
+
+# Built once per test run by a background process while the other tests run (see
+# tests/integration/conftest.py); the tests using it run last.
+SHARED_ONCE = "tiny_pipeline"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Move the test modules that use `SHARED_ONCE` to the end of the run.
+
+    Why: under ``--dist loadscope --no-loadscope-reorder`` (make test) the workers take whole
+    modules in this order; the shared build then has the rest of the run to finish before
+    a test waits for it. Otherwise the order stays as collected: integration tests, then the
+    short unit tests, which even out the end of the run.
+    """
+    late = {str(item.path) for item in items if SHARED_ONCE in item.fixturenames}
+    items[:] = sorted(items, key=lambda item: str(item.path) in late)  # stable
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +159,10 @@ def _instrument_lines(inst: dict[str, Any]) -> list[str]:
 # Written last, once every file of the report is in: like predict's DONE, a reader (the
 # pipeline, a person, a script) takes the report as finished only when it is there.
 REPORT_DONE = "DONE"
+# What one evaluation writes into its run directory, in the order `staged_report` moves them
+# in: report.json, what scripts read, comes last; then DONE (`mark_report_done`).
+REPORT_FILES = ("judge", "records.jsonl", "plots", "report.md", "report.json")
+_STAGING = ".report.tmp-"  # + pid: the folder a report is written in before it moves in
 
 
 def report_complete(run_dir: str | Path) -> bool:
@@ -163,11 +172,40 @@ def report_complete(run_dir: str | Path) -> bool:
 
 
 def start_report(run_dir: str | Path) -> None:
-    """Remove an earlier report and its marker, so a run killed from here on leaves none that
-    looks finished (a report.md of other inputs beside this run's config is worse than none)."""
+    """Remove an earlier report (its marker, files and plots) and the staging folder of a
+    killed evaluation, so a run killed from here on leaves none that looks finished (a
+    report.md of other inputs beside this run's config is worse than none)."""
+    from argsfw.config.run_dir import remove_stale_temps
+
     run = Path(run_dir)
-    for name in (REPORT_DONE, "report.json", "report.md"):
-        (run / name).unlink(missing_ok=True)
+    remove_stale_temps(run, _STAGING)
+    for name in (REPORT_DONE, *REPORT_FILES):
+        path = run / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+@contextmanager
+def staged_report(run_dir: str | Path) -> Iterator[Path]:
+    """A hidden folder inside `run_dir` to write the report into; when the block ends without
+    error its files move into `run_dir` together, ``report.json`` last.
+
+    Why: written in place, an evaluation killed between its files left a complete, parseable
+    report.json without report.md or plots. Killed inside the block, it leaves only the hidden
+    ``.report.tmp-<pid>-*`` folder, which the next evaluation removes (`start_report`).
+    """
+    run = Path(run_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_STAGING}{os.getpid()}-", dir=run))
+    try:
+        yield tmp
+        extra = sorted(p.name for p in tmp.iterdir() if p.name not in REPORT_FILES)
+        for name in (*extra, *REPORT_FILES):
+            if (tmp / name).exists():
+                dest = run / name
+                if dest.is_dir():
+                    shutil.rmtree(dest)
+                os.replace(tmp / name, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def mark_report_done(run_dir: str | Path) -> None:

@@ -23,6 +23,7 @@ from argsfw.eval.report import (
     log_wandb,
     mark_report_done,
     slug,
+    staged_report,
     start_report,
     write_report,
 )
@@ -193,7 +194,8 @@ def run_evaluation(
 ) -> dict[str, Any]:
     """Evaluate outputs files and write ``report.json``, ``report.md``, ``records.jsonl``,
     ``plots/*.png`` (and ``judge/*.jsonl``) into `run_dir`, then its ``DONE`` marker
-    (`argsfw.eval.report.report_complete`).
+    (`argsfw.eval.report.report_complete`). The files are written into a hidden folder and
+    moved in together (`argsfw.eval.report.staged_report`): a killed evaluation leaves none.
 
     Args:
         outputs: predict JSONL files, predict run directories, the original's JSON lists, or
@@ -246,12 +248,15 @@ def run_evaluation(
     if "judge" in metrics:
         client = judge_client or make_client(cfg.judge, cfg.device)
         judge_results = judge_all(inputs, cfg.judge, client)
-        _write_judge_details(judge_results, run)
     instruments = _instruments(inputs, per, cfg, metrics, reward_model, pairs, notes)
     report = _assemble(inputs, per, cfg, reward_model, judge_results, notes)
     report["instruments"] = instruments
-    files = write_report(report, run)
-    files["records"] = _write_records(inputs, per, run)
+    with staged_report(run) as staging:  # every file appears at once, report.json last
+        if "judge" in metrics:
+            _write_judge_details(judge_results, staging)
+        files = write_report(report, staging)
+        files["records"] = _write_records(inputs, per, staging)
+    files = {k: run / Path(v).relative_to(staging) for k, v in files.items()}
     report["files"] = {k: str(v) for k, v in files.items()}
     flat = flat_metrics(report)
     if log_fn is not None:

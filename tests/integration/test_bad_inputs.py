@@ -168,6 +168,8 @@ CASES = [
     Case("pipeline-broken-quoting", "pipeline", ["recipe=tiny_pipeline", "pipeline.fit.ppo=\"tiny_ppo policy='@sft\""], ["pipeline step 'ppo': cannot split", "no closing quotation", "check its quotes"]),
     Case("export-config-of-predict-run", "export", ["{garbage_ckpt}", "{run}", "--config", "{predict_config}"], ["is the config of a predict run", "pass --config <fit run_dir>/config.yaml"]),
     Case("export-config-not-yaml", "export", ["{garbage_ckpt}", "{run}", "--config", "{bad_yaml}"], ["bad.yaml is not valid YAML", "pass --config"]),
+    Case("export-checkpoint-of-another-stage", "export", ["{rm_ckpt}", "{run}", "--config", "{sft_config}"], ["rm.ckpt is from a rm run", "sft_config.yaml asks for the sft stage", "pass --config with the config.yaml of the rm run"]),
+    Case("export-old-checkpoint-of-another-stage", "export", ["{rm_run}/checkpoints/last.ckpt", "{run}", "--config", "{sft_config}"], ["last.ckpt is from a rm run", "asks for the sft stage"]),
     Case("predict-config-json-not-json", "predict", [*PREDICT, "policy={bad_config_json}"], ["config.json' is not valid JSON", "re-export it"]),
     Case("fit-config-json-not-json", "fit", ["recipe=tiny_sft", "policy={bad_config_json}"], ["config.json' is not valid JSON", "re-export it"]),
     Case("fit-run-dir-is-a-file", "fit", ["recipe=tiny_sft", "run_dir={garbage_ckpt}", "logger.name=none"], ["is a file, not a directory", "set run_dir="], plain=True),
@@ -283,6 +285,13 @@ def _write_world(root: Path, kit: dict[str, Path]) -> dict[str, Path]:
     rm_run.mkdir()
     (rm_run / "config.yaml").write_text("stage: rm\n")
     (rm_run / "meta.json").write_text('{"stage": "rm", "recipe": "tiny_rm", "status": "completed"}')
+    import torch
+
+    # a checkpoint of an RM fit: tagged with its stage (as fits write them), and one of an
+    # older fit without the tag, whose run directory's meta.json names the stage
+    (rm_run / "checkpoints").mkdir()
+    torch.save({"state_dict": {}}, rm_run / "checkpoints" / "last.ckpt")
+    torch.save({"state_dict": {}, "argsfw_stage": "rm"}, root / "rm.ckpt")
     used_dir = root / "used_dir"
     used_dir.mkdir()
     (used_dir / "notes.txt").write_text("not a model")
@@ -297,6 +306,7 @@ def _write_world(root: Path, kit: dict[str, Path]) -> dict[str, Path]:
         "empty_prompts": empty, "no_prompts": no_prompts, "used_run": used_run,
         "used_dir": used_dir, "empty_dir": root / "empty_dir", "garbage_ckpt": garbage,
         "sft_config": sft_config, "locked_run": locked, "rm_run": rm_run,
+        "rm_ckpt": root / "rm.ckpt",
     }  # fmt: skip
 
 
@@ -494,6 +504,7 @@ PROCESS_CASES = [
 ]  # fmt: skip
 
 
+@pytest.mark.slow  # starts processes: make test runs it, make test-fast leaves it out
 def test_bad_input_as_a_process(world):
     paths, root = world
     cases = [c for c in CASES if c.id in PROCESS_CASES]

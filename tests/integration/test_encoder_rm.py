@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration._fit_helpers import fit, metrics, run_module
+from tests.integration._fit_helpers import fit_here, metrics, run_here
 
 
 def _predict_args(kit, rm, run_dir: Path, *extra: str) -> list[str]:
@@ -32,7 +32,7 @@ def _predict_args(kit, rm, run_dir: Path, *extra: str) -> list[str]:
 def minilm_rm(shared_data, tmp_path_factory) -> Path:
     """minilm_hh_rm cut down for CI: 8 steps of 4 real HH pairs, 64 word-pieces."""
     run = tmp_path_factory.mktemp("minilm") / "rm"
-    fit(
+    fit_here(
         "recipe=minilm_hh_rm",
         f"run_dir={run}",
         f"data.path={shared_data}/hh-rlhf/*/*.jsonl.gz",
@@ -47,7 +47,6 @@ def minilm_rm(shared_data, tmp_path_factory) -> Path:
         "num_threads=1",
         "logger=none",
         "trainer.enable_progress_bar=false",
-        timeout=600,
     )
     return run
 
@@ -81,6 +80,7 @@ def _exported_val_accuracy(run: Path, batches: int) -> tuple[float, int]:
     return hits.float().mean().item(), hits.numel()
 
 
+@pytest.mark.slow  # fits MiniLM on real pairs
 def test_minilm_rm_trains_on_real_pairs(minilm_rm):
     m = metrics(minilm_rm)
     assert m["train/loss"] > 0
@@ -93,6 +93,7 @@ def test_minilm_rm_trains_on_real_pairs(minilm_rm):
     assert config["architectures"] == ["BertForSequenceClassification"]
 
 
+@pytest.mark.slow  # fits MiniLM on real pairs
 def test_minilm_rm_guides_the_tiny_policy(minilm_rm, tiny_kit, tmp_path):
     """In-process: the search equals the reference; through predict: meta.json names the scorer."""
     from argsfw.decoding import ArgsDecoder, decode_settings, reference_decode
@@ -128,7 +129,7 @@ def test_minilm_rm_guides_the_tiny_policy(minilm_rm, tiny_kit, tmp_path):
     assert isinstance(bon[0].reward, float) and bon_stats.scorer == "full"
 
     out = tmp_path / "pred"
-    run_module("predict", *_predict_args(tiny_kit, minilm_rm, out), timeout=300)
+    run_here("predict", *_predict_args(tiny_kit, minilm_rm, out))
     assert json.loads((out / "meta.json").read_text())["scorer"] == "full"
     records = [json.loads(x) for x in (out / "outputs.jsonl").read_text().splitlines()]
     assert records and all(r["stats"]["scorer"] == "full" for r in records)
@@ -136,7 +137,7 @@ def test_minilm_rm_guides_the_tiny_policy(minilm_rm, tiny_kit, tmp_path):
 
 
 def test_predict_records_a_forced_scorer(tiny_kit, tmp_path):
-    run_module(
+    run_here(
         "predict",
         *_predict_args(tiny_kit, tiny_kit["reward_model"], tmp_path, "decode.scorer=expanded"),
     )

@@ -1,6 +1,6 @@
 """Faults across the entry points (issue 19): killed runs, resumes that change limits, records
-that vanish, a run dir in use, a run dir of another stage. Fits run as subprocesses; predict and
-evaluate in this process."""
+that vanish, a run dir in use, a run dir of another stage. The runs that are killed, and the holder of a
+lock, are subprocesses; the other fits, predicts and evaluations run in this process."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _fit_helpers import REPO, SMALL, env, fit, metrics
+from _fit_helpers import REPO, SMALL, env, fit_here, metrics
 
 from argsfw.predict import main as predict
 
@@ -40,18 +40,18 @@ def test_raising_max_steps_of_a_finished_fit_trains_on_and_never_reports_no_work
     # resume with max_steps=6 then trained nothing, said "fit done", and wrote metrics.json
     # without train/val losses
     run = tmp_path / "run"
-    fit(*_fit_args(run, "trainer.max_steps=3"))
+    fit_here(*_fit_args(run, "trainer.max_steps=3"))
     at_3 = metrics(run)
     stale = run / f".hf.tmp-{_dead_pid()}"  # a killed export's folder
     stale.mkdir()
-    fit(*_fit_args(run, "trainer.max_steps=6", "resume=true"))
+    fit_here(*_fit_args(run, "trainer.max_steps=6", "resume=true"))
     m = metrics(run)
     assert m["trainer/global_step"] == 6 and {"train/loss", "val/loss"} <= set(m), m
     assert m["val/loss"] < at_3["val/loss"]  # steps 4-6 trained (the LR schedule now spans 6)
     assert not stale.exists()
 
     before = _files(run)
-    proc = fit(*_fit_args(run, "trainer.max_steps=6", "resume=true"), check=False)
+    proc = fit_here(*_fit_args(run, "trainer.max_steps=6", "resume=true"), check=False)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "already finished (step 6)" in lines[-1] and "raise them to continue" in lines[-1]
@@ -83,7 +83,7 @@ def test_a_killed_fit_resumes_from_its_timed_checkpoint(tmp_path):
     assert not (run / "metrics.json").exists(), "killed too late: the run had finished"
     (step_ckpt,) = (run / "checkpoints").glob("step*.ckpt")
     assert 0 < int(step_ckpt.stem[4:]) < 50  # saved mid-epoch, not only at the epoch end
-    fit(*args, "resume=true")
+    fit_here(*args, "resume=true")
     assert metrics(run)["trainer/global_step"] == 50
 
 
@@ -143,32 +143,48 @@ def test_done_is_withdrawn_while_a_run_refills_vanished_records(tiny_kit, done_p
 
 _KILLED_EVALUATE = """
 import os, sys
+from pathlib import Path
 from argsfw.eval import plots
 from argsfw.eval.config import EvalConfig
 from argsfw.eval.run import run_evaluation
 
 def die(*args, **kwargs):
-    os._exit(9)  # killed after report.json and report.md, before the plots and DONE
+    os._exit(9)
 
-plots.PLOTS.update(dict.fromkeys(plots.PLOTS, die))  # the dict report.py imported
+if sys.argv[3] == "plots":  # killed while writing the plots (report.json and .md written)
+    plots.PLOTS.update(dict.fromkeys(plots.PLOTS, die))  # the dict report.py imported
+else:  # killed as report.json is about to move in, after every other file has
+    replace, last = os.replace, Path(sys.argv[2]) / "report.json"
+    os.replace = lambda a, b: die() if Path(b) == last else replace(a, b)
 run_evaluation([sys.argv[1]], EvalConfig(metrics=["diversity"], device="cpu"), None, sys.argv[2])
 """
 
 
-def test_a_killed_evaluate_leaves_no_report_that_looks_finished(done_predict, tmp_path):
+@pytest.mark.slow  # starts processes: make test runs it, make test-fast leaves it out
+@pytest.mark.parametrize("when", ["plots", "publish"])
+def test_a_killed_evaluate_leaves_no_report_that_looks_finished(done_predict, tmp_path, when):
+    """Killed at any point, evaluate leaves no report.json (the previous one is removed at the
+    start, as its inputs are no longer the run's); killed before its files move in, none of
+    them. The next evaluate in the same folder clears the leftovers and finishes."""
     from argsfw.eval.config import EvalConfig
     from argsfw.eval.report import report_complete
     from argsfw.eval.run import run_evaluation
 
     out = tmp_path / "eval"
-    run_evaluation([str(done_predict)], EvalConfig(metrics=["diversity"], device="cpu"), None, out)
-    assert report_complete(out)
+    config = EvalConfig(metrics=["diversity"], device="cpu")
+    run_evaluation([str(done_predict)], config, None, out)
+    assert report_complete(out) and (out / "plots").is_dir()
     proc = subprocess.run(
-        [sys.executable, "-c", _KILLED_EVALUATE, str(done_predict), str(out)], env=env()
+        [sys.executable, "-c", _KILLED_EVALUATE, str(done_predict), str(out), when], env=env()
     )
     assert proc.returncode == 9
     assert not report_complete(out) and not (out / "DONE").exists()
+    assert not (out / "report.json").exists()
+    if when == "plots":  # nothing of the report, old or new, in view
+        assert not [p.name for p in out.iterdir() if not p.name.startswith(".")]
     assert not list(out.glob(".*.tmp")), "a temporary file of the report was left behind"
+    run_evaluation([str(done_predict)], config, None, out)
+    assert report_complete(out) and not list(out.glob(".report.tmp-*"))
 
 
 def test_a_run_dir_in_use_is_refused_in_one_line(done_predict, tmp_path, capsys):

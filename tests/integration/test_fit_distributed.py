@@ -1,7 +1,7 @@
 """Multi-process fits (DDP, DeepSpeed ZeRO-2/3 on 2 CPU processes) and kill-and-resume.
 
-Every run is a `python -m argsfw.fit` subprocess: a multi-process Trainer must never start
-inside pytest. ZeRO runs use `CPUDeepSpeedStrategy` (DeepSpeed with gloo) and a torch AdamW,
+Every multi-process run is a `python -m argsfw.fit` subprocess: a multi-process Trainer must
+never start inside pytest (single-process fits and exports run in this process). ZeRO runs use `CPUDeepSpeedStrategy` (DeepSpeed with gloo) and a torch AdamW,
 so only DeepSpeed's shared-memory op is compiled (once per machine, cached).
 """
 
@@ -15,7 +15,7 @@ import time
 
 import pytest
 import torch
-from _fit_helpers import REPO, RM_METRICS, SMALL, env, fit, metrics, run_module
+from _fit_helpers import REPO, RM_METRICS, SMALL, env, fit, fit_here, metrics, run_here
 
 pytestmark = pytest.mark.slow
 IDS = torch.tensor([[1, 40, 41, 42, 43, 44], [1, 50, 51, 52, 0, 0]])
@@ -55,6 +55,7 @@ def zero_runs(tmp_path_factory) -> dict:
     return get
 
 
+@pytest.mark.serial  # 2 processes: one such test at a time (conftest.py)
 @pytest.mark.parametrize("stage", [2, 3])
 def test_zero_on_two_cpu_processes_exports_and_converts(stage, zero_runs, tmp_path):
     run = zero_runs(stage)
@@ -63,10 +64,11 @@ def test_zero_on_two_cpu_processes_exports_and_converts(stage, zero_runs, tmp_pa
     ckpt = run / "checkpoints" / "last.ckpt"
     assert (ckpt / "checkpoint").is_dir(), "a ZeRO checkpoint is a directory of shards"
     out = tmp_path / "converted"
-    run_module("export", str(ckpt), str(out), timeout=180)
+    run_here("export", str(ckpt), str(out))
     torch.testing.assert_close(_rewards(out), _rewards(run / "hf"))
 
 
+@pytest.mark.serial  # 2 processes: one such test at a time (conftest.py)
 def test_zero2_and_zero3_train_the_same_model(zero_runs):
     """Same seed, data and fp32 AdamW: sharding the optimizer (2) or also the parameters (3)
     must not change what is learnt, up to the order of float sums in the collectives."""
@@ -77,6 +79,7 @@ def test_zero2_and_zero3_train_the_same_model(zero_runs):
     torch.testing.assert_close(_rewards(two / "hf"), _rewards(three / "hf"), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.serial  # 2 processes: one such test at a time (conftest.py)
 def test_ddp_on_two_cpu_processes(tmp_path):
     from transformers import AutoModelForCausalLM
 
@@ -131,9 +134,9 @@ def test_killed_then_resumed_run_matches_an_uninterrupted_one(tmp_path):
     finally:
         proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL and not (killed / "metrics.json").exists()
-    fit("recipe=tiny_rm", *RESUME, f"run_dir={killed}", "resume=true")
+    fit_here("recipe=tiny_rm", *RESUME, f"run_dir={killed}", "resume=true")
     fresh = tmp_path / "fresh"
-    fit("recipe=tiny_rm", *RESUME, f"run_dir={fresh}")
+    fit_here("recipe=tiny_rm", *RESUME, f"run_dir={fresh}")
     a, b = metrics(killed), metrics(fresh)
     assert a["trainer/global_step"] == b["trainer/global_step"] == 40
     for key in RM_METRICS:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _fit_helpers import RM_METRICS, SMALL, fit, metrics, run_module
+from _fit_helpers import RM_METRICS, SMALL, fit, metrics, run_here, run_module
 
 pytestmark = pytest.mark.slow
 IDS = torch.tensor([[1, 40, 41, 42, 43, 44, 45, 46], [1, 50, 51, 52, 53, 0, 0, 0]])
@@ -44,7 +44,7 @@ def test_tiny_sft_exports_a_causal_lm_with_the_trained_outputs(tiny_pipeline, tm
         torch.testing.assert_close(model(input_ids=IDS, attention_mask=MASK).logits, expected)
     # python -m argsfw.export from the Lightning checkpoint gives the same weights
     out = tmp_path / "exported"
-    run_module("export", str(run / "checkpoints" / "last.ckpt"), str(out), timeout=120)
+    run_here("export", str(run / "checkpoints" / "last.ckpt"), str(out))
     again = AutoModelForCausalLM.from_pretrained(out).eval()
     with torch.no_grad():
         torch.testing.assert_close(again(input_ids=IDS, attention_mask=MASK).logits, expected)
@@ -66,6 +66,35 @@ def test_tiny_rm_exports_a_sequence_classifier_with_the_trained_outputs(tiny_pip
         torch.testing.assert_close(
             model(input_ids=ids, attention_mask=MASK).logits.squeeze(-1), expected
         )
+
+
+def test_export_with_another_runs_config_exits_2_in_one_line(tiny_pipeline, tmp_path):
+    """The RM's checkpoint with the SFT run's config names both stages; the SFT checkpoint with
+    a config of another model shape names the first mismatched weight. Nothing is written."""
+    from argsfw.export import STAGE_KEY
+
+    runs = tiny_pipeline.run_dir
+    rm_ckpt, sft_ckpt = (runs / s / "checkpoints" / "last.ckpt" for s in ("rm", "sft"))
+    assert torch.load(rm_ckpt, weights_only=False)[STAGE_KEY] == "rm"  # fits tag checkpoints
+    proc = run_module(
+        "export", str(rm_ckpt), str(tmp_path / "a"), "--config", str(runs / "sft" / "config.yaml"),
+        check=False, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "is from a rm run" in lines[0] and "asks for the sft stage" in lines[0], lines[0]
+    wider = tmp_path / "wider.yaml"
+    text = (runs / "sft" / "config.yaml").read_text()
+    assert "hidden_size: 128" in text
+    wider.write_text(text.replace("hidden_size: 128", "hidden_size: 64"))
+    proc = run_here(
+        "export", str(sft_ckpt), str(tmp_path / "b"), "--config", str(wider), check=False
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "does not fit the sft model" in lines[0], proc.stderr[-2000:]
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 def test_existing_run_dir_exit_2_one_line(tmp_path):

@@ -7,11 +7,13 @@ import json
 import subprocess
 import sys
 
+import pytest
 from _fit_helpers import REPO, env
 
 PLUGINS = REPO / "examples" / "plugins"
 
 
+@pytest.mark.slow  # a pipeline of its own, on the tiny pipeline's SFT policy
 def test_own_stage_and_method_run_through_the_pipeline(tiny_pipeline, tmp_path):
     """The hinge-loss RM stage is fitted, eta-args decodes with it, evaluate reports it; the RM
     it made guides eta-args above greedy."""

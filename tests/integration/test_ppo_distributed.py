@@ -60,6 +60,7 @@ def ddp_run(tiny_kit, tmp_path_factory) -> Path:
     return _fit_two_ranks(tiny_kit, tmp_path_factory.mktemp("ppo_ddp"), "ddp")
 
 
+@pytest.mark.serial  # 2 processes: one such test at a time (conftest.py)
 @pytest.mark.slow
 def test_ppo_ddp_syncs_gradients_once_per_optimizer_step(ddp_run, tiny_kit):
     from transformers import AutoModelForCausalLM
@@ -75,6 +76,7 @@ def test_ppo_ddp_syncs_gradients_once_per_optimizer_step(ddp_run, tiny_kit):
     assert all(moved), "every actor parameter should have been updated"
 
 
+@pytest.mark.serial  # 2 processes: one such test at a time (conftest.py)
 @pytest.mark.slow
 def test_ppo_zero2_on_two_processes_matches_ddp_and_exports(ddp_run, tiny_kit, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer

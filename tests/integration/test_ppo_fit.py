@@ -1,4 +1,5 @@
-"""`python -m argsfw.fit recipe=tiny_ppo` end to end on tiny models, as subprocesses.
+"""`python -m argsfw.fit recipe=tiny_ppo` end to end on tiny models (the killed run as a
+subprocess, the others through `argsfw.fit.main` in this process).
 
 One uninterrupted run (exports checked with vanilla transformers), one run killed with SIGKILL
 after a checkpoint and resumed: the resumed run must end with the same metrics, which needs
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _fit_helpers import REPO, env, fit, metrics
+from _fit_helpers import REPO, env, fit_here, metrics
 
 # 24 rollouts of 8 prompts, 2 PPO epochs of one mini-batch (2 micro-batches): 2 optimizer steps
 # (one per mini-batch, actor and critic together) per rollout, so global_step moves by 2 per
@@ -61,7 +62,7 @@ def _args(kit: dict, run_dir: Path, *extra: str) -> list[str]:
 @pytest.fixture(scope="module")
 def full_run(tiny_kit, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("ppo") / "full"
-    fit(*_args(tiny_kit, run_dir), timeout=300)
+    fit_here(*_args(tiny_kit, run_dir))
     return run_dir
 
 
@@ -110,7 +111,7 @@ def test_ppo_killed_and_resumed_ends_with_the_same_metrics(full_run, tiny_kit, t
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert not (run_dir / "metrics.json").exists(), "killed too late: the run had finished"
-    fit(*_args(tiny_kit, run_dir, "resume=true"), timeout=300)
+    fit_here(*_args(tiny_kit, run_dir, "resume=true"))
     full, resumed = metrics(full_run), metrics(run_dir)
     for key in COMPARED:
         assert resumed[key] == pytest.approx(full[key], rel=1e-5, abs=1e-6), key

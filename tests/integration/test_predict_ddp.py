@@ -13,8 +13,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from argsfw.predict import main
 
+pytestmark = pytest.mark.slow  # subprocesses: 2 ranks, a killed run
 REPO = Path(__file__).resolve().parents[2]
 ENV = {
     **os.environ,
@@ -49,6 +52,7 @@ def _predict_subprocess(args: list[str], timeout: float = 240) -> subprocess.Com
     )
 
 
+@pytest.mark.serial  # 2 processes: one such test at a time (conftest.py)
 def test_two_ranks_equal_one_rank(tiny_kit, tmp_path):
     # 5 prompts on 2 ranks: uneven shards (3 + 2), batches of 2 differ from the 1-rank batches.
     common = ["data.limit=5", "decode.batch_size=2", "decode.max_new_tokens=6"]

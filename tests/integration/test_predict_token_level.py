@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from argsfw.predict import main
 from tests.integration._fit_helpers import run_module
 
@@ -35,6 +37,7 @@ def _records(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "outputs.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow  # starts processes: make test runs it, make test-fast leaves it out
 def test_genarm_recipe_as_a_subprocess(tiny_kit, token_kit, tmp_path):
     run = tmp_path / "genarm"
     run_module("predict", *_args("tiny_genarm", tiny_kit["policy"], token_kit["arm"], run))

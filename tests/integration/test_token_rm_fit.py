@@ -1,4 +1,4 @@
-"""tiny_arm, tiny_token_rm and tiny_token_rm_distill end to end as subprocesses."""
+"""tiny_arm, tiny_token_rm and tiny_token_rm_distill end to end (`argsfw.fit.main` in this process)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from _fit_helpers import SMALL, fit, metrics
+from _fit_helpers import SMALL, fit_here, metrics
 
 pytestmark = pytest.mark.slow
 SHORT = ["trainer.max_steps=4", "logger.name=none", *SMALL]
@@ -25,7 +25,7 @@ def _exported(run, kind):
 @pytest.mark.parametrize("recipe", ["tiny_arm", "tiny_token_rm"])
 def test_pairwise_token_rms_fit_and_export_a_causal_lm(recipe, tmp_path):
     run = tmp_path / recipe
-    fit(f"recipe={recipe}", f"run_dir={run}", "policy=null", *SHORT)
+    fit_here(f"recipe={recipe}", f"run_dir={run}", "policy=null", *SHORT)
     m = metrics(run)
     assert m["trainer/global_step"] == 4
     for key in ("train/loss", "val/loss", "val/reward_acc", "val/reward_gap"):
@@ -35,7 +35,7 @@ def test_pairwise_token_rms_fit_and_export_a_causal_lm(recipe, tmp_path):
 
 
 def _distill(tiny_kit, run, *extra):
-    fit(
+    fit_here(
         "recipe=tiny_token_rm_distill",
         f"run_dir={run}",
         f"policy={tiny_kit['policy']}",
