@@ -87,7 +87,7 @@ class ARGS:
         )
 
         kind = reward_kind(rm_dir) if rm_dir.is_dir() else None
-        if kind in ("arm", "token") or (kind is None and is_causal_lm_config(rm_dir)):
+        if kind in ("arm", "token", "implicit") or (kind is None and is_causal_lm_config(rm_dir)):
             self.RM = load_token_reward_model(rm_dir, dtype=torch_dtype, device=self.rm_dev)
         else:
             self.RM = load_reward_model(

@@ -31,8 +31,9 @@ if TYPE_CHECKING:
 
 # What a method's guide model is: nothing; a scalar sequence RM (AutoModelForSequenceClassification);
 # a token-level causal LM of kind "arm" (GenARM) or "token" (a reward head over the vocabulary);
-# a prefix value model V(x, y_<=t) (a sequence classifier read at every prefix).
-NEEDS = ("nothing", "sequence", "arm", "token", "value")
+# a prefix value model V(x, y_<=t) (a sequence classifier read at every prefix); DPO's implicit
+# reward (a DPO run and its reference, argsfw.decoding.implicit).
+NEEDS = ("nothing", "sequence", "arm", "token", "value", "implicit")
 
 
 class Scorer(Protocol):

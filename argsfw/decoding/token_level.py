@@ -47,8 +47,9 @@ log = logging.getLogger("argsfw.decoding")
 
 def token_rm_kind(rm) -> str | None:
     """``"sequence"`` for a scalar-head classifier, else the causal LM's marked kind (``"arm"``,
-    ``"token"``) or None when it is unmarked. A model with neither head is ``"sequence"`` too, so
-    the sequence scorer's own check names what is wrong with it."""
+    ``"token"``, ``"implicit"`` for DPO's implicit reward) or None when it is unmarked. A model
+    with neither head is ``"sequence"`` too, so the sequence scorer's own check names what is
+    wrong with it."""
     from argsfw.models.reward_kind import reward_kind
 
     if (
@@ -57,7 +58,17 @@ def token_rm_kind(rm) -> str | None:
     ):
         return "sequence"
     kind = reward_kind(rm.config)
-    return kind if kind in ("arm", "token") else None
+    return kind if kind in ("arm", "token", "implicit") else None
+
+
+def token_reward_state(rm, stats: DecodeStats, out_device, candidates_only: bool = False):
+    """The lock-step state of a token-level guide: `TokenRewardState`, or for DPO's implicit
+    reward (`argsfw.decoding.implicit.ImplicitReward`) an `ImplicitRewardState`."""
+    from argsfw.decoding.implicit import ImplicitReward, ImplicitRewardState
+
+    if isinstance(rm, ImplicitReward):
+        return ImplicitRewardState(rm, stats, out_device)
+    return TokenRewardState(rm, stats, out_device, candidates_only)
 
 
 _UNMARKED_LOGGED: set[str] = set()  # methods already warned about an unmarked causal-LM RM

@@ -19,7 +19,13 @@ from argsfw.prediction.settings import is_token_level, needs_reward_model
 log = logging.getLogger("argsfw.predict")
 
 # the fit stage that makes each kind of guide model, for the hint when one is missing
-_MAKER = {"sequence": "rm", "value": "rm", "arm": "arm", "token": "token_rm_distill"}
+_MAKER = {
+    "sequence": "rm",
+    "value": "rm",
+    "arm": "arm",
+    "token": "token_rm_distill",
+    "implicit": "dpo",
+}
 
 
 class TokenizerMismatchError(UsageError):
@@ -158,7 +164,11 @@ def check_reward_kind(settings, policy_dir: str, rm_dir: str) -> None:
     reason = kind_error(method, kind)
     if reason:
         raise ConfigError(f"{reason} (reward_model={rm_dir})")
-    if kind in ("arm", "token", None) and Path(policy_dir).is_dir():
+    if kind == "implicit":
+        from argsfw.decoding.implicit import reference_path
+
+        reference_path(rm_dir)  # the DPO run's reference must load too (ModelPathError, exit 2)
+    if kind in ("arm", "token", "implicit", None) and Path(policy_dir).is_dir():
         v_llm = _read_json(Path(policy_dir) / "config.json").get("vocab_size")
         v_rm = _read_json(Path(rm_dir) / "config.json").get("vocab_size")
         if v_llm and v_rm and v_llm != v_rm:

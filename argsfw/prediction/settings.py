@@ -138,8 +138,9 @@ def needs_reward_model(settings) -> bool:
 
 
 def is_token_level(settings) -> bool:
-    """True for the methods guided by a token-level RM (a causal LM: GenARM's ARM, a token head)."""
-    return get_method(settings.method).needs in ("arm", "token")
+    """True for the methods guided by a token-level RM (a causal LM: GenARM's ARM, a token head,
+    DPO's implicit reward)."""
+    return get_method(settings.method).needs in ("arm", "token", "implicit")
 
 
 def output_settings(job) -> dict:
@@ -184,16 +185,21 @@ def default_label(job) -> str:
         return job.predict.label
     method = get_method(job.decode.method)
     label = method.label_of(job.decode)
-    mode = _token_rm_mode(job.reward_model) if method.needs == "token" else None
-    # which token-level head guided it (FaRMA-style pairs or distilled), so rows do not collide
+    mode = _token_rm_mode(job.reward_model) if method.needs in ("token", "arm") else None
+    # which token-level head guided it (FaRMA-style pairs, distilled, or a DPO run's implicit
+    # reward), so rows do not collide
     return label.replace(method.name, f"{method.name}({mode})", 1) if mode else label
 
 
 def _token_rm_mode(spec: str | None) -> str | None:
-    """``token_rm_mode`` ("bt" | "distill") from a token-level RM run's meta.json, if there is one."""
+    """``token_rm_mode`` ("bt" | "distill") from a token-level RM run's meta.json, or ``"dpo"``
+    for a DPO run (its implicit reward), if there is one."""
+    from argsfw.models.reward_kind import is_dpo_export
+
     for meta in (Path(spec or "") / "meta.json", Path(spec or "") / "hf" / "meta.json"):
         try:
-            mode = json.loads(meta.read_text()).get("token_rm_mode")
+            info = json.loads(meta.read_text())
+            mode = info.get("token_rm_mode") or ("dpo" if is_dpo_export(info) else None)
         except (OSError, ValueError, AttributeError):
             continue
         if isinstance(mode, str):

@@ -5,6 +5,9 @@ generated token (see `argsfw.decoding.token_level`):
   log pi_r) / (1 + alpha)`` at temperature ``1 / (1 + alpha)`` unless T is given), or its argmax;
 * token-rm: the ARGS rules with ``r(v)`` read from a token-level head (FaRMA-style), greedy or
   sampled.
+
+Either also reads DPO's implicit reward ``beta * (log pi_dpo - log pi_ref)`` as its guide
+(``reward_model=<a DPO run>``, `argsfw.decoding.implicit`).
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ from argsfw.decoding.types import DecodeInputError
 
 def _genarm(greedy: bool):
     def build(p: Parts):
-        from argsfw.decoding.token_level import GenARMChooser, TokenRewardState
+        from argsfw.decoding.token_level import GenARMChooser, token_reward_state
 
         s = p.s
-        scorer = TokenRewardState(p.decoder.rm, p.stats, p.decoder.device) if s.alpha != 0 else None
+        scorer = (
+            token_reward_state(p.decoder.rm, p.stats, p.decoder.device) if s.alpha != 0 else None
+        )
         n_tokens = len(p.decoder.tokenizer)
         return scorer, GenARMChooser(s.alpha, greedy, s.temperature, n_tokens)
 
@@ -28,12 +33,12 @@ def _genarm(greedy: bool):
 def _token_rm(greedy: bool):
     def build(p: Parts):
         from argsfw.decoding.search import ArgsChooser
-        from argsfw.decoding.token_level import TokenRewardState
+        from argsfw.decoding.token_level import token_reward_state
 
         s, d = p.s, p.decoder
         scorer = None
         if s.weight != 0:
-            scorer = TokenRewardState(d.rm, p.stats, d.device, candidates_only=True)
+            scorer = token_reward_state(d.rm, p.stats, d.device, candidates_only=True)
         return scorer, ArgsChooser(s.weight, s.topk, greedy, s.temperature, None, None)
 
     return build
