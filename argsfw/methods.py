@@ -36,8 +36,13 @@ def describe(extra: list[str] | None = None) -> dict:
             for k in m.knobs
         ]
         if m.options is not None:
-            knobs += [
-                {"name": f"options.{f.name}", "default": _default(f), "range": "", "doc": ""}
+            knobs += [  # a field's metadata may give its range and doc
+                {
+                    "name": f"options.{f.name}",
+                    "default": _default(f),
+                    "range": f.metadata.get("range", ""),
+                    "doc": f.metadata.get("doc", ""),
+                }
                 for f in dataclasses.fields(m.options)
             ]
         out_methods.append(

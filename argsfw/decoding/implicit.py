@@ -127,6 +127,18 @@ def load_implicit_reward(spec, dtype="float32", device: str | None = None) -> Im
     return ImplicitReward(policy, reference, beta).eval()
 
 
+def load_token_guide(spec, dtype="float32", device: str | None = None):
+    """The token-level guide ``spec`` names: a DPO run's `ImplicitReward`, else the causal LM
+    `argsfw.models.reward_kind.load_token_reward_model` loads. Raises `ModelPathError`."""
+    from argsfw.models.paths import resolve_model_path
+    from argsfw.models.reward_kind import load_token_reward_model, reward_kind
+
+    path = resolve_model_path(spec, "reward model")
+    if Path(path).is_dir() and reward_kind(path) == KIND:
+        return load_implicit_reward(path, dtype, device)
+    return load_token_reward_model(path, dtype, device)
+
+
 class ImplicitRewardState:
     """The implicit-reward guide decoding in lock-step with the policy (the scorer protocol of
     `argsfw.decoding.search.decode_batch`, and what `argsfw.decoding.token_level.TokenRewardState`

@@ -124,23 +124,19 @@ def kind_error(method, kind: str | None) -> str | None:
 
 
 def load_token_reward_model(spec, dtype="float32", device: str | None = None):
-    """Load a token-level reward model (a causal LM: GenARM's ARM or a token-level head) in eval mode;
-    a DPO run becomes its implicit reward (`argsfw.decoding.implicit.ImplicitReward`).
+    """Load a token-level reward model (a causal LM: GenARM's ARM or a token-level head) in eval mode.
 
     A kind marked only in ``meta.json`` is copied onto ``model.config`` (``argsfw_reward_kind``),
-    so the decoding engine, which sees the model alone, knows it too.
+    so the decoding engine, which sees the model alone, knows it too. (A DPO run, kind
+    ``"implicit"``, loads with its reference: `argsfw.decoding.implicit.load_token_guide`.)
     """
     from transformers import AutoModelForCausalLM
 
     from argsfw.models.loading import parse_dtype, resolve_model_path
 
     path = resolve_model_path(spec, "reward model")
-    kind = reward_kind(path) if Path(path).is_dir() else None
-    if kind == "implicit":
-        from argsfw.decoding.implicit import load_implicit_reward
-
-        return load_implicit_reward(path, dtype, device)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=parse_dtype(dtype))
+    kind = reward_kind(path) if Path(path).is_dir() else None
     if kind in ("arm", "token"):
         model.config.argsfw_reward_kind = kind
     if device is not None:

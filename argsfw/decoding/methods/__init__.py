@@ -8,6 +8,7 @@ from argsfw.decoding.methods import (  # noqa: F401
     args,
     baselines,
     best_of_n,
+    cards,
     controlled,
     gated,
     token_level,

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from argsfw.decoding import ArgsDecoder, DecodeConfig
-from argsfw.decoding.implicit import ImplicitReward, load_implicit_reward
+from argsfw.decoding.implicit import ImplicitReward, load_implicit_reward, load_token_guide
 from argsfw.models import ModelPathError
 
 BETA = 0.5
@@ -94,14 +94,14 @@ def _dpo_run(tmp_path, llama, base: str, beta=BETA):
 def test_a_dpo_run_loads_as_its_implicit_reward(tmp_path, llama):
     from argsfw.decoding.registry import get_method
     from argsfw.models import save_hf
-    from argsfw.models.reward_kind import kind_error, load_token_reward_model, reward_kind
+    from argsfw.models.reward_kind import kind_error, reward_kind
 
     ref = save_hf(llama.llm, llama.tokenizer, tmp_path / "sft")
     run = _dpo_run(tmp_path, llama, str(ref), beta=0.25)
     assert reward_kind(run / "hf") == "implicit"
     assert kind_error(get_method("token-rm"), "implicit") is None
     assert "a sequence reward model" in kind_error(get_method("args-greedy"), "implicit")
-    g = load_token_reward_model(run)
+    g = load_token_guide(run)
     assert isinstance(g, ImplicitReward) and g.beta == 0.25
     x = torch.tensor([[1, 5, 9, 3]])
     assert torch.equal(g.reference(input_ids=x).logits, llama.llm(input_ids=x).logits)
