@@ -12,4 +12,5 @@ from argsfw.decoding.methods import (  # noqa: F401
     controlled,
     gated,
     token_level,
+    treebon,
 )
