@@ -120,3 +120,28 @@ def test_a_dpo_run_without_its_reference_is_refused_in_one_line(tmp_path, llama,
     with pytest.raises(ModelPathError, match=match) as e:
         load_implicit_reward(run)
     assert "\n" not in str(e.value)
+
+
+def test_predict_checks_a_dpo_guide_before_loading(tmp_path, llama):
+    """Start-up checks read JSON only: the kind each method needs, and the reference's path."""
+    from argsfw.config.compose import compose
+    from argsfw.decoding import DecodeConfig
+    from argsfw.errors import ConfigError
+    from argsfw.models import save_hf
+    from argsfw.predict import default_label
+    from argsfw.prediction.preflight import check_reward_kind
+
+    policy = save_hf(llama.llm, llama.tokenizer, tmp_path / "sft")
+    run = _dpo_run(tmp_path, llama, str(policy))
+    for method in ("treebon", "token-rm", "genarm"):
+        check_reward_kind(DecodeConfig(method=method), str(policy), str(run / "hf"))
+    with pytest.raises(ConfigError, match="needs a sequence reward model.*reward_kind 'implicit'"):
+        check_reward_kind(DecodeConfig(method="cards"), str(policy), str(run / "hf"))
+    with pytest.raises(ConfigError, match="treebon needs a DPO run.*reward_kind 'arm'"):
+        marked = save_hf(llama.arm, llama.tokenizer, tmp_path / "arm")
+        check_reward_kind(DecodeConfig(method="treebon"), str(policy), str(marked))
+    lost = _dpo_run(tmp_path / "lost", llama, str(tmp_path / "gone"))
+    with pytest.raises(ModelPathError, match="DPO reference"):
+        check_reward_kind(DecodeConfig(method="treebon"), str(policy), str(lost / "hf"))
+    job = compose(["recipe=tiny_args", "decode=token_rm", f"reward_model={run}"])
+    assert default_label(job).startswith("token-rm(dpo) ")
