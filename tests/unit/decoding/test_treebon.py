@@ -158,3 +158,14 @@ def test_treebon_needs_a_dpo_run(llama):
     dec = ArgsDecoder(llama.llm, llama.tokenizer, llama.rm)
     with pytest.raises(DecodeInputError, match="needs a DPO run"):
         dec.generate(["Hi"], DecodeConfig(method="treebon", max_new_tokens=2))
+
+
+def test_listed_with_their_knobs():
+    from argsfw.methods import describe
+
+    info = {m["name"]: m for m in describe()["methods"]}
+    assert info["treebon"]["needs"] == "implicit" and info["treebon-rm"]["needs"] == "sequence"
+    assert info["cards"]["needs"] == "sequence"
+    for name, knob in [("treebon", "options.children"), ("cards", "options.entropy_threshold")]:
+        (k,) = [k for k in info[name]["knobs"] if k["name"] == knob]
+        assert k["range"] and k["doc"]
