@@ -332,7 +332,7 @@ CARDS = register(
         samples=True,
         options=CardsOptions,
         label=_label,
-        color="#9467bd",
+        color="#000000",
         marker="P",
         counts_scored_steps=True,
     )

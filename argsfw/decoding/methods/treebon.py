@@ -224,7 +224,7 @@ TREEBON = register(
         summary="TreeBoN: best-of-N grown as a tree of segments, pruned by DPO's weighted implicit reward (reward_model=<DPO run>)",
         needs="implicit",
         label=_label("treebon"),
-        color="#d62728",
+        color="#1b9e77",
         marker="X",
         **_COMMON,
     )
@@ -235,7 +235,7 @@ TREEBON_RM = register(
         summary="TreeBoN pruned and picked by the sequence RM's reward of each partial answer",
         needs="sequence",
         label=_label("treebon-rm"),
-        color="#ff9896",
+        color="#66c2a5",
         marker="X",
         **_COMMON,
     )
