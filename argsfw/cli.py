@@ -154,7 +154,10 @@ def check_hardware(job: JobConfig) -> None:
     uses_trainer = stage is not None and stage.trainer
     accel = job.trainer.accelerator if uses_trainer else "auto"
     wants_cuda = accel in ("gpu", "cuda")
-    eval_cuda = job.stage == "evaluate" and str(job.eval.device or "").startswith("cuda")
+    # a stage that runs outside a Trainer names its device in its own section (eval.device)
+    own = getattr(job, stage.section, None) if stage is not None and stage.section else None
+    device = str(getattr(own, "device", None) or "")
+    eval_cuda = device.startswith("cuda")
     if not (wants_cuda or eval_cuda or accel == "mps"):
         return
     import torch
@@ -167,8 +170,8 @@ def check_hardware(job: JobConfig) -> None:
     count = torch.cuda.device_count() if (wants_cuda or eval_cuda) else 0
     if eval_cuda and count == 0:
         raise ConfigError(
-            f"eval.device={job.eval.device} but this machine has no CUDA GPU; use eval.device=cpu "
-            "(or leave it unset: cuda when there is one, else cpu)"
+            f"{stage.section}.device={device} but this machine has no CUDA GPU; use "
+            f"{stage.section}.device=cpu (or leave it unset: cuda when there is one, else cpu)"
         )
     if not wants_cuda:
         return

@@ -127,6 +127,10 @@ def _run(job: JobConfig, run: RunDir) -> None:
         api_key_for(job.eval.judge)  # no key for a remote judge: refuse before any model is read
         check_endpoint(job.eval.judge)  # and a dead one, not after minutes of other metrics
     check_reward_model(job)
+    if "instruments" in job.eval.metrics:  # the held-out pairs, before any model loads
+        from argsfw.data.loading import check_data_files
+
+        check_data_files(job.data, [job.data.eval_split])
     run.claim(job)  # before the first write: lock, and no other stage's run
     run.start(job, "evaluate")
     wb = _wandb_run(job, run)
@@ -138,6 +142,7 @@ def _run(job: JobConfig, run: RunDir) -> None:
             run_dir=run.path,
             oracle=_oracle(job),
             wandb_run=wb,
+            pairs=(job.data, job.data.eval_split) if "instruments" in job.eval.metrics else None,
         )
     except BaseException:
         run.finish(status="failed")

@@ -1,8 +1,10 @@
-"""`python -m argsfw.methods [--json]`: every decoding method and stage, what each needs and its settings.
+"""`python -m argsfw.methods [--json] [pkg.module:NAME ...]`: every decoding method and stage,
+what each needs and its settings.
 
-Methods come from the decoding-method registry (`argsfw.decoding.registry`), stages from the
-stage registry (`argsfw.stages`); a method or stage of one's own named by import path
-(``pkg.module:NAME``) is listed too when given: ``python -m argsfw.methods my_pkg.m:METHOD``.
+Methods come from the decoding-method registry (`argsfw.decoding.registry`), each knob with its
+default, range and doc from the method's own settings dataclass; stages from the stage registry
+(`argsfw.stages`). A method or stage of one's own named by import path (``pkg.module:NAME``) is
+listed too when given: ``python -m argsfw.methods my_pkg.m:METHOD``.
 """
 
 from __future__ import annotations
@@ -14,11 +16,10 @@ import sys
 
 def describe(extra: list[str] | None = None) -> dict:
     """``{"methods": [...], "stages": [...]}``: names, needs, knobs (default, range, doc), sections."""
-    from argsfw.decoding.config import KNOBS, DecodeConfig
+    from argsfw.decoding.config import knobs_of
     from argsfw.decoding.registry import get_method, methods
     from argsfw.stages import find_stage, get_stage, stages
 
-    defaults = DecodeConfig()
     found = {n: m for n, m in methods().items() if n == m.name}
     own_stages = dict(stages())
     spec: dict[str, str] = {}  # methods of one's own: the import path that names them
@@ -32,25 +33,15 @@ def describe(extra: list[str] | None = None) -> dict:
     out_methods = []
     for name, m in found.items():
         knobs = [
-            {"name": k, "default": getattr(defaults, k), "range": KNOBS[k][0], "doc": KNOBS[k][1]}
-            for k in m.knobs
+            {"name": k.name, "default": k.default, "range": k.describe(), "doc": k.doc}
+            for k in knobs_of(m.settings)
         ]
-        if m.options is not None:
-            knobs += [  # a field's metadata may give its range and doc
-                {
-                    "name": f"options.{f.name}",
-                    "default": _default(f),
-                    "range": f.metadata.get("range", ""),
-                    "doc": f.metadata.get("doc", ""),
-                }
-                for f in dataclasses.fields(m.options)
-            ]
         out_methods.append(
             {
                 "name": name,
                 "use": f"decode.method={spec.get(name, name)}",
                 "summary": m.summary,
-                "needs": m.needs,
+                "needs": str(m.needs),
                 "off_when_zero": m.guide_knob,
                 "decodes": "per step (shared search loop)" if m.build else "whole sequences",
                 "knobs": knobs,
@@ -108,12 +99,28 @@ def render(info: dict) -> str:
     return "\n".join(lines)
 
 
+USAGE = """usage: python -m argsfw.methods [--json] [pkg.module:NAME ...]
+
+List every decoding method (its knobs: default, range, doc) and every stage (its settings).
+  pkg.module:NAME  also list a method or stage of one's own, named by import path
+  --json           print the listing as JSON
+  -h, --help       show this message
+Set a method's knob as decode.<knob>=VALUE (e.g. decode.weight=2), the same for your own."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit code (2 for a name that cannot be listed)."""
+    """Entry point; returns the exit code (2 for a name that cannot be listed or a bad option)."""
     from argsfw.decoding.types import DecodeInputError
     from argsfw.errors import ConfigError
 
     args = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in args or "--help" in args:
+        print(USAGE)
+        return 0
+    bad = [a for a in args if a.startswith("-") and a != "--json"]
+    if bad:
+        print(f"argsfw methods: error: unknown option {bad[0]}; see --help", file=sys.stderr)
+        return 2
     as_json = "--json" in args
     names = [a for a in args if a != "--json"]
     try:

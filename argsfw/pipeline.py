@@ -114,6 +114,28 @@ def _group_override(job: JobConfig, root: Path) -> str:
     return "logger.group='" + group.replace("'", "\\'") + "'"
 
 
+def _made_by(fit: dict[str, str]) -> dict[str, str]:
+    """``{"policy": step, "reward_model": step}``: the first fit step whose stage makes a policy,
+    and the first that makes a sequence reward model, read from each step's declared stage
+    (`argsfw.stages.Stage.makes`); a step whose recipe cannot be read is left to `check_steps`."""
+    from argsfw.config.compose import find_recipe, recipe_stage
+    from argsfw.decoding.types import RewardKind
+    from argsfw.stages import POLICY, find_stage
+
+    made: dict[str, str] = {}
+    for name, spec in fit.items():
+        recipe, *own = _split(name, spec)
+        try:
+            stage = find_stage(recipe_stage(find_recipe(recipe), own))
+        except ConfigError:
+            continue
+        if stage is not None and stage.makes == POLICY:
+            made.setdefault("policy", name)
+        elif stage is not None and stage.reward_kind is RewardKind.SEQUENCE:
+            made.setdefault("reward_model", name)
+    return made
+
+
 def plan(job: JobConfig, root: Path) -> list[Step]:
     """The ordered steps of `job`'s pipeline, with every ``@<fit step>`` resolved to its run dir.
 
@@ -133,9 +155,8 @@ def plan(job: JobConfig, root: Path) -> list[Step]:
         return out
 
     group = [_group_override(job, root)]  # before every user override, so one can replace it
-    inputs = (["policy=@sft"] if "sft" in dirs else []) + (
-        ["reward_model=@rm"] if "rm" in dirs else []
-    )
+    made = _made_by(p.fit)
+    inputs = [f"{key}=@{made[key]}" for key in ("policy", "reward_model") if key in made]
     steps: list[Step] = []
     for name, spec in p.fit.items():
         recipe, *own = _split(name, spec)
@@ -162,7 +183,7 @@ def plan(job: JobConfig, root: Path) -> list[Step]:
         )
         steps.append(Step(f"predict {name}", "predict", resolve(args), run_dir))
     if p.evaluate:
-        reward = ["reward_model=@rm"] if "rm" in dirs else []
+        reward = [f"reward_model=@{made['reward_model']}"] if "reward_model" in made else []
         args = _merge(
             [f"recipe={p.evaluate}"],
             group,
@@ -202,6 +223,75 @@ def check_steps(steps: list[Step]) -> None:
             raise ConfigError(f"pipeline step '{step.name}': {exc}") from None
 
 
+def depends_on(step: Step, earlier: list[Step]) -> list[Step]:
+    """The earlier steps `step` waits for: the fit steps whose run directories its arguments
+    name (``@NAME``), and every step before an evaluate step."""
+    if step.entry == "evaluate":
+        return list(earlier)
+    text = " ".join(step.args)
+    return [
+        e
+        for e in earlier
+        if e.entry == "fit" and re.search(rf"{re.escape(str(e.run_dir))}(?![\w.-])", text)
+    ]
+
+
+def _run_steps(steps: list[Step], jobs: int, root: Path) -> list[str]:
+    """Run `steps`, up to `jobs` at once in dependency order; returns the names of the steps
+    that failed (after those already running have finished; nothing new starts then)."""
+    import os
+
+    deps = {s.name: depends_on(s, steps[:i]) for i, s in enumerate(steps)}
+    index = {s.name: i for i, s in enumerate(steps, 1)}
+    done: set[str] = set()
+    failed: list[str] = []
+    pending = list(steps)
+    running: dict[str, tuple[subprocess.Popen, float, object]] = {}
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    while pending or running:
+        for step in list(pending):
+            if failed or len(running) >= jobs:
+                break
+            if any(d.name not in done for d in deps[step.name]):
+                continue
+            pending.remove(step)
+            tag = f"[{index[step.name]}/{len(steps)}] {step.name}"
+            if step.entry == "fit" and fit_complete(step.run_dir):
+                log.info("%s: already complete in %s, skipped", tag, step.run_dir)
+                done.add(step.name)
+                continue
+            command = step.command() + ([f"num_threads={threads}"] if jobs > 1 else [])
+            log.info("%s: %s", tag, shlex.join(command[1:]))
+            out = None
+            if jobs > 1:
+                (root / "logs").mkdir(parents=True, exist_ok=True)
+                out = (root / "logs" / f"{re.sub(r'[^A-Za-z0-9._-]+', '_', step.name)}.log").open(
+                    "a"
+                )
+            proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT if out else None)
+            running[step.name] = (proc, time.perf_counter(), out)
+        if not running:
+            if pending and not failed:  # cannot happen: a step waits only for earlier ones
+                raise RuntimeError(f"pipeline steps wait for nothing that runs: {pending}")
+            break
+        time.sleep(0.2 if jobs == 1 else 1.0)
+        for name, (proc, started, out) in list(running.items()):
+            code = proc.poll()
+            if code is None:
+                continue
+            del running[name]
+            if out is not None:
+                out.close()
+            tag = f"[{index[name]}/{len(steps)}] {name}"
+            if code:
+                log.error("%s failed with exit code %d", tag, code)
+                failed.append(name)
+            else:
+                log.info("%s done in %.0f s", tag, time.perf_counter() - started)
+                done.add(name)
+    return failed
+
+
 def _run(job: JobConfig, run: RunDir) -> None:
     steps = plan(job, run.path)
     check_steps(steps)
@@ -209,25 +299,14 @@ def _run(job: JobConfig, run: RunDir) -> None:
     run.start(job, "pipeline")
     log.info("plan: %d steps: %s", len(steps), ", ".join(s.name for s in steps))
     t0 = time.perf_counter()
-    for i, step in enumerate(steps, 1):
-        if step.entry == "fit" and fit_complete(step.run_dir):
-            log.info(
-                "[%d/%d] %s: already complete in %s, skipped",
-                i,
-                len(steps),
-                step.name,
-                step.run_dir,
-            )
-            continue
-        log.info("[%d/%d] %s: %s", i, len(steps), step.name, shlex.join(step.command()[1:]))
-        t = time.perf_counter()
-        code = subprocess.run(step.command()).returncode
-        if code:
-            run.finish(status="failed", failed_step=step.name)
-            raise StepFailed(
-                f"step '{step.name}' failed with exit code {code}; fix it and re-run the same command to continue"
-            )
-        log.info("[%d/%d] %s done in %.0f s", i, len(steps), step.name, time.perf_counter() - t)
+    failed = _run_steps(steps, job.pipeline.jobs, run.path)
+    if failed:
+        run.finish(status="failed", failed_step=failed[0])
+        raise StepFailed(
+            f"step '{failed[0]}' failed (see its output above"
+            + (f" or in {run.path / 'logs'}" if job.pipeline.jobs > 1 else "")
+            + "); fix it and re-run the same command to continue"
+        )
     from argsfw.eval.report import report_complete
 
     report = run.path / "evaluate" / "report.md"

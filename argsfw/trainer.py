@@ -108,7 +108,10 @@ def _resumable_train_data(datamodule, seed: int, trainer: L.Trainer) -> None:
     original = datamodule.train_dataloader
 
     def train_dataloader():
-        loader = make_resumable(original(), seed)
+        lengths = None
+        if getattr(getattr(datamodule, "cfg", None), "group_by_length", False):
+            lengths = datamodule.lengths(datamodule.cfg.split)
+        loader = make_resumable(original(), seed, lengths)
         loader.progress = lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed
         return loader
 

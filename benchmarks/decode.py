@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from transformers import DynamicCache
 
-from argsfw.decoding import ArgsDecoder, DecodeConfig
+from argsfw.decoding import ArgsDecoder, decode_settings
 from argsfw.decoding.accounting import cache_bytes
 from argsfw.models import (
     TinySpec,
@@ -240,13 +240,14 @@ def peak_timed(fn):
 
 def run_fast(dec, prompts, k, max_new, batch_size=1, method="args-greedy", **kw):
     """One engine call with ``method`` at k candidates, EOS ignored (every run makes ``max_new`` tokens)."""
-    s = DecodeConfig(
+    s = decode_settings(
         method=method,
         weight=1.0,
         topk=k,
         max_new_tokens=max_new,
         stop_at_eos=False,
         batch_size=batch_size,
+        lenient=True,  # one set of knobs for every method: each reads its own
         **kw,
     )
     return dec.generate_ids(prompts, s)
@@ -396,7 +397,7 @@ def compare_scorers(dec, prompts, k, max_new) -> list[dict]:
     stats, tokens = {}, {n: [] for n in names}
     for p in prompts:
         for n in names:
-            s = DecodeConfig(
+            s = decode_settings(
                 weight=1.0, topk=k, max_new_tokens=max_new, stop_at_eos=False, scorer=n
             )
             (gens, st), dt = timed(lambda s=s, p=p: dec.generate_ids([p], s))

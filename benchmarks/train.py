@@ -39,7 +39,7 @@ def _loss(module, batch: dict) -> torch.Tensor:
     if hasattr(module, "_rewards"):
         from argsfw.rlhf.pairwise import bradley_terry_loss
 
-        return bradley_terry_loss(*module._rewards(batch), module.margin)
+        return bradley_terry_loss(*module.rewards(batch), module.margin)
     return module._loss(batch)
 
 

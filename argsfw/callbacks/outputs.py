@@ -160,14 +160,13 @@ def _comparable(recorded: dict, current: dict) -> dict:
     selection. A selection key missing from `recorded` (a run from before it was fingerprinted)
     is taken as unchanged. Of the decode settings only those `current` records count: a run
     recorded with every knob (before fingerprints kept only the method's own) keeps resuming,
-    and an ``options`` entry it lacks is taken as none.
+    and so does one whose own method's knobs were recorded under ``options`` (before a method
+    of one's own set its knobs as ``decode.<knob>`` like the built-ins).
     """
     if isinstance(recorded.get("decode"), dict) and isinstance(current.get("decode"), dict):
-        now = current["decode"]
-        recorded = {**recorded, "decode": {k: v for k, v in recorded["decode"].items() if k in now}}
-        for key in ("options",):
-            if key in now and key not in recorded["decode"]:
-                recorded["decode"][key] = {}
+        now, old = current["decode"], dict(recorded["decode"])
+        old.update(old.pop("options", None) or {})
+        recorded = {**recorded, "decode": {k: v for k, v in old.items() if k in now}}
     data = dict(recorded.get("data") or {})
     new = current.get("data") or {}
     for key in SELECTION_KEYS:

@@ -120,7 +120,7 @@ def _register_schema(stage: str | None = None) -> None:
     ConfigStore.instance().store(name=_SCHEMA_NAME, node=job_schema(stage))
 
 
-def _stage_named(path: Path, overrides: list[str]) -> str | None:
+def recipe_stage(path: Path, overrides: list[str]) -> str | None:
     """The ``stage`` a recipe file or a ``stage=`` override sets (to find a stage of one's own)."""
     for o in reversed(overrides):
         if o.startswith("stage="):
@@ -241,7 +241,7 @@ def compose(overrides: list[str], default_recipe: str | None = None) -> JobConfi
     recipe = path.stem
     overrides = [_decode_option(o) for o in overrides if not o.startswith("recipe=")]
     overrides.append(f"recipe={recipe}")
-    stage = _stage_named(path, overrides)
+    stage = recipe_stage(path, overrides)
     _CURRENT_STAGE[0] = stage if stage and ":" in stage else None
     _register_schema(_CURRENT_STAGE[0])
     _register_recipe(recipe, path)
@@ -271,17 +271,44 @@ def compose(overrides: list[str], default_recipe: str | None = None) -> JobConfi
 
 
 def _decode_option(override: str) -> str:
-    """``decode=NAME`` as the group option it means: ``args-greedy`` is the file args_greedy; a
-    method with no group file (one's own ``pkg.module:METHOD``) becomes ``decode.method=NAME``."""
-    key, eq, name = override.partition("=")
-    if key.lstrip("+~") != "decode" or not eq or name in group_options("decode"):
+    """A ``decode`` override as Hydra takes it.
+
+    ``decode=NAME`` or ``decode.method=NAME`` selects the method's group option: its file in
+    ``configs/decode`` (``args-greedy`` is args_greedy.yaml), else an option made here holding
+    only ``method: NAME`` (a built-in without a file, or one's own ``pkg.module:METHOD``), so
+    another method's knobs never stay behind. ``decode.<key>=value`` sets a shared key or a
+    knob of the method, which the composed section may not hold yet (``++``).
+    """
+    key, eq, value = override.partition("=")
+    bare = key.lstrip("+~")
+    if not eq or not bare.startswith("decode") or key.startswith("~"):
         return override
-    if name.replace("-", "_") in group_options("decode"):
-        return f"{key}={name.replace('-', '_')}"
+    if bare == "decode.method" or bare == "decode":
+        return f"decode={_method_option(value)}"
+    if bare.startswith("decode."):
+        return f"++{bare}={value}"
+    return override
+
+
+def _method_option(name: str) -> str:
+    """The ``decode`` group option of method `name` (its YAML file, or one registered here)."""
+    files = group_options("decode")
+    if name in files or "," in name:  # a file, or a sweep Hydra expands first
+        return name
+    if name.replace("-", "_") in files:
+        return name.replace("-", "_")
+    from hydra.core.config_store import ConfigStore
+
     from argsfw.decoding.registry import find_method
 
-    own = ":" in name  # pkg.module:METHOD: its import error is the message to see
-    return f"decode.method={name}" if own or find_method(name) is not None else override
+    found = find_method(name) if ":" not in name else None
+    if found is not None and found.name.replace("-", "_") in files:
+        return found.name.replace("-", "_")
+    option = "method_" + re.sub(r"\W", "_", name)
+    # one's own method (pkg.module:METHOD) or an unknown name: decode.method carries it, and the
+    # settings check names what is wrong with it
+    ConfigStore.instance().store(group="decode", name=option, node={"method": name})
+    return option
 
 
 def _causes(exc: BaseException):

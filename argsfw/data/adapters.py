@@ -50,8 +50,10 @@ class Parsed:
     rejected: str | None
     id: str
     prompt_id: str  # records sharing a prompt_id share a prompt (SHP: post_id)
+    domain: str = ""  # the source folder (or file) the record came from, when several
     problem: str | None = None
     flags: list[str] = field(default_factory=list)
+    messages: tuple[dict[str, Any], ...] | None = None  # the prompt as chat messages, if given so
 
 
 @dataclass(frozen=True)
@@ -157,6 +159,95 @@ def parse_json(rec: dict[str, Any], index: int, ctx: Ctx) -> Parsed:
     return _check_pair(Parsed(prompt, _text(rec, f["chosen"]), _text(rec, f["rejected"]), rid, rid))
 
 
+def _messages(value: Any, name: str) -> list[dict[str, str]] | None:
+    """`value` as chat messages ``[{role, content}]``, or None when it is a string.
+
+    Raises `BadField` for anything else (TRL's formats allow these two)."""
+    if isinstance(value, str):
+        return None
+    if (
+        isinstance(value, list)
+        and value
+        and all(
+            isinstance(m, dict)
+            and isinstance(m.get("role"), str)
+            and isinstance(m.get("content"), str)
+            for m in value
+        )
+    ):
+        return [{"role": m["role"], "content": m["content"]} for m in value]
+    raise BadField(
+        f"field {name!r} is {type(value).__name__}, expected a string or a list of chat messages "
+        "[{role, content}] (TRL's standard or conversational format)"
+    )
+
+
+def hh_text(messages: list[dict[str, str]]) -> str:
+    """Chat messages in the raw HH layout (``\n\nHuman: ...\n\nAssistant: ...``); a system
+    turn is kept as plain text before the first turn."""
+    mark = {"user": HUMAN, "assistant": ASSISTANT}
+    return "".join(
+        f"{mark[m['role']]} {m['content']}" if m["role"] in mark else m["content"] for m in messages
+    )
+
+
+def _reply(messages: list[dict[str, str]], name: str) -> str:
+    """A completion's text: its assistant messages, with the leading space of the raw layout."""
+    if any(m["role"] != "assistant" for m in messages):
+        raise BadField(
+            f"field {name!r}: a completion after the prompt holds assistant messages only"
+        )
+    return " " + "\n".join(m["content"] for m in messages)
+
+
+def _shared_start(a, b) -> int:
+    """How many leading items (characters, or messages) `a` and `b` share."""
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def parse_trl(rec: dict[str, Any], index: int, ctx: Ctx) -> Parsed:
+    """TRL's dataset formats (``trl`` source): preference ``{prompt, chosen, rejected}`` or
+    prompt-only ``{prompt}``, each field a string (standard) or a list of chat messages
+    (conversational). A preference record without a prompt of the replies' type has it
+    implicitly: the start chosen and rejected share (UltraFeedback-binarized: a string prompt
+    beside full conversations), as TRL reads it. Messages become the raw HH text
+    (``data.prompt_format=raw``) and are kept for the chat template (``chat``).
+    """
+    f = ctx.fields
+    rid = rec.get(f["id"], rec.get("prompt_id"))
+    rid = str(rid) if rid is not None else f"{ctx.id_prefix}-{index}"
+    prompt = rec.get(f["prompt"])
+    if rec.get(f["chosen"]) is None and rec.get(f["rejected"]) is None:  # prompt-only
+        if ctx.responses:
+            raise MissingField(f["chosen"])
+        msgs = _messages(_get(rec, f["prompt"]), f["prompt"])
+        text = hh_text(msgs) + ASSISTANT if msgs else prompt
+        return Parsed(text, None, None, rid, rid, messages=tuple(msgs) if msgs else None)
+    chosen, rejected = _get(rec, f["chosen"]), _get(rec, f["rejected"])
+    cm, rm = _messages(chosen, f["chosen"]), _messages(rejected, f["rejected"])
+    if (cm is None) != (rm is None):
+        raise BadField("fields 'chosen' and 'rejected' must both be strings or both message lists")
+    pm = _messages(prompt, f["prompt"]) if prompt is not None else None
+    if prompt is None or (pm is None) != (cm is None):  # implicit: the shared start
+        n = _shared_start(cm or chosen, rm or rejected)
+        if cm is None:
+            n -= n > 0 and chosen[n - 1] == " "  # the space before a reply stays with it
+            prompt, chosen, rejected = chosen[:n], chosen[n:], rejected[n:]
+        else:
+            n -= n == len(cm) == len(rm)  # identical conversations: the last turn is the reply
+            pm, cm, rm = cm[:n], cm[n:], rm[n:]
+    if cm is None:
+        return _check_pair(Parsed(prompt, chosen, rejected, rid, rid))
+    if not pm:
+        return Parsed(hh_text(cm), None, None, rid, rid, problem="no_assistant_turn")
+    p = Parsed(hh_text(pm) + ASSISTANT, _reply(cm, "chosen"), _reply(rm, "rejected"), rid, rid)
+    p.messages = tuple(pm)
+    return _check_pair(p)
+
+
 Adapter = Callable[[dict[str, Any], int, Ctx], Parsed]
 
 ADAPTERS: dict[str, Adapter] = {
@@ -164,6 +255,7 @@ ADAPTERS: dict[str, Adapter] = {
     "dahoas": parse_dahoas,
     "shp": parse_shp,
     "json": parse_json,
+    "trl": parse_trl,
 }
 
 EXPECTED_FIELDS = {
@@ -171,4 +263,5 @@ EXPECTED_FIELDS = {
     "dahoas": "prompt, chosen, rejected",
     "shp": "post_id, history, human_ref_A, human_ref_B, labels",
     "json": "the names in data.fields",
+    "trl": "prompt, chosen, rejected (strings or chat message lists), or prompt alone",
 }

@@ -53,11 +53,11 @@ def check_chat_tokenizer(tokenizer, where: str = "data.prompt_format=chat") -> N
         )
 
 
-def render_prompt(tokenizer, prompt: str) -> str:
-    """The chat-template text of an HH-style prompt, ending with the assistant's opening."""
-    return tokenizer.apply_chat_template(
-        hh_turns(prompt), add_generation_prompt=True, tokenize=False
-    )
+def render_prompt(tokenizer, prompt: str, messages=None) -> str:
+    """The chat-template text of a prompt, ending with the assistant's opening: its chat
+    `messages` when the data gave them, else the turns of an HH-style (or plain) prompt."""
+    turns = [dict(m) for m in messages] if messages else hh_turns(prompt)
+    return tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=False)
 
 
 def render_pairs(tokenizer, pairs: list[PreferencePair]) -> list[PreferencePair]:
@@ -65,10 +65,12 @@ def render_pairs(tokenizer, pairs: list[PreferencePair]) -> list[PreferencePair]
     check_chat_tokenizer(tokenizer)
     return [
         PreferencePair(
-            prompt=render_prompt(tokenizer, p.prompt),
+            prompt=render_prompt(tokenizer, p.prompt, p.messages),
             chosen=p.chosen.strip(),
             rejected=p.rejected.strip(),
             id=p.id,
+            domain=p.domain,
+            messages=p.messages,
         )
         for p in pairs
     ]
@@ -77,4 +79,9 @@ def render_pairs(tokenizer, pairs: list[PreferencePair]) -> list[PreferencePair]
 def render_prompts(tokenizer, records: list[PromptRecord]) -> list[PromptRecord]:
     """Prompt records with chat-rendered prompts (same ids)."""
     check_chat_tokenizer(tokenizer)
-    return [PromptRecord(id=r.id, prompt=render_prompt(tokenizer, r.prompt)) for r in records]
+    return [
+        PromptRecord(
+            id=r.id, prompt=render_prompt(tokenizer, r.prompt, r.messages), messages=r.messages
+        )
+        for r in records
+    ]

@@ -208,7 +208,8 @@ class RMCollator:
 
     Returns ``chosen_input_ids``/``chosen_attention_mask``/``rejected_input_ids``/
     ``rejected_attention_mask`` [N, T], ``cut_fraction`` [N] (1.0 = whole response) and
-    ``pair_index`` [N]. With ``prefix_cuts=K`` each pair also yields K prefix rows, cut at the
+    ``pair_index`` [N], ``length_rule`` [N] (the length-by-domain baseline's verdict on the pair:
+    1 right, 0 wrong, 0.5 a length tie; `argsfw.rlhf.length_rule`). With ``prefix_cuts=K`` each pair also yields K prefix rows, cut at the
     same relative points j/(K+1) of each response (at least one response token), so the
     reward model can learn to rank partial responses as it must during search. Rows are
     ordered: the B whole pairs first, then cut 1 of every pair, ..., so N = B·(1+K).
@@ -228,9 +229,10 @@ class RMCollator:
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         fracs = [1.0] + [j / (self.prefix_cuts + 1) for j in range(1, self.prefix_cuts + 1)]
-        chosen, rejected, cut, index = [], [], [], []
+        chosen, rejected, cut, index, rule = [], [], [], [], []
         for frac in fracs:
             for i, f in enumerate(features):
+                rule.append(f.get("length_rule", 0.5))
                 post = f.get("suffix_len", 0)
                 chosen.append(self._cut(f["chosen"], f["prompt_len"], frac, post))
                 rejected.append(self._cut(f["rejected"], f["prompt_len"], frac, post))
@@ -244,6 +246,7 @@ class RMCollator:
             "rejected_attention_mask": _mask(rejected, "right", length),
             "cut_fraction": torch.tensor(cut, dtype=torch.float32),
             "pair_index": torch.tensor(index, dtype=torch.long),
+            "length_rule": torch.tensor(rule, dtype=torch.float32),
         }
 
 

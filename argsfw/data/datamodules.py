@@ -31,6 +31,7 @@ from argsfw.data.collators import (
 from argsfw.data.config import DataConfig
 from argsfw.data.loading import VALIDATION, load_pairs_with_stats, load_prompts_with_stats
 from argsfw.data.types import DataError, DataStats
+from argsfw.rlhf.length_rule import length_rule_correct
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,13 @@ class _BaseDataModule(L.LightningDataModule):
         """Batches of ``cfg.eval_split``, in order."""
         return self._loader(self.cfg.eval_split, shuffle=False)
 
+    def lengths(self, split: str) -> list[int]:
+        """Each example's padded length in a batch (what `data.group_by_length` groups by)."""
+        return [
+            max(len(v) for v in item.values() if isinstance(v, list))
+            for item in self.datasets[split].items
+        ]
+
     def summary(self) -> dict[str, dict]:
         """Counts per split (read, kept, dropped per reason, truncated), JSON-ready for run meta."""
         return {
@@ -174,16 +182,26 @@ class RMDataModule(_BaseDataModule):
         batch_size: int = 8,
         eval_batch_size: int | None = None,
         prefix_cuts: int = 0,
+        add_eos: bool = False,
     ):
         super().__init__(tokenizer, cfg, batch_size, eval_batch_size)
+        self.add_eos = add_eos  # DPO: the reply's EOS is part of the completion it scores
         self.collate_fn = RMCollator(tokenizer, prefix_cuts)
         self.eval_collate_fn = RMCollator(tokenizer, 0)  # validation accuracy on whole responses
 
     def _build(self, split: str) -> tuple[list[dict], DataStats, TruncationCounts]:
         pairs, stats = load_pairs_with_stats(self.cfg, split, self.tokenizer)
         items, trunc = tokenize_rm(
-            self.tokenizer, pairs, self.cfg.max_length, self.cfg.max_prompt_length
+            self.tokenizer, pairs, self.cfg.max_length, self.cfg.max_prompt_length, self.add_eos
         )
+        # the length-by-domain baseline's verdict on each pair, reported beside the model's
+        rule = length_rule_correct(
+            [len(p.chosen) for p in pairs],
+            [len(p.rejected) for p in pairs],
+            [p.domain for p in pairs],
+        )
+        for item, verdict in zip(items, rule):
+            item["length_rule"] = verdict
         return items, stats, trunc
 
     def _loader(self, split: str, shuffle: bool, collate_fn: Callable | None = None) -> DataLoader:

@@ -60,6 +60,16 @@ def check_data_config(cfg: DataConfig) -> None:
         raise DataError(
             f"data.shard must be [lo, hi] with 0 <= lo < hi <= 1, got {list(cfg.shard)}"
         )
+    if cfg.val_shard is not None and not (
+        cfg.val_fraction > 0
+        and len(cfg.val_shard) == 2
+        and cfg.val_fraction <= cfg.val_shard[0] < cfg.val_shard[1] <= 1.0
+    ):
+        raise DataError(
+            f"data.val_shard must be [lo, hi] with data.val_fraction <= lo < hi <= 1 and "
+            f"data.val_fraction > 0 (it is carved out of the training pairs, never out of the "
+            f"held-out ones), got {cfg.val_shard} with val_fraction={cfg.val_fraction}"
+        )
     if cfg.run_percent is not None and not 0.0 < cfg.run_percent <= 100.0:
         raise DataError(f"data.run_percent must be in (0, 100], got {cfg.run_percent}")
     if cfg.offset < 0 or (cfg.limit is not None and cfg.limit < 0):
@@ -111,10 +121,6 @@ def _unit_hash(prompt: str, seed: int) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def _in_validation(prompt: str, seed: int, fraction: float) -> bool:
-    return _unit_hash(prompt, seed) < fraction
-
-
 def _parse_source(cfg: DataConfig, split: str, responses: bool) -> list[Parsed]:
     """Parse every record of `split`; a missing or bad field raises a located `DataError`."""
     if cfg.source == "tiny":
@@ -140,6 +146,8 @@ def _parse_source(cfg: DataConfig, split: str, responses: bool) -> list[Parsed]:
             ) from None
         except BadField as exc:
             raise DataError(f"{raw.where(i)}: {exc}") from None
+    for p, domain in zip(out, raw.domains()):
+        p.domain = domain
     if cfg.source == "shp":  # several pairs per post: number them so pair ids stay unique
         seen: dict[str, int] = {}
         for p in out:
@@ -155,10 +163,14 @@ def _records(cfg: DataConfig, split: str | None, responses: bool) -> tuple[list[
     carve = cfg.val_fraction > 0 and split in (VALIDATION, cfg.split)
     parsed = _parse_source(cfg, cfg.split if carve else split, responses)
     if carve:
-        want_val = split == VALIDATION
-        parsed = [
-            p for p in parsed if _in_validation(p.prompt, cfg.seed, cfg.val_fraction) == want_val
-        ]
+        held_out = (0.0, cfg.val_fraction)
+        dev = tuple(cfg.val_shard) if cfg.val_shard else None
+        inside = lambda h, r: r is not None and r[0] <= h < r[1]  # noqa: E731
+        if split == VALIDATION:
+            want = lambda h: inside(h, dev or held_out)  # noqa: E731
+        else:
+            want = lambda h: not inside(h, held_out) and not inside(h, dev)  # noqa: E731
+        parsed = [p for p in parsed if want(_unit_hash(p.prompt, cfg.seed))]
     if cfg.shard is not None and split != VALIDATION:  # disjoint training sets, e.g. two RMs
         lo, hi = cfg.shard
         parsed = [p for p in parsed if lo <= _unit_hash(p.prompt, cfg.seed) < hi]
@@ -201,7 +213,12 @@ def load_pairs_with_stats(
             stats.flag(f)
         pairs.append(
             PreferencePair(
-                prompt=p.prompt, chosen=p.chosen or "", rejected=p.rejected or "", id=p.id
+                prompt=p.prompt,
+                chosen=p.chosen or "",
+                rejected=p.rejected or "",
+                id=p.id,
+                domain=p.domain,
+                messages=p.messages,
             )
         )
     _check_unique([p.id for p in pairs], cfg)
@@ -239,7 +256,7 @@ def load_prompts_with_stats(
             stats.drop("duplicate_prompt_id")
         else:
             seen.add(p.prompt_id)
-            prompts.append(PromptRecord(id=p.prompt_id, prompt=p.prompt))
+            prompts.append(PromptRecord(id=p.prompt_id, prompt=p.prompt, messages=p.messages))
     prompts = _select(prompts, cfg, stats)
     if cfg.prompt_format == "chat":
         prompts = render_prompts(tokenizer, prompts)

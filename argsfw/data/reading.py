@@ -1,6 +1,7 @@
-"""Reading raw records from local JSON/JSONL files or a hub dataset, with located errors.
+"""Reading raw records from local JSON/JSONL/Parquet files or a hub dataset, with located errors.
 
-Local sources go through ``datasets.load_dataset("json", data_files=...)`` one file at a time:
+Local sources go through ``datasets.load_dataset("json" | "parquet", data_files=...)`` one file
+at a time:
 ``datasets`` concatenates files without remembering which row came from which file, and a
 ``DataError`` must name the file and line of a bad record, so the per-file boundaries are kept
 here. Hub ids go through ``datasets.load_dataset(id, split=...)`` unchanged.
@@ -18,10 +19,13 @@ from typing import Any
 from argsfw.data.types import DataError
 
 JSON_SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz")
+PARQUET_SUFFIXES = (".parquet",)
+DATA_SUFFIXES = JSON_SUFFIXES + PARQUET_SUFFIXES
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _GLOB_CHARS = set("*?[")
 EXPECTED = (
-    "a .json/.jsonl/.jsonl.gz file, a directory of them, a glob, or a hub dataset id 'org/name'"
+    "a .json/.jsonl/.jsonl.gz/.parquet file, a directory of them, a glob, or a hub dataset id "
+    "'org/name'"
 )
 
 
@@ -41,6 +45,19 @@ class RawSplit:
     records: list[dict[str, Any]]
     origin: str
     files: list[tuple[str, int]] = field(default_factory=list)
+
+    def domains(self) -> list[str]:
+        """Each record's domain: the name of its file's folder when the files lie in several
+        folders (HH-RLHF's harmless-base / helpful-base), else its file's name when there are
+        several files, else "" (one source, one domain)."""
+        paths = [Path(f) for f, _ in self.files]
+        if len({p.parent for p in paths}) > 1:
+            names = [p.parent.name for p in paths]
+        elif len(paths) > 1:
+            names = [p.name.split(".")[0] for p in paths]
+        else:
+            return [""] * len(self.records)
+        return [name for name, (_, n) in zip(names, self.files) for _ in range(n)]
 
     def where(self, i: int) -> str:
         """``"<file>: line N"`` (JSONL) / ``"<file>: record N"`` (JSON array) / ``"<hub id>: record N"``."""
@@ -98,14 +115,17 @@ def _first_bad_line(path: str) -> tuple[int, str] | None:
 def _load_json_file(path: str):
     import datasets
 
+    builder = "parquet" if path.endswith(PARQUET_SUFFIXES) else "json"
     try:
-        return datasets.load_dataset("json", data_files=path, split="train")
+        return datasets.load_dataset(builder, data_files=path, split="train")
     except Exception as exc:  # datasets wraps arrow errors in several types; locate them here
         bad = _first_bad_line(path) if _is_jsonl(path) else None
         if bad is not None:
             raise DataError(f"{path}: line {bad[0]}: {bad[1]}") from exc
         cause = exc.__cause__ or exc
-        raise DataError(one_line(f"{path}: could not be read as JSON records: {cause}")) from exc
+        raise DataError(
+            one_line(f"{path}: could not be read as {builder} records: {cause}")
+        ) from exc
 
 
 def _split_files(directory: Path, split: str) -> list[str]:
@@ -124,10 +144,10 @@ def _split_files(directory: Path, split: str) -> list[str]:
             f"data directory {directory} has splits {sorted(str(s) for s in files)} but not {split!r}: "
             f"set data.split/eval_split to one of them (data.val_fraction carves a validation set)"
         )
-    found = [str(f) for f in files[split] if str(f).endswith(JSON_SUFFIXES)]
+    found = [str(f) for f in files[split] if str(f).endswith(DATA_SUFFIXES)]
     if not found:
         raise DataError(
-            f"data directory {directory}: split {split!r} has no .json/.jsonl(.gz) files"
+            f"data directory {directory}: split {split!r} has no .json/.jsonl(.gz)/.parquet files"
         )
     return found
 
@@ -155,7 +175,7 @@ def resolve_files(path: str, split: str) -> list[str] | None:
                 f"data path {spec!r}: no files match this glob (expected {EXPECTED})"
             ) from None
     looks_local = (
-        spec.endswith(JSON_SUFFIXES) or spec.startswith((".", "/", "~")) or not _HUB_ID.match(spec)
+        spec.endswith(DATA_SUFFIXES) or spec.startswith((".", "/", "~")) or not _HUB_ID.match(spec)
     )
     if looks_local or Path(spec.split("/", 1)[0]).is_dir():
         raise DataError(f"data path {spec!r} does not exist; set data.path to {EXPECTED}")

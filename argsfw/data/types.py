@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 
 class DataError(ValueError):
@@ -28,6 +29,12 @@ class PreferencePair:
     chosen: str
     rejected: str
     id: str
+    # where the pair comes from when a source mixes several (HH-RLHF: "harmless-base" or
+    # "helpful-base"); the length-by-domain baseline (argsfw.rlhf.pairwise) reads it
+    domain: str = ""
+    # the prompt as chat messages when the data gave it so (TRL's conversational format):
+    # ``data.prompt_format=chat`` renders these, not the raw text
+    messages: tuple[dict[str, Any], ...] | None = field(default=None, compare=False, repr=False)
 
     @property
     def chosen_text(self) -> str:
@@ -41,7 +48,7 @@ class PreferencePair:
 
     def to_prompt(self) -> PromptRecord:
         """The prompt-only view of this pair (same id)."""
-        return PromptRecord(id=self.id, prompt=self.prompt)
+        return PromptRecord(id=self.id, prompt=self.prompt, messages=self.messages)
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,7 @@ class PromptRecord:
 
     id: str
     prompt: str
+    messages: tuple[dict[str, Any], ...] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The decoding engine: reward-guided search (ARGS) and baselines, pure torch + transformers.
 
-Entry points: `ArgsDecoder` (batches of prompts, `DecodeConfig` settings, returns
+Entry points: `ArgsDecoder` (batches of prompts, settings from `decode_settings`, returns
 `Generation`s and `DecodeStats`) and `ARGS` (the original API). `reference_decode` is the slow,
 obviously right path the tests hold the engine against (`reference_token_decode` for the
 token-level-RM methods, GenARM and token-rm).
@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import importlib
 
-from argsfw.decoding.config import DecodeConfig
+from argsfw.decoding.config import DecodeConfig, decode_settings
 
 _LAZY = {
-    "ARGS": "argsfw.decoding.args",
+    "ARGS": "argsfw.decoding.original_api",
     "ArgsDecoder": "argsfw.decoding.engine",
     "auto_chunk_size": "argsfw.decoding.engine",
     "DecodeStats": "argsfw.decoding.accounting",
@@ -34,7 +34,7 @@ _LAZY = {
     "UnknownMethodError": "argsfw.decoding.types",
 }
 
-__all__ = ["DecodeConfig", *sorted(_LAZY)]
+__all__ = ["DecodeConfig", "decode_settings", *sorted(_LAZY)]
 
 
 def __getattr__(name: str):

@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import torch
 
-from argsfw.decoding.accounting import DecodeStats
+from argsfw.decoding.accounting import DecodeStats, RowCursors
 from argsfw.decoding.scoring import RewardCache, TreeBlock, model_device_dtype
 from argsfw.decoding.types import PromptTooLongError
 
@@ -45,7 +45,7 @@ def cut_retokenizer(
 ) -> Callable[[list[list[int]]], list[list[int]]]:
     """`retokenizer`, then texts over the RM's context `max_len` cut from the left (its special
     tokens kept), each cut counted in ``stats.rm_truncated``. For scorers that re-read whole
-    sequences (`argsfw.decoding.fallback.FullScorer`, best-of-n)."""
+    sequences (`argsfw.decoding.sequence_scorers.FullScorer`, best-of-n)."""
     from argsfw.models import cut_left, special_wrap
 
     convert = retokenizer(policy_tokenizer, rm_tokenizer)
@@ -139,6 +139,7 @@ def list_block(
         attend=attend.to(device),
         n_commit=p,
         score_at=score_at.to(device),
+        suffixes=suffixes,
     )
 
 
@@ -146,9 +147,15 @@ class CrossTokenizerScorer:
     """Cached scorer for an RM with its own tokenizer; same interface as `SharedTokenizerScorer`."""
 
     def __init__(
-        self, rm, policy_tokenizer, rm_tokenizer, stats: DecodeStats, max_len: int | None = None
+        self,
+        rm,
+        policy_tokenizer,
+        rm_tokenizer,
+        stats: DecodeStats,
+        max_len: int | None = None,
+        reads: RowCursors | None = None,
     ):
-        self.rm, self.stats, self.max_len = rm, stats, max_len
+        self.rm, self.stats, self.max_len, self.reads = rm, stats, max_len, reads
         self.device, _ = model_device_dtype(rm)
         self.convert = retokenizer(policy_tokenizer, rm_tokenizer)
 
@@ -157,13 +164,8 @@ class CrossTokenizerScorer:
         self.seqs = [list(p) for p in prompts]
         self.cached: list[list[int]] = [[] for _ in prompts]  # RM ids whose keys are in the cache
         self.cols: list[list[int]] = [[] for _ in prompts]  # their cache columns
-        self.cache = RewardCache(self.rm, self.stats, len(prompts))
+        self.cache = RewardCache(self.rm, self.stats, len(prompts), self.reads)
         self.step = 0
-
-    @property
-    def row_tokens(self) -> torch.Tensor:
-        """[B] real tokens each row has fed the RM so far."""
-        return self.cache.row_tokens
 
     def score(self, cands: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
         """Rewards [B, k] (float32) of appending each of ``cands`` [B, k] to each row's sequence."""
@@ -176,6 +178,7 @@ class CrossTokenizerScorer:
             check_rm_lengths(rm_ids, self.max_len, self.step, b)
             base, shared = split_row(self.cached[b], rm_ids)
             self.cache.invalidate(b, self.cols[b][base:])
+            self.cache.reads.rewind(b, base)
             del self.cached[b][base:], self.cols[b][base:]
             pendings.append(rm_ids[0][base:shared])
             starts.append(base)

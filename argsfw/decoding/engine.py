@@ -12,17 +12,23 @@ import dataclasses
 
 import torch
 
-from argsfw.decoding.accounting import DecodeStats, Meter
-from argsfw.decoding.config import DecodeConfig, check_decode_settings, sampling_temperature
+from argsfw.decoding.accounting import DecodeStats, Meter, flop_spec
+from argsfw.decoding.config import (
+    DEFAULT_METHOD,
+    DecodeConfig,
+    check_decode_settings,
+    decode_settings,
+    sampling_temperature,
+)
 from argsfw.decoding.cross_tokenizer import retokenizer
 from argsfw.decoding.policy import PolicyState, context_length, left_pad
-from argsfw.decoding.probe import SCORER_CHOICES, ScorerSpec, probe_scorer, usable_scorers
+from argsfw.decoding.probe import ScorerSpec, probe_scorer, usable_scorers
 from argsfw.decoding.registry import Parts, get_method
 from argsfw.decoding.sampling import make_generator
-from argsfw.decoding.scoring import model_device_dtype, rm_kind
+from argsfw.decoding.scoring import model_device_dtype, rm_attention
 from argsfw.decoding.search import decode_batch, log
-from argsfw.decoding.token_level import check_rm_kind, check_token_rm_vocab, token_rm_kind
-from argsfw.decoding.types import DecodeInputError, Generation, PromptTooLongError
+from argsfw.decoding.token_level import check_guide_kind, check_token_rm_vocab, guide_kind
+from argsfw.decoding.types import DecodeInputError, Generation, PromptTooLongError, RewardKind
 
 
 def rm_context_length(config) -> int | None:
@@ -91,12 +97,13 @@ class ArgsDecoder:
         self.llm, self.tokenizer, self.rm = llm.eval(), llm_tokenizer, rm
         self.rm_tokenizer = rm_tokenizer if rm_tokenizer is not None else llm_tokenizer
         self.shared_tokenizer = True
-        # "sequence", or a causal LM's marked kind ("arm" | "token") or None (unmarked)
-        self.rm_kind = token_rm_kind(rm) if rm is not None else None
+        # what the guide is read as (a RewardKind; None: an unmarked causal LM); not to be
+        # confused with scoring.rm_attention, how a sequence RM's classifier reads a sequence
+        self.reward_kind = guide_kind(rm) if rm is not None else None
         if rm is not None:
             rm.eval()
-            if self.rm_kind == "sequence":
-                rm_kind(rm)  # fail now, not mid-search, on an unusable RM
+            if self.reward_kind is RewardKind.SEQUENCE:
+                rm_attention(rm)  # fail now, not mid-search, on an unusable RM
             else:
                 check_token_rm_vocab(llm, rm, llm_tokenizer, rm_tokenizer)
             if self.rm_tokenizer is not llm_tokenizer:
@@ -104,11 +111,13 @@ class ArgsDecoder:
                     llm_tokenizer, self.rm_tokenizer
                 ).same
         self.device, _ = model_device_dtype(llm)
+        # forward FLOPs per position and attended key of each model (the per-record cost)
+        self.flops = {"llm": flop_spec(llm), "rm": flop_spec(rm) if rm is not None else None}
         self.vocab = llm.get_output_embeddings().weight.shape[0]
         self.llm_ctx = context_length(llm.config)
         self.rm_ctx = rm_context_length(rm.config) if rm is not None else None
         self.probe = None
-        if rm is not None and self.rm_kind == "sequence":  # token-level RMs have no scorer
+        if rm is not None and self.reward_kind is RewardKind.SEQUENCE:  # token-level: no scorer
             self.scorer_spec = ScorerSpec(
                 rm, llm_tokenizer, None if self.shared_tokenizer else self.rm_tokenizer, self.rm_ctx
             )
@@ -138,6 +147,11 @@ class ArgsDecoder:
         **overrides,
     ) -> tuple[list[Generation], DecodeStats]:
         """Decode every prompt with ``settings`` (fields may be overridden by keyword).
+
+        ``settings``: `decode_settings` (``decode_settings(NAME, weight=2.0)``) or a
+        `DecodeConfig`; keywords set the shared keys and the method's own knobs
+        (``method=NAME, top_p=0.8``). A ``method`` keyword switches method: the shared
+        keys of ``settings`` carry over, and its knobs that the new method also has.
 
         ``keys`` name the prompts for seeding (default: the prompt text), so a prompt's sample
         is the same whichever batch or rank decodes it; give dataset ids when prompts repeat.
@@ -170,7 +184,8 @@ class ArgsDecoder:
         **overrides,
     ) -> tuple[list[Generation], DecodeStats]:
         """`generate` for already tokenized prompts (policy token ids); ``keys`` default to the prompt index."""
-        s = self.check_settings(dataclasses.replace(settings or DecodeConfig(), **overrides))
+        method = overrides.pop("method", None) or (settings.method if settings else None)
+        s = self.check_settings(decode_settings(method or DEFAULT_METHOD, settings, **overrides))
         method = get_method(s.method)
         prompt_ids = [self._fit_prompt(i, list(p), s) for i, p in enumerate(prompt_ids)]
         prompts = (
@@ -191,6 +206,7 @@ class ArgsDecoder:
             for i, g in zip(
                 batch, self._decode(method, s, [prompt_ids[i] for i in batch], batch, keys, meter)
             ):
+                cost = self._cost(meter, i)
                 out[i] = Generation(
                     index=i,
                     prompt=prompts[i],
@@ -199,16 +215,26 @@ class ArgsDecoder:
                     text=self.tokenizer.decode(g.new_ids, skip_special_tokens=True),
                     finished=g.finished,
                     reward=g.reward,
-                    llm_tokens=g.llm_tokens,
-                    rm_tokens=g.rm_tokens,
                     scored_steps=g.scored_steps if method.counts_scored_steps else None,
+                    **cost,
                 )
         return out, meter.stop()
+
+    def _cost(self, meter: Meter, slot: int) -> dict:
+        """Prompt ``slot``'s positions, re-reads and FLOPs per model, from the batch's ledgers."""
+        cost = {}
+        for role in ("llm", "rm"):
+            t, spec = meter.tally(role, slot), self.flops[role]
+            cost[f"{role}_tokens"] = t.positions
+            cost[f"{role}_reread"] = t.rereads
+            cost[f"{role}_flops"] = spec.flops(t.positions, t.context) if spec else 0.0
+        return cost
 
     # ------------------------------------------------------------------ validation
     def check_settings(self, s: DecodeConfig) -> DecodeConfig:
         """Validate ``s`` against the models; returns it, temperature resolved. Raises `DecodeInputError` with a one-line reason."""
         method = check_decode_settings(s, self.vocab)
+        s = decode_settings(s.method, s)  # a bare DecodeConfig gets the method's knobs
         needs_rm = method.uses_guide(s)
         if needs_rm and self.rm is None:
             knob = (
@@ -218,11 +244,7 @@ class ArgsDecoder:
             )
             raise DecodeInputError(f"{method.name}{knob} needs a reward model; none was given")
         if needs_rm:
-            check_rm_kind(method, self.rm_kind)
-        if s.scorer not in SCORER_CHOICES:
-            raise DecodeInputError(
-                f"scorer must be one of {', '.join(SCORER_CHOICES)}, got {s.scorer!r}"
-            )
+            check_guide_kind(method, self.reward_kind)
         if self.probe is not None and s.scorer not in ("auto", *usable_scorers(self.rm)):
             raise DecodeInputError(
                 f"scorer={s.scorer} cannot read {type(self.rm).__name__}: a bidirectional reward "
@@ -230,8 +252,10 @@ class ArgsDecoder:
             )
         if needs_rm and method.check_models is not None:
             method.check_models(self, s)
-        # None becomes the method's own temperature here, so every chooser gets a number
-        return dataclasses.replace(s, temperature=sampling_temperature(s))
+        # None becomes the method's own temperature here, so every sampler gets a number
+        if hasattr(s, "temperature"):
+            s = dataclasses.replace(s, temperature=sampling_temperature(s))
+        return s
 
     def scorer_name(self, s: DecodeConfig | None = None) -> str | None:
         """The scorer a call with settings ``s`` uses (None without a sequence reward model)."""
@@ -283,8 +307,9 @@ class ArgsDecoder:
         keys: list,
         meter: Meter,
     ):
+        meter.open_batch({role: spec.window for role, spec in self.flops.items() if spec})
         ids, mask = left_pad(prompts, self.pad_id, self.device)
-        policy = PolicyState(self.llm, ids, mask, meter.stats)
+        policy = PolicyState(self.llm, ids, mask, meter.stats, reads=meter.cursors("llm", rows))
         eos = self.eos_ids if s.stop_at_eos else []
         parts = Parts(self, s, policy, prompts, rows, keys, eos, meter)
         if method.run is not None:  # a whole-sequence method (best-of-N ...)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from argsfw.decoding.accounting import DecodeStats
+from argsfw.decoding.accounting import DecodeStats, RowCursors
 from argsfw.decoding.scoring import RewardCache, model_device_dtype, shared_block
 from argsfw.decoding.search import StepContext, check_finite
 
@@ -73,26 +73,24 @@ class GatedScorer:
     chosen candidate's keys and values are adopted, never re-read.
     """
 
-    def __init__(self, rm, stats: DecodeStats):
-        self.rm, self.stats = rm, stats
+    def __init__(self, rm, stats: DecodeStats, reads: RowCursors | None = None):
+        self.rm, self.stats, self.reads = rm, stats, reads
         self.device, _ = model_device_dtype(rm)
 
     def start(self, ids: torch.Tensor, mask: torch.Tensor, prompts: list[list[int]]) -> None:
         """Begin a batch of unpadded policy-token ``prompts`` (read at each row's first scored step)."""
-        self.cache = RewardCache(self.rm, self.stats, len(prompts))
+        self.cache = RewardCache(self.rm, self.stats, len(prompts), self.reads)
         self.pending = [list(p) for p in prompts]  # per row: committed tokens the RM has not read
         self.next_pos = [0] * len(prompts)  # per row: position id of its first pending token
         self.held: torch.Tensor | None = (
             None  # [B, k] candidates held in the cache, -1 = not scored
         )
 
-    @property
-    def row_tokens(self) -> torch.Tensor:
-        """[B] real tokens each row has fed the RM so far."""
-        return self.cache.row_tokens
-
     def score(self, cands: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """Rewards [S, k] (float32) of appending each of ``cands`` [S, k] to batch rows ``rows`` [S]."""
+        """Rewards [S, k] (float32) of appending each of ``cands`` [S, k] to batch rows ``rows`` [S].
+
+        Sets ``committed`` as `SharedTokenizerScorer.score` does (rows ``rows`` only).
+        """
         out_dev = cands.device
         rows_l = rows.tolist()
         batch, k = len(self.pending), cands.shape[1]
@@ -110,6 +108,7 @@ class GatedScorer:
         )
         sub = None if len(rows_l) == batch else rows.to(self.device)
         rewards = self.cache.forward(block, hold=True, rows=sub)
+        self.committed = (block.ids[:, :width], valid.to(self.device), self.cache.commit_rewards)
         for r in rows_l:
             self.next_pos[r] += len(self.pending[r])
             self.pending[r] = []

@@ -14,7 +14,8 @@ the reference: the DPO stage's pi_ref is a frozen copy of its initial policy (wi
 base without adapters, i.e. the same weights). `reward_kind` reads such a directory as kind
 ``"implicit"``.
 
-Both models count as the guide's compute: every position costs two RM token positions.
+Both models count as the guide's compute: every position is two RM positions in the batch's
+ledger, and the FLOPs of one model each (``flop_model``).
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from pathlib import Path
 
 import torch
 
-from argsfw.decoding.accounting import DecodeStats, cache_bytes
+from argsfw.decoding.accounting import DecodeStats, RowCursors, cache_bytes, untracked
 from argsfw.decoding.policy import PolicyState
+from argsfw.decoding.types import RewardKind
 
-KIND = "implicit"
+KIND = RewardKind.IMPLICIT.value
 
 
 def _meta(path: str | Path) -> dict:
@@ -101,6 +103,12 @@ class ImplicitReward(torch.nn.Module):
     def get_output_embeddings(self):
         return self.policy.get_output_embeddings()
 
+    @property
+    def flop_model(self) -> torch.nn.Module:
+        """The model whose forward FLOPs each reported position costs (`argsfw.decoding.accounting.flop_spec`):
+        pi_dpo, which has pi_ref's shape; every position is reported once per model."""
+        return self.policy
+
 
 def load_implicit_reward(spec, dtype="float32", device: str | None = None) -> ImplicitReward:
     """Load a DPO export (``spec``: its run dir or HF dir) and its reference as an `ImplicitReward`.
@@ -139,6 +147,22 @@ def load_token_guide(spec, dtype="float32", device: str | None = None):
     return load_token_reward_model(path, dtype, device)
 
 
+class _SecondModel(RowCursors):
+    """Cursors of pi_ref, which reads exactly what pi_dpo reads, each forward right after pi_dpo's.
+
+    The ledger keeps one trie per role and the guide's two models share the ``rm`` role: pi_ref's
+    forward joins pi_dpo's (`begin` opens none), so each position counts twice (two models'
+    work) and a position is a re-read only when an earlier forward of the pair had read it.
+    """
+
+    def __init__(self, first: RowCursors):
+        self.ledger, self.slots = first.ledger, list(first.slots)
+        self.roots, self.nodes = list(first.roots), list(first.nodes)
+
+    def begin(self) -> None:
+        """pi_dpo's forward of the same tokens began it."""
+
+
 class ImplicitRewardState:
     """The implicit-reward guide decoding in lock-step with the policy (the scorer protocol of
     `argsfw.decoding.search.decode_batch`, and what `argsfw.decoding.token_level.TokenRewardState`
@@ -146,13 +170,19 @@ class ImplicitRewardState:
 
     ``head`` [B, V] (float32, ``out_device``) holds ``beta * (log_softmax(pi_dpo) -
     log_softmax(pi_ref))`` of the next token for every live row; ``total`` [B] accumulates the
-    chosen tokens' values when a chooser adds them (GenARM); ``row_tokens`` [B] the RM token
-    positions each row cost (both models: two per position). `keep` takes repeated indices
-    too, so a row can branch into copies (TreeBoN).
+    chosen tokens' values when a chooser adds them (GenARM). ``reads`` (`RowCursors` of the rows'
+    prompts) is told what both models compute. `keep` takes repeated indices too and `repeat`
+    expands rows, so a row can branch into copies (TreeBoN).
     """
 
-    def __init__(self, guide: ImplicitReward, stats: DecodeStats, out_device: torch.device):
-        self.guide, self.stats, self.out_device = guide, stats, out_device
+    def __init__(
+        self,
+        guide: ImplicitReward,
+        stats: DecodeStats,
+        out_device: torch.device,
+        reads: RowCursors | None = None,
+    ):
+        self.guide, self.stats, self.out_device, self.reads = guide, stats, out_device, reads
         self.device = next(guide.policy.parameters()).device
         self.states: list[PolicyState] = []
         self.head: torch.Tensor | None = None
@@ -161,18 +191,17 @@ class ImplicitRewardState:
     def start(self, ids: torch.Tensor, mask: torch.Tensor, prompts=None) -> None:
         """Read the (left-padded) prompts ``ids``/``mask`` [B, T] once with both models."""
         ids, mask = ids.to(self.device), mask.to(self.device)
+        first = self.reads if self.reads is not None else untracked(ids.shape[0])
         self.states = [
-            PolicyState(m, ids, mask, self.stats, role="rm")
-            for m in (self.guide.policy, self.guide.reference)
+            PolicyState(m, ids, mask, self.stats, role="rm", reads=r)
+            for m, r in ((self.guide.policy, first), (self.guide.reference, _SecondModel(first)))
         ]
         self._set([s.prefill() for s in self.states])
         self.total = torch.zeros(ids.shape[0], device=self.out_device)
-        self.row_tokens = 2 * mask.sum(-1).long()
 
     def commit(self, tokens: torch.Tensor) -> None:
         """Append the chosen ``tokens`` [B] to both models and read the next head."""
         self._set([s.step(tokens) for s in self.states])
-        self.row_tokens += 2
 
     def keep(self, rows: torch.Tensor) -> None:
         """Keep ``rows`` [B'] of the batch (indices may repeat: a row becomes several)."""
@@ -180,7 +209,13 @@ class ImplicitRewardState:
             s.keep(rows)
         self.head = self.head[rows.to(self.head.device)]
         self.total = self.total[rows.to(self.total.device)]
-        self.row_tokens = self.row_tokens[rows.to(self.row_tokens.device)]
+
+    def repeat(self, n: int) -> None:
+        """Each row becomes ``n`` rows (row i -> rows i*n ... i*n+n-1) sharing what it has read."""
+        for s in self.states:
+            s.repeat(n)
+        self.head = self.head.repeat_interleave(n, dim=0)
+        self.total = self.total.repeat_interleave(n, dim=0)
 
     def score(self, cands: torch.Tensor, chunk_size=None) -> torch.Tensor:
         """Rewards [B, k] (float32) of candidate tokens ``cands`` [B, k]: the head at each."""

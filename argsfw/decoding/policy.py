@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache
 
-from argsfw.decoding.accounting import DecodeStats
+from argsfw.decoding.accounting import DecodeStats, RowCursors, untracked
 
 
 def context_length(config) -> int | None:
@@ -44,7 +44,11 @@ class PolicyState:
     ``role`` names the counters the forwards go to: ``"llm"`` (policy) or ``"rm"`` (a
     token-level reward model stepped in lock-step with the policy). ``model`` may be a bare
     backbone (``head=False``): then `prefill`/`step` return last hidden states [B, H] in the
-    model's dtype instead of logits.
+    model's dtype instead of logits. ``reads`` (`RowCursors` of the rows' prompts) is told
+    every position each forward computes (default: a private ledger).
+
+    The cache primitives other methods build on: `repeat` (expand each row's prompt cache to
+    N samples), `keep` (select or drop rows), `step` / `extend` (extend each row by new tokens).
     """
 
     def __init__(
@@ -55,6 +59,7 @@ class PolicyState:
         stats: DecodeStats,
         role: str = "llm",
         head: bool = True,
+        reads: RowCursors | None = None,
     ):
         self.model, self.head = model, head
         self.stats = stats
@@ -62,12 +67,13 @@ class PolicyState:
         self.ids, self.mask = ids, mask  # [B, T] prompt, left padded
         self.cache = DynamicCache(config=model.config)
         self.next_pos = mask.sum(-1)  # [B]
+        self.reads = reads if reads is not None else untracked(ids.shape[0])
 
     @torch.inference_mode()
     def prefill(self) -> torch.Tensor:
         """Read the prompts once; returns next-token logits [B, V] (float32)."""
         pos = (self.mask.cumsum(-1) - 1).clamp(min=0)  # [B, T] real tokens at 0..n-1
-        return self._forward(self.ids, pos)
+        return self._forward(self.ids, pos, self.mask.bool())
 
     @torch.inference_mode()
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -76,9 +82,42 @@ class PolicyState:
         self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
         pos = self.next_pos[:, None]  # [B, 1]
         self.next_pos = self.next_pos + 1
-        return self._forward(tokens[:, None], pos)
+        return self._forward(tokens[:, None], pos, None)
 
-    def _forward(self, ids: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    @torch.inference_mode()
+    def extend(self, tokens: list[list[int]]) -> torch.Tensor:
+        """Append ``tokens[b]`` (one or more ids) to row b in one forward; returns the next logits [B, V].
+
+        The block is left padded; its padding stays in the cache as masked holes, as the
+        prompts' left padding does, so rows of different lengths need no cropping.
+        """
+        if any(not t for t in tokens):
+            raise ValueError("PolicyState.extend needs at least one token per row")
+        dev = self.mask.device
+        width = max(len(t) for t in tokens)
+        ids = torch.zeros((len(tokens), width), dtype=torch.long)
+        valid = torch.zeros((len(tokens), width), dtype=torch.bool)
+        for b, t in enumerate(tokens):
+            ids[b, width - len(t) :] = torch.tensor(t, dtype=torch.long)
+            valid[b, width - len(t) :] = True
+        ids, valid = ids.to(dev), valid.to(dev)
+        pos = (self.next_pos[:, None] + valid.long().cumsum(-1) - 1).clamp(min=0)  # [B, S]
+        self.mask = torch.cat([self.mask, valid.to(self.mask.dtype)], dim=1)
+        self.next_pos = self.next_pos + valid.sum(-1)
+        return self._forward(ids, pos, valid)
+
+    def _forward(
+        self, ids: torch.Tensor, pos: torch.Tensor, valid: torch.Tensor | None
+    ) -> torch.Tensor:
+        """One cached forward of block ``ids`` [B, S] (``valid``: its real tokens, None: all)."""
+        self.reads.begin()
+        if valid is None and ids.shape[1] == 1:  # a step: one token per row
+            self.reads.step(ids[:, 0].tolist())
+        else:
+            rows = ids.tolist()
+            keep = valid.tolist() if valid is not None else [[True] * ids.shape[1]] * len(rows)
+            for b, row in enumerate(rows):
+                self.reads.read(b, [t for t, k in zip(row, keep[b]) if k])
         out = self.model(
             input_ids=ids,
             attention_mask=self.mask,
@@ -100,8 +139,9 @@ class PolicyState:
         """Keep only ``rows`` [B'] (indices into the current batch), dropping finished ones."""
         rows = rows.to(self.mask.device)
         self.cache.batch_select_indices(rows)
-        self.mask = self.mask[rows]
+        self.ids, self.mask = self.ids[rows], self.mask[rows]
         self.next_pos = self.next_pos[rows]
+        self.reads.keep(rows)
 
     def repeat(self, n: int) -> None:
         """Repeat every row ``n`` times in place (row i becomes rows i*n ... i*n+n-1), cache included."""
@@ -109,3 +149,4 @@ class PolicyState:
         self.ids = self.ids.repeat_interleave(n, dim=0)
         self.mask = self.mask.repeat_interleave(n, dim=0)
         self.next_pos = self.next_pos.repeat_interleave(n, dim=0)
+        self.reads.repeat(n)

@@ -3,7 +3,7 @@
 Scorers, fastest first: ``tree`` (one cached forward per step over a tree-masked block,
 `argsfw.decoding.scoring` / `argsfw.decoding.cross_tokenizer`), ``expanded`` (the prefix cache
 repeated to the k candidates) and ``full`` (every candidate's whole sequence re-read), see
-`argsfw.decoding.fallback`. A bidirectional RM (an encoder) has no prefix cache: only ``full``.
+`argsfw.decoding.sequence_scorers`. A bidirectional RM (an encoder) has no prefix cache: only ``full``.
 
 `probe_scorer` runs each usable scorer on two short prompts of different lengths (left
 padding), three candidates per row and three steps (unchunked, chunked, unchunked, so
@@ -20,14 +20,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from argsfw.decoding.accounting import DecodeStats
+from argsfw.decoding.accounting import DecodeStats, RowCursors
 from argsfw.decoding.config import SCORER_CHOICES
 from argsfw.decoding.cross_tokenizer import CrossTokenizerScorer, cut_retokenizer, retokenizer
-from argsfw.decoding.fallback import ExpandedScorer, FullScorer
 from argsfw.decoding.policy import left_pad
 from argsfw.decoding.readout import pad_readout
 from argsfw.decoding.reference_scorer import ReferenceScorer
-from argsfw.decoding.scoring import SharedTokenizerScorer, model_device_dtype, rm_kind
+from argsfw.decoding.scoring import SharedTokenizerScorer, model_device_dtype, rm_attention
+from argsfw.decoding.sequence_scorers import ExpandedScorer, FullScorer
 from argsfw.decoding.types import DecodeInputError
 
 log = logging.getLogger("argsfw.decoding")
@@ -51,22 +51,23 @@ class ScorerSpec:
 
 def usable_scorers(rm) -> tuple[str, ...]:
     """The scorers that can read ``rm``: all three for a decoder, ``full`` for an encoder."""
-    return SCORERS if rm_kind(rm) == "causal" else ("full",)
+    return SCORERS if rm_attention(rm) == "causal" else ("full",)
 
 
-def build_scorer(name: str, spec: ScorerSpec, stats: DecodeStats):
-    """A fresh scorer ``name`` (one of `SCORERS`) that counts into ``stats``."""
+def build_scorer(name: str, spec: ScorerSpec, stats: DecodeStats, reads: RowCursors | None = None):
+    """A fresh scorer ``name`` (one of `SCORERS`) that counts into ``stats`` (and tells ``reads``
+    every position it computes: the batch rows' `RowCursors`, or None outside a decoding call)."""
     rm, pt, rt, ctx = spec.rm, spec.policy_tokenizer, spec.rm_tokenizer, spec.rm_ctx
     if rt is not None:  # RM ids come from re-tokenized text: the RM reads its own pad ids
         if name == "tree":
-            return CrossTokenizerScorer(rm, pt, rt, stats, ctx)
+            return CrossTokenizerScorer(rm, pt, rt, stats, ctx, reads=reads)
         if name == "expanded":
-            return ExpandedScorer(rm, stats, retokenizer(pt, rt), ctx)
+            return ExpandedScorer(rm, stats, retokenizer(pt, rt), ctx, reads=reads)
         if name == "full":
-            return FullScorer(rm, stats, cut_retokenizer(pt, rt, ctx, stats))
+            return FullScorer(rm, stats, cut_retokenizer(pt, rt, ctx, stats), reads=reads)
     elif name in SCORERS:
         scorer = {"tree": SharedTokenizerScorer, "expanded": ExpandedScorer, "full": FullScorer}
-        return pad_readout(scorer[name](rm, stats), rm, stats)
+        return pad_readout(scorer[name](rm, stats, reads=reads), rm, stats, reads=reads)
     raise DecodeInputError(f"unknown scorer {name!r}; choose one of {', '.join(SCORER_CHOICES)}")
 
 

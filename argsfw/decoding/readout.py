@@ -7,23 +7,23 @@ trained and read (argsfw's RM stage and evaluate, TRL). Real models often set
 ``pad_token_id == eos_token_id`` (SmolLM2: ``<|im_end|>``), so an EOS candidate is worth the
 reward of the sequence *without* it, not the head's value at the EOS position.
 
-The cached scorers (`argsfw.decoding.scoring`, `argsfw.decoding.fallback`,
+The cached scorers (`argsfw.decoding.scoring`, `argsfw.decoding.sequence_scorers`,
 `argsfw.decoding.gated`) read every candidate at its own position, which is right for every
 other token. `HFReadout` wraps any of them and replaces the reward of each candidate equal
 to the pad id with the reward of the row's sequence so far: under causal attention the
 hidden state at a token does not depend on what follows, so that is the reward of the last
 committed token that is not the pad id. The wrapper keeps it per row from the scorers'
-own outputs (the chosen candidate's reward is the reward of the new prefix); where it is
-not known yet (the prompt, or tokens a gated row committed without scoring), it reads the
-row once with the RM's own forward. Cost: nothing in the common case, one read of a row's
-sequence when a pad candidate first meets an unknown prefix.
+own outputs: the chosen candidate's reward is the reward of the new prefix, and the tokens a
+forward committed ahead of the candidates (the prompt, a gated row's deferred tokens) come
+with their rewards (``inner.committed``). Only a scorer that gives neither leaves it
+unknown; then the row is read once with the RM's own forward (a re-read the ledger counts).
 """
 
 from __future__ import annotations
 
 import torch
 
-from argsfw.decoding.accounting import DecodeStats
+from argsfw.decoding.accounting import DecodeStats, RowCursors, untracked
 from argsfw.decoding.scoring import model_device_dtype
 
 
@@ -34,26 +34,45 @@ class HFReadout:
     (`argsfw.decoding.gated.GatedScorer`); otherwise ``score`` takes a chunk size.
     """
 
-    def __init__(self, inner, rm, pad_id: int, stats: DecodeStats, gated: bool = False):
+    def __init__(
+        self,
+        inner,
+        rm,
+        pad_id: int,
+        stats: DecodeStats,
+        gated: bool = False,
+        reads: RowCursors | None = None,
+    ):
         self.inner, self.rm, self.pad_id, self.stats, self.gated = inner, rm, pad_id, stats, gated
         self.device, _ = model_device_dtype(rm)
+        self.reads = reads  # the rows' prompts, for our own whole-sequence reads
 
     def start(self, ids: torch.Tensor, mask: torch.Tensor, prompts: list[list[int]]) -> None:
         self.inner.start(ids, mask, prompts)
         self.seqs = [list(p) for p in prompts]  # each row's committed tokens
         self.last = torch.full((len(prompts),), float("nan"))  # [B] reward of the prefix
-        self.extra = torch.zeros(len(prompts), dtype=torch.long)  # [B] tokens read for `last`
         self.held: tuple[torch.Tensor, torch.Tensor] | None = None  # ([B, k] cands, rewards)
+        if self.reads is None:
+            self.reads = untracked(len(prompts))
 
-    @property
-    def row_tokens(self) -> torch.Tensor:
-        """[B] real tokens each row has fed the RM so far (the inner scorer's and our reads)."""
-        return self.inner.row_tokens + self.extra.to(self.inner.row_tokens.device)
+    def _take_committed(self, rows: list[int]) -> None:
+        """Set ``last`` from the rewards of the tokens the inner scorer just committed, where one is not the pad id."""
+        got = getattr(self.inner, "committed", None)
+        if got is None or got[0].shape[1] == 0:
+            return
+        ids, valid, rewards = (t.cpu() for t in got)
+        real = valid & (ids != self.pad_id)  # [S, P]
+        col = torch.arange(ids.shape[1])
+        last = (col * real).argmax(-1)  # [S] rightmost real non-pad column
+        for j, r in enumerate(rows):
+            if bool(real[j].any()):
+                self.last[r] = float(rewards[j, last[j]])
 
     def score(self, cands: torch.Tensor, arg=None) -> torch.Tensor:
         """The inner scorer's rewards of ``cands`` [S, k], pad-id candidates read as HF reads them."""
         rewards = self.inner.score(cands, arg)
         rows = arg.tolist() if self.gated else list(range(cands.shape[0]))
+        self._take_committed(rows)
         c_cpu, r_cpu = cands.cpu(), rewards.float().cpu()
         is_pad = c_cpu == self.pad_id  # [S, k]
         need = [r for j, r in enumerate(rows) if is_pad[j].any() and torch.isnan(self.last[r])]
@@ -74,8 +93,9 @@ class HFReadout:
         """Set ``last`` of ``rows`` from the RM's own forward over each row's sequence so far."""
         for r in rows:
             x = torch.tensor([self.seqs[r]], device=self.device)
+            self.reads.begin()
+            self.reads.read_whole(r, self.seqs[r])
             self.last[r] = float(self.rm(input_ids=x).logits[0, 0])
-            self.extra[r] += x.shape[1]
             self.stats.rm_forwards += 1
             self.stats.rm_tokens_in += x.shape[1]
 
@@ -94,16 +114,24 @@ class HFReadout:
         self.inner.keep(rows)
         idx = rows.cpu()
         self.seqs = [self.seqs[i] for i in idx.tolist()]
-        self.last, self.extra = self.last[idx], self.extra[idx]
+        self.last = self.last[idx]
+        self.reads.keep(idx)
         if self.held is not None:
             self.held = (self.held[0][idx], self.held[1][idx])
 
 
-def pad_readout(scorer, rm, stats: DecodeStats, gated: bool = False):
-    """``scorer`` wrapped in `HFReadout` when the RM is a decoder with a pad id (else as is)."""
-    from argsfw.decoding.scoring import rm_kind
+def pad_readout(
+    scorer, rm, stats: DecodeStats, gated: bool = False, reads: RowCursors | None = None
+):
+    """``scorer`` wrapped in `HFReadout` when the RM is a decoder with a pad id (else as is).
+
+    ``reads``: the scorer's `RowCursors`; the wrapper counts its own reads through a fork of them.
+    """
+    from argsfw.decoding.scoring import rm_attention
 
     pad = getattr(rm.config, "pad_token_id", None)
-    if pad is None or rm_kind(rm) != "causal":
+    if pad is None or rm_attention(rm) != "causal":
         return scorer
-    return HFReadout(scorer, rm, int(pad), stats, gated)
+    return HFReadout(
+        scorer, rm, int(pad), stats, gated, reads.fork() if reads is not None else None
+    )

@@ -76,7 +76,8 @@ def reference_token_decode(
     rm,
     prompt_ids: list[int],
     *,
-    method: str,
+    genarm: bool,
+    greedy: bool,
     alpha: float = 1.0,
     weight: float = 1.0,
     topk: int = 10,
@@ -88,18 +89,18 @@ def reference_token_decode(
 ) -> tuple[list[int], bool]:
     """GenARM / token-rm decode of one prompt the slow way; returns ``(new_ids, ended_with_eos)``.
 
-    Every step both models re-read the whole sequence (no cache, batch 1). ``genarm``: sample
-    from ``softmax((log p_base + alpha * log p_arm) / (1 + alpha) / temperature)`` over the
-    vocabulary (``genarm-greedy``: its argmax). ``token-rm``: ARGS over the policy's top-k with
-    ``r(v)`` the RM's raw next-token logit of v (``token-rm-stochastic``: sampled). With
-    ``alpha=0`` / ``weight=0`` the RM is not read.
+    Every step both models re-read the whole sequence (no cache, batch 1). ``genarm=True``
+    (GenARM): sample from ``softmax((log p_base + alpha * log p_arm) / (1 + alpha) /
+    temperature)`` over the vocabulary (``greedy``: its argmax). ``genarm=False`` (token-rm):
+    ARGS over the policy's top-k with ``r(v)`` the RM's raw next-token logit of v, its argmax
+    (``greedy``) or sampled. With ``alpha=0`` / ``weight=0`` the RM is not read.
     """
     stats = stats or DecodeStats()
     device = next(llm.parameters()).device
     rm_device = next(rm.parameters()).device if rm is not None else device
     ids = list(prompt_ids)
     new: list[int] = []
-    uses_rm = rm is not None and (alpha if method.startswith("genarm") else weight) != 0
+    uses_rm = rm is not None and (alpha if genarm else weight) != 0
     for _ in range(max_new_tokens):
         logits = llm(input_ids=torch.tensor([ids], device=device)).logits[0, -1].float()  # [V]
         stats.llm_forwards += 1
@@ -109,17 +110,15 @@ def reference_token_decode(
             head = rm(input_ids=x).logits[0, -1].float().to(device)  # [V]
             stats.rm_forwards += 1
             stats.rm_tokens_in += x.numel()
-        if method.startswith("genarm"):
+        if genarm:
             scores, cands = logits, torch.arange(logits.shape[0], device=device)
             if head is not None:
                 log_p = logits - torch.logsumexp(logits, 0)
                 log_r = head - torch.logsumexp(head, 0)
                 scores = (log_p + alpha * log_r) / (1 + alpha)
-            greedy = method.endswith("-greedy")
         else:
             top, cands = logits.topk(topk)  # [k]
             scores = top + weight * head[cands] if head is not None else top
-            greedy = not method.endswith("-stochastic")
         tok = _pick(scores, cands, greedy, temperature, generator)
         ids.append(tok)
         new.append(tok)

@@ -3,7 +3,7 @@
 `ReferenceScorer` is what `argsfw.decoding.reference.reference_decode` (the reference decoder
 the engine is tested against) and `argsfw.decoding.probe` (which picks the fast scorer whose
 rewards match it) compare the fast scorers of `argsfw.decoding.scoring`,
-`argsfw.decoding.cross_tokenizer` and `argsfw.decoding.fallback` with. The engine never
+`argsfw.decoding.cross_tokenizer` and `argsfw.decoding.sequence_scorers` with. The engine never
 decodes with it.
 """
 

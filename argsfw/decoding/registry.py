@@ -1,39 +1,43 @@
 """The decoding-method registry: every method is declared once, by a `Method`, in its own module.
 
-A `Method` says what a decoding method is called, which ``decode.*`` knobs it reads, what guide
-model it needs, how it decodes (a per-step `Chooser` inside the shared search loop
+A `Method` says what a decoding method is called, its own knobs (a settings dataclass whose
+fields carry their range and doc, see `argsfw.decoding.config.knob`), what guide model it
+needs, how it decodes (a per-step `Chooser` inside the shared search loop
 `argsfw.decoding.search.decode_batch`, or a whole-sequence ``run`` such as best-of-N), and how
-its rows are labelled and drawn. The engine, predict, the ``ARGS`` API, the config groups,
+its rows are labelled and drawn. The engine, predict, the original API, the config groups,
 evaluate's labels and the plots look methods up here; none of them names a method.
 
-Built-in methods live in `argsfw.decoding.methods` (one module per family). A method of one's
-own is named by import path, ``decode.method=my_pkg.my_module:MY_METHOD`` (a `Method` object):
-why an import path rather than an entry point — it needs no packaging or reinstall, it works
-from a notebook or a script directory on ``PYTHONPATH``, and the recipe names exactly the code
-that ran. `python -m argsfw.methods` lists them all.
+Built-in methods are the `Method` objects of the modules in `argsfw.decoding.methods`, found
+by scanning that package: a new built-in method is one new module there (its ``configs/decode``
+YAML is optional). A method of one's own is named by import path,
+``decode.method=my_pkg.my_module:MY_METHOD`` (a `Method` object): why an import path rather
+than an entry point — it needs no packaging or reinstall, it works from a notebook or a script
+directory on ``PYTHONPATH``, and the recipe names exactly the code that ran. Both set their
+knobs the same way, ``decode.<knob>=value``. `python -m argsfw.methods` lists them all.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import pkgutil
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from argsfw.decoding.types import UnknownMethodError
+from argsfw.decoding.types import RewardKind, UnknownMethodError
 
 if TYPE_CHECKING:
     import torch
 
     from argsfw.decoding.search import RowResult, StepContext
 
-# What a method's guide model is: nothing; a scalar sequence RM (AutoModelForSequenceClassification);
-# a token-level causal LM of kind "arm" (GenARM) or "token" (a reward head over the vocabulary);
-# a prefix value model V(x, y_<=t) (a sequence classifier read at every prefix); DPO's implicit
-# reward (a DPO run and its reference, argsfw.decoding.implicit).
-NEEDS = ("nothing", "sequence", "arm", "token", "value", "implicit")
+# What a method's guide model is: nothing, or a `RewardKind` (a scalar sequence RM; a token-level
+# causal LM of kind "arm" (GenARM) or "token" (a reward head over the vocabulary); a prefix value
+# model V(x, y_<=t), a sequence classifier read at every prefix).
+NOTHING = "nothing"
+NEEDS = (NOTHING, *(k.value for k in RewardKind))
 
 
 class Scorer(Protocol):
@@ -44,8 +48,10 @@ class Scorer(Protocol):
     chunk_size=None) -> rewards [B, k]`` (``r([x, y, v])`` for every candidate ``v`` of each
     row, float32 on the policy's device; ``chunk_size`` bounds candidates per RM forward); the
     loop then calls ``keep(rows [B'])`` when rows finish (indices into the current batch) and
-    ``commit(chosen [B'])`` with each live row's chosen token. An optional ``row_tokens`` [B]
-    holds the RM token positions each row cost. Scorers add what they read to the decode stats.
+    ``commit(chosen [B'])`` with each live row's chosen token. Scorers add what they read to
+    the decode stats, and tell the batch's ledger every position they compute through the
+    `RowCursors` a method's build gives them (``p.meter.cursors("rm", p.rows)``): a record's
+    RM tokens, re-reads and FLOPs are what the ledger was told.
     """
 
     def start(self, ids: torch.Tensor, mask: torch.Tensor, prompts: list[list[int]]) -> None: ...
@@ -61,11 +67,18 @@ class Chooser(Protocol):
     """One decoding step: ``(logits [B, V], scorer or None, ctx) -> (tokens [B], rewards [B] or None)``.
 
     ``logits`` are the policy's next-token logits of the live rows (float32); ``ctx``
-    (`argsfw.decoding.search.StepContext`) holds the step (1-based), each row's prompt index
-    and its seeded ``torch.Generator`` (sample with it, so a prompt's output does not depend on
-    its batch). ``tokens`` are the chosen ids (long, same device); ``rewards`` the guide's value
-    of each chosen token, NaN for a row the step did not score, or None when no row was scored.
-    The loop stops a row after it chooses an EOS id (kept) or at ``max_new_tokens``.
+    (`argsfw.decoding.search.StepContext`) holds the step (1-based), each live row's prompt
+    index (``ctx.rows``), prompt ids (``ctx.prompts``), tokens generated so far
+    (``ctx.generated``, before this step's) and seeded ``torch.Generator`` (sample with it, so a
+    prompt's output does not depend on its batch). ``tokens`` are the chosen ids (long, same
+    device); ``rewards`` the guide's value of each chosen token, NaN for a row the step did not
+    score, or None when no row was scored. Every returned token is committed: the loop appends
+    it, then stops a row after it chooses an EOS id (kept) or at ``max_new_tokens``.
+
+    Lifetime: ``build`` makes one chooser per batch, called once per step. Row ``j`` of a step
+    is the ``j``-th live row: rows that finished are dropped, so ``j`` changes between steps;
+    ``ctx.rows[j]`` (the prompt's index in the call) does not, so key any per-row state by it,
+    or better read ``ctx.generated[j]``.
     """
 
     def __call__(
@@ -109,22 +122,24 @@ class Method:
     Args:
         name: the ``decode.method`` value (lower case, ``-`` separated; ``_`` also accepted).
         summary: one line for the listing.
-        knobs: the `DecodeConfig` fields the method reads besides the common ones (length,
-            batch size, seed, ...); only these enter its outputs' fingerprint and its checks.
-        needs: its guide model, one of `NEEDS`.
+        settings: a dataclass of the method's own knobs, each field made with
+            `argsfw.decoding.config.knob` (default, doc, range); None when it has none. They are
+            set as ``decode.<knob>=value``, checked against their ranges, listed, recorded in
+            every output and fingerprinted. The engine hands the method one settings object:
+            the shared keys (`DecodeConfig`) and these (``parts.s.weight``).
+        needs: its guide model: ``"nothing"`` or a `RewardKind` (``"sequence"``, ``"arm"``,
+            ``"token"``, ``"value"``).
         guide_knob: the knob that switches the guide off at 0 (``weight``, ``alpha``), or None
             when the guide is always read (best-of-N) or never.
         build: per-step methods: ``build(parts) -> (scorer or None, chooser)`` for the shared loop.
         run: whole-sequence methods: ``run(parts) -> list[RowResult]`` (one per prompt).
         samples: the method samples, so its temperature must be > 0.
-        default_temperature: its temperature when ``decode.temperature`` is None, from the
+        default_temperature: its temperature when its ``temperature`` knob is None, from the
             settings (None: the engine's default, 0.7).
-        check: extra checks of the settings beyond the knobs' own ranges (raise
-            `DecodeInputError` with one line).
+        check: checks across knobs beyond each knob's own range (raise `DecodeInputError`
+            with one line).
         check_models: ``check_models(decoder, settings)``: checks that need the loaded models
             (the engine runs it when the guide is used).
-        options: a dataclass of the method's own knobs, read from ``decode.options`` (a method
-            declared outside argsfw has no `DecodeConfig` field of its own).
         label: ``label(settings) -> str``, the row's name in outputs, tables and plots;
             default: the name plus its ``label_knobs`` (``args-greedy w=1.5 k=10``).
         label_knobs: ``(knob, short name)`` pairs the default label shows.
@@ -136,8 +151,8 @@ class Method:
 
     name: str
     summary: str
-    knobs: tuple[str, ...] = ()
-    needs: str = "nothing"
+    settings: type | None = None
+    needs: str = NOTHING
     guide_knob: str | None = None
     build: Callable[[Parts], tuple[Scorer | None, Chooser]] | None = None
     run: Callable[[Parts], list[RowResult]] | None = None
@@ -145,7 +160,6 @@ class Method:
     default_temperature: Callable[[Any], float | None] | None = None
     check: Callable[[Any], None] = _no_check
     check_models: Callable[[Any, Any], None] | None = None
-    options: type | None = None
     label: Callable[[Any], str] | None = None
     label_knobs: tuple[tuple[str, str], ...] = ()
     color: str = "#7f7f7f"
@@ -153,19 +167,38 @@ class Method:
     curve: str | None = None
     original_names: tuple[str, ...] = ()
     counts_scored_steps: bool = False
-    aliases: tuple[str, ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
         if (self.build is None) == (self.run is None):
             raise ValueError(f"method {self.name!r}: give exactly one of build= and run=")
         if self.needs not in NEEDS:
             raise ValueError(f"method {self.name!r}: needs={self.needs!r}; choose one of {NEEDS}")
+        if self.needs != NOTHING:
+            object.__setattr__(self, "needs", RewardKind(self.needs))
         if not re.fullmatch(r"[a-z0-9][a-z0-9.:_-]*", self.name):
             raise ValueError(f"method name {self.name!r}: use lower case, digits, '-'")
+        if self.settings is not None and not dataclasses.is_dataclass(self.settings):
+            raise ValueError(f"method {self.name!r}: settings= must be a dataclass of its knobs")
+        named = [self.guide_knob, self.curve, *(k for k, _ in self.label_knobs)]
+        missing = [k for k in named if k is not None and k not in self.knobs]
+        if missing:
+            raise ValueError(
+                f"method {self.name!r} names knob {missing[0]!r}, which its settings= do not declare"
+            )
+
+    @property
+    def knobs(self) -> tuple[str, ...]:
+        """The names of its own knobs (fields of ``settings``), in declaration order."""
+        return tuple(f.name for f in dataclasses.fields(self.settings)) if self.settings else ()
+
+    @property
+    def token_level(self) -> bool:
+        """True when its guide is a token-level RM (a causal LM: GenARM's ARM, a token head)."""
+        return self.needs != NOTHING and RewardKind(self.needs).causal_lm
 
     def uses_guide(self, s) -> bool:
         """True when settings `s` read the guide model (a needed model whose knob is not 0)."""
-        if self.needs == "nothing":
+        if self.needs == NOTHING:
             return False
         return self.guide_knob is None or float(getattr(s, self.guide_knob)) != 0.0
 
@@ -179,31 +212,6 @@ class Method:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 parts.append(f"{short}={value:g}")
         return " ".join(parts)
-
-    def option_values(self, s) -> Any:
-        """The method's own knobs (``options`` dataclass) from ``s.options``, checked.
-
-        Raises `DecodeInputError` naming an unknown or badly typed key.
-        """
-        from argsfw.decoding.types import DecodeInputError
-
-        given = dict(getattr(s, "options", None) or {})
-        if self.options is None:
-            if given:
-                raise DecodeInputError(
-                    f"decode.options {sorted(given)} given, but {self.name} reads no options; drop them"
-                )
-            return None
-        names = {f.name for f in dataclasses.fields(self.options)}
-        unknown = sorted(set(given) - names)
-        if unknown:
-            raise DecodeInputError(
-                f"decode.options.{unknown[0]} is not an option of {self.name}; its options: {', '.join(sorted(names))}"
-            )
-        try:
-            return self.options(**given)
-        except (TypeError, ValueError) as exc:
-            raise DecodeInputError(f"decode.options for {self.name}: {exc}") from None
 
 
 _METHODS: dict[str, Method] = {}
@@ -226,10 +234,17 @@ def register(method: Method) -> Method:
 
 
 def _builtins() -> None:
+    """Register the `Method` objects of every module in `argsfw.decoding.methods` (once)."""
     global _LOADED
-    if not _LOADED:
-        _LOADED = True
-        importlib.import_module("argsfw.decoding.methods")
+    if _LOADED:
+        return
+    _LOADED = True
+    package = importlib.import_module("argsfw.decoding.methods")
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        for value in vars(module).values():
+            if isinstance(value, Method):
+                register(value)
 
 
 def methods() -> dict[str, Method]:

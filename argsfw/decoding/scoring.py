@@ -1,6 +1,7 @@
-"""Reward scorers: which RMs can be read (`rm_kind`), the tree-masked shared-prefix scorer.
+"""Reward scorers: how a sequence RM reads a sequence (`rm_attention`), the tree-masked
+shared-prefix scorer.
 
-Scorers without a tree mask (expanded cache, full sequence) are in `argsfw.decoding.fallback`;
+Scorers without a tree mask (expanded cache, full sequence) are in `argsfw.decoding.sequence_scorers`;
 which one runs is decided by `argsfw.decoding.probe`. The slow reference scorer they are
 checked against (by the tests and the probe) is `argsfw.decoding.reference_scorer`.
 
@@ -25,11 +26,11 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-from argsfw.decoding.accounting import DecodeStats, cache_bytes
+from argsfw.decoding.accounting import DecodeStats, RowCursors, cache_bytes, untracked
 from argsfw.decoding.types import DecodeInputError
 
 
-def rm_kind(rm) -> str:
+def rm_attention(rm) -> str:
     """``"causal"`` for a decoder classifier (a backbone and a ``score`` head read at the last
     token: Llama, OPT, GPT-2, Bloom ...), ``"bidirectional"`` for any other one-label sequence
     classifier (BERT, RoBERTa, DeBERTa ...: its own forward pools the whole sequence).
@@ -63,9 +64,9 @@ def reward_parts(rm) -> tuple[torch.nn.Module, torch.nn.Module]:
     """Split a decoder sequence classifier into ``(backbone, head)``: backbone hidden states [B, T, H] -> head -> [B, T, 1].
 
     Raises:
-        DecodeInputError: when the model is not a one-label decoder classifier (see `rm_kind`).
+        DecodeInputError: when the model is not a one-label decoder classifier (see `rm_attention`).
     """
-    if rm_kind(rm) != "causal":
+    if rm_attention(rm) != "causal":
         raise DecodeInputError(
             f"reward model {type(rm).__name__} is bidirectional: it has no prefix cache to "
             "score candidates against; only the full-sequence scorer (decode.scorer=full or auto) reads it"
@@ -87,7 +88,9 @@ class TreeBlock:
     ``attend`` [B, S, S]: block query i may attend block key j (the cached prefix is always
     visible to real tokens). The first ``n_commit`` columns are kept in the cache after the
     forward; the rest (candidate suffixes) are cropped. ``score_at`` [B, c]: block index of
-    each candidate's last token, where its reward is read.
+    each candidate's last token, where its reward is read. ``suffixes`` (per row, per
+    candidate: its token ids) when a candidate spans several columns; None when each column
+    after the first ``n_commit`` is one candidate of one token.
     """
 
     ids: torch.Tensor
@@ -96,6 +99,7 @@ class TreeBlock:
     attend: torch.Tensor
     n_commit: int
     score_at: torch.Tensor
+    suffixes: list[list[list[int]]] | None = None
 
 
 class RewardCache:
@@ -104,10 +108,12 @@ class RewardCache:
     ``col_valid`` [B, C] marks which of the C cached columns are real tokens of each row:
     left padding and tokens invalidated by `invalidate` (the cross-tokenizer scorer's
     re-tokenized tails) stay in the cache as masked holes, so rows never need cropping one
-    by one.
+    by one. ``reads`` (`RowCursors` of the rows' prompts) is told what every forward
+    computes. After a forward, ``commit_rewards`` [S, n_commit] holds the head's value at each
+    committed column of the rows that ran (the reward of the sequence ending there).
     """
 
-    def __init__(self, rm, stats: DecodeStats, batch: int):
+    def __init__(self, rm, stats: DecodeStats, batch: int, reads: RowCursors | None = None):
         self.backbone, self.head = reward_parts(rm)
         self.device, self.dtype = model_device_dtype(rm)
         self.stats = stats
@@ -120,8 +126,9 @@ class RewardCache:
             None  # (first column, count) of candidates kept for `adopt`
         )
         self.held_rows: torch.Tensor | None = None  # [B] rows whose candidates are held (None: all)
-        # [B] real (non-padding) tokens each row has fed the RM: the per-record cost
-        self.row_tokens = torch.zeros(batch, dtype=torch.long, device=self.device)
+        self.reads = reads if reads is not None else untracked(batch)
+        self.held_nodes: list[list[int] | None] = []  # per row: its held candidates' trie nodes
+        self.commit_rewards: torch.Tensor | None = None
 
     @torch.inference_mode()
     def forward(
@@ -134,10 +141,10 @@ class RewardCache:
         (batch indices) the block holds those rows only and only they enter the forward; the
         other rows get masked hole columns, so a row that does not score costs no RM work.
         """
+        nodes = self._track(block, rows)
         if rows is None:
             rewards, n_new = self._run(self.cache, self.col_valid, block)
             new_valid = block.valid[:, : block.n_commit]
-            self.row_tokens += block.valid.sum(-1)
         else:
             rows = rows.to(self.device)
             # why a gathered copy: a forward runs on whole cache rows; the copy reads the S rows'
@@ -151,8 +158,8 @@ class RewardCache:
                 (self.col_valid.shape[0], block.n_commit), dtype=torch.bool, device=self.device
             )
             new_valid[rows] = block.valid[:, : block.n_commit]
-            self.row_tokens[rows] += block.valid.sum(-1)
         drop = n_new - block.n_commit
+        self.held_nodes = nodes if hold else []
         c_len = self.col_valid.shape[1]
         self.held = (c_len + block.n_commit, drop) if hold else None
         self.held_rows = None
@@ -168,6 +175,22 @@ class RewardCache:
             self.cache.crop(-drop)
         self.col_valid = torch.cat([self.col_valid, new_valid], dim=1)
         return rewards
+
+    def _track(self, block: TreeBlock, rows: torch.Tensor | None) -> list[list[int] | None]:
+        """Tell ``reads`` what ``block`` computes; returns each batch row's candidate nodes (None: not in the block)."""
+        self.reads.begin()
+        ids, valid, n = block.ids.tolist(), block.valid.tolist(), block.n_commit
+        batch = self.col_valid.shape[0]
+        which = rows.tolist() if rows is not None else range(batch)
+        nodes: list[list[int] | None] = [None] * batch
+        for j, r in enumerate(which):
+            if n:
+                self.reads.read(r, [t for t, v in zip(ids[j][:n], valid[j][:n]) if v])
+            if block.suffixes is None:  # one token per candidate
+                nodes[r] = self.reads.fan(r, ids[j][n:])
+            else:
+                nodes[r] = [self.reads.branch(r, suf) for suf in block.suffixes[j]]
+        return nodes
 
     def _run(self, cache, col_valid: torch.Tensor, block: TreeBlock) -> tuple[torch.Tensor, int]:
         """The backbone + head forward of ``block`` over ``cache``; returns (rewards [b, c], columns added)."""
@@ -191,6 +214,9 @@ class RewardCache:
             1, block.score_at[..., None].expand(-1, -1, hidden.shape[-1])
         )  # [B, c, H]
         rewards = self.head(picked)[..., 0].float()  # [B, c]
+        # why every committed column: a scalar head costs H multiply-adds per column, and a
+        # reader may need the reward of the sequence ending at any of them (`HFReadout`)
+        self.commit_rewards = self.head(hidden[:, : block.n_commit])[..., 0].float()
         self.stats.rm_forwards += 1
         self.stats.rm_tokens_in += block.ids.numel()
         return rewards, s
@@ -219,6 +245,10 @@ class RewardCache:
     def adopt(self, idx: torch.Tensor) -> None:
         """Keep held candidate ``idx`` [B] of each row as its next committed token; drop the other candidates."""
         start, n = self.held
+        for r, (cand_nodes, i) in enumerate(zip(self.held_nodes, idx.tolist())):
+            if cand_nodes is not None:
+                self.reads.move(r, cand_nodes[i])
+        self.held_nodes = []
         rows = torch.arange(idx.shape[0], device=self.device)
         idx = idx.to(self.device)  # rows not held (`held_rows`) copy a hole onto a hole
         for layer in self.cache.layers:
@@ -243,9 +273,17 @@ class RewardCache:
         rows = rows.to(self.device)
         self.cache.batch_select_indices(rows)
         self.col_valid = self.col_valid[rows]
-        self.row_tokens = self.row_tokens[rows]
+        self.reads.keep(rows)
+        if self.held_nodes:
+            self.held_nodes = [self.held_nodes[i] for i in rows.tolist()]
         if self.held_rows is not None:
             self.held_rows = self.held_rows[rows]
+
+    def repeat(self, n: int) -> None:
+        """Each row becomes ``n`` rows (row i -> rows i*n ... i*n+n-1): a prompt's cache shared by its samples."""
+        self.cache.batch_repeat_interleave(n)
+        self.col_valid = self.col_valid.repeat_interleave(n, dim=0)
+        self.reads.repeat(n)
 
     def invalidate(self, row: int, cols: list[int]) -> None:
         """Mask cached columns ``cols`` of ``row`` out of all later attention."""
@@ -298,35 +336,38 @@ class SharedTokenizerScorer:
     forward and the chosen token is re-read with the first chunk of the next step instead.
     """
 
-    def __init__(self, rm, stats: DecodeStats):
-        self.rm, self.stats = rm, stats
+    def __init__(self, rm, stats: DecodeStats, reads: RowCursors | None = None):
+        self.rm, self.stats, self.reads = rm, stats, reads
         self.device, _ = model_device_dtype(rm)
 
     def start(
         self, ids: torch.Tensor, mask: torch.Tensor, prompts: list[list[int]] | None = None
     ) -> None:
         """Begin a batch: the left-padded prompts ``ids``/``mask`` [B, T] are committed with the first scoring."""
-        self.cache = RewardCache(self.rm, self.stats, ids.shape[0])
+        self.cache = RewardCache(self.rm, self.stats, ids.shape[0], self.reads)
         self.pending = ids.to(self.device)  # [B, P] tokens to commit with the next forward
         self.pending_valid = mask.to(self.device).bool()
         self.next_pos = torch.zeros(ids.shape[0], dtype=torch.long, device=self.device)
         self.held_cands: torch.Tensor | None = None  # [B, k] candidates whose columns are held
-
-    @property
-    def row_tokens(self) -> torch.Tensor:
-        """[B] real tokens each row has fed the RM so far."""
-        return self.cache.row_tokens
+        self.committed: tuple | None = None
 
     def score(self, cands: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
-        """Rewards [B, k] (float32, on the candidates' device) of appending each of ``cands`` [B, k]."""
+        """Rewards [B, k] (float32, on the candidates' device) of appending each of ``cands`` [B, k].
+
+        Sets ``committed``: ``(ids [B, P], valid [B, P], rewards [B, P])`` of the tokens this
+        call committed ahead of the candidates, or None when it committed none.
+        """
         out_dev = cands.device
         cands = cands.to(self.device)
         size = chunk_size or cands.shape[1]
         hold = size >= cands.shape[1]
         rewards = []
+        self.committed = None
         for chunk in cands.split(size, dim=1):
             block = shared_block(self.pending, self.pending_valid, self.next_pos, chunk)
             rewards.append(self.cache.forward(block, hold=hold))
+            if self.pending.shape[1]:
+                self.committed = (self.pending, self.pending_valid, self.cache.commit_rewards)
             self.next_pos = self.next_pos + self.pending_valid.sum(-1)
             self.pending = self.pending[:, :0]
             self.pending_valid = self.pending_valid[:, :0]

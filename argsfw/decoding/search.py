@@ -26,24 +26,35 @@ log = logging.getLogger("argsfw.decoding")
 
 @dataclass
 class StepContext:
-    """What a chooser knows besides the logits: the step (1-based), each live row's prompt index and generator."""
+    """What a chooser knows besides the logits, for each live row ``j`` of this step.
+
+    ``step`` is 1-based; ``rows[j]`` the row's prompt index in the call (stable while row ``j``
+    itself shifts as rows finish); ``generators[j]`` its seeded generator; ``prompts[j]`` its
+    prompt ids; ``generated[j]`` the tokens it chose so far (read-only; this step's not yet).
+    """
 
     step: int
     rows: list[int]
     generators: list[torch.Generator]
+    prompts: list[list[int]] = field(default_factory=list)
+    generated: list[list[int]] = field(default_factory=list)
 
 
 @dataclass
 class RowResult:
     """One row's output of `decode_batch`: generated ids, whether it ended with EOS, last reward
-    seen (None when the last step did not score), and the row's own cost counters."""
+    seen (None when the last step did not score), the steps the guide scored, and
+    ``state_row``: the row of the policy state that still holds it when `decode_batch` returns
+    (its cache lacks the last token, which was chosen but not fed), None once dropped.
+
+    Costs are not counted here: every model wrapper tells the batch's ledgers what it computed
+    (`argsfw.decoding.accounting.PrefixLedger`), per prompt."""
 
     new_ids: list[int] = field(default_factory=list)
     finished: bool = False
     reward: float | None = None
-    llm_tokens: int = 0  # real (non-padding) token positions the policy read for this row
-    rm_tokens: int = 0  # real token positions the reward model read for this row
     scored_steps: int = 0  # steps at which the reward model scored this row's candidates
+    state_row: int | None = None
 
 
 # A chooser maps (logits [B, V], scorer or None, context) to (tokens [B], rewards [B] or None).
@@ -136,6 +147,7 @@ def decode_batch(
     meter: Meter,
     repeat: int = 1,
     prune: Callable[[int, list[RowResult], list[int]], set[int]] | None = None,
+    logits: torch.Tensor | None = None,
 ) -> list[RowResult]:
     """Decode one batch; returns a `RowResult` per row, in order.
 
@@ -146,22 +158,29 @@ def decode_batch(
     An empty ``eos_ids`` disables EOS stopping. ``prune(step, results, alive)``, called after
     every step with the result index of each live row, returns the result indices to stop now
     (unfinished; whole-sequence methods such as speculative best-of-N reject partial answers).
+    ``logits`` [B, V] continue a policy state that has already read its rows (a later block
+    of blockwise decoding): nothing is prefilled, ``scorer`` must be None and ``prompts`` are
+    what each row has read so far (the chooser's ``ctx.prompts``).
     """
-    if scorer is not None:
-        scorer.start(policy.ids, policy.mask, prompts)
-    logits = policy.prefill()  # [B, V]
-    # the prompt is read once: with repeat, its cost goes to the first copy only
-    prefill = [len(p) if c == 0 else 0 for p in prompts for c in range(repeat)]
+    if logits is None:
+        if scorer is not None:
+            scorer.start(policy.ids, policy.mask, prompts)
+        logits = policy.prefill()  # [B, V]
+    elif scorer is not None:
+        raise ValueError("decode_batch: a continued policy state (logits given) takes no scorer")
     if repeat > 1:
         policy.repeat(repeat)
         logits = logits.repeat_interleave(repeat, dim=0)
         prompts = [p for p in prompts for _ in range(repeat)]
         rows = [r for r in rows for _ in range(repeat)]
-    results = [RowResult(llm_tokens=n) for n in prefill]
+    results = [RowResult() for _ in rows]
     alive = list(range(len(rows)))  # batch row -> result index
     eos = torch.tensor(sorted(eos_ids), dtype=torch.long, device=logits.device)
     for t in range(max_new_tokens):
-        ctx = StepContext(t + 1, [rows[i] for i in alive], [generators[i] for i in alive])
+        ctx = StepContext(
+            t + 1, [rows[i] for i in alive], [generators[i] for i in alive],
+            [prompts[i] for i in alive], [results[i].new_ids for i in alive],
+        )  # fmt: skip
         tokens, rewards = chooser(logits, scorer, ctx)  # [B], [B] (NaN: not scored) or None
         tok_list = tokens.tolist()
         rew_list = rewards.tolist() if rewards is not None else [math.nan] * len(tok_list)
@@ -183,8 +202,8 @@ def decode_batch(
         stop = prune(t + 1, results, live) if prune is not None and live else set()
         if any(done_list) or stop:
             keep = [j for j, d in enumerate(done_list) if not d and alive[j] not in stop]
-            _harvest_rm_tokens(scorer, results, alive)
             if not keep:
+                alive = []
                 break
             keep_t = torch.tensor(keep, dtype=torch.long, device=tokens.device)
             policy.keep(keep_t)
@@ -195,15 +214,6 @@ def decode_batch(
         if scorer is not None:
             scorer.commit(tokens)
         logits = policy.step(tokens)
-        for i in alive:
-            results[i].llm_tokens += 1
-    _harvest_rm_tokens(scorer, results, alive)
+    for j, i in enumerate(alive):
+        results[i].state_row = j
     return results
-
-
-def _harvest_rm_tokens(scorer, results: list[RowResult], alive: list[int]) -> None:
-    """Copy the scorer's per-row RM token counts [B] into the live rows' results."""
-    counts = getattr(scorer, "row_tokens", None)
-    if counts is not None:
-        for i, n in zip(alive, counts.tolist()):
-            results[i].rm_tokens = n

@@ -36,45 +36,47 @@ import weakref
 
 import torch
 
-from argsfw.decoding.accounting import DecodeStats, cache_bytes
+from argsfw.decoding.accounting import DecodeStats, RowCursors, cache_bytes
 from argsfw.decoding.policy import PolicyState
 from argsfw.decoding.sampling import sample_rows
 from argsfw.decoding.search import StepContext, check_finite
-from argsfw.decoding.types import DecodeInputError
+from argsfw.decoding.types import DecodeInputError, RewardKind
 
 log = logging.getLogger("argsfw.decoding")
 
 
-def token_rm_kind(rm) -> str | None:
-    """``"sequence"`` for a scalar-head classifier, else the causal LM's marked kind (``"arm"``,
-    ``"token"``, ``"implicit"`` for DPO's implicit reward) or None when it is unmarked. A model
-    with neither head is ``"sequence"`` too, so the sequence scorer's own check names what is
-    wrong with it."""
+def guide_kind(rm) -> RewardKind | None:
+    """The `RewardKind` a loaded guide model is read as: ``SEQUENCE`` for a scalar-head
+    classifier, else the causal LM's marked kind (``ARM``, ``TOKEN``, ``IMPLICIT`` for DPO's
+    implicit reward), or None when it is unmarked. A model with neither head is ``SEQUENCE`` too, so the sequence scorer's own check
+    names what is wrong with it."""
     from argsfw.models.reward_kind import reward_kind
 
     if (
         isinstance(getattr(rm, "score", None), torch.nn.Module)
         or getattr(rm, "get_output_embeddings", lambda: None)() is None
     ):
-        return "sequence"
+        return RewardKind.SEQUENCE
     kind = reward_kind(rm.config)
-    return kind if kind in ("arm", "token", "implicit") else None
+    return RewardKind(kind) if kind is not None and RewardKind(kind).causal_lm else None
 
 
-def token_reward_state(rm, stats: DecodeStats, out_device, candidates_only: bool = False):
-    """The lock-step state of a token-level guide: `TokenRewardState`, or for DPO's implicit
+def token_reward_state(
+    rm, stats: DecodeStats, out_device, candidates_only: bool = False, reads=None
+):
+    """The lock-step state of a token-level guide: a `TokenRewardState`, or for DPO's implicit
     reward (`argsfw.decoding.implicit.ImplicitReward`) an `ImplicitRewardState`."""
     from argsfw.decoding.implicit import ImplicitReward, ImplicitRewardState
 
     if isinstance(rm, ImplicitReward):
-        return ImplicitRewardState(rm, stats, out_device)
-    return TokenRewardState(rm, stats, out_device, candidates_only)
+        return ImplicitRewardState(rm, stats, out_device, reads)
+    return TokenRewardState(rm, stats, out_device, candidates_only, reads)
 
 
 _UNMARKED_LOGGED: set[str] = set()  # methods already warned about an unmarked causal-LM RM
 
 
-def check_rm_kind(method, kind: str | None) -> None:
+def check_guide_kind(method, kind: str | None) -> None:
     """Refuse a reward model of the wrong kind for ``method`` (a registry `Method`, one line);
     log an unmarked causal LM."""
     from argsfw.models.reward_kind import kind_error
@@ -88,7 +90,7 @@ def check_rm_kind(method, kind: str | None) -> None:
             "the reward model is a causal LM without an argsfw reward_kind marker; %s reads it as %s",
             method.name,
             "an autoregressive RM (log-softmax of its head)"
-            if method.needs == "arm"
+            if method.needs is RewardKind.ARM
             else "a token-level RM (raw head values)",
         )
 
@@ -154,9 +156,14 @@ class TokenRewardState:
     """
 
     def __init__(
-        self, rm, stats: DecodeStats, out_device: torch.device, candidates_only: bool = False
+        self,
+        rm,
+        stats: DecodeStats,
+        out_device: torch.device,
+        candidates_only: bool = False,
+        reads: RowCursors | None = None,
     ):
-        self.rm, self.stats, self.out_device = rm, stats, out_device
+        self.rm, self.stats, self.out_device, self.reads = rm, stats, out_device, reads
         self.rm_device = next(rm.parameters()).device
         self.split = split_head(rm) if candidates_only else None
         self.state: PolicyState | None = None
@@ -167,24 +174,20 @@ class TokenRewardState:
     def start(self, ids: torch.Tensor, mask: torch.Tensor, prompts) -> None:
         """Read the (left-padded) prompts ``ids``/``mask`` [B, T] once."""
         ids, mask = ids.to(self.rm_device), mask.to(self.rm_device)
-        if self.split is not None:
-            self.state = PolicyState(self.split[0], ids, mask, self.stats, role="rm", head=False)
-        else:
-            self.state = PolicyState(self.rm, ids, mask, self.stats, role="rm")
+        model, head = (self.split[0], False) if self.split is not None else (self.rm, True)
+        self.state = PolicyState(
+            model, ids, mask, self.stats, role="rm", head=head, reads=self.reads
+        )
         self._set(self.state.prefill())
         self.total = torch.zeros(ids.shape[0], device=self.out_device)
-        # real (non-padding) RM token positions read per row: the prompt, then one per commit
-        self.row_tokens = mask.sum(-1).long()
 
     def commit(self, tokens: torch.Tensor) -> None:
         """Append the chosen ``tokens`` [B] and read the next head."""
         self._set(self.state.step(tokens))
-        self.row_tokens += 1
 
     def keep(self, rows: torch.Tensor) -> None:
         """Keep only ``rows`` [B'] of the batch."""
         self.state.keep(rows)
-        self.row_tokens = self.row_tokens[rows.to(self.row_tokens.device)]
         if self.split is not None:
             self.hidden = self.hidden[rows.to(self.hidden.device)]
         else:

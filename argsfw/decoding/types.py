@@ -8,6 +8,43 @@ messages that name the offending value.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
+
+
+class RewardKind(str, Enum):
+    """What a guide (reward) model is; a decoding method needs one kind, a fit stage makes one.
+
+    A ``str`` enum: ``RewardKind.TOKEN == "token"``, and its value is what ``meta.json``
+    (``reward_kind``) and ``config.json`` (``argsfw_reward_kind``) hold.
+    """
+
+    SEQUENCE = (
+        "sequence"  # a scalar reward of a whole sequence (AutoModelForSequenceClassification)
+    )
+    ARM = "arm"  # GenARM's autoregressive RM: a causal LM whose reply log-likelihood is the reward
+    TOKEN = "token"  # a causal LM whose vocabulary head holds each next token's reward
+    VALUE = "value"  # a prefix value model V(x, y_<=t): a sequence classifier read on prefixes
+    # DPO's implicit reward beta * (log pi_dpo - log pi_ref) per token: a DPO run and its reference
+    IMPLICIT = "implicit"
+
+    @property
+    def causal_lm(self) -> bool:
+        """True for the token-level kinds, loaded as causal LMs (stepped in lock-step with the policy)."""
+        return self in (RewardKind.ARM, RewardKind.TOKEN, RewardKind.IMPLICIT)
+
+    @property
+    def token_head(self) -> bool:
+        """True for the kinds read from one causal LM's next-token head (GenARM's ARM, a token
+        head): what an unmarked causal LM is taken for, and what DPO's implicit reward also serves."""
+        return self in (RewardKind.ARM, RewardKind.TOKEN)
+
+    @property
+    def read_as(self) -> RewardKind:
+        """The kind a model of this kind serves: a value model is read as a sequence RM."""
+        return RewardKind.SEQUENCE if self is RewardKind.VALUE else self
+
+    def __str__(self) -> str:
+        return self.value
 
 
 class DecodeInputError(ValueError):
@@ -42,6 +79,10 @@ class Generation:
     the real (non-padding) token positions the policy / reward model computed for it, prompt
     included (best-of-n: the prompt once, every sample's tokens, every sample scored);
     padding, which depends on the batch, is only in the call's `DecodeStats`.
+    ``llm_reread`` / ``rm_reread``: of those positions, the ones an earlier forward of this
+    prompt's search had already computed (the same token prefix; see
+    `argsfw.decoding.accounting.PrefixLedger`). ``llm_flops`` / ``rm_flops``: the forward FLOPs
+    of those positions (`argsfw.decoding.accounting.FlopSpec.flops`).
     ``scored_steps`` counts the steps whose candidates the RM scored (reward-guided methods
     only, else None).
     """
@@ -56,6 +97,10 @@ class Generation:
     llm_tokens: int = 0
     rm_tokens: int = 0
     scored_steps: int | None = None
+    llm_reread: int = 0
+    rm_reread: int = 0
+    llm_flops: float = 0.0
+    rm_flops: float = 0.0
 
     @property
     def n_prompt_tokens(self) -> int:
@@ -85,4 +130,8 @@ class Generation:
             "llm_tokens": self.llm_tokens,
             "rm_tokens": self.rm_tokens,
             "scored_steps": self.scored_steps,
+            "llm_reread": self.llm_reread,
+            "rm_reread": self.rm_reread,
+            "llm_flops": self.llm_flops,
+            "rm_flops": self.rm_flops,
         }

@@ -10,7 +10,8 @@ from argsfw.errors import ConfigError
 JUDGE_KINDS = ("openai", "hf")
 
 # Metric names ``eval.metrics`` may list (the judge also runs with ``eval.judge.enabled``).
-METRICS = ("reward", "diversity", "coherence", "cost", "judge", "oracle")
+# "instruments": every RM's accuracy on the held-out pairs of `data` beside the length rule.
+METRICS = ("reward", "diversity", "coherence", "cost", "judge", "oracle", "instruments")
 
 
 @dataclass
@@ -54,6 +55,9 @@ class JudgeConfig:
             )
 
 
+COST_AXES = ("flops", "tokens")
+
+
 @dataclass
 class EvalConfig:
     """Which metrics to compute over one or more predict outputs."""
@@ -75,6 +79,12 @@ class EvalConfig:
     # keep only the last N prompt tokens before scoring (what predict's data.max_prompt_length
     # let the policy and the guide RM read); None scores the whole prompt
     max_prompt_tokens: int | None = None
+    # x axis of the cost plots: forward FLOPs per generated token (flops), or the token
+    # positions both models computed per generated token (tokens)
+    cost_axis: str = "flops"
+    # label of a row (e.g. "greedy"): every row's judge-reward gain over it, plain and at equal
+    # answer length (argsfw.eval.instruments.length_adjusted_gains)
+    length_baseline: str | None = None
     judge: JudgeConfig = field(default_factory=JudgeConfig)
 
 
@@ -95,6 +105,8 @@ def check_eval_config(cfg: EvalConfig) -> None:
         raise ValueError(
             f"eval.max_prompt_tokens must be >= 1 or null, got {cfg.max_prompt_tokens}"
         )
+    if cfg.cost_axis not in COST_AXES:
+        raise ValueError(f"eval.cost_axis={cfg.cost_axis!r}; choose {' or '.join(COST_AXES)}")
     if cfg.coherence_pooling not in ("auto", "mean", "cls", "cls_before_pooler"):
         raise ValueError(
             f"eval.coherence_pooling={cfg.coherence_pooling!r}; choose auto, mean, cls or cls_before_pooler"

@@ -3,8 +3,8 @@
 Two layouts are accepted, told apart by content rather than by file name:
 
 - argsfw predict output: JSONL, one object per prompt with ``prompt``, ``result`` (the
-  continuation), ``response`` (prompt + continuation), ``method``, ``weight``, ``topk``,
-  ``mode``, ``temperature``, ``n_new_tokens``, ``seconds`` and a ``stats`` dict. Its run
+  continuation), ``response`` (prompt + continuation), ``method``, ``mode``, ``settings``
+  (the method's knobs), ``n_new_tokens``, ``seconds`` and a ``stats`` dict. Its run
   directory holds ``config.yaml``, ``meta.json`` and, once finished, a ``DONE`` marker.
 - the original project's evaluation layout: a JSON list of ``{prompt, response, method}``
   where ``response`` includes the prompt.
@@ -29,8 +29,6 @@ OUTPUTS_FILE = "outputs.jsonl"
 DONE_MARKER = "DONE"
 _HUMAN_ANY_CASE = re.compile("human:", flags=re.IGNORECASE)
 _TURN_MARKERS = ("###Human:", "\n\nHuman:")
-# the decode keys that name a setting (what a method's label may show)
-SETTING_KEYS = ("method", "weight", "topk", "num_samples", "gate_threshold", "alpha", "temperature")
 
 
 class EvalInputError(ValueError):
@@ -58,12 +56,11 @@ class EvalInput:
     path: Path
     records: list[EvalRecord]
     method: str | None = None
-    weight: float | None = None
-    topk: int | None = None
     complete: bool | None = None  # None: not a run directory, completeness unknown
     warnings: list[str] = field(default_factory=list)
-    num_samples: int | None = None  # best-of-n: N
-    gate_threshold: float | None = None  # args-gated: τ
+    settings: dict[str, Any] = field(
+        default_factory=dict
+    )  # the method's knobs (its Method.settings)
 
 
 def cut_at_human(text: str) -> str:
@@ -167,8 +164,8 @@ def _to_record(where: str, obj: dict[str, Any], warnings: list[str]) -> EvalReco
 
 
 def _run_setting(run_dir: Path, first: dict[str, Any]) -> dict[str, Any]:
-    """Decode setting from the run's ``config.yaml`` (``decode`` section), else from a record."""
-    setting = {k: first.get(k) for k in SETTING_KEYS}
+    """``{"method": ..., **knobs}`` from the run's ``config.yaml`` (``decode`` section), else a record."""
+    setting = _read_knobs(first)
     cfg_path = run_dir / "config.yaml"
     if cfg_path.is_file():
         try:
@@ -176,35 +173,36 @@ def _run_setting(run_dir: Path, first: dict[str, Any]) -> dict[str, Any]:
 
             cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
             decode = cfg.get("decode", cfg) if isinstance(cfg, dict) else {}
-            for k in setting:
-                if isinstance(decode, dict) and decode.get(k) is not None:
-                    setting[k] = decode[k]
+            if isinstance(decode, dict) and decode.get("method"):
+                setting = _read_knobs(decode)
         except Exception as e:  # why: a label is cosmetic; a bad config must not stop evaluation
             log.warning("could not read %s for labels: %s", cfg_path, e)
-    return _read_knobs(setting)
+    return setting
 
 
-def _read_knobs(setting: dict[str, Any]) -> dict[str, Any]:
-    """`setting` with the knobs its method does not read set to None (a greedy run's weight)."""
+def _read_knobs(source: dict[str, Any]) -> dict[str, Any]:
+    """``{"method": ..., **knobs}``: the knobs the method reads, from a record's ``settings`` or,
+    for a config's decode section or a record written before records had one, its top level."""
     from argsfw.decoding.registry import find_method
 
-    method = find_method(setting.get("method"))
+    method = find_method(source.get("method"))
+    own = source.get("settings") if isinstance(source.get("settings"), dict) else source
     if method is None:
-        return setting
-    return {k: v if k == "method" or k in method.knobs else None for k, v in setting.items()}
+        return {"method": source.get("method")}
+    return {"method": source.get("method"), **{k: own[k] for k in method.knobs if k in own}}
 
 
 def make_label(setting: dict[str, Any], fallback: str) -> str:
     """The label the setting's method gives it (what predict writes), else `fallback`."""
-    from types import SimpleNamespace
-
+    from argsfw.decoding.config import decode_settings
     from argsfw.decoding.registry import find_method
 
     method = find_method(setting.get("method"))
     if method is None:
         return str(setting.get("method") or fallback)
+    knobs = {k: v for k, v in setting.items() if k != "method"}
     try:
-        return method.label_of(SimpleNamespace(**{k: setting.get(k) for k in SETTING_KEYS}))
+        return method.label_of(decode_settings(method, lenient=True, **knobs))
     except (TypeError, ValueError):  # a record without the knob its label shows
         return method.name
 
@@ -236,11 +234,7 @@ def load_outputs(spec: str | os.PathLike) -> EvalInput:
         )
     for w in warnings:
         log.warning("%s", w)
-    setting = (
-        _run_setting(run_dir, pairs[0][1])
-        if is_run
-        else _read_knobs({k: pairs[0][1].get(k) for k in SETTING_KEYS})
-    )
+    setting = _run_setting(run_dir, pairs[0][1]) if is_run else _read_knobs(pairs[0][1])
     stem = path.parent.name if path.name == OUTPUTS_FILE else path.stem
     # An explicit name=path wins, then the label predict wrote (predict.label), then the setting.
     recorded = pairs[0][1].get("label")
@@ -251,12 +245,9 @@ def load_outputs(spec: str | os.PathLike) -> EvalInput:
         path,
         records,
         setting["method"],
-        setting["weight"],
-        setting["topk"],
         complete,
         warnings,
-        num_samples=setting.get("num_samples"),
-        gate_threshold=setting.get("gate_threshold"),
+        settings={k: v for k, v in setting.items() if k != "method"},
     )
 
 

@@ -3,9 +3,11 @@
 Every method family (greedy, best-of-n, ARGS-greedy, the PPO policy …) keeps one colour and
 one marker across all plots; points of a sweep are annotated with the setting that varies
 (``N=4``, ``w=1.5 k=10``, ``τ=0.5``). Legends sit outside the axes so they cover no point.
-The cost axis is compute per generated token: the token positions the policy and the reward
-model computed for a record (prompt included, padding excluded) over the tokens it generated,
-on a log scale; the Pareto front (no other method gets more for less) is drawn through it.
+The cost axis is compute per generated token, on a log scale: by default the forward FLOPs of
+the policy and the reward model for a record over the tokens it generated, or (``eval.cost_axis:
+tokens``) the token positions both computed (prompt included, padding excluded). Outputs that
+predate FLOPs accounting are drawn on tokens. The Pareto front (no other method gets more for
+less) is drawn through it.
 """
 
 from __future__ import annotations
@@ -15,14 +17,23 @@ from pathlib import Path
 from typing import Any
 
 from argsfw.decoding.registry import find_method
+from argsfw.eval.stats import si
 
-# policies trained to be aligned (training-time baselines), by their label's first word ->
-# (colour, marker); drawn as reference lines beside the decoding-time methods
-TRAINED = {"ppo": ("#2ca02c", "*"), "dpo": ("#006400", "8")}
+
+def _trained() -> dict[str, tuple[str, str]]:
+    """Policies trained to be aligned (training-time baselines: the fit stages that declare a plot
+    style), by stage name -> (colour, marker); an entry whose label starts with the stage's name
+    is one, drawn as a reference line beside the decoding-time methods."""
+    from argsfw.stages import stages
+
+    return {n: (s.color, s.marker) for n, s in stages().items() if s.color}
+
+
+TRAINED = _trained()
 
 
 # family -> (colour, marker): each decoding method's own (argsfw.decoding.registry), and the
-# PPO policy's; unknown families get the fallbacks in turn
+# trained policies'; unknown families get the fallbacks in turn
 def _styles() -> dict[str, tuple[str, str]]:
     from argsfw.decoding.registry import methods
 
@@ -178,9 +189,21 @@ def _finish(fig, ax, out: Path, title: str) -> Path:
     return out
 
 
+def cost_axis(report: dict[str, Any], metric: str = "reward") -> tuple[str, str]:
+    """The metric key and axis label of the cost axis: FLOPs per generated token unless the
+    report's ``config.cost_axis`` is ``tokens`` or some input with ``metric`` lacks FLOPs."""
+    tokens = "compute_tokens_per_token"
+    if (report.get("config") or {}).get("cost_axis", "flops") == "flops" and len(
+        _points(report, "flops_per_token", metric)
+    ) == len(_points(report, tokens, metric)):
+        return "flops_per_token", "forward FLOPs per generated token (policy + RM, log scale)"
+    return tokens, "compute per generated token (LLM + RM forward tokens, log scale)"
+
+
 def plot_vs_cost(report: dict[str, Any], out: Path, metric: str = "reward") -> Path | None:
     """``metric`` (± SE) against compute per generated token, log x, Pareto front marked."""
-    pts = _points(report, "compute_tokens_per_token", metric)
+    key, label = cost_axis(report, metric)
+    pts = _points(report, key, metric)
     if not pts:
         return None
     plt = _pyplot()
@@ -193,11 +216,11 @@ def plot_vs_cost(report: dict[str, Any], out: Path, metric: str = "reward") -> P
     ax.set_xscale("log")
     from matplotlib.ticker import FuncFormatter
 
-    plain = FuncFormatter(lambda v, _: f"{v:g}")  # 2, 5, 10, not 2×10⁰
+    plain = FuncFormatter(lambda v, _: si(v))  # 2, 5, 10 / 20M, 50M: not 2×10⁰
     ax.xaxis.set_major_formatter(plain)
     ax.xaxis.set_minor_formatter(plain)
     ax.tick_params(axis="x", which="minor", labelsize=7)
-    ax.set_xlabel("compute per generated token (LLM + RM forward tokens, log scale)")
+    ax.set_xlabel(label)
     name = "mean RM reward" if metric == "reward" else "oracle (ground truth)"
     ax.set_ylabel(name)
     return _finish(fig, ax, out, f"{name} vs compute")
@@ -225,22 +248,28 @@ def plot_reward_vs_oracle(report: dict[str, Any], out: Path) -> Path | None:
     return _finish(fig, ax, out, "Does more RM reward mean better answers?")
 
 
+def _knob(entry: dict[str, Any], name: str | None):
+    """A knob's value in a report entry (its ``settings``), or None."""
+    return (entry.get("settings") or {}).get(name) if name else None
+
+
 def _weight_series(report: dict[str, Any]) -> dict[str, list[tuple[float, dict]]]:
-    """Reward-weighted inputs by method and k (and τ): ``{"args-greedy k=10": [(w, entry), ...]}``."""
+    """Inputs of methods drawn as a curve over w, by method and their other label knobs (k, τ):
+    ``{"args-greedy k=10": [(w, entry), ...]}``."""
     series: dict[str, list[tuple[float, dict]]] = {}
     for e in report["inputs"]:
         method = _method(e)
-        if (
-            e.get("weight") is None
-            or family(e) in TRAINED
-            or method is None
-            or method.curve != "weight"
-        ):
+        if method is None or method.curve != "weight" or family(e) in TRAINED:
             continue
-        key = family(e) + (f" k={e['topk']}" if e.get("topk") is not None else "")
-        if e.get("gate_threshold") is not None:
-            key += f" τ={e['gate_threshold']:g}"
-        series.setdefault(key, []).append((float(e["weight"]), e))
+        w = _knob(e, "weight")
+        if not isinstance(w, (int, float)):
+            continue
+        key = family(e)
+        for knob, short in method.label_knobs:
+            value = _knob(e, knob)
+            if knob != method.curve and isinstance(value, (int, float)):
+                key += f" {short}={value:g}"
+        series.setdefault(key, []).append((float(w), e))
     return {k: sorted(v, key=lambda p: p[0]) for k, v in series.items()}
 
 
@@ -305,7 +334,7 @@ def _references(report: dict[str, Any]) -> list[tuple[str, str, dict]]:
             method is not None
             and method.curve == "num_samples"
             and method.run is not None
-            and (best is None or (e.get("num_samples") or 0) > (best.get("num_samples") or 0))
+            and (best is None or (_knob(e, "num_samples") or 0) > (_knob(best, "num_samples") or 0))
         ):
             best = e
     if best is not None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from argsfw.eval.plots import PLOTS
+from argsfw.eval.stats import si
 
 # (report key, column title, format) in table order; a column shows when any row has it
 COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -27,11 +28,21 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("rep_3", "rep-3", "{:.4f}"),
     ("rep_4", "rep-4", "{:.4f}"),
     ("coherence", "coherence", "{:.4f}"),
+    ("answer_length", "answer chars", "{:.0f}"),
+    ("gain", "gain", "{:+.3f}"),
+    ("gain_se", "± se", "{:.3f}"),
+    ("gain_equal_length", "gain at equal length", "{:+.3f}"),
+    ("gain_equal_length_se", "± se", "{:.3f}"),
     ("oracle", "oracle", "{:.4f}"),
     ("oracle_skipped", "oracle skipped", "{:d}"),
     ("llm_tokens_per_token", "LLM tok/tok", "{:.1f}"),
     ("rm_tokens_per_token", "RM tok/tok", "{:.1f}"),
     ("compute_tokens_per_token", "compute/tok", "{:.1f}"),
+    ("llm_flops_per_token", "LLM FLOPs/tok", "si"),
+    ("rm_flops_per_token", "RM FLOPs/tok", "si"),
+    ("flops_per_token", "FLOPs/tok", "si"),
+    ("llm_reread_fraction", "LLM re-read", "{:.1%}"),
+    ("rm_reread_fraction", "RM re-read", "{:.1%}"),
     ("rm_scored_fraction", "RM-scored steps", "{:.2f}"),
     ("ms_per_token", "ms/tok", "{:.2f}"),
     ("tokens_per_second", "tok/s", "{:.1f}"),
@@ -50,6 +61,8 @@ def slug(label: str) -> str:
 def _fmt(value: Any, fmt: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
+    if fmt == "si" and isinstance(value, (int, float)):
+        return si(float(value))
     try:
         return fmt.format(value)
     except (ValueError, TypeError):
@@ -101,10 +114,41 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {j['a']} | {j['b']} | {j['n_judged']} | {j['win']} | {j['tie']} | {j['lose']} "
                 f"| {j['unparsed']} | {j['failed']} | {rate} |"
             )
+    lines += _instrument_lines(report.get("instruments") or {})
     notes = report.get("notes", []) + [w for e in report["inputs"] for w in e.get("warnings", [])]
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
+
+
+def _instrument_lines(inst: dict[str, Any]) -> list[str]:
+    lines = []
+    if inst.get("rm_accuracy"):
+        lines += [
+            "",
+            "## Instruments: reward models on held-out pairs, beside the length-by-domain rule",
+            "",
+            "| RM | pairs | accuracy ± se | length rule ± se | difference ± se (paired) | z | by domain (acc / rule) |",
+            "|---|---:|---|---|---|---:|---|",
+        ]
+        for r in inst["rm_accuracy"]:
+            dom = "; ".join(
+                f"{d}: {v['acc']:.3f} / {v['rule_acc']:.3f} ({v['n']})"
+                for d, v in r["by_domain"].items()
+            )
+            lines.append(
+                f"| {r['name']} (`{r['model']}`) | {r['n']} | {r['acc']:.3f} ± {r['acc_se']:.3f} "
+                f"| {r['rule_acc']:.3f} ± {r['rule_se']:.3f} | {r['diff']:+.3f} ± {r['diff_se']:.3f} "
+                f"| {r['z']:+.1f} | {dom} |"
+            )
+    if inst.get("length_baseline"):
+        lines += [
+            "",
+            f"Gains are in {inst.get('gain_of')} over `{inst['length_baseline']}`, per prompt; "
+            "*at equal length* is the intercept of the per-prompt gain regressed on the "
+            "difference in answer length (characters).",
+        ]
+    return lines
 
 
 # Written last, once every file of the report is in: like predict's DONE, a reader (the

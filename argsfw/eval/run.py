@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from argsfw.errors import UsageError
 from argsfw.eval.config import METRICS, EvalConfig
 from argsfw.eval.inputs import EvalInput, cut_at_turn, load_inputs
 from argsfw.eval.judge import JudgeClient, check_judge, judge_all, make_client
@@ -188,6 +189,7 @@ def run_evaluation(
     judge_client: JudgeClient | None = None,
     log_fn: Callable[[dict[str, float]], None] | None = None,
     wandb_run: Any = None,
+    pairs: tuple[Any, str] | None = None,
 ) -> dict[str, Any]:
     """Evaluate outputs files and write ``report.json``, ``report.md``, ``records.jsonl``,
     ``plots/*.png`` (and ``judge/*.jsonl``) into `run_dir`, then its ``DONE`` marker
@@ -204,6 +206,8 @@ def run_evaluation(
         judge_client: overrides the client built from ``config.judge`` (tests, custom judges).
         log_fn: called once with flat ``{"eval/<label>/<metric>": value}`` metrics.
         wandb_run: a W&B run to log the table, plots and summary metrics to.
+        pairs: ``(DataConfig, split)`` of held-out preference pairs for the ``instruments``
+            metric (each RM's accuracy on them beside the length rule).
 
     Returns:
         The report dict as written to ``report.json``; ``report["files"]`` lists what was written.
@@ -211,6 +215,7 @@ def run_evaluation(
     Raises:
         EvalInputError: an input is missing or malformed (one line naming file and line).
         ValueError: an unknown metric name.
+        UsageError: ``eval.length_baseline`` names no row.
         argsfw.eval.judge.JudgeError: fewer than two inputs, an unknown baseline, a remote
             endpoint without a key (all before anything loads), or a refused request.
         argsfw.eval.judge.JudgeUnreachableError: the judge endpoint stopped answering.
@@ -222,6 +227,12 @@ def run_evaluation(
     if unknown:
         raise ValueError(f"unknown metric(s) {sorted(unknown)}; choose from {list(METRICS)}")
     inputs = load_inputs(list(outputs))
+    labels = [inp.label for inp in inputs]
+    if cfg.length_baseline and cfg.length_baseline not in labels:  # before any model loads
+        raise UsageError(
+            f"eval.length_baseline={cfg.length_baseline!r} is not one of the rows {labels}; "
+            "name one of them, or null"
+        )
     if "judge" in metrics:  # why: before any model loads, so a missing key costs nothing
         check_judge(cfg.judge, inputs, need_key=judge_client is None)
         if judge_client is None and cfg.judge.kind == "openai":
@@ -236,7 +247,9 @@ def run_evaluation(
         client = judge_client or make_client(cfg.judge, cfg.device)
         judge_results = judge_all(inputs, cfg.judge, client)
         _write_judge_details(judge_results, run)
+    instruments = _instruments(inputs, per, cfg, metrics, reward_model, pairs, notes)
     report = _assemble(inputs, per, cfg, reward_model, judge_results, notes)
+    report["instruments"] = instruments
     files = write_report(report, run)
     files["records"] = _write_records(inputs, per, run)
     report["files"] = {k: str(v) for k, v in files.items()}
@@ -247,6 +260,27 @@ def run_evaluation(
         log_wandb(wandb_run, report, files)
     mark_report_done(run)
     return report
+
+
+def _instruments(inputs, per, cfg, metrics, reward_model, pairs, notes) -> dict[str, Any]:
+    """The instruments section: RM accuracy beside the length rule, length-adjusted gains."""
+    from argsfw.eval.instruments import length_adjusted_gains, rm_pair_accuracy
+
+    out: dict[str, Any] = {}
+    if "instruments" in metrics:
+        specs = {"guide": reward_model, "judge": cfg.judge_reward_model}
+        specs = {k: v for k, v in specs.items() if v}
+        if pairs is None or not specs:
+            notes.append("instruments skipped: they need held-out pairs (data) and a reward model")
+        else:
+            out["rm_accuracy"] = rm_pair_accuracy(pairs[0], pairs[1], specs, cfg)
+    if cfg.length_baseline:
+        out["length_baseline"] = cfg.length_baseline
+        out["gain_of"] = None
+        for label, gains in length_adjusted_gains(inputs, per, cfg.length_baseline).items():
+            out["gain_of"] = gains.pop("gain_of")
+            per[label].update({f"answer_{k}" if k == "length" else k: v for k, v in gains.items()})
+    return out
 
 
 def _assemble(inputs, per, cfg, reward_model, judge_results, notes) -> dict[str, Any]:
@@ -261,10 +295,7 @@ def _assemble(inputs, per, cfg, reward_model, judge_results, notes) -> dict[str,
                 "label": inp.label,
                 "path": str(inp.path),
                 "method": inp.method,
-                "weight": inp.weight,
-                "topk": inp.topk,
-                "num_samples": inp.num_samples,
-                "gate_threshold": inp.gate_threshold,
+                "settings": inp.settings,
                 "n_records": len(inp.records),
                 "complete": inp.complete,
                 "warnings": inp.warnings,

@@ -45,6 +45,14 @@ def wilson_interval(
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def si(value: float) -> str:
+    """``value`` with an SI prefix and 3 significant digits (``1.23M``, ``45.6G``, ``7``)."""
+    for prefix, scale in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{prefix}"
+    return f"{value:.3g}"
+
+
 def _total(records: Sequence[EvalRecord], get: Callable[[EvalRecord], Any]) -> float | None:
     """Sum of a numeric field over records; None when any record lacks it."""
     values = [get(r) for r in records]
@@ -66,8 +74,12 @@ def cost_metrics(records: Sequence[EvalRecord]) -> dict[str, float | None]:
     ``new_tokens_per_prompt``. Per generated token: ``llm_tokens_per_token`` and
     ``rm_tokens_per_token`` (token positions each model computed for the record, prompt
     included, padding excluded: ``stats.llm_tokens`` / ``stats.rm_tokens``), their sum
-    ``compute_tokens_per_token`` (the cost axis of the plots), ``seconds_per_token``, and
-    ``rm_scored_fraction`` (steps the RM scored / generated tokens; reward-guided methods).
+    ``compute_tokens_per_token``, the forward FLOPs of each model and their sum
+    ``llm_flops_per_token`` / ``rm_flops_per_token`` / ``flops_per_token`` (the plots' default
+    cost axis), ``seconds_per_token``, ``rm_scored_fraction`` (steps the RM scored / generated
+    tokens; reward-guided methods), and ``llm_reread_fraction`` / ``rm_reread_fraction``: of
+    the positions each model computed, those an earlier forward of the same prompt's search
+    had already computed (None for a model that computed none).
     A value is None when some record lacks the field it needs.
     """
     tokens = _total(records, lambda r: r.n_new_tokens)
@@ -77,10 +89,17 @@ def cost_metrics(records: Sequence[EvalRecord]) -> dict[str, float | None]:
     llm = _total(records, lambda r: r.stats.get("llm_tokens"))
     rm = _total(records, lambda r: r.stats.get("rm_tokens"))
     scored = _total(records, lambda r: r.stats.get("rm_scored_steps"))
+    llm_f = _total(records, lambda r: r.stats.get("llm_flops"))
+    rm_f = _total(records, lambda r: r.stats.get("rm_flops"))
     return {
         "llm_tokens_per_token": _ratio(llm, tokens),
         "rm_tokens_per_token": _ratio(rm, tokens),
         "compute_tokens_per_token": _ratio(llm + rm, tokens) if None not in (llm, rm) else None,
+        "llm_flops_per_token": _ratio(llm_f, tokens),
+        "rm_flops_per_token": _ratio(rm_f, tokens),
+        "flops_per_token": _ratio(llm_f + rm_f, tokens) if None not in (llm_f, rm_f) else None,
+        "llm_reread_fraction": _ratio(_total(records, lambda r: r.stats.get("llm_reread")), llm),
+        "rm_reread_fraction": _ratio(_total(records, lambda r: r.stats.get("rm_reread")), rm),
         "seconds_per_token": _ratio(seconds, tokens),
         "rm_scored_fraction": _ratio(scored, tokens),
         "tokens_per_second": _ratio(tokens, seconds),
@@ -99,13 +118,22 @@ def cost_metrics(records: Sequence[EvalRecord]) -> dict[str, float | None]:
 def record_cost(r: EvalRecord) -> dict[str, float | None]:
     """One record's cost per generated token (the fields of `cost_metrics`, for records.jsonl)."""
     n = r.n_new_tokens if isinstance(r.n_new_tokens, int) and r.n_new_tokens > 0 else None
-    llm, rm = r.stats.get("llm_tokens"), r.stats.get("rm_tokens")
-    both = llm + rm if isinstance(llm, (int, float)) and isinstance(rm, (int, float)) else None
+
+    def num(key: str) -> float | None:
+        v = r.stats.get(key)
+        return float(v) if isinstance(v, (int, float)) else None
+
+    llm, rm, llm_f, rm_f = (num(k) for k in ("llm_tokens", "rm_tokens", "llm_flops", "rm_flops"))
+    both = llm + rm if None not in (llm, rm) else None
+    flops = llm_f + rm_f if None not in (llm_f, rm_f) else None
     return {
         "n_new_tokens": r.n_new_tokens,
-        "llm_tokens_per_token": _ratio(llm, n) if isinstance(llm, (int, float)) else None,
-        "rm_tokens_per_token": _ratio(rm, n) if isinstance(rm, (int, float)) else None,
+        "llm_tokens_per_token": _ratio(llm, n),
+        "rm_tokens_per_token": _ratio(rm, n),
         "compute_tokens_per_token": _ratio(both, n),
+        "flops_per_token": _ratio(flops, n),
+        "llm_reread": num("llm_reread"),
+        "rm_reread": num("rm_reread"),
         "seconds_per_token": _ratio(r.seconds, n),
         "rm_scored_steps": r.stats.get("rm_scored_steps"),
     }

@@ -10,15 +10,15 @@ Decoding methods need different reward models:
   ``r(x, y_<t, v) = head(x, y_<t)[v]`` (FaRMA-style, or distilled from a sequence RM), read by
   ``token-rm``;
 - ``"implicit"``: a DPO run, read with its reference as the token-level implicit reward
-  ``beta * (log pi_dpo - log pi_ref)`` (`argsfw.decoding.implicit`), read by ``treebon`` and,
-  like a token-level head, by ``token-rm`` and ``genarm``.
+  ``beta * (log pi_dpo - log pi_ref)`` (`argsfw.decoding.implicit`), read by TreeBoN and, like a
+  token-level head, by ``token-rm`` and ``genarm``.
 
 argsfw's fit stages mark token-level RMs twice: ``"reward_kind"`` in the run's ``meta.json``
 beside the weights and the attribute ``argsfw_reward_kind`` in ``config.json``. An unmarked
 ``*ForSequenceClassification`` checkpoint is a sequence RM; an unmarked causal LM is ``None``
 (a user's own model: the token-level methods accept it and log that its kind is unmarked); a
-DPO stage's export (its ``meta.json`` says ``stage: dpo``) is ``"implicit"``. Reading a kind
-opens JSON files only, so predict can refuse a mismatch before any model loads.
+DPO run's export (its ``meta.json`` holds the DPO ``dpo_beta``) is ``"implicit"``. Reading a
+kind opens JSON files only, so predict can refuse a mismatch before any model loads.
 """
 
 from __future__ import annotations
@@ -27,14 +27,24 @@ import json
 import os
 from pathlib import Path
 
-KINDS = ("sequence", "arm", "token", "value", "implicit")
+from argsfw.decoding.types import RewardKind
+
+KINDS = tuple(k.value for k in RewardKind)
 CONFIG_ATTR = "argsfw_reward_kind"
 META_KEY = "reward_kind"
 
 
+def mark_reward_kind(model, kind: RewardKind | str) -> None:
+    """Record `kind` in the model's config (saved into config.json as ``argsfw_reward_kind``);
+    a peft wrapper's base model is the one marked."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    setattr(base.config, CONFIG_ATTR, RewardKind(kind).value)
+
+
 def is_dpo_export(meta: dict) -> bool:
-    """True when a run's ``meta.json`` is a DPO stage's (its export is an implicit-reward guide)."""
-    return meta.get("stage") == "dpo" or "dpo_beta" in meta
+    """True when a run's ``meta.json`` is a DPO fit's (it records the DPO ``dpo_beta``): its export
+    is a policy whose log-ratio to its reference is an implicit-reward guide."""
+    return "dpo_beta" in meta
 
 
 def _from_config(config) -> str | None:
@@ -66,7 +76,7 @@ def reward_kind(path_or_config) -> str | None:
     if meta.get(META_KEY) in KINDS:
         return meta[META_KEY]
     if is_dpo_export(meta):
-        return "implicit"
+        return RewardKind.IMPLICIT.value
     return _from_config(config)
 
 
@@ -81,9 +91,18 @@ def is_causal_lm_config(path_or_config) -> bool:
             "architectures": getattr(path_or_config, "architectures", None),
             CONFIG_ATTR: getattr(path_or_config, CONFIG_ATTR, None),
         }
-    if config.get(CONFIG_ATTR) in ("arm", "token", "implicit"):
+    if config.get(CONFIG_ATTR) in KINDS and RewardKind(config[CONFIG_ATTR]).causal_lm:
         return True
     return any(str(a).endswith("ForCausalLM") for a in config.get("architectures") or [])
+
+
+_WHAT = {
+    RewardKind.SEQUENCE: "a sequence reward model (AutoModelForSequenceClassification",
+    RewardKind.ARM: "an autoregressive reward model (reward_kind 'arm'",
+    RewardKind.TOKEN: "a token-level reward model (reward_kind 'token'",
+    RewardKind.VALUE: "a value model (reward_kind 'value'",
+    RewardKind.IMPLICIT: "a DPO run (its policy and reference give the implicit reward, e.g. recipe=tiny_dpo",
+}
 
 
 def kind_error(method, kind: str | None) -> str | None:
@@ -91,35 +110,33 @@ def kind_error(method, kind: str | None) -> str | None:
     or None when it can.
 
     ``kind`` is `reward_kind`'s answer, with ``None`` meaning an unmarked causal LM (accepted by
-    the token-level methods). DPO's implicit reward (``"implicit"``) serves the token-level
-    methods as well as those that need it.
+    the methods that read a token head). DPO's implicit reward serves those methods as well as
+    the ones that need it. The hint names the stage that makes the kind needed
+    (`argsfw.stages.maker`) and the methods that read the kind given.
     """
     from argsfw.decoding.registry import methods
+    from argsfw.stages import maker
 
-    want = "sequence" if method.needs == "value" else method.needs
+    need = RewardKind(method.needs)
     # a value model V(x, y_<=t) is a sequence classifier read on prefixes: it serves every
     # method that reads a sequence RM (on prefixes: controlled decoding, ARGS as CD-Q)
-    kind_read = "sequence" if kind == "value" else kind
-    if kind_read == want or (kind is None and want in ("arm", "token")):
+    want, got = need.read_as, RewardKind(kind).read_as if kind else None
+    if got is want or (want.token_head and got in (None, RewardKind.IMPLICIT)):
         return None
-    if kind == "implicit" and want in ("arm", "token"):
-        return None
-    hint = {
-        "sequence": "a sequence reward model (AutoModelForSequenceClassification, e.g. recipe=tiny_rm)",
-        "arm": "an autoregressive reward model (reward_kind 'arm', e.g. recipe=tiny_arm)",
-        "token": "a token-level reward model (reward_kind 'token', e.g. recipe=tiny_token_rm_distill)",
-        "value": "a value model (reward_kind 'value', e.g. recipe=tiny_value) or a sequence reward model",
-        "implicit": "a DPO run (its policy and reference give the implicit reward, e.g. recipe=tiny_dpo)",
-    }
+    stage = maker(f"reward_model:{need.value}")
+    what = _WHAT[need] + (f", e.g. recipe=tiny_{stage.name})" if stage else ")")
+    if need is RewardKind.VALUE:
+        what += " or a sequence reward model"
 
-    def fix(k: str) -> str:
+    def fix(k: RewardKind) -> str:
         return " / ".join(m.name for n, m in methods().items() if m.needs == k and n == m.name)
 
-    got = "an unmarked causal LM" if kind is None else f"reward_kind '{kind}'"
+    heads = [k for k in RewardKind if k.token_head]
+    uses = fix(RewardKind(kind)) if kind else " / ".join(fix(k) for k in heads)
+    given = "an unmarked causal LM" if kind is None else f"reward_kind '{kind}'"
     return (
-        f"decode.method={method.name} needs {hint[method.needs if method.needs == 'value' else want]}, but the reward model is {got}; "
-        f"pass a matching reward_model or use decode.method="
-        f"{fix(kind) if kind else fix('arm') + ' / ' + fix('token')}"
+        f"decode.method={method.name} needs {what}, but the reward model is {given}; "
+        f"pass a matching reward_model or use decode.method={uses}"
     )
 
 
@@ -137,8 +154,8 @@ def load_token_reward_model(spec, dtype="float32", device: str | None = None):
     path = resolve_model_path(spec, "reward model")
     model = AutoModelForCausalLM.from_pretrained(path, dtype=parse_dtype(dtype))
     kind = reward_kind(path) if Path(path).is_dir() else None
-    if kind in ("arm", "token"):
-        model.config.argsfw_reward_kind = kind
+    if kind is not None and RewardKind(kind).causal_lm:
+        mark_reward_kind(model, kind)
     if device is not None:
         model = model.to(device)
     return model.eval()

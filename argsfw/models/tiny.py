@@ -136,8 +136,10 @@ def build_tiny_token_reward_model(
     The marker is the config attribute ``argsfw_reward_kind`` (see `argsfw.models.reward_kind`),
     so it is saved in ``config.json`` with the weights.
     """
+    from argsfw.models.reward_kind import mark_reward_kind
+
     model = build_tiny_policy(tokenizer, spec, seed)
-    model.config.argsfw_reward_kind = kind
+    mark_reward_kind(model, kind)
     return model
 
 

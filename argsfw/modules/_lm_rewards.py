@@ -16,9 +16,7 @@ import torch
 
 from argsfw.config.schema import JobConfig
 from argsfw.errors import UsageError
-from argsfw.modules._models import base_source, save_model_dir, unwrap
-
-REWARD_KIND_ATTR = "argsfw_reward_kind"  # config.json attribute naming the reward-model kind
+from argsfw.modules._models import base_source, save_model_dir
 
 
 def architectures(spec: str, what: str) -> list[str] | None:
@@ -50,15 +48,9 @@ def check_causal_lm_init(job: JobConfig) -> None:
         )
 
 
-def set_reward_kind(model, kind: str) -> None:
-    """Record `kind` in the model's config (saved into config.json as ``argsfw_reward_kind``)."""
-    setattr(unwrap(model).config, REWARD_KIND_ATTR, kind)
-
-
 def export_reward_lm(model, tokenizer, out_dir: Path, kind: str) -> None:
     """Save a token-level RM as a plain HF causal LM (LoRA merged) tagged with `kind`."""
-    set_reward_kind(model, kind)
-    save_model_dir(model, tokenizer, out_dir)
+    save_model_dir(model, tokenizer, out_dir, reward_kind=kind)
 
 
 class PairCollator:
@@ -85,11 +77,14 @@ class PairCollator:
         return batch
 
 
-def pair_datamodule(job: JobConfig, tokenizer):
-    """An `argsfw.data.RMDataModule` of whole pairs collated by `PairCollator` (train and eval)."""
+def pair_datamodule(job: JobConfig, tokenizer, add_eos: bool = False):
+    """An `argsfw.data.RMDataModule` of whole pairs collated by `PairCollator` (train and eval);
+    `add_eos` ends every reply with the tokenizer's EOS (DPO's completions)."""
     from argsfw.data import RMDataModule
 
-    datamodule = RMDataModule(tokenizer, job.data, batch_size=job.optim.micro_batch_size)
+    datamodule = RMDataModule(
+        tokenizer, job.data, batch_size=job.optim.micro_batch_size, add_eos=add_eos
+    )
     datamodule.collate_fn = datamodule.eval_collate_fn = PairCollator(tokenizer)
     return datamodule
 

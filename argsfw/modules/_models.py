@@ -73,30 +73,6 @@ def _from_pretrained(auto_cls, source: str, job: JobConfig, what: str, **kwargs)
     return load_checked(auto_cls, source, what, job.model.dtype, **kwargs)
 
 
-def require_ppo_inputs(job: JobConfig) -> None:
-    """Raise `UsageError` naming the command that produces a missing PPO input."""
-    if not job.policy:
-        raise UsageError(
-            "PPO needs policy=<SFT run dir or HF dir>; produce one with "
-            "python -m argsfw.fit recipe=tiny_sft (or your *_sft recipe)"
-        )
-    if not job.reward_model:
-        raise UsageError(
-            "PPO needs reward_model=<RM run dir or HF dir>; produce one with "
-            "python -m argsfw.fit recipe=tiny_rm (or your *_rm recipe)"
-        )
-    if job.strategy.name == "deepspeed" and job.strategy.zero_stage == 3:
-        # why refused: sampling works under ZeRO-3 (synced_gpus), and one micro-batch per step
-        # matched DDP, but gradients accumulated over several micro-batches per step did not
-        raise UsageError(
-            "the PPO stage does not support DeepSpeed ZeRO-3: its gradients accumulated over "
-            "several micro-batches per optimizer step differ from DDP's; use "
-            "strategy=deepspeed_zero2 or strategy=ddp"
-        )
-    if job.model.lora.enabled:
-        raise UsageError("model.lora.enabled=true is not supported by the PPO stage yet")
-
-
 def check_fit_inputs(job: JobConfig) -> None:
     """Check a fit stage's model inputs before anything is written or loaded.
 
@@ -107,19 +83,10 @@ def check_fit_inputs(job: JobConfig) -> None:
     from argsfw.stages import find_stage
 
     stage = find_stage(job.stage)
-    if job.stage == "ppo":
-        require_ppo_inputs(job)
-    if stage is not None and stage.reads_reward_model:
+    if stage is not None and stage.model_inputs is not None:
+        inputs = stage.model_inputs(job)  # the stage's own (raises for a missing one)
+    elif stage is not None and stage.reads_reward_model:
         inputs = [("policy", job.policy, CAUSAL_LM), ("reward model", job.reward_model, SEQ_CLS)]
-    elif job.stage == "rm":
-        if job.rm.init_from_policy and not job.policy:
-            raise UsageError(
-                "rm.init_from_policy=true needs policy=<SFT run dir>; produce one with "
-                "python -m argsfw.fit recipe=tiny_sft (or your *_sft recipe)"
-            )
-        # the body may come from a causal LM or a reward model: any head passes
-        source = job.policy if job.rm.init_from_policy else job.model.base
-        inputs = [("policy" if source == job.policy else "model.base", source, None)]
     else:
         source = base_source(job)
         inputs = [("policy" if source == job.policy else "model.base", source, CAUSAL_LM)]
@@ -265,10 +232,15 @@ def _meta(job: JobConfig, base: str, tok) -> dict:
     }
 
 
-def save_model_dir(model, tokenizer, out_dir: Path) -> None:
-    """Save `model` (LoRA merged in) and `tokenizer` as a plain HF directory (safetensors)."""
+def save_model_dir(model, tokenizer, out_dir: Path, reward_kind=None) -> None:
+    """Save `model` (LoRA merged in) and `tokenizer` as a plain HF directory (safetensors); a
+    `RewardKind` given is marked in its config.json (``argsfw_reward_kind``)."""
     from peft import PeftModel
 
+    if reward_kind is not None:
+        from argsfw.models.reward_kind import mark_reward_kind
+
+        mark_reward_kind(model, reward_kind)
     if isinstance(model, PeftModel):
         model = model.merge_and_unload()  # why: vanilla transformers must load it without peft
     model.save_pretrained(out_dir, safe_serialization=True)

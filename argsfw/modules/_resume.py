@@ -24,9 +24,17 @@ class SkippingSampler(DistributedSampler):
     Its order is a function of ``(seed, epoch)`` only (Lightning calls ``set_epoch``), so a
     resumed run sees the same permutation; ``skip(epoch, n)`` drops the first n samples of that
     epoch — the ones consumed before the checkpoint.
+
+    With `lengths` (one per example) and `batch_size`, each rank's order is grouped by length:
+    its shuffled indices are cut into runs of 50 batches, each run sorted by length and cut into
+    batches, and the batches shuffled, so a batch pads to a length near its examples' own
+    (``data.group_by_length``; what transformers' Trainer calls group_by_length, which
+    Lightning's loaders lack).
     """
 
-    def __init__(self, dataset, shuffle: bool, seed: int) -> None:
+    def __init__(
+        self, dataset, shuffle: bool, seed: int, lengths=None, batch_size: int = 1
+    ) -> None:
         dist = torch.distributed.is_available() and torch.distributed.is_initialized()
         super().__init__(
             dataset,
@@ -36,6 +44,20 @@ class SkippingSampler(DistributedSampler):
             seed=seed,
         )
         self._skip_epoch, self._skip_n = -1, 0
+        self.lengths, self.batch_size = lengths, batch_size
+
+    def _grouped(self, indices: list[int]) -> list[int]:
+        run = self.batch_size * 50
+        batches = []
+        for start in range(0, len(indices), run):
+            chunk = sorted(indices[start : start + run], key=lambda i: -self.lengths[i])
+            batches += [
+                chunk[b : b + self.batch_size] for b in range(0, len(chunk), self.batch_size)
+            ]
+        order = torch.randperm(len(batches), generator=torch.Generator().manual_seed(
+            self.seed * 7919 + self.epoch
+        )).tolist()  # fmt: skip
+        return [i for b in order for i in batches[b]]
 
     def skip(self, epoch: int, n: int) -> None:
         """Leave out the first `n` samples of `epoch` (once)."""
@@ -43,6 +65,8 @@ class SkippingSampler(DistributedSampler):
 
     def __iter__(self) -> Iterator[int]:
         indices = list(super().__iter__())
+        if self.lengths is not None:
+            indices = self._grouped(indices)
         if self.epoch == self._skip_epoch:
             indices = indices[self._skip_n :]
             self._skip_epoch = -1
@@ -69,8 +93,9 @@ class ResumableDataLoader(DataLoader):
         self.sampler.skip(state["epoch"], state["batches"] * int(self.batch_size or 1))
 
 
-def make_resumable(loader: DataLoader, seed: int) -> ResumableDataLoader:
-    """Rebuild `loader` (same dataset, batch size, collate_fn, workers) as a resumable loader.
+def make_resumable(loader: DataLoader, seed: int, lengths=None) -> ResumableDataLoader:
+    """Rebuild `loader` (same dataset, batch size, collate_fn, workers) as a resumable loader,
+    its batches grouped by `lengths` when given (see `SkippingSampler`).
 
     Shuffling is kept if `loader` shuffled (a `RandomSampler`). Raises `ValueError` for a loader
     built on a custom batch sampler, which cannot be re-positioned.
@@ -85,7 +110,13 @@ def make_resumable(loader: DataLoader, seed: int) -> ResumableDataLoader:
     return ResumableDataLoader(
         loader.dataset,
         batch_size=loader.batch_size,
-        sampler=SkippingSampler(loader.dataset, shuffle=shuffle, seed=seed),
+        sampler=SkippingSampler(
+            loader.dataset,
+            shuffle=shuffle,
+            seed=seed,
+            lengths=lengths,
+            batch_size=loader.batch_size,
+        ),  # fmt: skip
         collate_fn=loader.collate_fn,
         num_workers=loader.num_workers,
         pin_memory=loader.pin_memory,

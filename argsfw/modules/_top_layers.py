@@ -24,27 +24,7 @@ import copy
 
 import torch
 
-_STACKS = ("layers", "h", "layer", "blocks")  # Llama/Mistral/Qwen, GPT-2/Bloom, BERT, MPT
-
-
-def layer_stack(model: torch.nn.Module) -> tuple[torch.nn.Module, str, torch.nn.ModuleList]:
-    """``(owner, attribute, layers)`` of the model's main stack of transformer layers.
-
-    Raises:
-        ValueError: no single ModuleList of layers is found.
-    """
-    found = []
-    for mod in model.modules():
-        for name in _STACKS:
-            child = getattr(mod, name, None)
-            if isinstance(child, torch.nn.ModuleList) and len(child) > 0:
-                found.append((mod, name, child))
-    if len(found) != 1:
-        raise ValueError(
-            f"model.train_top_layers: cannot find the layer stack of {type(model).__name__} "
-            f"({len(found)} candidates); use model.lora instead"
-        )
-    return found[0]
+from argsfw.models.features import layer_stack
 
 
 def freeze_below_top(model: torch.nn.Module, n_top: int) -> tuple[int, int]:
@@ -72,17 +52,24 @@ def freeze_below_top(model: torch.nn.Module, n_top: int) -> tuple[int, int]:
 
 
 class FrozenBottomCache:
-    """Rewards of a ``num_labels=1`` decoder RM whose bottom layers are frozen, the bottom's
-    outputs cached per sequence (see the module docstring). Read-only on the model."""
+    """The top layers of a decoder (an RM or a causal LM) whose bottom is frozen, run on the
+    bottom's outputs read from a `argsfw.models.features.FeatureStore` (see the module docstring):
+    on disk when a directory is given, so later fits of the same bottom skip it, else in memory
+    for this run. Several caches may share one store (DPO's policy and its reference). The first
+    call is checked against the model's own forward. Read-only on the model."""
 
-    def __init__(self, rm: torch.nn.Module, n_top: int):
-        self.rm = rm
-        self.backbone = getattr(rm, rm.base_model_prefix)
+    def __init__(
+        self, model: torch.nn.Module, n_top: int, root=None, store=None, compute="float32"
+    ):
+        from argsfw.models.features import FeatureStore, bottom_fingerprint
+
+        self.model = model
+        self.backbone = getattr(model, model.base_model_prefix)
         owner, name, layers = layer_stack(self.backbone)
         if owner is not self.backbone:
             raise ValueError(
-                f"rm.cache_frozen: {type(self.backbone).__name__} keeps its layers in a "
-                "sub-module; train without the cache (rm.cache_frozen=false)"
+                f"model.cache_frozen: {type(self.backbone).__name__} keeps its layers in a "
+                "sub-module; train without the cache (model.cache_frozen=false)"
             )
         self.split = len(layers) - n_top  # hidden_states[split] is the input of the first top layer
         # a view sharing every module and parameter, whose stack is the top layers only; kept out
@@ -90,42 +77,159 @@ class FrozenBottomCache:
         self.top = copy.copy(self.backbone)
         self.top._modules = dict(self.backbone._modules)
         self.top._modules[name] = torch.nn.ModuleList(list(layers[self.split :]))
-        self.store: dict[bytes, torch.Tensor] = {}
+        if compute not in ("float32", "bfloat16"):  # here, not mid-fit
+            raise ValueError(f"model.feature_dtype={compute!r}; choose float32 or bfloat16")
+        self.compute = compute  # the bottom's dtype (model.feature_dtype); the top runs in its own
+        self.fingerprint = bottom_fingerprint(self.backbone, layers, self.split, compute)
+        if store is None:
+            store = FeatureStore(None if root is None else root / self.fingerprint)
+        self.store = store
+        self._checked = False
+        self._bottom = None  # what computes a missing row (bottom_for), built on first need
 
-    @staticmethod
-    def _key(ids: torch.Tensor) -> bytes:
-        return ids.cpu().numpy().tobytes()
+    def fill(self, items, pad: int, progress=None) -> int:
+        """Compute and store the bottom's states of every pair of `items` not stored yet (each
+        prompt once, its replies on its cache); returns the number of pairs computed."""
+        from argsfw.models.features import fill_pairs
+
+        return fill_pairs(
+            {self.split: self.store}, self.backbone, items, pad, progress=progress,
+            compute=self.compute,
+        )  # fmt: skip
 
     @torch.no_grad()
     def _fill(self, ids: torch.Tensor, mask: torch.Tensor, rows: list[int]) -> None:
         """Compute and store the bottom's output of ``rows`` of ``ids``/``mask`` [B, T]."""
-        out = self.backbone(
-            input_ids=ids[rows], attention_mask=mask[rows], output_hidden_states=True
-        )
-        hidden = out.hidden_states[self.split]  # [b, T, H]
+        from argsfw.models.features import bottom_for
+
+        if self._bottom is None:
+            self._bottom = bottom_for(self.backbone, self.split, self.compute)
+        hidden = self._bottom(input_ids=ids[rows], attention_mask=mask[rows]).last_hidden_state
         for j, r in enumerate(rows):
             n = int(mask[r].sum())
-            self.store[self._key(ids[r, :n])] = hidden[j, :n].detach().clone()
+            self.store.add(ids[r, :n].tolist(), hidden[j, :n])
 
-    def rewards(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Rewards [B] of right-padded ``ids``/``mask`` [B, T], read where the model's own forward
-        reads them (its rightmost token that is not the pad id)."""
+    def hidden(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The backbone's last hidden states [B, T, H] (after its final norm) of right-padded
+        ``ids``/``mask`` [B, T]: the top layers on the stored bottom outputs (missing rows are
+        computed and stored first).
+
+        Raises:
+            UsageError: on the first call, the cached path differs from the model's own forward
+                (a model that adds position embeddings to its inputs, such as OPT or GPT-2).
+        """
         lengths = mask.sum(-1).tolist()
-        keys = [self._key(ids[r, :n]) for r, n in enumerate(lengths)]
-        missing = [r for r, k in enumerate(keys) if k not in self.store]
+        rows = [ids[r, :n].tolist() for r, n in enumerate(lengths)]
+        found = [self.store.get(r) for r in rows]
+        missing = [r for r, h in enumerate(found) if h is None]
         if missing:
             self._fill(ids, mask, missing)
-        width = ids.shape[1]
-        first = self.store[keys[0]]
-        embeds = first.new_zeros((ids.shape[0], width, first.shape[-1]))  # [B, T, H]
-        for r, k in enumerate(keys):
-            embeds[r, : lengths[r]] = self.store[k]
+            found = [self.store.get(r) if h is None else h for r, h in zip(rows, found)]
+        dtype = self.backbone.get_input_embeddings().weight.dtype  # the top's own dtype
+        embeds = found[0].new_zeros((ids.shape[0], ids.shape[1], found[0].shape[-1]), dtype=dtype)
+        for r, h in enumerate(found):
+            embeds[r, : lengths[r]] = h  # [B, T, H]
         hidden = self.top(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
-        logits = self.rm.score(hidden)[..., 0]  # [B, T]
-        return logits[torch.arange(ids.shape[0]), hf_read_position(ids, self.rm.config)]
+        if not self._checked:  # once: the cached path must give what the model's forward gives
+            self._checked = True
+            self._check(ids, mask, hidden)
+        return hidden
+
+    @torch.no_grad()
+    def _check(self, ids: torch.Tensor, mask: torch.Tensor, hidden: torch.Tensor) -> None:
+        from argsfw.errors import UsageError
+
+        want = self.backbone(input_ids=ids, attention_mask=mask).last_hidden_state
+        real = mask.bool()
+        err = float((hidden.detach()[real] - want[real]).abs().max())
+        # a bf16 bottom is ~3 significant digits; what the check catches (position embeddings
+        # added to the inputs) is off by the size of the states themselves
+        tol = 1e-3 if self.compute == "float32" else 5e-2
+        if err > tol * max(1.0, float(want[real].abs().max())):
+            raise UsageError(
+                f"model.cache_frozen: cached states differ from {type(self.backbone).__name__}'s "
+                f"own forward by {err:.3g} (its position embeddings are added to the inputs); "
+                "set model.cache_frozen=false"
+            )
+
+    def rewards(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Rewards [B] of a ``num_labels=1`` sequence classifier on right-padded ``ids``/``mask``
+        [B, T], read where the model's own forward reads them (its rightmost non-pad token)."""
+        logits = self.model.score(self.hidden(ids, mask))[..., 0]  # [B, T]
+        return logits[torch.arange(ids.shape[0]), hf_read_position(ids, self.model.config)]
+
+    def logits(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """A causal LM's logits [B, T, V] on right-padded ``ids``/``mask`` [B, T]."""
+        return self.model.get_output_embeddings()(self.hidden(ids, mask))
 
     def __len__(self) -> int:
         return len(self.store)
+
+
+def frozen_cache(job, model: torch.nn.Module, store=None) -> FrozenBottomCache | None:
+    """The stage's `FrozenBottomCache` when ``model.cache_frozen`` (None otherwise), its store in
+    ``model.feature_dir`` (default `argsfw.models.features.features_root`), or `store` itself.
+
+    Raises:
+        UsageError: the model's layers cannot be cached this way.
+    """
+    from pathlib import Path
+
+    from argsfw.errors import UsageError
+
+    if not job.model.cache_frozen:
+        return None
+    root = None
+    if job.model.feature_dir != "memory":
+        from argsfw.models.features import features_root
+
+        root = Path(job.model.feature_dir) if job.model.feature_dir else features_root()
+    try:
+        return FrozenBottomCache(
+            model, job.model.train_top_layers, root, store, job.model.feature_dtype
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def feature_pass(module, caches: list[FrozenBottomCache], pad: int) -> None:
+    """The feature pass of a fit (a LightningModule's ``on_fit_start``): every pair of the fit's
+    splits not yet stored runs through the frozen bottom once (each prompt once, its replies on
+    its cache), with a progress bar; under DDP each rank takes every W-th pair and reads the
+    others' shards after a barrier. Caches sharing a store are filled once."""
+    import logging
+    import time
+
+    from tqdm.auto import tqdm
+
+    trainer = module.trainer
+    stores = {}
+    for c in caches:
+        stores.setdefault(id(c.store), c)
+    items = [it for ds in trainer.datamodule.datasets.values() for it in ds.items]
+    world, rank = trainer.world_size, trainer.global_rank
+    for cache in stores.values():
+        on_disk = cache.store.root is not None
+        mine = items[rank::world] if on_disk else items
+        start = time.perf_counter()
+        bar = tqdm(total=len(mine), desc="frozen features", unit="pair", disable=rank != 0)
+
+        def progress(done: int, total: int, bar=bar) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        computed = cache.fill(mine, pad, progress)
+        bar.close()
+        if on_disk and world > 1:
+            trainer.strategy.barrier()
+            cache.store.reload()
+        logging.getLogger(__name__).info(
+            "frozen features: %d pairs computed in %.0f s, %d sequences stored in %s",
+            computed,
+            time.perf_counter() - start,
+            len(cache.store),
+            cache.store.root or "memory",
+        )
 
 
 def hf_read_position(ids: torch.Tensor, config) -> torch.Tensor:

@@ -19,21 +19,23 @@ import torch
 
 from argsfw.config.run_dir import RunDir
 from argsfw.config.schema import JobConfig, OptimConfig
+from argsfw.decoding.types import RewardKind
+from argsfw.models.reward_kind import mark_reward_kind
 from argsfw.modules import StageParts
 from argsfw.modules._lm_rewards import (
     both_sides,
     check_causal_lm_init,
     export_reward_lm,
     pair_datamodule,
-    set_reward_kind,
 )
 from argsfw.modules._models import build_causal_lm
 from argsfw.modules._optim import adamw_with_schedule, total_optimizer_steps
+from argsfw.modules._top_layers import feature_pass, frozen_cache
 from argsfw.rlhf.pairwise import pairwise_accuracy, reward_gap
 from argsfw.rlhf.token_rewards import genarm_loss, sequence_logprob_sum
 from argsfw.stages.arm import ArmConfig
 
-REWARD_KIND = "arm"
+REWARD_KIND = RewardKind.ARM
 
 
 class ArmModule(L.LightningModule):
@@ -43,13 +45,22 @@ class ArmModule(L.LightningModule):
     and response masks, [N, T]).
     """
 
-    def __init__(self, model: torch.nn.Module, arm: ArmConfig, optim: OptimConfig) -> None:
+    def __init__(
+        self, model: torch.nn.Module, arm: ArmConfig, optim: OptimConfig, frozen=None, pad_id=0
+    ) -> None:
         super().__init__()
         self.model = model
         self.arm, self.optim = arm, optim
+        self.frozen, self.pad_id = frozen, pad_id  # model.cache_frozen: a FrozenBottomCache
+
+    def on_fit_start(self) -> None:
+        if self.frozen is not None:
+            feature_pass(self, [self.frozen], self.pad_id)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Logits [B, T, V]."""
+        """Logits [B, T, V] (from cached frozen-layer outputs with ``model.cache_frozen``)."""
+        if self.frozen is not None:
+            return self.frozen.logits(input_ids, attention_mask)
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
     def rewards(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,7 +99,7 @@ def build(job: JobConfig, run: RunDir) -> StageParts:
     """The arm stage's parts. Raises `UsageError`/`ModelPathError` for bad inputs, before loading."""
     check_causal_lm_init(job)
     model, tokenizer, meta = build_causal_lm(job)
-    set_reward_kind(model, REWARD_KIND)
+    mark_reward_kind(model, REWARD_KIND)
 
     def export(module: ArmModule, out_dir: Path) -> None:
         export_reward_lm(module.model, tokenizer, out_dir, REWARD_KIND)
@@ -101,6 +112,7 @@ def build(job: JobConfig, run: RunDir) -> StageParts:
         "arm_length_normalize": job.arm.length_normalize,
         "arm_margin": job.arm.margin,
     }
-    return StageParts(
-        ArmModule(model, job.arm, job.optim), pair_datamodule(job, tokenizer), export, meta
-    )
+    from argsfw.data.collators import pad_id_of
+
+    module = ArmModule(model, job.arm, job.optim, frozen_cache(job, model), pad_id_of(tokenizer))
+    return StageParts(module, pair_datamodule(job, tokenizer), export, meta)

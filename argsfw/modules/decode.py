@@ -66,11 +66,9 @@ class DecodeModule(L.LightningModule):
         self.spec = spec
         self.found = get_method(spec.settings.method)
         self.method = self.found.name
-        self.settings = replace(
-            spec.settings,
-            truncate_prompt=spec.too_long == "truncate",
-            temperature=sampling_temperature(spec.settings),  # records name the one used
-        )
+        self.settings = replace(spec.settings, truncate_prompt=spec.too_long == "truncate")
+        if hasattr(self.settings, "temperature"):  # records name the temperature used
+            self.settings = replace(self.settings, temperature=sampling_temperature(self.settings))
         self.llm: torch.nn.Module | None = None
         self.rm: torch.nn.Module | None = None
         self.decoder = None
@@ -133,7 +131,7 @@ class DecodeModule(L.LightningModule):
         """The reward scorer this module's decoding runs (None when no reward model is read)."""
         if self.decoder is None or self.rm is None:
             return None
-        # a whole-sequence method reads each answer whole (argsfw.decoding.fallback)
+        # a whole-sequence method reads each answer whole (argsfw.decoding.sequence_scorers)
         return "full" if self.found.run is not None else self.decoder.scorer_name(self.settings)
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> list[dict]:
@@ -206,9 +204,12 @@ class DecodeModule(L.LightningModule):
         (batch value / prompts in the batch), so sums over records give the run's totals;
         ``peak_memory_bytes`` is the batch's peak. ``stats.llm_tokens`` / ``stats.rm_tokens``
         are this prompt's own computed token positions (padding excluded, see `Generation`),
-        ``stats.rm_scored_steps`` the steps the RM scored (reward-guided methods).
+        ``stats.llm_reread`` / ``stats.rm_reread`` those of them an earlier forward of this
+        prompt had already computed, ``stats.llm_flops`` / ``stats.rm_flops`` their forward
+        FLOPs, ``stats.rm_scored_steps`` the steps the RM scored (reward-guided methods).
+        ``settings`` holds the method's own knobs (its `Method.settings`, temperature resolved).
         """
-        s, knobs = self.settings, self.found.knobs
+        s = self.settings
         return {
             "id": rid,
             "index": index,
@@ -218,10 +219,7 @@ class DecodeModule(L.LightningModule):
             "method": self.method,
             # the original code's name for the method, where it had one
             "mode": (self.found.original_names or (self.method,))[0],
-            "weight": float(s.weight) if "weight" in knobs else None,
-            "alpha": float(s.alpha) if "alpha" in knobs else None,
-            "topk": int(s.topk),
-            "temperature": float(s.temperature),
+            "settings": s.knobs(),
             "max_new_tokens": s.max_new_tokens,
             "seed": s.seed,
             "n_prompt_tokens": g.n_prompt_tokens,
@@ -230,11 +228,13 @@ class DecodeModule(L.LightningModule):
             "reward": g.reward,
             "prompt_truncated": g.n_prompt_tokens < n_prompt_in,
             "seconds": stats.seconds / share,
-            "gate_threshold": float(s.gate_threshold) if "gate_threshold" in knobs else None,
-            "num_samples": int(s.num_samples) if "num_samples" in knobs else None,
             "stats": {
                 "llm_tokens": g.llm_tokens,
                 "rm_tokens": g.rm_tokens,
+                "llm_reread": g.llm_reread,
+                "rm_reread": g.rm_reread,
+                "llm_flops": g.llm_flops,
+                "rm_flops": g.rm_flops,
                 "rm_scored_steps": g.scored_steps,
                 "llm_forwards": stats.llm_forwards / share,
                 "rm_forwards": stats.rm_forwards / share,

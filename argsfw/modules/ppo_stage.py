@@ -15,8 +15,9 @@ from argsfw.config.run_dir import RunDir
 from argsfw.config.schema import JobConfig
 from argsfw.errors import UsageError
 from argsfw.modules import StageParts
-from argsfw.modules._models import load_tokenizer_for, require_ppo_inputs, save_model_dir
+from argsfw.modules._models import load_tokenizer_for, save_model_dir
 from argsfw.modules.ppo import PPOModule
+from argsfw.stages.ppo import require_inputs
 
 
 def _check_batches(job: JobConfig, accumulation: int) -> None:
@@ -61,7 +62,7 @@ def build(job: JobConfig, run: RunDir) -> StageParts:
     from argsfw.data import PromptDataModule, tiny_oracle_score
     from argsfw.strategies import world_size
 
-    require_ppo_inputs(job)
+    require_inputs(job)
     accumulation = job.optim.accumulation(world_size(job.trainer))
     _check_batches(job, accumulation)
     actor, critic, ref, reward_model, tokenizer = load_models(job)

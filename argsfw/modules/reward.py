@@ -9,6 +9,7 @@ save the time), whatever the training cuts.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import lightning as L
@@ -16,13 +17,17 @@ import torch
 
 from argsfw.config.run_dir import RunDir
 from argsfw.config.schema import JobConfig, OptimConfig
-from argsfw.errors import UsageError
+from argsfw.decoding.types import RewardKind
 from argsfw.modules import StageParts
-from argsfw.modules._models import build_reward_model, save_model_dir, unwrap
+from argsfw.modules._models import build_reward_model, save_model_dir
 from argsfw.modules._optim import adamw_with_schedule, total_optimizer_steps
+from argsfw.modules._pair_verdicts import PairVerdicts
+from argsfw.modules._top_layers import feature_pass, frozen_cache
 from argsfw.rlhf.pairwise import bradley_terry_loss, pairwise_accuracy, reward_gap
 
-REWARD_KIND = "sequence"  # meta.json reward_kind: one scalar per whole sequence
+log = logging.getLogger(__name__)
+
+REWARD_KIND = RewardKind.SEQUENCE  # meta.json reward_kind: one scalar per whole sequence
 
 
 class RewardModule(L.LightningModule):
@@ -38,44 +43,31 @@ class RewardModule(L.LightningModule):
         model: torch.nn.Module,
         optim: OptimConfig,
         margin: float = 0.0,
-        cache_top: int | None = None,
+        frozen=None,
+        pad_id: int = 0,
     ) -> None:
         super().__init__()
         self.model = model
         self.optim = optim
         self.margin = margin
-        # rm.cache_frozen: the frozen bottom's outputs, kept per sequence across epochs
-        self.frozen = None
-        if cache_top:
-            from argsfw.modules._top_layers import FrozenBottomCache
+        # model.cache_frozen: a FrozenBottomCache (the bottom's outputs read from the store)
+        self.frozen = frozen
+        self.pad_id = pad_id
+        self.verdicts = PairVerdicts()
 
-            try:
-                self.frozen = FrozenBottomCache(model, cache_top)
-            except ValueError as exc:
-                raise UsageError(str(exc)) from None
-        self._checked = False
+    def on_fit_start(self) -> None:
+        if self.frozen is not None:
+            feature_pass(self, [self.frozen], self.pad_id)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Rewards [B]: the scalar head at each row's last non-pad token (the model's own forward,
-        or the same read on cached frozen-layer outputs with ``rm.cache_frozen``)."""
+        or the same read on cached frozen-layer outputs with ``model.cache_frozen``)."""
         if self.frozen is None:
             return self.model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0]
-        out = self.frozen.rewards(input_ids, attention_mask)
-        if not self._checked:  # once: the cached path must give what the model's forward gives
-            self._checked = True
-            with torch.no_grad():
-                want = self.model(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0]
-            err = float((out.detach() - want).abs().max())
-            if err > 1e-3 * max(1.0, float(want.abs().max())):
-                raise UsageError(
-                    f"rm.cache_frozen: cached rewards differ from {type(self.model).__name__}'s "
-                    f"own forward by {err:.3g} (its position embeddings are added to the inputs); "
-                    "set rm.cache_frozen=false"
-                )
-        return out
+        return self.frozen.rewards(input_ids, attention_mask)
 
-    def _rewards(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        # one forward over chosen and rejected rows together: [2N, T] -> [2N]
+    def rewards(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rewards of the chosen and of the rejected rows [N] each, in one forward over both."""
         ids = torch.cat([batch["chosen_input_ids"], batch["rejected_input_ids"]])
         mask = torch.cat([batch["chosen_attention_mask"], batch["rejected_attention_mask"]])
         rewards = self(ids, mask)
@@ -83,7 +75,7 @@ class RewardModule(L.LightningModule):
         return rewards[:n], rewards[n:]
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        chosen, rejected = self._rewards(batch)
+        chosen, rejected = self.rewards(batch)
         loss = bradley_terry_loss(chosen, rejected, self.margin)
         n = chosen.numel()
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
@@ -93,7 +85,7 @@ class RewardModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        chosen, rejected = self._rewards(batch)
+        chosen, rejected = self.rewards(batch)
         whole = batch["cut_fraction"] >= 1.0  # [N]
         c, r = chosen[whole], rejected[whole]
         n = c.numel()
@@ -102,6 +94,7 @@ class RewardModule(L.LightningModule):
         self.log("val/reward_acc", pairwise_accuracy(c, r), prog_bar=True, **log)
         self.log("val/reward_gap", reward_gap(c, r), **log)
         self.log("val/reward_chosen", c.mean(), **log)
+        self.verdicts.add(c, r, batch["length_rule"][whole])
         if (~whole).any():
             pc, pr = chosen[~whole], rejected[~whole]
             self.log(
@@ -112,6 +105,9 @@ class RewardModule(L.LightningModule):
                 batch_size=pc.numel(),
             )
 
+    def on_validation_epoch_end(self) -> None:
+        self.verdicts.log(self)
+
     def configure_optimizers(self) -> dict:
         return adamw_with_schedule(self.model, self.optim, total_optimizer_steps(self.trainer))
 
@@ -119,6 +115,7 @@ class RewardModule(L.LightningModule):
 def build(job: JobConfig, run: RunDir) -> StageParts:
     """The reward stage's parts. Raises `ModelPathError`/`UsageError` for bad model inputs."""
     from argsfw.data import RMCollator, RMDataModule
+    from argsfw.data.collators import pad_id_of
 
     model, tokenizer, meta = build_reward_model(job)
     datamodule = RMDataModule(
@@ -129,8 +126,7 @@ def build(job: JobConfig, run: RunDir) -> StageParts:
 
     def export(module: RewardModule, out_dir: Path) -> None:
         # the kind of reward model, also in config.json for directories used without meta.json
-        unwrap(module.model).config.argsfw_reward_kind = REWARD_KIND
-        save_model_dir(module.model, tokenizer, out_dir)
+        save_model_dir(module.model, tokenizer, out_dir, reward_kind=REWARD_KIND)
 
     meta = {
         **meta,
@@ -140,6 +136,7 @@ def build(job: JobConfig, run: RunDir) -> StageParts:
         "rm_prefix_cuts": job.rm.prefix_cuts,
         "rm_init_from_policy": job.rm.init_from_policy,
     }
-    cache_top = job.model.train_top_layers if job.rm.cache_frozen else None
-    module = RewardModule(model, job.optim, job.rm.margin, cache_top)
+    module = RewardModule(
+        model, job.optim, job.rm.margin, frozen_cache(job, model), pad_id_of(tokenizer)
+    )
     return StageParts(module, datamodule, export, meta)

@@ -35,7 +35,9 @@ import torch
 
 from argsfw.config.run_dir import RunDir
 from argsfw.config.schema import JobConfig, OptimConfig
+from argsfw.decoding.types import RewardKind
 from argsfw.errors import UsageError
+from argsfw.models.reward_kind import mark_reward_kind
 from argsfw.modules import StageParts
 from argsfw.modules._frozen import FrozenModels
 from argsfw.modules._lm_rewards import (
@@ -44,7 +46,6 @@ from argsfw.modules._lm_rewards import (
     check_causal_lm_init,
     export_reward_lm,
     pair_datamodule,
-    set_reward_kind,
 )
 from argsfw.modules._models import base_source, build_causal_lm, load_tokenizer_for
 from argsfw.modules._optim import adamw_with_schedule, total_optimizer_steps
@@ -61,7 +62,7 @@ from argsfw.stages.token_rm import TokenRMConfig
 
 log = logging.getLogger(__name__)
 
-REWARD_KIND = "token"
+REWARD_KIND = RewardKind.TOKEN
 
 
 def prefix_positions(
@@ -284,7 +285,7 @@ def build(job: JobConfig, run: RunDir) -> StageParts:
         check_teacher(cfg.teacher_rm)
         check_teacher_tokenizer(job)
     model, tokenizer, meta = build_causal_lm(job)
-    set_reward_kind(model, REWARD_KIND)
+    mark_reward_kind(model, REWARD_KIND)
     policy = teacher = None
     if cfg.mode == "distill":
         teacher = load_reward_model(cfg.teacher_rm, dtype=job.model.dtype, tokenizer=tokenizer)

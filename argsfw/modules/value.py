@@ -20,13 +20,14 @@ import torch
 
 from argsfw.config.run_dir import RunDir
 from argsfw.config.schema import JobConfig, OptimConfig
+from argsfw.decoding.types import RewardKind
 from argsfw.modules import StageParts
 from argsfw.modules._frozen import FrozenModels
 from argsfw.modules._models import save_model_dir, unwrap
 from argsfw.modules._optim import adamw_with_schedule, total_optimizer_steps
 from argsfw.stages.value import ValueConfig
 
-REWARD_KIND = "value"
+REWARD_KIND = RewardKind.VALUE
 
 
 class ValueModule(FrozenModels, L.LightningModule):
@@ -87,8 +88,8 @@ class ValueModule(FrozenModels, L.LightningModule):
 
     def _losses(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
         from argsfw.decoding.accounting import DecodeStats
-        from argsfw.decoding.fallback import sequence_rewards
         from argsfw.decoding.scoring import reward_parts
+        from argsfw.decoding.sequence_scorers import sequence_rewards
 
         seqs, plens = self.sample(batch, step)
         target = sequence_rewards(self.rm, seqs, DecodeStats(), batch_size=len(seqs))
@@ -150,8 +151,7 @@ def build(job: JobConfig, run: RunDir) -> StageParts:
     datamodule = PromptDataModule(tokenizer, job.data, batch_size=job.optim.micro_batch_size)
 
     def export(module: ValueModule, out_dir: Path) -> None:
-        unwrap(module.model).config.argsfw_reward_kind = REWARD_KIND
-        save_model_dir(module.model, tokenizer, out_dir)
+        save_model_dir(module.model, tokenizer, out_dir, reward_kind=REWARD_KIND)
 
     meta = {
         "kind": "reward_model",

@@ -12,20 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from argsfw.decoding.registry import get_method
-from argsfw.decoding.types import DecodeInputError
+from argsfw.decoding.types import DecodeInputError, RewardKind
 from argsfw.errors import ConfigError, UsageError
 from argsfw.prediction.settings import is_token_level, needs_reward_model
 
 log = logging.getLogger("argsfw.predict")
-
-# the fit stage that makes each kind of guide model, for the hint when one is missing
-_MAKER = {
-    "sequence": "rm",
-    "value": "rm",
-    "arm": "arm",
-    "token": "token_rm_distill",
-    "implicit": "dpo",
-}
 
 
 class TokenizerMismatchError(UsageError):
@@ -65,16 +56,16 @@ def check_inputs(job) -> ModelFacts:
         load_tokenizer,
         resolve_model_path,
     )
+    from argsfw.stages import POLICY, maker
 
-    needed = [("policy", job.policy, "sft", CAUSAL_LM)]
+    needed = [("policy", job.policy, maker(POLICY), CAUSAL_LM)]
     if needs_reward_model(job.decode):
         rm_head = CAUSAL_LM if is_token_level(job.decode) else SEQ_CLS
-        needed.append(("reward_model", job.reward_model, "rm", rm_head))
+        guide = maker(f"reward_model:{get_method(job.decode.method).needs}")
+        needed.append(("reward_model", job.reward_model, guide, rm_head))
     configs, paths = {}, {}
     for key, spec, stage, head in needed:
         what = "policy" if key == "policy" else "reward model"
-        if key == "reward_model":
-            stage = _MAKER.get(get_method(job.decode.method).needs, stage)
         try:
             path = resolve_model_path(spec or "", what)
         except ModelFileError:
@@ -164,11 +155,11 @@ def check_reward_kind(settings, policy_dir: str, rm_dir: str) -> None:
     reason = kind_error(method, kind)
     if reason:
         raise ConfigError(f"{reason} (reward_model={rm_dir})")
-    if kind == "implicit":
+    if kind == RewardKind.IMPLICIT:
         from argsfw.decoding.implicit import reference_path
 
         reference_path(rm_dir)  # the DPO run's reference must load too (ModelPathError, exit 2)
-    if kind in ("arm", "token", "implicit", None) and Path(policy_dir).is_dir():
+    if (kind is None or RewardKind(kind).causal_lm) and Path(policy_dir).is_dir():
         v_llm = _read_json(Path(policy_dir) / "config.json").get("vocab_size")
         v_rm = _read_json(Path(rm_dir) / "config.json").get("vocab_size")
         if v_llm and v_rm and v_llm != v_rm:
@@ -179,11 +170,17 @@ def check_reward_kind(settings, policy_dir: str, rm_dir: str) -> None:
             )
 
 
-def _producer_hint(key: str, spec: str | None, stage: str) -> str:
-    from argsfw.config.compose import available_recipes
+def _producer_hint(key: str, spec: str | None, stage) -> str:
+    """How to make a missing input: the recipe its path is named after, else the stage that
+    makes it (`argsfw.stages.maker`) and its first recipe (``tiny_<stage>`` when shipped)."""
+    from argsfw.config.compose import available_recipes, recipes_by_stage
 
     name = Path(spec).name if spec else ""
-    recipe = name if name in available_recipes() else f"tiny_{stage}"
+    own = recipes_by_stage().get(stage.name, []) if stage is not None else []
+    tiny = f"tiny_{stage.name}" if stage is not None else ""
+    recipe = (
+        name if name in available_recipes() else (tiny if tiny in own else (own or ["NAME"])[0])
+    )
     where = (
         "" if spec and Path(spec) == Path("runs") / recipe else f" run_dir={spec}" if spec else ""
     )

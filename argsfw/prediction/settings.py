@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 from argsfw.callbacks.outputs import SELECTION_KEYS
 from argsfw.config.run_dir import RunDir
-from argsfw.decoding.config import sampling_temperature
+from argsfw.decoding.config import decode_settings, sampling_temperature
 from argsfw.decoding.registry import get_method
-from argsfw.decoding.types import DecodeInputError
+from argsfw.decoding.types import DecodeInputError, RewardKind
 from argsfw.errors import ConfigError
 
 # Settings every method shares that decide its outputs (the method's own knobs join them)
-_COMMON = ("method", "max_new_tokens", "stop_at_eos", "seed", "options")
+_COMMON = ("method", "max_new_tokens", "stop_at_eos", "seed")
 
-# The original config file's keys -> DecodeConfig fields (mode is mapped with resolve_method).
+# The original config file's keys -> decode settings (mode is mapped with resolve_method).
 _ORIGINAL_KEYS = {
     "rm_weight": "weight",
     "topk": "topk",
@@ -104,7 +104,7 @@ def read_config_file(path: str, base=None) -> list[dict]:
                 except DecodeInputError as exc:
                     raise DecodeInputError(f"mode={json.dumps(obj['mode'])}: {exc}") from None
             if base is not None:
-                check_decode_settings(replace(base, config_file=None, **setting))
+                check_decode_settings(line_settings(base, setting))
         except DecodeInputError as exc:
             # the engine names its own field (weight); the file's user knows the key (rm_weight)
             msg = str(exc)
@@ -120,14 +120,25 @@ def read_config_file(path: str, base=None) -> list[dict]:
     return out
 
 
+def line_settings(base, setting: dict):
+    """The decode settings of one config-file line on top of `base`: the line's method (else
+    `base`'s) with the shared keys and same-named knobs of `base`, then the line's values; a
+    value the method does not read is dropped, as the original code ignored it."""
+    values = {k: v for k, v in setting.items() if k != "method"}
+    method = setting.get("method", base.method)
+    return decode_settings(method, base, lenient=True, **{**values, "config_file": None})
+
+
 def expand_settings(job, run: RunDir) -> list[tuple[object, RunDir]]:
     """``[(job, run)]``, or one ``(job, run_dir/config_<i>)`` per line of ``decode.config_file``."""
+    from dataclasses import replace
+
     if not job.decode.config_file:
         return [(job, run)]
     settings = read_config_file(job.decode.config_file, job.decode)
     jobs = []
     for i, s in enumerate(settings):
-        decode = replace(job.decode, config_file=None, **s)
+        decode = line_settings(job.decode, s)
         jobs.append((replace(job, decode=decode), RunDir(run.path / f"config_{i}")))
     return jobs
 
@@ -138,9 +149,8 @@ def needs_reward_model(settings) -> bool:
 
 
 def is_token_level(settings) -> bool:
-    """True for the methods guided by a token-level RM (a causal LM: GenARM's ARM, a token head,
-    DPO's implicit reward)."""
-    return get_method(settings.method).needs in ("arm", "token", "implicit")
+    """True for the methods guided by a token-level RM (a causal LM: GenARM's ARM, a token head)."""
+    return get_method(settings.method).token_level
 
 
 def output_settings(job) -> dict:
@@ -154,8 +164,6 @@ def output_settings(job) -> dict:
     method = get_method(job.decode.method)
     keep = (*_COMMON, *method.knobs)
     decode = {k: v for k, v in asdict(job.decode).items() if k in keep}
-    if not decode.get("options"):
-        decode.pop("options", None)
     if "temperature" in decode:
         decode["temperature"] = sampling_temperature(job.decode)  # None: the method's default
     # limit / offset / run_percent choose which prompts: a run of another selection must not
@@ -185,7 +193,8 @@ def default_label(job) -> str:
         return job.predict.label
     method = get_method(job.decode.method)
     label = method.label_of(job.decode)
-    mode = _token_rm_mode(job.reward_model) if method.needs in ("token", "arm") else None
+    head = method.token_level and RewardKind(method.needs).token_head
+    mode = _token_rm_mode(job.reward_model) if head else None
     # which token-level head guided it (FaRMA-style pairs, distilled, or a DPO run's implicit
     # reward), so rows do not collide
     return label.replace(method.name, f"{method.name}({mode})", 1) if mode else label

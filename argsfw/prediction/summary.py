@@ -49,6 +49,7 @@ def finish(job, run: RunDir, records, before: OutputState, seconds: float, logge
         "ranks": len(per_rank),
         "prompts_per_second": len(new) / busy if busy > 0 else 0.0,
         "tokens_per_second": tokens / busy if busy > 0 else 0.0,
+        **compute_summary(out),
     }
     if not out and merged.skipped:
         reasons = ", ".join(f"{n} {why}" for why, n in merged.skipped.items()) or "none written"
@@ -82,6 +83,30 @@ def finish(job, run: RunDir, records, before: OutputState, seconds: float, logge
     )
     _log_summary(logger, summary, out, job.logger.log_samples)
     return summary
+
+
+def compute_summary(records: list[dict]) -> dict:
+    """Forward FLOPs per generated token of each model and their sum (``llm_flops_per_token``,
+    ``rm_flops_per_token``, ``flops_per_token``), and each model's re-read fraction (positions
+    an earlier forward of the same prompt had computed / positions computed; None when it
+    computed none), over ``records`` (outputs.jsonl rows)."""
+    tokens = sum(int(r.get("n_new_tokens", 0)) for r in records)
+    total = {
+        k: 0.0
+        for k in ("llm_flops", "rm_flops", "llm_tokens", "rm_tokens", "llm_reread", "rm_reread")
+    }
+    for r in records:
+        for k in total:
+            total[k] += float(r.get("stats", {}).get(k) or 0)
+    out = {
+        f"{m}_flops_per_token": total[f"{m}_flops"] / tokens if tokens else None
+        for m in ("llm", "rm")
+    }
+    out["flops_per_token"] = (total["llm_flops"] + total["rm_flops"]) / tokens if tokens else None
+    for m in ("llm", "rm"):
+        n = total[f"{m}_tokens"]
+        out[f"{m}_reread_fraction"] = total[f"{m}_reread"] / n if n else None
+    return out
 
 
 def _log_summary(logger, summary: dict, records: list[dict], n_samples: int) -> None:

@@ -28,9 +28,11 @@ STAGE = register(
     Stage(
         name="arm",
         entry="fit",
+        order=50,
         summary="GenARM autoregressive RM: r(x, y) = sum log pi_r(y_t | x, y_<t), pairwise loss",
         config=ArmConfig,
         build="argsfw.modules.arm:build",
         makes="reward_model:arm",
+        caches_frozen=True,
     )
 )

@@ -28,9 +28,13 @@ STAGE = register(
     Stage(
         name="dpo",
         entry="fit",
+        order=40,
         summary="DPO of the policy on preference pairs against its frozen initial self",
         config=DPOConfig,
         build="argsfw.modules.dpo:build",
         makes="policy",
+        caches_frozen=True,
+        color="#006400",
+        marker="8",
     )
 )

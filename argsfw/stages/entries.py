@@ -33,9 +33,10 @@ class PredictConfig:
 class PipelineConfig:
     """Stages chained by ``python -m argsfw.pipeline``, each run in ``<run_dir>/<step>``.
 
-    In any override, ``@NAME`` stands for fit step NAME's run directory. A fit step named
-    ``sft`` gives every predict step its ``policy``, one named ``rm`` its ``reward_model``
-    (and evaluate's); a step's own overrides (or a predict step's ``recipe=``) win.
+    In any override, ``@NAME`` stands for fit step NAME's run directory. The first fit step
+    whose stage makes a policy (``Stage.makes``: sft) gives every predict step its ``policy``,
+    the first that makes a sequence reward model (rm) its ``reward_model`` (and evaluate's); a
+    step's own overrides (or a predict step's ``recipe=``) win.
     """
 
     # fit step name -> "RECIPE key=value ...", run in this order (a new stage is one more line)
@@ -47,8 +48,14 @@ class PipelineConfig:
     predict_overrides: list[str] = field(default_factory=list)  # applied to every predict step
     evaluate: str | None = None  # evaluate recipe run over every predict output
     evaluate_overrides: list[str] = field(default_factory=list)
+    # steps run at once: a step starts when the fit steps it names (@NAME) are done (evaluate
+    # waits for every step); with jobs > 1 each step's output goes to <run_dir>/logs/<step>.log
+    # and its num_threads is the machine's cores / jobs
+    jobs: int = 1
 
     def __post_init__(self) -> None:
+        if self.jobs < 1:
+            raise ConfigError(f"pipeline.jobs={self.jobs} must be >= 1 (steps run at once)")
         for name, spec in self.fit.items():
             if not str(spec or "").strip():
                 raise ConfigError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from argsfw.config.checks import _at_least, _choice, _fraction, _non_negative, _positive
+from argsfw.errors import UsageError
 from argsfw.stages import Stage, register
 
 
@@ -45,14 +46,50 @@ class PPOConfig:
             _positive("ppo.critic_lr", self.critic_lr)
 
 
+def require_inputs(job) -> None:
+    """Raise `UsageError` naming the command that produces a missing PPO input, or a setting PPO
+    does not support."""
+    if not job.policy:
+        raise UsageError(
+            "PPO needs policy=<SFT run dir or HF dir>; produce one with "
+            "python -m argsfw.fit recipe=tiny_sft (or your *_sft recipe)"
+        )
+    if not job.reward_model:
+        raise UsageError(
+            "PPO needs reward_model=<RM run dir or HF dir>; produce one with "
+            "python -m argsfw.fit recipe=tiny_rm (or your *_rm recipe)"
+        )
+    if job.strategy.name == "deepspeed" and job.strategy.zero_stage == 3:
+        # why refused: sampling works under ZeRO-3 (synced_gpus), and one micro-batch per step
+        # matched DDP, but gradients accumulated over several micro-batches per step did not
+        raise UsageError(
+            "the PPO stage does not support DeepSpeed ZeRO-3: its gradients accumulated over "
+            "several micro-batches per optimizer step differ from DDP's; use "
+            "strategy=deepspeed_zero2 or strategy=ddp"
+        )
+    if job.model.lora.enabled:
+        raise UsageError("model.lora.enabled=true is not supported by the PPO stage yet")
+
+
+def _model_inputs(job) -> list:
+    from argsfw.models import CAUSAL_LM, SEQ_CLS
+
+    require_inputs(job)
+    return [("policy", job.policy, CAUSAL_LM), ("reward model", job.reward_model, SEQ_CLS)]
+
+
 STAGE = register(
     Stage(
         name="ppo",
         entry="fit",
+        order=30,
         summary="PPO on prompts against a sequence RM, KL to the frozen SFT reference",
         config=PPOConfig,
         build="argsfw.modules.ppo_stage:build",
         reads_reward_model=True,
+        model_inputs=_model_inputs,
         makes="policy",
+        color="#2ca02c",
+        marker="*",
     )
 )

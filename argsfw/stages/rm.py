@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from argsfw.config.checks import _at_least, _check, _number
-from argsfw.errors import ConfigError
 from argsfw.stages import Stage, register
 
 
@@ -19,9 +18,6 @@ class RMConfig:
         3  # validation also scores prefixes cut at j/(N+1) (val/prefix_reward_acc)
     )
     init_from_policy: bool = False  # start the RM body from the `policy=` (SFT) model
-    # with model.train_top_layers: compute the frozen layers' outputs once per sequence and
-    # reuse them every epoch (rotary-position decoders; checked against the model's forward)
-    cache_frozen: bool = False
 
     def __post_init__(self) -> None:
         _check("rm.margin", self.margin, _number(self.margin), "a finite number")
@@ -29,22 +25,29 @@ class RMConfig:
         _at_least("rm.val_prefix_cuts", self.val_prefix_cuts, 0)
 
 
-def _check_job(job) -> None:
-    if job.rm.cache_frozen and not job.model.train_top_layers:
-        raise ConfigError(
-            "rm.cache_frozen=true caches the frozen layers' outputs but nothing is frozen: "
-            "set model.train_top_layers=N (e.g. 4)"
+def _model_inputs(job) -> list:
+    from argsfw.errors import UsageError
+
+    if job.rm.init_from_policy and not job.policy:
+        raise UsageError(
+            "rm.init_from_policy=true needs policy=<SFT run dir>; produce one with "
+            "python -m argsfw.fit recipe=tiny_sft (or your *_sft recipe)"
         )
+    # the body may come from a causal LM or a reward model: any head passes
+    source = job.policy if job.rm.init_from_policy else job.model.base
+    return [("policy" if source == job.policy else "model.base", source, None)]
 
 
 STAGE = register(
     Stage(
         name="rm",
         entry="fit",
+        order=20,
         summary="sequence reward model (AutoModelForSequenceClassification), pairwise loss",
         config=RMConfig,
         build="argsfw.modules.reward:build",
         makes="reward_model:sequence",
-        check=_check_job,
+        caches_frozen=True,
+        model_inputs=_model_inputs,
     )
 )

@@ -23,6 +23,7 @@ STAGE = register(
     Stage(
         name="sft",
         entry="fit",
+        order=10,
         summary="supervised fine-tuning of the policy on prompt + chosen reply",
         config=SFTConfig,
         build="argsfw.modules.sft:build",

@@ -58,6 +58,7 @@ STAGE = register(
     Stage(
         name="token_rm",
         entry="fit",
+        order=60,
         summary="token-level RM head r(x, y_<t, v) = logits[v]: FaRMA-style pairs or distilled",
         config=TokenRMConfig,
         build="argsfw.modules.token_rm:build",

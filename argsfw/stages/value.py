@@ -42,6 +42,7 @@ STAGE = register(
     Stage(
         name="value",
         entry="fit",
+        order=70,
         summary="prefix value model V(x, y_<=t) for controlled decoding (CD-FUDGE), from the RM",
         config=ValueConfig,
         build="argsfw.modules.value:build",

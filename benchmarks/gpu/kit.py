@@ -214,7 +214,7 @@ def step_identity(a) -> dict:
     import decode as bench
     import torch
 
-    from argsfw.decoding import ArgsDecoder, DecodeConfig, reference_decode
+    from argsfw.decoding import ArgsDecoder, decode_settings, reference_decode
     from argsfw.models import TinySpec, build_tiny_policy, build_tiny_reward_model, train_tokenizer
 
     dev, sizes = device(), SIZES[a.mode]
@@ -241,9 +241,10 @@ def step_identity(a) -> dict:
     ]
     rows = []
     for name, method, chunk, bs in cases:
-        s = DecodeConfig(
-            method=method, weight=1.5, topk=10, max_new_tokens=new, chunk_size=chunk, batch_size=bs
-        )
+        s = decode_settings(
+            method=method, weight=1.5, topk=10, max_new_tokens=new, chunk_size=chunk,
+            batch_size=bs, lenient=True,
+        )  # fmt: skip
         gens, _ = dec.generate_ids(prompts, s)
         bad = [i for i, (g, r) in enumerate(zip(gens, refs)) if g.new_ids != r]
         first = {  # where each mismatched prompt left the reference

@@ -11,7 +11,7 @@ runs; a few rows also as real processes, see `PROCESS_CASES`) and asserts:
 
 To add a case, append a `Case` to `CASES`:
 
-    Case("predict-topk-0", "predict", ["recipe=tiny_args", ..., "decode.topk=0"], ["decode.topk", ">= 1"])
+    Case("predict-topk-0", "predict", ["recipe=tiny_args", ..., "decode.topk=0"], ["decode.topk", "in [1, vocabulary]"])
 
 In ``args``, ``{run}`` is the case's own (fresh, not yet existing) run directory and ``{name}``
 any path of `world` (tiny policy and reward model, broken copies of them, predict runs, data
@@ -104,14 +104,14 @@ CASES = [
     Case("predict-devices-0", "predict", [*PREDICT, "trainer.devices=0"], ["trainer.devices=0", "must be an integer >= 1"]),
     Case("predict-no-gpu", "predict", [*PREDICT, "trainer.accelerator=cuda"], ["trainer.accelerator=cuda", "no CUDA GPU", "use trainer=cpu"], env=NO_GPU),
     Case("predict-batch-size-0", "predict", [*PREDICT, "decode.batch_size=0"], ["decode.batch_size must be a positive integer, got 0"]),
-    Case("predict-topk-0", "predict", [*PREDICT, "decode.topk=0"], ["decode.topk must be an integer >= 1, got 0"]),
+    Case("predict-topk-0", "predict", [*PREDICT, "decode.topk=0"], ["decode.topk must be an integer in [1, vocabulary], got 0"]),
     Case("predict-weight-nan", "predict", [*PREDICT, "decode.weight=nan"], ["decode.weight must be a finite number, got nan"]),
-    Case("predict-temperature-0", "predict", [*PREDICT, "decode=args_stochastic", "decode.temperature=0"], ["decode.temperature must be > 0 for args-stochastic", "greedy methods need no temperature"]),
+    Case("predict-temperature-0", "predict", [*PREDICT, "decode=args_stochastic", "decode.temperature=0"], ["decode.temperature must be a number > 0, or null, got 0.0"]),
     Case("predict-unknown-method", "predict", [*PREDICT, "decode.method=beam"], ["decode.method='beam' is not a decoding method", "choose one of args-greedy"]),
-    Case("predict-unknown-decode-group", "predict", [*PREDICT, "decode=gredy"], ["unknown decode option 'gredy'", "available: args_gated, args_greedy"]),
-    Case("predict-best-of-n-0", "predict", [*PREDICT, "decode=best_of_n", "decode.num_samples=0"], ["decode.num_samples must be a positive integer, got 0"]),
-    Case("predict-top-p", "predict", [*PREDICT, "decode=nucleus", "decode.top_p=1.5"], ["decode.top_p must be in (0, 1], got 1.5"]),
-    Case("predict-chunk-size-0", "predict", [*PREDICT, "decode=args_greedy_large", "decode.chunk_size=0"], ["decode.chunk_size must be a positive integer or 'auto'"]),
+    Case("predict-unknown-decode-group", "predict", [*PREDICT, "decode=gredy"], ["decode.method='gredy' is not a decoding method", "did you mean greedy?", "choose one of args-greedy"]),
+    Case("predict-best-of-n-0", "predict", [*PREDICT, "decode=best_of_n", "decode.num_samples=0"], ["decode.num_samples must be an integer >= 1, got 0"]),
+    Case("predict-top-p", "predict", [*PREDICT, "decode=nucleus", "decode.top_p=1.5"], ["decode.top_p must be a number in (0, 1], got 1.5"]),
+    Case("predict-chunk-size-0", "predict", [*PREDICT, "decode=args_greedy_large", "decode.chunk_size=0"], ["decode.chunk_size must be an integer >= 1, or auto or null, got 0"]),
     Case("predict-deepspeed", "predict", [*PREDICT, "strategy=deepspeed_zero2"], ["predict runs data-parallel", "use strategy=auto or strategy=ddp"]),
     Case("predict-config-file-missing", "predict", [*PREDICT, "decode.config_file={missing}/example.config"], ["decode.config_file", "does not exist; name a file with one JSON object per line"]),
     # ---- predict: model inputs and their configs, before the weights load
@@ -131,6 +131,8 @@ CASES = [
     Case("evaluate-unfinished-run", "evaluate", ["outputs={partial_run}"], ["is an unfinished predict run (no DONE marker)", "re-run its predict command"]),
     Case("evaluate-folder-without-outputs", "evaluate", ["outputs={empty_dir}"], ["holds no outputs.jsonl", "run python -m argsfw.predict first"]),
     Case("evaluate-unknown-metric", "evaluate", ["outputs={done_run}", "eval.metrics=[rewardd]"], ["eval.metrics: unknown metric(s) ['rewardd']", "choose from"]),
+    Case("evaluate-length-baseline-not-a-row", "evaluate", ["outputs={done_run}", "eval.length_baseline=greedyy"], ["eval.length_baseline='greedyy' is not one of the rows", "name one of them"]),
+    Case("evaluate-instruments-without-pairs", "evaluate", ["outputs={done_run}", "eval.metrics=[instruments]", "data=hh_rlhf", "data.path={missing}/pairs.jsonl"], ["data path", "does not exist"]),
     Case("evaluate-lm-as-rm", "evaluate", ["outputs={done_run}", "reward_model={policy}"], ["reward model", "is a causal language model", "pass a scalar reward model"]),
     Case("evaluate-no-gpu", "evaluate", ["outputs={done_run}", "eval.device=cuda"], ["eval.device=cuda", "no CUDA GPU", "use eval.device=cpu"], env=NO_GPU),
     # ---- export
@@ -144,7 +146,7 @@ CASES = [
     Case("pipeline-step-wrong-stage", "pipeline", ["recipe=tiny_pipeline", "pipeline.fit.sft=tiny_args"], ["pipeline step 'sft'", "is a predict recipe, not a fit one; name a fit recipe"]),
     Case("pipeline-step-unknown-recipe", "pipeline", ["recipe=tiny_pipeline", "pipeline.fit.rm=no_such_rm"], ["pipeline step 'rm'", "unknown recipe 'no_such_rm'", "available recipes"]),
     Case("pipeline-bad-fit-override", "pipeline", ["recipe=tiny_pipeline", "pipeline.fit_overrides=['optim.lr=-1']"], ["pipeline step 'sft'", "optim.lr=-1.0", "must be a finite number > 0"]),
-    Case("pipeline-bad-decode-option", "pipeline", ["recipe=tiny_pipeline", "pipeline.predict.greedy='decode=gredy'"], ["pipeline step 'predict greedy'", "unknown decode option 'gredy'"]),
+    Case("pipeline-bad-decode-option", "pipeline", ["recipe=tiny_pipeline", "pipeline.predict.greedy='decode=gredy'"], ["pipeline step 'predict greedy'", "decode.method='gredy' is not a decoding method", "did you mean greedy?"]),
     Case("pipeline-unknown-key", "pipeline", ["recipe=tiny_pipeline", "pipeline.stages=[sft]"], ["unknown config key 'pipeline.stages'"]),
     Case("pipeline-predict-without-recipe", "pipeline", ["recipe=tiny_pipeline", "pipeline.predict_recipe=null"], ["pipeline.predict needs pipeline.predict_recipe", "pipeline.predict_recipe=tiny_args"]),
     # ---- run dirs (issue 19): one process per run dir; a run of another stage is left alone
@@ -159,7 +161,7 @@ CASES = [
     Case("predict-genarm-temperature-inf", "predict", [*PREDICT, "decode=genarm", "decode.temperature=inf"], ["decode.temperature must be a finite number, got inf"]),
     Case("evaluate-retry-after-inf", "evaluate", ["outputs={done_run}", "eval.judge.max_retry_after=inf"], ["eval.judge.max_retry_after must be a finite number, got inf"]),
     Case("predict-config-file-string-weight", "predict", [*PREDICT, "decode.config_file={string_weight_config}"], ['string_weight.config:1: rm_weight="1.5" must be a finite number']),
-    Case("predict-config-file-topk-0", "predict", [*PREDICT, "decode.config_file={topk0_config}"], ["topk0.config:2: topk must be an integer >= 1, got 0"]),
+    Case("predict-config-file-topk-0", "predict", [*PREDICT, "decode.config_file={topk0_config}"], ["topk0.config:2: topk must be an integer in [1, vocabulary], got 0"]),
     # ---- plans, files, directories and endpoints that cannot work (issue 19)
     Case("pipeline-unknown-step-reference", "pipeline", ["recipe=tiny_pipeline", "+pipeline.predict.extra='decode=greedy policy=@sfd'"], ["pipeline step 'predict extra' refers to @sfd", "pipeline.fit has no step 'sfd'", "add it to pipeline.fit"]),
     Case("pipeline-evaluate-only", "pipeline", ["recipe={eval_only_pipeline}"], ["pipeline step 'evaluate' (tiny_eval) has nothing to evaluate", "add a predict step"]),
@@ -201,8 +203,8 @@ CASES = [
     Case("fit-value-missing-rm", "fit", ["recipe=tiny_value", "policy={policy}", "reward_model={missing}/rm"], ["reward model path", "does not exist"]),
     Case("fit-value-lm-as-rm", "fit", ["recipe=tiny_value", "policy={policy}", "reward_model={policy}"], ["reward model"]),
     Case("predict-soft-lambda-0", "predict", [*PREDICT, "decode=soft_best_of_n", "decode.reward_temperature=0"], ["decode.reward_temperature must be a number > 0"]),
-    Case("predict-speculative-rate-1", "predict", [*PREDICT, "decode=speculative_best_of_n", "decode.rejection_rate=1"], ["decode.rejection_rate must be in [0, 1)"]),
-    Case("predict-cd-block-0", "predict", [*PREDICT, "decode=cd_blockwise", "decode.block_size=0"], ["decode.block_size must be a positive integer"]),
+    Case("predict-speculative-rate-1", "predict", [*PREDICT, "decode=speculative_best_of_n", "decode.rejection_rate=1"], ["decode.rejection_rate must be a number in [0, 1), got 1.0"]),
+    Case("predict-cd-block-0", "predict", [*PREDICT, "decode=cd_blockwise", "decode.block_size=0"], ["decode.block_size must be an integer >= 1, got 0"]),
     Case("predict-cd-arm", "predict", [*PREDICT, "decode=cd_blockwise", "reward_model={arm}"], ["decode.method=cd-blockwise needs a value model"]),
     Case("predict-own-method-not-importable", "predict", [*PREDICT, "decode=no_such_pkg.mod:METHOD"], ["cannot import no_such_pkg", "add its folder to PYTHONPATH"]),
     Case("fit-own-stage-not-importable", "fit", ["recipe=tiny_sft", "stage=no_such_pkg.mod:STAGE"], ["cannot import no_such_pkg"]),
@@ -210,11 +212,12 @@ CASES = [
     Case("predict-rm-two-labels", "predict", [*PREDICT, "reward_model={two_label_rm}"], ["num_labels=2"]),
     Case("predict-rm-without-score-head", "predict", [*PREDICT, "reward_model={headless_rm}"], ["lacks score.weight", "would be initialised at random"]),
     Case("predict-rm-context-too-short", "predict", [*PREDICT, "reward_model={short_ctx_rm}", "decode.max_new_tokens=4", "predict.too_long=error"], ["reward model's context is 8"]),
-    Case("predict-unknown-scorer", "predict", [*PREDICT, "decode.scorer=fast"], ["decode.scorer='fast'"]),
+    Case("predict-unknown-scorer", "predict", [*PREDICT, "decode.scorer=fast"], ["decode.scorer must be one of auto, tree, expanded, full, got 'fast'"]),
     # ---- real-model options (issue 21): prompt format, shards, top-layer training
     Case("fit-unknown-prompt-format", "fit", ["recipe=tiny_sft", "data.prompt_format=html"], ["unknown data.prompt_format 'html'", "choose one of raw, chat"]),
     Case("fit-bad-shard", "fit", ["recipe=tiny_rm", "data.shard=[0.5,0.2]"], ["data.shard must be [lo, hi] with 0 <= lo < hi <= 1"]),
-    Case("fit-cache-frozen-without-top-layers", "fit", ["recipe=tiny_rm", "rm.cache_frozen=true"], ["rm.cache_frozen=true caches the frozen layers' outputs", "set model.train_top_layers=N"]),
+    Case("fit-cache-frozen-without-top-layers", "fit", ["recipe=tiny_rm", "model.cache_frozen=true"], ["model.cache_frozen=true caches the frozen layers' outputs", "set model.train_top_layers=N"]),
+    Case("fit-cache-frozen-stage-without-cache", "fit", ["recipe=tiny_sft", "model.train_top_layers=1", "model.cache_frozen=true"], ["stage sft does not read cached features", "rm, dpo, arm", "model.cache_frozen=false"]),
     Case("fit-top-layers-and-lora", "fit", ["recipe=tiny_rm", "model.train_top_layers=1", "model.lora.enabled=true"], ["model.train_top_layers and model.lora.enabled", "pass one"]),
     Case("fit-top-layers-too-many", "fit", ["recipe=tiny_rm", "model.train_top_layers=99"], ["model.train_top_layers=99 but", "choose 1.."]),
     Case("predict-chat-without-template", "predict", [*PREDICT, "data.prompt_format=chat"], ["data.prompt_format=chat needs a tokenizer with a chat template", "use data.prompt_format=raw"]),

@@ -95,7 +95,7 @@ def test_minilm_rm_trains_on_real_pairs(minilm_rm):
 
 def test_minilm_rm_guides_the_tiny_policy(minilm_rm, tiny_kit, tmp_path):
     """In-process: the search equals the reference; through predict: meta.json names the scorer."""
-    from argsfw.decoding import ArgsDecoder, DecodeConfig, reference_decode
+    from argsfw.decoding import ArgsDecoder, decode_settings, reference_decode
     from argsfw.decoding.accounting import DecodeStats
     from argsfw.decoding.cross_tokenizer import cut_retokenizer
     from argsfw.models import load_policy, load_reward_model, load_tokenizer
@@ -104,7 +104,7 @@ def test_minilm_rm_guides_the_tiny_policy(minilm_rm, tiny_kit, tmp_path):
     rm_tok, rm = load_tokenizer(minilm_rm), load_reward_model(minilm_rm)
     dec = ArgsDecoder(llm, tok, rm, rm_tok)
     assert dec.probe.scorer == "full" and not dec.shared_tokenizer
-    s = DecodeConfig(weight=5.0, topk=4, max_new_tokens=5)
+    s = decode_settings(weight=5.0, topk=4, max_new_tokens=5)
     gens, stats = dec.generate(["\n\nHuman: How do I bake bread?\n\nAssistant:"], s)
     convert = cut_retokenizer(tok, rm_tok, dec.rm_ctx, DecodeStats())
     ref, _ = reference_decode(

@@ -37,11 +37,15 @@ def test_own_stage_and_method_run_through_the_pipeline(tiny_pipeline, tmp_path):
     assert (rm / "hf" / "config.json").is_file()
     report = json.loads((run_dir / "evaluate" / "report.json").read_text())
     rows = {e["label"]: e["metrics"] for e in report["inputs"]}
-    assert set(rows) == {"greedy", "args-greedy w=1.5 k=10", "eta-args w=1.5 k=10 eta=0.2"}
-    eta, greedy = rows["eta-args w=1.5 k=10 eta=0.2"], rows["greedy"]
+    eta_label, rep_label = "eta-args w=1.5 k=10 eta=0.2", "rep-args w=1.5 k=10 rep=2"
+    assert set(rows) == {"greedy", "args-greedy w=1.5 k=10", eta_label, rep_label}
+    eta, greedy = rows[eta_label], rows["greedy"]
     assert eta["reward"] > greedy["reward"], rows
     first = json.loads((run_dir / "predict" / "eta_args" / "outputs.jsonl").open().readline())
-    assert first["method"] == "eta-args" and first["weight"] == 1.5
+    assert first["method"] == "eta-args"
+    assert first["settings"] == {"weight": 1.5, "topk": 10, "eta": 0.2}  # its knobs, recorded
+    entry = next(e for e in report["inputs"] if e["label"] == rep_label)
+    assert entry["settings"] == {"weight": 1.5, "topk": 10, "rep_penalty": 2.0}
 
     # without the plug-in on the path: one line naming the import, exit 2, before any work
     bad = subprocess.run(

@@ -19,10 +19,8 @@ FIELDS = {
     "result",
     "response",
     "method",
-    "weight",
-    "topk",
+    "settings",
     "mode",
-    "temperature",
     "n_prompt_tokens",
     "n_new_tokens",
     "seconds",
@@ -73,11 +71,10 @@ def test_predict_writes_records_reruns_as_noop_and_refuses_other_settings(
     for r in recs:
         assert set(r) >= FIELDS
         assert r["response"] == r["prompt"] + r["result"] and 1 <= r["n_new_tokens"] <= 6
-        assert (r["method"], r["mode"], r["weight"], r["topk"]) == (
+        assert (r["method"], r["mode"], r["settings"]) == (
             "args-greedy",
             "greedy",
-            1.5,
-            10,
+            {"weight": 1.5, "topk": 10},
         )
         assert r["stats"]["rm_forwards"] > 0 and r["stats"]["peak_memory_bytes"] > 0
     assert (run / "DONE").is_file()
@@ -86,6 +83,14 @@ def test_predict_writes_records_reruns_as_noop_and_refuses_other_settings(
         meta["status"] == "completed"
         and meta["predict"]["written"] == 4
         and meta["predict"]["missing"] == 0
+    )
+    summary, tokens = meta["predict"], sum(r["n_new_tokens"] for r in recs)
+    for m in ("llm", "rm"):  # FLOPs and re-reads of the whole output, per generated token
+        flops = sum(r["stats"][f"{m}_flops"] for r in recs)
+        assert flops > 0 and summary[f"{m}_flops_per_token"] == pytest.approx(flops / tokens)
+        assert summary[f"{m}_reread_fraction"] == 0.0  # ARGS-greedy reads every token once
+    assert summary["flops_per_token"] == pytest.approx(
+        summary["llm_flops_per_token"] + summary["rm_flops_per_token"]
     )
     legacy = json.loads((run / "outputs_original.json").read_text())
     assert legacy[0] == {
@@ -156,16 +161,19 @@ def test_config_file_and_multirun_write_one_output_per_setting(tiny_kit, tmp_pat
     )
     assert main(_args(tiny_kit, tmp_path / "cf", f"decode.config_file={cfg}", "data.limit=2")) == 0
     got = [_records(tmp_path / "cf" / f"config_{i}" / "outputs.jsonl") for i in range(2)]
-    assert [(r[0]["weight"], r[0]["topk"], r[0]["mode"], r[0]["temperature"]) for r in got] == [
-        (0.0, 5, "greedy", 0.7),
-        (1.0, 3, "topk", 0.9),
+    assert [(r[0]["settings"], r[0]["mode"]) for r in got] == [
+        ({"weight": 0.0, "topk": 5}, "greedy"),
+        ({"temperature": 0.9, "weight": 1.0, "topk": 3}, "topk"),
     ]
     assert all((tmp_path / "cf" / f"config_{i}" / "DONE").is_file() for i in range(2))
 
     assert main(["-m", *_args(tiny_kit, tmp_path / "sw", "data.limit=2"), "decode.weight=0,1"]) == 0
     dirs = sorted(p.parent.name for p in (tmp_path / "sw").glob("*/DONE"))
     assert dirs == ["decode.weight=0", "decode.weight=1"]
-    assert _records(tmp_path / "sw" / "decode.weight=1" / "outputs.jsonl")[0]["weight"] == 1.0
+    assert _records(tmp_path / "sw" / "decode.weight=1" / "outputs.jsonl")[0]["settings"] == {
+        "weight": 1.0,
+        "topk": 10,
+    }
 
 
 def test_prompts_over_the_context_are_skipped_or_truncated(tiny_kit, tmp_path):

@@ -41,7 +41,7 @@ def test_genarm_recipe_as_a_subprocess(tiny_kit, token_kit, tmp_path):
     recs = _records(run)
     assert len(recs) == 3 and (run / "DONE").is_file()
     for r in recs:
-        assert (r["method"], r["alpha"], r["temperature"]) == ("genarm", 1.0, 0.5)
+        assert (r["method"], r["settings"]) == ("genarm", {"alpha": 1.0, "temperature": 0.5})
         assert r["label"] == "genarm alpha=1 T=0.5" and isinstance(r["reward"], float)
         # one RM forward per policy forward, the RM reading what the policy reads
         assert r["stats"]["rm_forwards"] == r["stats"]["llm_forwards"] > 0

@@ -112,7 +112,7 @@ def test_rm_steps_with_frozen_layers_then_args_equals_the_hf_reference(
         got["model.layers.29.mlp.up_proj.weight"], base["model.layers.29.mlp.up_proj.weight"]
     )
 
-    from argsfw.decoding import ArgsDecoder, DecodeConfig, reference_decode
+    from argsfw.decoding import ArgsDecoder, decode_settings, reference_decode
 
     llm, tok = smol
     rm = AutoModelForSequenceClassification.from_pretrained(run / "hf", dtype=torch.float32).eval()
@@ -123,7 +123,7 @@ def test_rm_steps_with_frozen_layers_then_args_equals_the_hf_reference(
         )
         for q in ("Answer with one word, yes or no: is the sky blue?", "Say hi.")
     ]
-    s = DecodeConfig(method="args-greedy", weight=1.5, topk=10, max_new_tokens=6)
+    s = decode_settings(method="args-greedy", weight=1.5, topk=10, max_new_tokens=6)
     dec = ArgsDecoder(llm, tok, rm)
     gens, stats = dec.generate(prompts, s, batch_size=2)
     assert stats.scorer == "tree"  # the probe verified the fast scorer against the HF forward

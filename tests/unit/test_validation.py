@@ -13,7 +13,7 @@ import pytest
 
 from argsfw.cli import normalise_list_overrides
 from argsfw.config.compose import compose
-from argsfw.decoding.config import DecodeConfig, check_decode_settings
+from argsfw.decoding.config import check_decode_settings, decode_settings
 from argsfw.decoding.types import DecodeInputError
 from argsfw.models import ModelPathError, load_policy, load_reward_model
 
@@ -94,25 +94,29 @@ def test_one_output_path_is_a_list_of_one(given, composed):
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        (DecodeConfig(topk=0), "decode.topk must be an integer >= 1, got 0"),
-        (DecodeConfig(weight=float("nan")), "decode.weight must be a finite number"),
-        (DecodeConfig(method="nucleus", top_p=0.0), "decode.top_p must be in (0, 1]"),
-        (
-            DecodeConfig(method="beam"),
-            "decode.method='beam' is not a decoding method; choose one of",
-        ),
+        (dict(topk=0), "decode.topk must be an integer in [1, vocabulary], got 0"),
+        (dict(weight=float("nan")), "decode.weight must be any finite number"),
+        (dict(method="nucleus", top_p=0.0), "decode.top_p must be a number in (0, 1]"),
+        (dict(method="beam"), "decode.method='beam' is not a decoding method; choose one of"),
+        (dict(max_new_tokens=0), "decode.max_new_tokens must be a positive integer"),
+        (dict(scorer="fast"), "decode.scorer must be one of auto, tree, expanded, full"),
     ],
 )
 def test_decode_settings_are_checked_without_models(settings, message):
+    from argsfw.decoding.config import DecodeConfig
+    from argsfw.decoding.registry import find_method
+
+    method = settings.get("method", "args-greedy")
+    s = decode_settings(**settings) if find_method(method) else DecodeConfig(method=method)
     with pytest.raises(DecodeInputError) as err:
-        check_decode_settings(settings, prefix="decode.")
+        check_decode_settings(s, prefix="decode.")
     assert message in str(err.value)
 
 
 def test_topk_is_checked_against_the_vocabulary_when_known():
-    assert check_decode_settings(DecodeConfig(topk=50), vocab=50).name == "args-greedy"
-    with pytest.raises(DecodeInputError, match=r"topk must be an integer in \[1, 49\]"):
-        check_decode_settings(DecodeConfig(topk=50), vocab=49)
+    assert check_decode_settings(decode_settings(topk=50), vocab=50).name == "args-greedy"
+    with pytest.raises(DecodeInputError, match=r"topk must be an integer in \[1, 49\] \(the voc"):
+        check_decode_settings(decode_settings(topk=50), vocab=49)
 
 
 def test_a_predict_run_whose_every_prompt_was_skipped_is_an_error(tmp_path):

@@ -1,16 +1,6 @@
-"""The built-in decoding methods, one module per family; importing this package registers them.
+"""The built-in decoding methods: each module here declares one or more `Method` objects.
 
-A new built-in method is one more module here plus its line below (and, if it is to be a
-``decode=`` group option, a YAML file in ``configs/decode/``). See `argsfw.decoding.registry`.
+The registry (`argsfw.decoding.registry`) finds them by scanning this package, so a new built-in
+method is one new module (plus, optionally, a ``decode=`` group YAML in ``configs/decode/``).
+Nothing else lists the methods or their knobs.
 """
-
-from argsfw.decoding.methods import (  # noqa: F401
-    args,
-    baselines,
-    best_of_n,
-    cards,
-    controlled,
-    gated,
-    token_level,
-    treebon,
-)

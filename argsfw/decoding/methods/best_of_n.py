@@ -1,30 +1,70 @@
 """Whole-sequence methods over N samples per prompt, each read by the sequence RM as its own
-Hugging Face forward reads it (`argsfw.decoding.fallback.sequence_rewards`):
+Hugging Face forward reads it (`argsfw.decoding.sequence_scorers.sequence_rewards` is the
+reference):
 
 * best-of-N: the sample with the highest reward;
 * soft best-of-N (Verdun et al., 2025): sample j with probability ∝ exp(r_j / λ), a
   KL-controlled best-of-N (λ → 0: best-of-N; λ → ∞: one plain sample), drawn with a seeded
   per-prompt generator like every other sampler;
-* speculative best-of-N (Sun et al., NeurIPS 2024): every ``rejection_every`` new tokens the
-  partial answers still running are scored and the lowest ``rejection_rate`` of each prompt's
-  dropped, so compute goes to the promising ones; the survivors finish and the best is kept.
+* speculative best-of-N (Sun et al., NeurIPS 2024): rejection in rounds, as in the paper: every
+  ``rejection_every`` new tokens the partial answers still running are scored and the lowest
+  ``rejection_rate`` of each prompt's dropped, so compute goes to the promising ones; the
+  survivors finish and the best is kept.
 
-Costs count what was computed: every sample's policy tokens (a rejected one's up to its
-rejection), every RM read (each partial scoring and each final one).
+Each model reads a prompt once: the policy prefills it and its N samples share that cache;
+the RM reads it once and each sample extends a copy of its cache
+(`argsfw.decoding.prefix_cache.RewardReader`). Speculative rejection extends each live
+sample's RM cache by the tokens since the last round only, and drops rejected samples from
+both caches. An RM that the tree cache cannot read (own tokenizer, encoder, or rejected by the
+probe) is read whole per sequence instead, and the ledger counts those re-reads.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from argsfw.decoding.registry import Method, Parts, register
-from argsfw.decoding.types import DecodeInputError
+from argsfw.decoding.config import knob
+from argsfw.decoding.methods.baselines import Nucleus
+from argsfw.decoding.registry import Method, Parts
+
+
+@dataclass
+class BestOfN(Nucleus):
+    """N nucleus samples per prompt."""
+
+    num_samples: int = knob(4, "N samples per prompt", ge=1)
+
+
+@dataclass
+class SoftBestOfN(BestOfN):
+    """Soft best-of-N's choice temperature."""
+
+    reward_temperature: float = knob(
+        1.0, "lambda: sample j is picked w.p. ∝ exp(r_j / lambda) (0+: best-of-N)", gt=0
+    )
+
+
+@dataclass
+class SpeculativeBestOfN(BestOfN):
+    """Speculative rejection's schedule."""
+
+    rejection_every: int = knob(8, "new tokens between rejection points", ge=1)
+    rejection_rate: float = knob(
+        0.5, "fraction of a prompt's live samples dropped at each point (lowest RM reward)",
+        ge=0, lt=1,
+    )  # fmt: skip
+
+
+if TYPE_CHECKING:
+    import torch
 
 CHOICE_STREAM = -1  # the soft choice's own seeded stream (samples use 0 .. N-1)
 
 
 def _samples(p: Parts, prune=None):
-    """N nucleus samples per prompt: ``(results, seqs)``, prompt-major (prompt i's are i*N ...)."""
+    """N nucleus samples per prompt: the `RowResult` of each, prompt-major (prompt i's are i*N ...)."""
     from argsfw.decoding.baselines import NucleusSampler
     from argsfw.decoding.sampling import make_generator
     from argsfw.decoding.search import decode_batch
@@ -32,35 +72,48 @@ def _samples(p: Parts, prune=None):
     s, n = p.s, p.s.num_samples
     gens = [make_generator(s.seed, p.keys[r], sample=j) for r in p.rows for j in range(n)]
     chooser = NucleusSampler(s.top_p, s.temperature)
-    results = decode_batch(
+    return decode_batch(
         p.policy, None, chooser, p.prompts, p.rows, gens, s.max_new_tokens, p.eos, p.meter,
         repeat=n, prune=prune,
     )  # fmt: skip
-    return results, [p.prompts[i // n] + r.new_ids for i, r in enumerate(results)]
 
 
-def score_whole(p: Parts, seqs: list[list[int]]):
-    """Rewards [len(seqs)] and each sequence's RM token count, read whole by the sequence RM."""
+def score_whole(p: Parts, seqs: list[list[int]], slots: list):
+    """Rewards [len(seqs)] of whole policy-token sequences, each read alone by the RM (no shared
+    prompt); ``slots``: the prompt of each, for the ledger."""
     from argsfw.decoding.cross_tokenizer import cut_retokenizer
-    from argsfw.decoding.fallback import sequence_rewards
+    from argsfw.decoding.sequence_scorers import sequence_rewards
 
     d = p.decoder
     if not d.shared_tokenizer:
         seqs = cut_retokenizer(d.tokenizer, d.rm_tokenizer, d.rm_ctx, p.stats)(seqs)
     p.stats.scorer = "full"
-    rewards = sequence_rewards(d.rm, seqs, p.stats, batch_size=p.s.batch_size * p.s.num_samples)
-    return rewards, [len(q) for q in seqs]
+    reads = p.meter.cursors("rm", slots)
+    size = p.s.batch_size * getattr(p.s, "num_samples", 1)  # `score_sequences` serves any method
+    return sequence_rewards(d.rm, seqs, p.stats, batch_size=size, reads=reads)
 
 
-def _pick(p: Parts, results, rewards, rm_tokens, chosen: list[int]):
-    """One result per prompt: sample ``chosen[i]`` of prompt i, with the cost of all N."""
+def sample_rewards(p: Parts, results) -> torch.Tensor:
+    """Rewards [P*N] of prompt + each sample (prompt-major): the prompt read once per prompt."""
+    from argsfw.decoding.prefix_cache import reward_reader
+
+    n = p.s.num_samples
+    reader = reward_reader(p)
+    if reader is None:
+        seqs = [p.prompts[i // n] + r.new_ids for i, r in enumerate(results)]
+        return score_whole(p, seqs, [p.rows[i // n] for i in range(len(results))])
+    p.stats.scorer = "tree"
+    reader.extend(p.prompts)
+    reader.repeat(n)
+    return reader.extend([r.new_ids for r in results])
+
+
+def _pick(p: Parts, results, rewards, chosen: list[int]):
+    """One result per prompt: sample ``chosen[i]`` of prompt i, with its reward."""
     n, out = p.s.num_samples, []
     for i, j in enumerate(chosen):
-        copies = range(i * n, i * n + n)
         best = results[i * n + j]
         best.reward = float(rewards[i * n + j])
-        best.llm_tokens = sum(results[c].llm_tokens for c in copies)  # prompt once + N samples
-        best.rm_tokens = sum(rm_tokens[c] for c in copies)
         out.append(best)
     return out
 
@@ -68,126 +121,124 @@ def _pick(p: Parts, results, rewards, rm_tokens, chosen: list[int]):
 def _best(p: Parts):
     from argsfw.decoding.baselines import best_of_n
 
-    results, seqs = _samples(p)
-    rewards, rm_tokens = score_whole(p, seqs)
-    return _pick(p, results, rewards, rm_tokens, best_of_n(rewards, p.s.num_samples))
+    results = _samples(p)
+    rewards = sample_rewards(p, results)
+    return _pick(p, results, rewards, best_of_n(rewards, p.s.num_samples))
 
 
 def _soft(p: Parts):
     from argsfw.decoding.sampling import make_generator, sample_rows
 
-    results, seqs = _samples(p)
-    rewards, rm_tokens = score_whole(p, seqs)
+    results = _samples(p)
+    rewards = sample_rewards(p, results)
     n, lam = p.s.num_samples, float(p.s.reward_temperature)
     probs = (rewards.view(-1, n).double() / lam).softmax(-1)  # [P, N]
     gens = [make_generator(p.s.seed, p.keys[r], sample=CHOICE_STREAM) for r in p.rows]
-    return _pick(p, results, rewards, rm_tokens, sample_rows(probs, gens).tolist())
+    return _pick(p, results, rewards, sample_rows(probs, gens).tolist())
+
+
+class _PartialReads:
+    """Speculative rejection's RM side: the rewards of the samples not rejected yet, each
+    sample's RM cache extended by its tokens since the last read (or, without a reader, each
+    partial answer read whole)."""
+
+    def __init__(self, p: Parts):
+        from argsfw.decoding.prefix_cache import reward_reader
+
+        self.p, self.n = p, p.s.num_samples
+        total = len(p.rows) * self.n
+        self.kept = list(range(total))  # samples not rejected, in order: the reader's rows
+        self.read = [0] * total  # new tokens of each sample the RM has read
+        self.reader = reward_reader(p)
+        if self.reader is not None:
+            p.stats.scorer = "tree"
+            self.reader.extend(p.prompts)
+            self.reader.repeat(self.n)
+
+    def rewards(self, results, samples: list[int]) -> dict[int, float]:
+        """Reward of prompt + answer so far for each of ``samples`` (among the kept ones)."""
+        p, n = self.p, self.n
+        if self.reader is None:
+            seqs = [p.prompts[i // n] + results[i].new_ids for i in samples]
+            got = score_whole(p, seqs, [p.rows[i // n] for i in samples])
+            return dict(zip(samples, got.tolist()))
+        # every kept sample catches up, finished ones too: each token is read once either way
+        new = [results[i].new_ids[self.read[i] :] for i in self.kept]
+        for i in self.kept:
+            self.read[i] = len(results[i].new_ids)
+        return dict(zip(self.kept, self.reader.extend(new).tolist()))
+
+    def reject(self, stop: set[int]) -> None:
+        """Drop samples ``stop`` from the RM cache."""
+        if self.reader is not None:
+            self.reader.keep([j for j, i in enumerate(self.kept) if i not in stop])
+        self.kept = [i for i in self.kept if i not in stop]
 
 
 def _speculative(p: Parts):
+    import torch
+
     s, n = p.s, p.s.num_samples
-    rejected: set[int] = set()
-    partial_tokens = [0] * (len(p.rows) * n)  # RM tokens spent on each sample's partial reads
+    reads = _PartialReads(p)
 
     def prune(step: int, results, live: list[int]) -> set[int]:
         if step % s.rejection_every or s.rejection_rate == 0:
             return set()
-        seqs = [p.prompts[i // n] + results[i].new_ids for i in live]
-        rewards, lengths = score_whole(p, seqs)
-        for i, m in zip(live, lengths):
-            partial_tokens[i] += m
+        got = reads.rewards(results, live)
         stop: set[int] = set()
         for prompt in {i // n for i in live}:
-            mine = [(float(r), i) for r, i in zip(rewards.tolist(), live) if i // n == prompt]
+            mine = [(got[i], i) for i in live if i // n == prompt]
             drop = min(len(mine) - 1, math.floor(s.rejection_rate * len(mine)))
             stop |= {i for _, i in sorted(mine)[:drop]}  # lowest first; ties: lower index
-        rejected.update(stop)
+        reads.reject(stop)
         return stop
 
-    results, seqs = _samples(p, prune)
-    final = [i for i in range(len(results)) if i not in rejected]
-    rewards_final, lengths = score_whole(p, [seqs[i] for i in final])
-    import torch
-
+    results = _samples(p, prune)
+    final = reads.rewards(results, reads.kept)
     rewards = torch.full((len(results),), float("-inf"))
-    rewards[final] = rewards_final
-    rm_tokens = list(partial_tokens)
-    for i, m in zip(final, lengths):
-        rm_tokens[i] += m
+    for i, r in final.items():
+        rewards[i] = r
     chosen = rewards.view(-1, n).argmax(-1).tolist()  # survivors only (rejected: -inf)
-    return _pick(p, results, rewards, rm_tokens, chosen)
+    return _pick(p, results, rewards, chosen)
 
 
-def _check_n(s) -> None:
-    n = s.num_samples
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise DecodeInputError(f"decode.num_samples must be a positive integer, got {n!r}")
-
-
-def _check_soft(s) -> None:
-    _check_n(s)
-    lam = s.reward_temperature
-    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not lam > 0:
-        raise DecodeInputError(f"decode.reward_temperature must be a number > 0, got {lam!r}")
-
-
-def _check_speculative(s) -> None:
-    _check_n(s)
-    every, rate = s.rejection_every, s.rejection_rate
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise DecodeInputError(f"decode.rejection_every must be an integer >= 1, got {every!r}")
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
-        raise DecodeInputError(f"decode.rejection_rate must be in [0, 1), got {rate!r}")
-
-
-_SAMPLING = ("num_samples", "top_p", "temperature")
-
-BEST_OF_N = register(
-    Method(
-        name="best-of-n",
-        summary="N nucleus samples per prompt, the one the sequence RM rewards most",
-        knobs=_SAMPLING,
-        needs="sequence",
-        run=_best,
-        samples=True,
-        check=_check_n,
-        label_knobs=(("num_samples", "N"),),
-        color="#1f77b4",
-        marker="s",
-        curve="num_samples",
-    )
+BEST_OF_N = Method(
+    name="best-of-n",
+    summary="N nucleus samples per prompt, the one the sequence RM rewards most",
+    settings=BestOfN,
+    needs="sequence",
+    run=_best,
+    samples=True,
+    label_knobs=(("num_samples", "N"),),
+    color="#1f77b4",
+    marker="s",
+    curve="num_samples",
 )
-SOFT_BEST_OF_N = register(
-    Method(
-        name="soft-best-of-n",
-        summary="N samples, one picked with probability ∝ exp(reward / lambda) (KL-controlled BoN)",
-        knobs=(*_SAMPLING, "reward_temperature"),
-        needs="sequence",
-        run=_soft,
-        samples=True,
-        check=_check_soft,
-        label_knobs=(("num_samples", "N"), ("reward_temperature", "λ")),
-        color="#6baed6",
-        marker="s",
-        curve="num_samples",
-    )
+SOFT_BEST_OF_N = Method(
+    name="soft-best-of-n",
+    summary="N samples, one picked with probability ∝ exp(reward / lambda) (KL-controlled BoN)",
+    settings=SoftBestOfN,
+    needs="sequence",
+    run=_soft,
+    samples=True,
+    label_knobs=(("num_samples", "N"), ("reward_temperature", "λ")),
+    color="#6baed6",
+    marker="s",
+    curve="num_samples",
 )
-SPECULATIVE_BEST_OF_N = register(
-    Method(
-        name="speculative-best-of-n",
-        summary="best-of-N that scores partial answers and drops the worst early (speculative rejection)",
-        knobs=(*_SAMPLING, "rejection_every", "rejection_rate"),
-        needs="sequence",
-        run=_speculative,
-        samples=True,
-        check=_check_speculative,
-        label_knobs=(
-            ("num_samples", "N"),
-            ("rejection_every", "every"),
-            ("rejection_rate", "drop"),
-        ),
-        color="#08306b",
-        marker="s",
-        curve="num_samples",
-    )
+SPECULATIVE_BEST_OF_N = Method(
+    name="speculative-best-of-n",
+    summary="best-of-N that scores partial answers and drops the worst early (speculative rejection)",
+    settings=SpeculativeBestOfN,
+    needs="sequence",
+    run=_speculative,
+    samples=True,
+    label_knobs=(
+        ("num_samples", "N"),
+        ("rejection_every", "every"),
+        ("rejection_rate", "drop"),
+    ),
+    color="#08306b",
+    marker="s",
+    curve="num_samples",
 )

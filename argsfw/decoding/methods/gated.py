@@ -3,8 +3,22 @@ top-1 probability <= tau); confident steps take the policy's argmax. See `argsfw
 
 from __future__ import annotations
 
-from argsfw.decoding.registry import Method, Parts, register
+from dataclasses import dataclass
+
+from argsfw.decoding.config import knob
+from argsfw.decoding.methods.args import Args
+from argsfw.decoding.registry import Method, Parts
 from argsfw.decoding.types import DecodeInputError
+
+
+@dataclass
+class Gated(Args):
+    """ARGS's knobs and the gate."""
+
+    gate_threshold: float = knob(
+        0.5, "tau: score a step only where the policy's top-1 probability <= tau (1: always, 0: never)",
+        ge=0, le=1,
+    )  # fmt: skip
 
 
 def _build(p: Parts):
@@ -14,16 +28,9 @@ def _build(p: Parts):
     s, rm = p.s, p.decoder.rm
     scorer = None
     if s.weight != 0:
-        scorer = pad_readout(GatedScorer(rm, p.stats), rm, p.stats, gated=True)
+        reads = p.meter.cursors("rm", p.rows)
+        scorer = pad_readout(GatedScorer(rm, p.stats, reads), rm, p.stats, True, reads)
     return scorer, GatedArgsChooser(s.weight, s.topk, float(s.gate_threshold))
-
-
-def _check(s) -> None:
-    tau = s.gate_threshold
-    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0 <= tau <= 1:
-        raise DecodeInputError(
-            f"decode.gate_threshold must be a number in [0, 1] (1 = always score, 0 = never), got {tau!r}"
-        )
 
 
 def _check_models(decoder, s) -> None:
@@ -41,20 +48,17 @@ def _check_models(decoder, s) -> None:
         )
 
 
-ARGS_GATED = register(
-    Method(
-        name="args-gated",
-        summary="ARGS-greedy where the policy is unsure (top-1 prob <= tau), plain greedy elsewhere",
-        knobs=("weight", "topk", "gate_threshold"),
-        needs="sequence",
-        guide_knob="weight",
-        build=_build,
-        check=_check,
-        check_models=_check_models,
-        label_knobs=(("weight", "w"), ("topk", "k"), ("gate_threshold", "τ")),
-        color="#ff7f0e",
-        marker="P",
-        curve="weight",
-        counts_scored_steps=True,
-    )
+ARGS_GATED = Method(
+    name="args-gated",
+    summary="ARGS-greedy where the policy is unsure (top-1 prob <= tau), plain greedy elsewhere",
+    settings=Gated,
+    needs="sequence",
+    guide_knob="weight",
+    build=_build,
+    check_models=_check_models,
+    label_knobs=(("weight", "w"), ("topk", "k"), ("gate_threshold", "τ")),
+    color="#ff7f0e",
+    marker="P",
+    curve="weight",
+    counts_scored_steps=True,
 )

@@ -12,43 +12,63 @@ Either also reads DPO's implicit reward ``beta * (log pi_dpo - log pi_ref)`` as 
 
 from __future__ import annotations
 
-from argsfw.decoding.registry import Method, Parts, register
-from argsfw.decoding.types import DecodeInputError
+from dataclasses import dataclass
+
+from argsfw.decoding.config import knob
+from argsfw.decoding.methods.args import Args
+from argsfw.decoding.methods.baselines import Sampling
+from argsfw.decoding.registry import Method, Parts
+
+
+@dataclass
+class GenArmGreedy:
+    """GenARM's strength of the autoregressive RM."""
+
+    alpha: float = knob(
+        1.0, "logits (log pi_base + alpha * log pi_r) / (1 + alpha); 0 reads no guide", gt=-1
+    )
+
+
+@dataclass
+class GenArm(GenArmGreedy):
+    """GenARM sampled."""
+
+    temperature: float | None = knob(
+        None, "sampling temperature after the 1/(1+alpha); null: GenARM's 1 / (1 + alpha)", gt=0,
+        also=(None,),
+    )  # fmt: skip
+
+
+@dataclass
+class TokenRmSampled(Sampling, Args):
+    """token-rm sampled: ARGS's knobs and a temperature."""
 
 
 def _genarm(greedy: bool):
     def build(p: Parts):
-        from argsfw.decoding.token_level import GenARMChooser, token_reward_state
+        from argsfw.api import token_scorer
+        from argsfw.decoding.token_level import GenARMChooser
 
         s = p.s
-        scorer = (
-            token_reward_state(p.decoder.rm, p.stats, p.decoder.device) if s.alpha != 0 else None
-        )
+        scorer = token_scorer(p) if s.alpha != 0 else None
         n_tokens = len(p.decoder.tokenizer)
-        return scorer, GenARMChooser(s.alpha, greedy, s.temperature, n_tokens)
+        return scorer, GenARMChooser(s.alpha, greedy, 1.0 if greedy else s.temperature, n_tokens)
 
     return build
 
 
 def _token_rm(greedy: bool):
     def build(p: Parts):
+        from argsfw.api import token_scorer
         from argsfw.decoding.search import ArgsChooser
-        from argsfw.decoding.token_level import token_reward_state
 
-        s, d = p.s, p.decoder
-        scorer = None
-        if s.weight != 0:
-            scorer = token_reward_state(d.rm, p.stats, d.device, candidates_only=True)
-        return scorer, ArgsChooser(s.weight, s.topk, greedy, s.temperature, None, None)
+        s = p.s
+        scorer = token_scorer(p, candidates_only=True) if s.weight != 0 else None
+        return scorer, ArgsChooser(
+            s.weight, s.topk, greedy, 1.0 if greedy else s.temperature, None, None
+        )
 
     return build
-
-
-def _check_alpha(s) -> None:
-    if s.alpha <= -1:
-        raise DecodeInputError(
-            f"decode.alpha must be > -1 (genarm divides by 1 + alpha), got {s.alpha!r}"
-        )
 
 
 def _genarm_temperature(s) -> float:
@@ -61,64 +81,54 @@ def _temperature(s) -> float:
     return float(s.temperature) if s.temperature is not None else _genarm_temperature(s)
 
 
-GENARM = register(
-    Method(
-        name="genarm",
-        summary="GenARM: sample pi_base * pi_arm^alpha with an autoregressive RM (reward_kind arm)",
-        knobs=("alpha", "temperature"),
-        needs="arm",
-        guide_knob="alpha",
-        build=_genarm(greedy=False),
-        samples=True,
-        default_temperature=_genarm_temperature,
-        check=_check_alpha,
-        label=lambda s: f"genarm alpha={s.alpha:g} T={_temperature(s):g}",
-        color="#8c564b",
-        marker="h",
-        curve="alpha",
-    )
+GENARM = Method(
+    name="genarm",
+    summary="GenARM: sample pi_base * pi_arm^alpha with an autoregressive RM (reward_kind arm)",
+    settings=GenArm,
+    needs="arm",
+    guide_knob="alpha",
+    build=_genarm(greedy=False),
+    samples=True,
+    default_temperature=_genarm_temperature,
+    label=lambda s: f"genarm alpha={s.alpha:g} T={_temperature(s):g}",
+    color="#8c564b",
+    marker="h",
+    curve="alpha",
 )
-GENARM_GREEDY = register(
-    Method(
-        name="genarm-greedy",
-        summary="GenARM's argmax: (log pi_base + alpha * log pi_arm) / (1 + alpha), greedy",
-        knobs=("alpha",),
-        needs="arm",
-        guide_knob="alpha",
-        build=_genarm(greedy=True),
-        check=_check_alpha,
-        label=lambda s: f"genarm-greedy alpha={s.alpha:g}",
-        color="#bc8f8f",
-        marker="H",
-        curve="alpha",
-    )
+GENARM_GREEDY = Method(
+    name="genarm-greedy",
+    summary="GenARM's argmax: (log pi_base + alpha * log pi_arm) / (1 + alpha), greedy",
+    settings=GenArmGreedy,
+    needs="arm",
+    guide_knob="alpha",
+    build=_genarm(greedy=True),
+    label=lambda s: f"genarm-greedy alpha={s.alpha:g}",
+    color="#bc8f8f",
+    marker="H",
+    curve="alpha",
 )
-TOKEN_RM = register(
-    Method(
-        name="token-rm",
-        summary="ARGS-greedy with r(v) read from a token-level head (reward_kind token), one RM token per step",
-        knobs=("weight", "topk"),
-        needs="token",
-        guide_knob="weight",
-        build=_token_rm(greedy=True),
-        label_knobs=(("weight", "w"), ("topk", "k")),
-        color="#2f4f4f",
-        marker="p",
-        curve="weight",
-    )
+TOKEN_RM = Method(
+    name="token-rm",
+    summary="ARGS-greedy with r(v) read from a token-level head (reward_kind token), one RM token per step",
+    settings=Args,
+    needs="token",
+    guide_knob="weight",
+    build=_token_rm(greedy=True),
+    label_knobs=(("weight", "w"), ("topk", "k")),
+    color="#2f4f4f",
+    marker="p",
+    curve="weight",
 )
-TOKEN_RM_STOCHASTIC = register(
-    Method(
-        name="token-rm-stochastic",
-        summary="token-rm sampled: softmax((logit + w * head) / T) over the top k",
-        knobs=("weight", "topk", "temperature"),
-        needs="token",
-        guide_knob="weight",
-        build=_token_rm(greedy=False),
-        samples=True,
-        label_knobs=(("weight", "w"), ("topk", "k")),
-        color="#556b2f",
-        marker="<",
-        curve="weight",
-    )
+TOKEN_RM_STOCHASTIC = Method(
+    name="token-rm-stochastic",
+    summary="token-rm sampled: softmax((logit + w * head) / T) over the top k",
+    settings=TokenRmSampled,
+    needs="token",
+    guide_knob="weight",
+    build=_token_rm(greedy=False),
+    samples=True,
+    label_knobs=(("weight", "w"), ("topk", "k")),
+    color="#556b2f",
+    marker="<",
+    curve="weight",
 )

@@ -16,53 +16,54 @@ Two methods share this file, one per ranking signal:
   ``beta * sum_t (log pi_dpo - log pi_ref)(y_t)`` (the paper picks it with its RM; argsfw reads
   one guide per method);
 * ``treebon-rm``: the sequence RM's reward of prompt + partial answer ranks (and picks the
-  leaf), each read whole at a layer's end, as speculative best-of-N reads its partial answers.
+  leaf), read at a layer's end, as speculative best-of-N reads its partial answers.
 
 A candidate that ends (EOS) is ranked with its layer; if it survives it joins the final leaves
 without branching. With ``segment_length >= max_new_tokens`` there is one layer: treebon-rm is
-best-of-N exactly. Caches: the prompt is read once and expanded to the N roots; a survivor's
-last token is read once and its cache rows are then copied to its children (no re-read);
-dropped candidates cost nothing more. ``llm_tokens`` / ``rm_tokens`` count every position
-each model read (the implicit reward's two models: two per position).
+best-of-N exactly. Caches, with the shared primitives (`PolicyState`, `RewardReader`, the
+implicit guide's states: ``repeat`` / ``keep`` / ``extend``): each model reads the prompt once
+and expands it to the N roots; a survivor's last token is read once by the policy and the
+implicit guide and its cache rows are then copied to its children; the RM's reader extends each
+candidate by its new segment at a layer's end and is copied likewise; dropped candidates cost
+nothing more. Every position is told to the batch's ledger (the implicit reward's two models:
+two per position).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
+from argsfw.decoding.config import knob
+from argsfw.decoding.methods.best_of_n import BestOfN
+from argsfw.decoding.registry import Method, Parts
+from argsfw.decoding.types import DecodeInputError, RewardKind
 
-from argsfw.decoding.registry import Method, Parts, register
+if TYPE_CHECKING:
+    import torch
 
 CHILD_STREAM = 1_000_000  # layer l's children draw from seeded streams l * CHILD_STREAM + c
 
 
 @dataclass
-class TreeBoNOptions:
-    """TreeBoN's own knobs (``decode.options.*``); N is ``decode.num_samples``."""
+class TreeBoN(BestOfN):
+    """TreeBoN's knobs; N (``num_samples``) is the number of roots."""
 
-    segment_length: int = field(
-        default=32, metadata={"range": "integer >= 1", "doc": "tokens per layer"}
+    num_samples: int = knob(8, "N roots per prompt (and candidates per layer)", ge=1)
+    segment_length: int = knob(32, "tokens per layer", ge=1)
+    children: int = knob(4, "continuations each survivor branches into", ge=1)
+    keep_fraction: float = knob(
+        0.25, "share of a prompt's candidates that survive a layer (<= 1 / children)", gt=0, le=1
     )
-    children: int = field(default=4, metadata={"range": "integer >= 1", "doc": "continuations each survivor branches into"})  # fmt: skip
-    keep_fraction: float = field(
-        default=0.25, metadata={"range": "(0, 1], <= 1 / children", "doc": "share of a prompt's candidates that survive a layer"}
-    )  # fmt: skip
 
-    def __post_init__(self) -> None:
-        for name in ("segment_length", "children"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}={v!r} must be an integer >= 1")
-        f = self.keep_fraction
-        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1:
-            raise ValueError(f"keep_fraction={f!r} must be in (0, 1]")
-        if f * self.children > 1 + 1e-9:
-            raise ValueError(
-                f"keep_fraction={f!r} with children={self.children} would grow the tree past N "
-                f"per layer; use keep_fraction <= 1/children ({1 / self.children:g})"
-            )
+
+def _check(s) -> None:
+    if s.keep_fraction * s.children > 1 + 1e-9:
+        raise DecodeInputError(
+            f"decode.keep_fraction={s.keep_fraction!r} with children={s.children} would grow the tree "
+            f"past N per layer; use keep_fraction <= 1/children ({1 / s.children:g})"
+        )
 
 
 @dataclass(eq=False)
@@ -77,52 +78,81 @@ class _Node:
     score: float = 0.0  # this layer's ranking value
     total: float = 0.0  # implicit reward of the whole answer so far
     value: float = -math.inf  # what picks the final leaf
+    read: int = 0  # tokens of the answer the RM reader has read
 
 
-def _keep(states, logits: torch.Tensor, rows: list[int]) -> torch.Tensor:
-    """Keep batch ``rows`` (repeats allowed: copies) in every cached state; returns the kept logits."""
-    idx = torch.tensor(rows, dtype=torch.long)
-    for st in states:
-        st.keep(idx)
-    return logits[idx.to(logits.device)]
+class _Guides:
+    """The cached states that follow the tree's rows: the policy and the implicit guide (rows =
+    live candidates), or the RM reader (rows = the layer's candidates, read at its end)."""
+
+    def __init__(self, policy, guide, reader):
+        self.policy, self.guide, self.reader = policy, guide, reader
+
+    def keep(self, rows: list[int], reader: bool = False) -> None:
+        """Keep batch ``rows`` of the policy and the guide (with ``reader``: of the reader)."""
+        if reader:
+            if self.reader is not None:
+                self.reader.keep(rows)
+            return
+        import torch
+
+        idx = torch.tensor(rows, dtype=torch.long)
+        self.policy.keep(idx)
+        if self.guide is not None:
+            self.guide.keep(idx)
+
+    def repeat(self, n: int) -> None:
+        """Each row of every state becomes ``n`` rows sharing its cache."""
+        for st in (self.policy, self.guide, self.reader):
+            if st is not None and n > 1:
+                st.repeat(n)
 
 
-@torch.inference_mode()
 def _run(p: Parts):
+    import torch
+
+    with torch.inference_mode():
+        return _search(p)
+
+
+def _search(p: Parts):
+    import torch
+
+    from argsfw.api import token_scorer
     from argsfw.decoding.baselines import NucleusSampler
-    from argsfw.decoding.methods.best_of_n import score_whole
+    from argsfw.decoding.prefix_cache import reward_reader
     from argsfw.decoding.registry import get_method
     from argsfw.decoding.sampling import make_generator
     from argsfw.decoding.search import RowResult, StepContext
 
     s = p.s
-    method = get_method(s.method)
-    o, n, m_max, eos = method.option_values(s), s.num_samples, s.max_new_tokens, set(p.eos)
-    implicit = method.needs == "implicit"
-    policy, out = p.policy, [RowResult(llm_tokens=len(q)) for q in p.prompts]
-    logits = policy.prefill()
-    states: list = [policy]
-    guide = None
+    n, m_max, eos = s.num_samples, s.max_new_tokens, set(p.eos)
+    implicit = get_method(s.method).needs is RewardKind.IMPLICIT
+    policy, out = p.policy, [RowResult() for _ in p.prompts]
+    guide = reader = None
     if implicit:
-        from argsfw.decoding.implicit import ImplicitRewardState
-
-        guide = ImplicitRewardState(p.decoder.rm, p.stats, logits.device)
-        guide.start(policy.ids, policy.mask)
-        states.append(guide)
-        for res, q in zip(out, p.prompts):
-            res.rm_tokens = 2 * len(q)
+        guide = token_scorer(p)
+        guide.start(policy.ids, policy.mask, p.prompts)
+    else:
+        reader = reward_reader(p)
+        if reader is not None:
+            p.stats.scorer = "tree"
+            reader.extend(p.prompts)
+    logits = policy.prefill()
+    states = _Guides(policy, guide, reader)
     sampler = NucleusSampler(s.top_p, s.temperature)
     nodes = [
         _Node(i, j, make_generator(s.seed, p.keys[r], sample=j))
         for i, r in enumerate(p.rows)
         for j in range(n)
     ]
-    logits = _keep(states, logits, [i for i in range(len(p.rows)) for _ in range(n)])
+    states.repeat(n)
+    logits = logits.repeat_interleave(n, dim=0)
     leaves: list[list[_Node]] = [[] for _ in p.rows]
     layer = 0
     while nodes:
         length = len(nodes[0].tokens)
-        seg = min(o.segment_length, m_max - length)
+        seg = min(s.segment_length, m_max - length)
         live = list(range(len(nodes)))  # batch row -> node
         for t in range(seg):
             ctx = StepContext(
@@ -143,22 +173,17 @@ def _run(p: Parts):
             if t == seg - 1 or not go:
                 break
             if len(go) < len(live):
-                logits, tokens = _keep(states, logits, go), tokens[go]
+                states.keep(go)
+                logits, tokens = logits[torch.tensor(go, device=logits.device)], tokens[go]
                 live = [live[b] for b in go]
             logits = policy.step(tokens)
             if guide is not None:
                 guide.commit(tokens)
-            for k in live:
-                out[nodes[k].prompt].llm_tokens += 1
-                out[nodes[k].prompt].rm_tokens += 2 if implicit else 0
-        if not implicit:  # the RM reads every candidate whole: prompt + partial answer
-            rewards, cost = score_whole(p, [p.prompts[x.prompt] + x.tokens for x in nodes])
-            for x, r, c in zip(nodes, rewards.tolist(), cost):
-                x.score = x.value = r
-                out[x.prompt].rm_tokens += c
-        else:
+        if implicit:
             for x in nodes:
                 x.value = x.total
+        else:
+            _rank_by_rm(p, reader, nodes)
         last = length + seg >= m_max
         survivors: list[_Node] = []
         for i in range(len(p.rows)):
@@ -166,7 +191,7 @@ def _run(p: Parts):
             if last:
                 leaves[i] += mine
                 continue
-            keep = max(1, math.floor(o.keep_fraction * len(mine) + 1e-9))
+            keep = max(1, math.floor(s.keep_fraction * len(mine) + 1e-9))
             best = sorted(
                 sorted(mine, key=lambda x: (-x.score, x.order))[:keep], key=lambda x: x.order
             )
@@ -174,69 +199,67 @@ def _run(p: Parts):
             survivors += [x for x in best if not x.done]
         if last or not survivors:
             break
+        states.keep([nodes.index(x) for x in survivors], reader=True)
         rows = [live.index(nodes.index(x)) for x in survivors]  # survivors are all still live
-        logits = _keep(states, logits, rows)
+        states.keep(rows)
+        logits = logits[torch.tensor(rows, device=logits.device)]
         pending = torch.tensor([x.tokens[-1] for x in survivors], device=logits.device)
         logits = policy.step(pending)  # the survivor's last token, read once for all its children
         if guide is not None:
             guide.commit(pending)
-        for x in survivors:
-            out[x.prompt].llm_tokens += 1
-            out[x.prompt].rm_tokens += 2 if implicit else 0
-        logits = _keep(
-            states, logits, [b for b in range(len(survivors)) for _ in range(o.children)]
-        )
+        states.repeat(s.children)
+        logits = logits.repeat_interleave(s.children, dim=0)
         layer += 1
         nodes, count = [], [0] * len(p.rows)
         for x in survivors:
-            for _ in range(o.children):
+            for _ in range(s.children):
                 c = count[x.prompt]
                 count[x.prompt] += 1
                 key = p.keys[p.rows[x.prompt]]
                 gen = make_generator(s.seed, key, sample=layer * CHILD_STREAM + c)
-                nodes.append(_Node(x.prompt, c, gen, list(x.tokens), total=x.total))
+                nodes.append(_Node(x.prompt, c, gen, list(x.tokens), total=x.total, read=x.read))
     for i, mine in enumerate(leaves):
         best = max(mine, key=lambda x: (x.value, -mine.index(x)))
         out[i].new_ids, out[i].finished, out[i].reward = best.tokens, best.done, best.value
     return out
 
 
-def _label(name: str):
-    def label(s) -> str:
-        from argsfw.decoding.registry import get_method
+def _rank_by_rm(p: Parts, reader, nodes: list[_Node]) -> None:
+    """Each candidate's RM reward of prompt + partial answer (its score and value): the reader
+    extended by the tokens it has not read, or, without a reader, each read whole."""
+    from argsfw.api import score_sequences
 
-        o = get_method(name).option_values(s)
-        return f"{name} N={s.num_samples} seg={o.segment_length} c={o.children}"
-
-    return label
+    if reader is None:
+        seqs = [p.prompts[x.prompt] + x.tokens for x in nodes]
+        rewards = score_sequences(p, seqs, [p.rows[x.prompt] for x in nodes]).tolist()
+    else:
+        rewards = reader.extend([x.tokens[x.read :] for x in nodes]).tolist()
+        for x in nodes:
+            x.read = len(x.tokens)
+    for x, r in zip(nodes, rewards):
+        x.score = x.value = r
 
 
 _COMMON = dict(
-    knobs=("num_samples", "top_p", "temperature"),
+    settings=TreeBoN,
     run=_run,
     samples=True,
-    options=TreeBoNOptions,
+    check=_check,
+    label_knobs=(("num_samples", "N"), ("segment_length", "seg"), ("children", "c")),
     curve="num_samples",
+    marker="X",
 )
-TREEBON = register(
-    Method(
-        name="treebon",
-        summary="TreeBoN: best-of-N grown as a tree of segments, pruned by DPO's weighted implicit reward (reward_model=<DPO run>)",
-        needs="implicit",
-        label=_label("treebon"),
-        color="#1b9e77",
-        marker="X",
-        **_COMMON,
-    )
+TREEBON = Method(
+    name="treebon",
+    summary="TreeBoN: best-of-N grown as a tree of segments, pruned by DPO's weighted implicit reward (reward_model=<DPO run>)",
+    needs="implicit",
+    color="#1b9e77",
+    **_COMMON,
 )
-TREEBON_RM = register(
-    Method(
-        name="treebon-rm",
-        summary="TreeBoN pruned and picked by the sequence RM's reward of each partial answer",
-        needs="sequence",
-        label=_label("treebon-rm"),
-        color="#66c2a5",
-        marker="X",
-        **_COMMON,
-    )
+TREEBON_RM = Method(
+    name="treebon-rm",
+    summary="TreeBoN pruned and picked by the sequence RM's reward of each partial answer",
+    needs="sequence",
+    color="#66c2a5",
+    **_COMMON,
 )

@@ -32,6 +32,19 @@ def test_tiny_pipeline_plan_chains_run_dirs(tmp_path):
     assert all(s.args.count(a) == 1 for s in steps for a in s.args)
 
 
+def test_predict_inputs_come_from_what_fit_steps_make(tmp_path):
+    """Whatever the fit steps are called, the first that makes a policy (Stage.makes) gives
+    predict its policy and the first that makes a sequence RM gives predict and evaluate theirs."""
+    job = compose(["recipe=tiny_pipeline"])
+    job.pipeline.fit = {"base": "tiny_sft", "guide": "tiny_rm", "judge": "tiny_rm",
+                        "dpo": "tiny_dpo policy=@base"}  # fmt: skip
+    job.pipeline.predict = {"g": "decode=greedy"}
+    steps = {s.name: s for s in plan(job, tmp_path)}
+    assert _arg(steps["predict g"], "policy") == str(tmp_path / "base")
+    assert _arg(steps["predict g"], "reward_model") == str(tmp_path / "guide")
+    assert _arg(steps["evaluate"], "reward_model") == str(tmp_path / "guide")
+
+
 def test_unfinished_fit_is_resumed_and_finished_one_recognised(tmp_path):
     (tmp_path / "sft").mkdir()
     steps = plan(compose(["recipe=tiny_pipeline"]), tmp_path)

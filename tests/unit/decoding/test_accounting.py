@@ -6,11 +6,11 @@ import math
 
 import pytest
 
-from argsfw.decoding import ArgsDecoder, DecodeConfig
+from argsfw.decoding import ArgsDecoder, decode_settings
 
 
 def _stats(m, prompts, **kw):
-    s = DecodeConfig(max_new_tokens=6, stop_at_eos=False, batch_size=8, **kw)
+    s = decode_settings(max_new_tokens=6, stop_at_eos=False, batch_size=8, **kw)
     return ArgsDecoder(m.llm, m.tokenizer, m.rm).generate(prompts, s)
 
 
@@ -66,7 +66,9 @@ def test_rm_cache_is_linear_in_length_not_k(llama, prompts):
 
 def test_finished_rows_stop_costing(llama, prompts):
     dec = ArgsDecoder(llama.llm, llama.tokenizer, llama.rm)
-    s = DecodeConfig(method="args-greedy", weight=1.0, topk=3, max_new_tokens=8, stop_at_eos=False)
+    s = decode_settings(
+        method="args-greedy", weight=1.0, topk=3, max_new_tokens=8, stop_at_eos=False
+    )
     free, _ = dec.generate(prompts, s)
     dec.eos_ids = [free[0].new_ids[0]]  # row 0 ends at once
     gens, st = dec.generate(prompts, s, stop_at_eos=True)
@@ -88,7 +90,8 @@ def test_stats_merge():
 
 def test_per_prompt_token_counts_exclude_padding(llama, prompts):
     """Each prompt's own counts: the prompt once, one policy token per later step, k RM tokens per
-    step (chosen tokens are adopted), best-of-N's samples all read and all scored whole."""
+    step (chosen tokens are adopted); best-of-N: each model reads the prompt once, then every
+    sample's tokens; nothing is read twice."""
     t, k, n = 6, 5, 3
     gens, _ = _stats(llama, prompts, method="args-greedy", weight=1.0, topk=k)
     assert len({g.n_prompt_tokens for g in gens}) > 1  # mixed lengths: the batch is padded
@@ -101,4 +104,43 @@ def test_per_prompt_token_counts_exclude_padding(llama, prompts):
     gens, _ = _stats(llama, prompts, method="best-of-n", num_samples=n, temperature=1.0)
     for g in gens:
         assert g.llm_tokens == g.n_prompt_tokens + n * (t - 1)
-        assert g.rm_tokens == n * (g.n_prompt_tokens + t)
+        assert g.rm_tokens == g.n_prompt_tokens + n * t
+        assert g.llm_reread == g.rm_reread == 0
+
+
+def test_the_ledger_counts_re_reads(llama, prompts):
+    """Chunked ARGS re-reads each chosen token (it is not held between chunks); the full-sequence
+    scorer re-reads every prefix every step; the cached paths re-read nothing."""
+    t, k = 6, 4
+    for kw in (dict(method="args-greedy"), dict(method="args-greedy-large", chunk_size=k)):
+        gens, _ = _stats(llama, prompts, weight=1.0, topk=k, **kw)
+        assert all(g.llm_reread == 0 == g.rm_reread for g in gens)  # one chunk: held, adopted
+    gens, _ = _stats(llama, prompts, method="args-greedy-large", weight=1.0, topk=k, chunk_size=2)
+    for g in gens:  # the chosen token of steps 1..t-1 is read again with the next step's pending
+        assert g.rm_reread == t - 1 and g.rm_tokens == g.n_prompt_tokens + k * t + t - 1
+    gens, _ = _stats(llama, prompts, method="args-greedy", weight=1.0, topk=k, scorer="full")
+    for g in gens:  # step j reads prompt + j-1 chosen tokens + a candidate, k times
+        p = g.n_prompt_tokens
+        assert g.rm_tokens == sum(k * (p + j) for j in range(1, t + 1))
+        # the k copies of step 1 run in one forward (none could reuse another's): no re-read;
+        # from step 2 on, all but the candidate were computed by an earlier forward
+        assert g.rm_reread == sum(k * (p + j - 1) for j in range(2, t + 1))
+
+
+def test_flops_follow_the_formula(llama, prompts):
+    """Greedy computes prompt + t - 1 positions, position i attending i keys: the FLOPs are
+    2 N (P + t - 1) + 4 L d sum(1..P+t-1), with N the non-embedding parameters."""
+    from argsfw.decoding.accounting import flop_spec
+
+    spec = flop_spec(llama.llm)
+    cfg = llama.llm.config
+    tables = {id(w): w for w in (llama.llm.get_input_embeddings().weight, llama.llm.lm_head.weight)}
+    emb = sum(w.numel() for w in tables.values())  # token embedding and LM head (once if tied)
+    assert emb >= cfg.vocab_size * cfg.hidden_size
+    assert spec.params == sum(p.numel() for p in llama.llm.parameters()) - emb
+    assert (spec.layers, spec.attn_width) == (cfg.num_hidden_layers, cfg.hidden_size)
+    gens, _ = _stats(llama, prompts, method="greedy")
+    for g in gens:
+        n = g.n_prompt_tokens + 6 - 1
+        want = 2 * spec.params * n + 4 * spec.layers * spec.attn_width * n * (n + 1) // 2
+        assert g.llm_flops == want and g.rm_flops == 0

@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from argsfw.decoding import ArgsDecoder, DecodeConfig
+from argsfw.decoding import ArgsDecoder, decode_settings
 from argsfw.decoding.sampling import make_generator, sample_rows
 
 N, STEPS = 4, 12
@@ -33,10 +33,10 @@ def _reward(rm, ids) -> float:
 
 @torch.inference_mode()
 def _reference(models, prompt_ids, key, s, eos, speculative=False):
-    """``(chosen sample's new ids, RM token positions read)`` for one prompt."""
+    """``(chosen sample's new ids, every sample's new ids)`` for one prompt."""
     gens = [make_generator(s.seed, key, sample=j) for j in range(N)]
     new = [[] for _ in range(N)]
-    live, rejected, rm_read = set(range(N)), set(), 0
+    live, rejected = set(range(N)), set()
     for t in range(1, s.max_new_tokens + 1):
         for j in sorted(live):
             tok = _draw(models.llm, prompt_ids + new[j], s.top_p, s.temperature, gens[j])
@@ -45,7 +45,6 @@ def _reference(models, prompt_ids, key, s, eos, speculative=False):
                 live.discard(j)
         if speculative and t % s.rejection_every == 0 and t < s.max_new_tokens and live:
             scored = sorted((_reward(models.rm, prompt_ids + new[j]), j) for j in live)
-            rm_read += sum(len(prompt_ids) + len(new[j]) for j in live)
             drop = {
                 j
                 for _, j in scored[
@@ -56,20 +55,19 @@ def _reference(models, prompt_ids, key, s, eos, speculative=False):
             rejected |= drop
     final = [j for j in range(N) if j not in rejected]
     rewards = {j: _reward(models.rm, prompt_ids + new[j]) for j in final}
-    rm_read += sum(len(prompt_ids) + len(new[j]) for j in final)
     if speculative or s.method == "best-of-n":
-        return new[max(final, key=lambda j: (rewards[j], -j))], rm_read
+        return new[max(final, key=lambda j: (rewards[j], -j))], new
     r = torch.tensor([rewards[j] for j in range(N)], dtype=torch.float64)
     pick = sample_rows(
         (r / s.reward_temperature).softmax(-1)[None], [make_generator(s.seed, key, sample=-1)]
     )
-    return new[int(pick[0])], rm_read
+    return new[int(pick[0])], new
 
 
 def _settings(method, **kw):
     base = dict(method=method, num_samples=N, max_new_tokens=STEPS, temperature=1.0, top_p=0.95,
                 rejection_every=3, rejection_rate=0.5, reward_temperature=0.05, batch_size=4)  # fmt: skip
-    return DecodeConfig(**{**base, **kw})
+    return decode_settings(lenient=True, **{**base, **kw})
 
 
 @pytest.mark.parametrize(
@@ -78,7 +76,7 @@ def _settings(method, **kw):
         ("soft-best-of-n", {}),
         ("soft-best-of-n", {"reward_temperature": 5.0}),
         ("speculative-best-of-n", {}),
-        ("speculative-best-of-n", {"rejection_rate": 0.75, "rejection_every": 2}),
+        ("speculative-best-of-n", {"rejection_rate": 0.75, "rejection_every": 4}),
     ],
 )
 def test_against_the_slow_reference(llama, prompts, method, kw):
@@ -87,15 +85,22 @@ def test_against_the_slow_reference(llama, prompts, method, kw):
     free, _ = dec.generate(prompts, _settings("nucleus", num_samples=1))
     dec.eos_ids = sorted({t for g in free for t in g.new_ids[2:5]})  # common tokens: rows end early
     gens, _ = dec.generate(prompts, s)
-    ended = 0
+    speculative = method.startswith("spec")
+    ended = inside = 0
     for p, g in zip(prompts, gens):
         ids = list(llama.tokenizer(p).input_ids)
-        want, rm_read = _reference(llama, ids, p, s, set(dec.eos_ids), method.startswith("spec"))
+        want, samples = _reference(llama, ids, p, s, set(dec.eos_ids), speculative)
         assert g.new_ids == want, p
         ended += g.finished
-        if method.startswith("spec"):
-            assert g.rm_tokens == rm_read, p  # every partial and final RM read, nothing else
+        # each model reads the prompt once and every sample's tokens once (a rejected sample's
+        # up to its rejection); the policy never feeds a sample's last token
+        assert g.rm_tokens == len(ids) + sum(map(len, samples)), p
+        assert g.llm_tokens == len(ids) + sum(len(x) - 1 for x in samples), p
+        assert g.rm_reread == g.llm_reread == 0, p
+        if speculative:
+            inside += any(x[-1] in dec.eos_ids and len(x) % s.rejection_every for x in samples)
     assert ended >= 1  # the EOS path was taken
+    assert inside >= 1 or not speculative  # a sample ended between two rejection points
 
 
 def test_soft_at_small_lambda_is_best_of_n_and_speculative_without_rejection_too(llama, prompts):
@@ -119,13 +124,13 @@ def test_soft_at_small_lambda_is_best_of_n_and_speculative_without_rejection_too
         ),
         (
             dict(method="speculative-best-of-n", rejection_rate=1.0),
-            r"rejection_rate must be in \[0, 1\)",
+            r"rejection_rate must be a number in \[0, 1\)",
         ),
         (
             dict(method="speculative-best-of-n", rejection_every=0),
             "rejection_every must be an integer >= 1",
         ),
-        (dict(method="soft-best-of-n", num_samples=0), "num_samples must be a positive integer"),
+        (dict(method="soft-best-of-n", num_samples=0), "num_samples must be an integer >= 1"),
     ],
 )
 def test_bad_settings_are_one_line(kw, match):
@@ -133,14 +138,14 @@ def test_bad_settings_are_one_line(kw, match):
     from argsfw.decoding.types import DecodeInputError
 
     with pytest.raises(DecodeInputError, match=match) as e:
-        check_decode_settings(DecodeConfig(**kw), prefix="decode.")
+        check_decode_settings(decode_settings(**kw), prefix="decode.")
     assert "\n" not in str(e.value) and str(e.value).startswith("decode.")
 
 
 @torch.inference_mode()
 def _reference_cd(models, prompt_ids, key, s, eos):
-    """Blockwise controlled decoding the slow way: ``(new ids, RM token positions read)``."""
-    k, new, block, rm_read = s.num_samples, [], 0, 0
+    """Blockwise controlled decoding the slow way: ``(new ids, block candidates' token counts)``."""
+    k, new, block, sizes = s.num_samples, [], 0, []
     while len(new) < s.max_new_tokens:
         m = min(s.block_size, s.max_new_tokens - len(new))
         conts, ended = [], []
@@ -156,13 +161,13 @@ def _reference_cd(models, prompt_ids, key, s, eos):
             conts.append(cont)
             ended.append(done)
         scores = [_reward(models.rm, prompt_ids + new + c) for c in conts]
-        rm_read += sum(len(prompt_ids) + len(new) + len(c) for c in conts)
+        sizes.append([len(c) for c in conts])
         best = max(range(k), key=lambda j: (scores[j], -j))
         new += conts[best]
         block += 1
         if ended[best]:
             break
-    return new, rm_read
+    return new, sizes
 
 
 @pytest.mark.parametrize("block_size", [1, 5, 12])
@@ -174,10 +179,18 @@ def test_cd_blockwise_against_the_slow_reference(llama, prompts, block_size):
     gens, _ = dec.generate(prompts, s)
     for p, g in zip(prompts, gens):
         ids = list(llama.tokenizer(p).input_ids)
-        want, rm_read = _reference_cd(llama, ids, p, s, set(dec.eos_ids))
+        want, sizes = _reference_cd(llama, ids, p, s, set(dec.eos_ids))
         assert g.new_ids == want, (p, block_size)
-        assert g.rm_tokens == rm_read and g.finished == (g.new_ids[-1] in dec.eos_ids)
+        assert g.finished == (g.new_ids[-1] in dec.eos_ids)
+        # both caches carried across blocks: the prompt once, each candidate's tokens once; the
+        # policy feeds a candidate's last token only when it wins and the next block starts
+        assert g.rm_tokens == len(ids) + sum(map(sum, sizes)), (p, block_size)
+        blocks = len(sizes)
+        llm = len(ids) + sum(n - 1 for b in sizes for n in b) + blocks - 1
+        assert g.llm_tokens == llm and g.rm_reread == g.llm_reread == 0, (p, block_size)
     assert any(g.finished for g in gens)
+    if block_size > 1:  # an answer ended inside a block
+        assert any(g.finished and len(g.new_ids) % block_size for g in gens)
 
 
 def test_cd_with_one_block_is_best_of_k(llama, prompts):

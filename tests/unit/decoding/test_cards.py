@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from argsfw.decoding import ArgsDecoder, DecodeConfig
+from argsfw.decoding import ArgsDecoder, DecodeConfig, decode_settings
 from argsfw.decoding.sampling import make_generator, sample_rows
 
 STEPS = 14
@@ -23,13 +23,15 @@ def _hf_reward(rm, ids) -> float:
 
 @torch.inference_mode()
 def _reference(m, prompt, key, s, o, eos):
-    """``(new ids, ended with EOS, tokens sampled, rewards read whole, counts)`` for one prompt."""
+    """``(new ids, ended with EOS, tokens sampled, rewards read whole, re-read tokens, counts)``
+    for one prompt; a re-read token is one drawn after a prefix that an earlier candidate had
+    already read (the same tokens resampled after a rejection)."""
     tok_gen, acc_gen = make_generator(s.seed, key), make_generator(s.seed, key, sample=-1)
     beta = o["beta"] if o.get("beta") is not None else s.temperature
     r_star, alpha, big_m = o["reward_threshold"], o["alpha"], s.max_new_tokens
     r_prompt = _hf_reward(m.rm, prompt)
     tau_start = alpha * r_star + (1 - alpha) * r_prompt
-    answer, sampled, read_whole = [], 0, len(prompt)
+    answer, sampled, read_whole, seen_prefixes, rereads = [], 0, len(prompt), set(), 0
     counts = {"accepted": 0, "rejected": 0, "fallback": 0, "unsure": 0, "full": 0}
     while len(answer) < big_m:
         seen, rejections = [], 0
@@ -46,9 +48,12 @@ def _reference(m, prompt, key, s, o, eos):
                 if len(seg) >= o["min_segment"] and unsure:
                     counts["unsure"] += 1
                     break
-                vals, ids = (logits / s.temperature).topk(o["top_k"])
+                vals, ids = (logits / s.temperature).topk(o["topk"])
                 seg.append(int(ids[int(sample_rows(vals.softmax(-1)[None], [tok_gen])[0])]))
                 sampled += 1
+                prefix = tuple(answer + seg)
+                rereads += prefix in seen_prefixes
+                seen_prefixes.add(prefix)
                 if (
                     seg[-1] in eos
                     or len(seg) == o["max_segment"]
@@ -73,8 +78,8 @@ def _reference(m, prompt, key, s, o, eos):
             rejections += 1
             counts["rejected"] += 1
         if answer[-1] in eos:
-            return answer, True, sampled, read_whole, counts
-    return answer, False, sampled, read_whole, counts
+            return answer, True, sampled, read_whole, rereads, counts
+    return answer, False, sampled, read_whole, rereads, counts
 
 
 def _setup(m, prompts):
@@ -92,10 +97,13 @@ def _setup(m, prompts):
     return dec, float(torch.tensor(ents).median()), float(torch.tensor(rewards).median())
 
 
-DEFAULTS = dict(entropy_threshold=3.0, min_segment=4, max_segment=64, reward_threshold=0.2, alpha=0.5, beta=None, max_rejections=20, top_k=40)  # fmt: skip
+DEFAULTS = dict(entropy_threshold=3.0, min_segment=4, max_segment=64, reward_threshold=0.2, alpha=0.5, beta=None, max_rejections=20, topk=40)  # fmt: skip
 CASES = {  # name: (options beyond the defaults, r* relative to the median reward)
     "mixed": (dict(min_segment=2, max_segment=5, max_rejections=3, beta=0.05), 0.0),
-    "budget-runs-out": (dict(min_segment=1, max_segment=4, max_rejections=2, beta=1e-3), 100.0),
+    "budget-runs-out": (
+        dict(min_segment=1, max_segment=4, max_rejections=2, beta=1e-3, topk=3),
+        100.0,
+    ),
     "always-accepted": (dict(min_segment=3, max_segment=6, max_rejections=20), -100.0),
 }
 
@@ -104,36 +112,35 @@ def _check(models, prompts, case, scorer):
     dec, h_mid, r_mid = _setup(models, prompts)
     extra, shift = CASES[case]
     o = dict(DEFAULTS, entropy_threshold=h_mid, reward_threshold=r_mid + shift, **extra)
-    s = DecodeConfig(
-        method="cards",
-        max_new_tokens=STEPS,
-        temperature=1.0,
-        batch_size=4,
-        scorer=scorer,
-        options=o,
+    s = decode_settings(
+        "cards", max_new_tokens=STEPS, temperature=1.0, batch_size=4, scorer=scorer, **o
     )
     gens, stats = dec.generate(prompts, s)
     one, _ = dec.generate(prompts, s, batch_size=1)
-    totals = {"accepted": 0, "rejected": 0, "fallback": 0, "unsure": 0, "full": 0}
+    totals = {"accepted": 0, "rejected": 0, "fallback": 0, "unsure": 0, "full": 0, "rereads": 0}
     for p, g, g1 in zip(prompts, gens, one):
         ids = list(models.tokenizer(p).input_ids)
-        want, ended, sampled, read_whole, counts = _reference(
+        want, ended, sampled, read_whole, rereads, counts = _reference(
             models, ids, p, s, o, set(dec.eos_ids)
         )
         assert g.new_ids == want == g1.new_ids, (case, p)
         assert g.finished == ended
-        assert g.llm_tokens == len(ids) + sampled  # the prompt once, every sampled token once
+        # the prompt once, every sampled token once; the ledger's re-reads are the tokens
+        # resampled after the same prefix as an earlier (rejected) candidate's, and nothing else
+        assert g.llm_tokens == len(ids) + sampled and g.llm_reread == rereads
+        assert (g.llm_tokens, g.llm_reread) == (g1.llm_tokens, g1.llm_reread)
         if scorer == "full":
             assert g.rm_tokens == read_whole and stats.scorer == "full"
         else:  # the RM read the prompt once and each sampled token once, in step with the policy
-            assert g.rm_tokens == len(ids) + sampled and stats.scorer == "lockstep"
+            assert g.rm_tokens == len(ids) + sampled and stats.scorer == "tree"
+            assert g.rm_reread == rereads
         assert g.scored_steps == counts["accepted"] + counts["rejected"] + counts["fallback"]
-        totals = {k: totals[k] + counts[k] for k in totals}
+        totals = {k: totals[k] + counts.get(k, rereads) for k in totals}
     assert any(g.finished for g in gens)  # EOS ended answers inside segments
     if case == "mixed":  # both tests decided, segments cut by both rules
         assert totals["accepted"] and totals["rejected"] and totals["unsure"] and totals["full"]
-    if case == "budget-runs-out":
-        assert totals["fallback"] and not totals["accepted"]
+    if case == "budget-runs-out":  # and resampling repeats rejected candidates' tokens
+        assert totals["fallback"] and not totals["accepted"] and totals["rereads"]
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -152,27 +159,28 @@ def test_compacting_the_caches_every_step_changes_nothing(llama, prompts, monkey
 
     dec, h_mid, r_mid = _setup(llama, prompts)
     o = dict(entropy_threshold=h_mid, reward_threshold=r_mid, min_segment=2, max_segment=5, max_rejections=3, beta=0.05)  # fmt: skip
-    s = DecodeConfig(method="cards", max_new_tokens=STEPS, temperature=1.0, batch_size=4, options=o)
+    s = decode_settings("cards", max_new_tokens=STEPS, temperature=1.0, batch_size=4, **o)
     plain, _ = dec.generate(prompts, s)
     calls = []
-    real = cards._compact
+    real = cards._Lanes.compact
     monkeypatch.setattr(cards, "COMPACT_SLACK", -(10**6))
-    monkeypatch.setattr(cards, "_compact", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(cards._Lanes, "compact", lambda *a: calls.append(1) or real(*a))
     compacted, _ = dec.generate(prompts, s)
     assert len(calls) > 5
     assert [g.new_ids for g in compacted] == [g.new_ids for g in plain]
     assert [g.reward for g in compacted] == pytest.approx([g.reward for g in plain], abs=1e-4)
+    assert [(g.llm_reread, g.rm_reread) for g in compacted] == [
+        (g.llm_reread, g.rm_reread) for g in plain
+    ]
 
 
 def test_no_rejections_is_top_k_sampling(llama, prompts):
     """max_rejections=0 keeps every first candidate: the tokens of top-k sampling (k=40) exactly."""
     dec = ArgsDecoder(llama.llm, llama.tokenizer, llama.rm)
-    s = DecodeConfig(
-        method="cards", max_new_tokens=STEPS, temperature=0.8, options={"max_rejections": 0}
-    )
+    s = decode_settings("cards", max_new_tokens=STEPS, temperature=0.8, max_rejections=0)
     cards_out, _ = dec.generate(prompts, s)
     top_k, _ = dec.generate(
-        prompts, DecodeConfig(method="top-k", topk=40, max_new_tokens=STEPS, temperature=0.8)
+        prompts, decode_settings("top-k", topk=40, max_new_tokens=STEPS, temperature=0.8)
     )
     assert [g.new_ids for g in cards_out] == [g.new_ids for g in top_k]
 
@@ -180,18 +188,29 @@ def test_no_rejections_is_top_k_sampling(llama, prompts):
 @pytest.mark.parametrize(
     "options,match",
     [
-        ({"entropy_threshold": 0}, "entropy_threshold=0 must be a number > 0"),
-        ({"min_segment": 5, "max_segment": 4}, "max_segment=4 must be an integer >= min_segment"),
-        ({"alpha": 1.5}, r"alpha=1.5 must be in \[0, 1\]"),
-        ({"max_rejections": -1}, "max_rejections=-1 must be an integer >= 0"),
-        ({"beta": 0.0}, "beta=0.0 must be a number > 0 or null"),
-        ({"gamma": 1}, "decode.options.gamma is not an option of cards"),
+        ({"entropy_threshold": 0}, r"decode.entropy_threshold must be a number > 0, got 0"),
+        ({"min_segment": 5, "max_segment": 4}, r"decode.max_segment=4 must be >= decode.min_segment \(5\)"),
+        ({"alpha": 1.5}, r"decode.alpha must be a number in \[0, 1\], got 1.5"),
+        ({"max_rejections": -1}, "decode.max_rejections must be an integer >= 0, got -1"),
+        ({"beta": 0.0}, "decode.beta must be a number > 0, or null, got 0.0"),
+        ({"topk": 0}, r"decode.topk must be an integer in \[1, vocabulary\], got 0"),
     ],
-)
-def test_bad_options_are_one_line(options, match):
+)  # fmt: skip
+def test_bad_knobs_are_one_line(options, match):
     from argsfw.decoding.config import check_decode_settings
     from argsfw.decoding.types import DecodeInputError
 
     with pytest.raises(DecodeInputError, match=match) as e:
-        check_decode_settings(DecodeConfig(method="cards", options=options), prefix="decode.")
+        check_decode_settings(decode_settings("cards", **options), prefix="decode.")
     assert "\n" not in str(e.value)
+
+
+def test_an_unknown_knob_names_the_methods_knobs():
+    from argsfw.decoding.config import from_config
+    from argsfw.decoding.types import DecodeInputError
+
+    with pytest.raises(
+        DecodeInputError,
+        match="decode.gamma is not a setting of cards; its knobs: .*decode.entropy_threshold",
+    ):
+        from_config({"method": "cards", "gamma": 1})  # fmt: skip

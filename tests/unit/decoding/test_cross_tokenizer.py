@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from argsfw.decoding import ArgsDecoder, DecodeConfig, reference_decode
+from argsfw.decoding import ArgsDecoder, decode_settings, reference_decode
 from argsfw.decoding.accounting import DecodeStats
 from argsfw.decoding.cross_tokenizer import CrossTokenizerScorer, retokenizer
 from argsfw.decoding.reference_scorer import ReferenceScorer
@@ -30,7 +30,9 @@ def test_cross_tokenizer_equals_reference(llama, other_rm, prompts, method, chun
     rm_tok, rm = other_rm
     dec = ArgsDecoder(llama.llm, llama.tokenizer, rm, rm_tok)
     assert not dec.shared_tokenizer
-    s = DecodeConfig(method=method, weight=2.0, topk=5, max_new_tokens=8, chunk_size=chunk)
+    s = decode_settings(
+        method=method, weight=2.0, topk=5, max_new_tokens=8, chunk_size=chunk, lenient=True
+    )
     gens, stats = dec.generate(prompts + ["¿Qué tal? 日本 🙂"], s)
     convert = retokenizer(llama.tokenizer, rm_tok)
     for g in gens:

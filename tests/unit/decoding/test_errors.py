@@ -9,11 +9,11 @@ import torch
 
 from argsfw.decoding import (
     ArgsDecoder,
-    DecodeConfig,
     DecodeInputError,
     NonFiniteRewardError,
     PromptTooLongError,
     UnknownMethodError,
+    decode_settings,
 )
 
 
@@ -30,38 +30,38 @@ def _one_line(err) -> str:
 
 def test_empty_prompt(dec):
     with pytest.raises(DecodeInputError) as err:
-        dec.generate_ids([[5, 6], []], DecodeConfig(max_new_tokens=2))
+        dec.generate_ids([[5, 6], []], decode_settings(max_new_tokens=2))
     assert "prompt 1 is empty" in _one_line(err)
     # "" with a BOS-adding tokenizer is the BOS token alone: generation from scratch, as in the
     # original README's example
-    gens, _ = dec.generate([""], DecodeConfig(max_new_tokens=2, weight=1.0, topk=2))
+    gens, _ = dec.generate([""], decode_settings(max_new_tokens=2, weight=1.0, topk=2))
     assert gens[0].prompt_ids == [dec.tokenizer.bos_token_id] and gens[0].n_new_tokens == 2
 
 
 def test_prompt_longer_than_context(dec, llama):
     long = "\n\nHuman: What is the capital of France? " * 20  # ~200 tokens, context 128
     with pytest.raises(PromptTooLongError) as err:
-        dec.generate([long], DecodeConfig(max_new_tokens=8))
+        dec.generate([long], decode_settings(max_new_tokens=8))
     msg = _one_line(err)
     assert "context is 128" in msg and "truncate_prompt" in msg
-    gens, _ = dec.generate([long], DecodeConfig(max_new_tokens=8, topk=2, truncate_prompt=True))
+    gens, _ = dec.generate([long], decode_settings(max_new_tokens=8, topk=2, truncate_prompt=True))
     g = gens[0]
     assert g.n_prompt_tokens == 128 - 8 and g.prompt_ids[0] == llama.tokenizer.bos_token_id
     assert g.prompt_ids[1:] == llama.tokenizer(long).input_ids[-(128 - 8 - 1) :]
     with pytest.raises(PromptTooLongError, match="max_new_tokens alone"):
-        dec.generate(["hi"], DecodeConfig(max_new_tokens=200, truncate_prompt=True))
+        dec.generate(["hi"], decode_settings(max_new_tokens=200, truncate_prompt=True))
 
 
 @pytest.mark.parametrize("k", [0, -1, 401, 10**6])
 def test_topk_out_of_range(dec, k):
     with pytest.raises(DecodeInputError) as err:
-        dec.generate(["hi"], DecodeConfig(topk=k))
+        dec.generate(["hi"], decode_settings(topk=k))
     assert "topk must be an integer in [1, 400]" in _one_line(err)
 
 
 def test_unknown_method_lists_valid_ones(dec):
     with pytest.raises(UnknownMethodError) as err:
-        dec.generate(["hi"], DecodeConfig(method="beam"))
+        dec.generate(["hi"], decode_settings(method="beam"))
     msg = _one_line(err)
     for name in ("args-greedy", "args-stochastic", "args-greedy-large", "nucleus", "best-of-n"):
         assert name in msg
@@ -69,9 +69,9 @@ def test_unknown_method_lists_valid_ones(dec):
 
 def test_original_spellings_accepted(dec):
     a, _ = dec.generate(
-        ["hi"], DecodeConfig(method="greedy_large", chunk_size=2, topk=3, max_new_tokens=3)
+        ["hi"], decode_settings(method="greedy_large", chunk_size=2, topk=3, max_new_tokens=3)
     )
-    b, _ = dec.generate(["hi"], DecodeConfig(method="args-greedy", topk=3, max_new_tokens=3))
+    b, _ = dec.generate(["hi"], decode_settings(method="args-greedy", topk=3, max_new_tokens=3))
     assert a[0].new_ids == b[0].new_ids
 
 
@@ -81,7 +81,7 @@ def test_non_finite_reward_names_the_step(llama):
         rm.score.weight.fill_(float("nan"))
     dec = ArgsDecoder(llama.llm, llama.tokenizer, rm)
     with pytest.raises(NonFiniteRewardError) as err:
-        dec.generate(["hi", "Human: hello"], DecodeConfig(topk=3, max_new_tokens=4))
+        dec.generate(["hi", "Human: hello"], decode_settings(topk=3, max_new_tokens=4))
     assert "at step 1 for prompt" in _one_line(err)
 
 
@@ -99,20 +99,20 @@ def test_non_finite_reward_names_the_step(llama):
 )
 def test_bad_settings(dec, kw, match):
     with pytest.raises(DecodeInputError, match=match):
-        dec.generate(["hi"], DecodeConfig(**kw))
+        dec.generate(["hi"], decode_settings(**kw))
 
 
 def test_reward_methods_need_a_reward_model(llama):
     dec = ArgsDecoder(llama.llm, llama.tokenizer)
     with pytest.raises(DecodeInputError, match="needs a reward model"):
-        dec.generate(["hi"], DecodeConfig(method="args-greedy", weight=1.0))
-    gens, _ = dec.generate(["hi"], DecodeConfig(method="greedy", max_new_tokens=2))
+        dec.generate(["hi"], decode_settings(method="args-greedy", weight=1.0))
+    gens, _ = dec.generate(["hi"], decode_settings(method="greedy", max_new_tokens=2))
     assert gens[0].n_new_tokens == 2
 
 
 def test_a_string_is_not_a_prompt_list(dec):
     with pytest.raises(DecodeInputError, match="list of strings"):
-        dec.generate("hi", DecodeConfig())
+        dec.generate("hi", decode_settings())
 
 
 def test_unusable_reward_model(llama):
@@ -120,4 +120,4 @@ def test_unusable_reward_model(llama):
         ArgsDecoder(llama.llm, llama.tokenizer, llama.llm.model)  # a backbone with no head at all
     # a causal LM is a (token-level) RM the ARGS methods cannot use: refused before decoding
     with pytest.raises(DecodeInputError, match="needs a sequence reward model"):
-        ArgsDecoder(llama.llm, llama.tokenizer, llama.llm).generate(["hi"], DecodeConfig())
+        ArgsDecoder(llama.llm, llama.tokenizer, llama.llm).generate(["hi"], decode_settings())

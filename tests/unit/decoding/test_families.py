@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from argsfw.decoding import ArgsDecoder, DecodeConfig, DecodeInputError, reference_decode
+from argsfw.decoding import ArgsDecoder, DecodeInputError, decode_settings, reference_decode
 from argsfw.decoding.accounting import DecodeStats
 from argsfw.decoding.cross_tokenizer import cut_retokenizer
 from argsfw.models.families import (
@@ -23,7 +23,7 @@ PROMPTS = ["Hi", "\n\nHuman: What is the capital of France?\n\nAssistant:"]
 # the tree mask is not what these attentions take: Bloom's ALiBi raises on a 4-D mask, MPT's
 # ALiBi ignores part of it (the probe measures the error); both run on the expanded cache
 NOT_TREE = {"bloom": "expanded", "mpt": "expanded"}
-SETTINGS = DecodeConfig(weight=30.0, topk=4, max_new_tokens=4)
+SETTINGS = decode_settings(weight=30.0, topk=4, max_new_tokens=4)
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def test_encoder_rm_cannot_be_forced_onto_a_cache(llama, tiny_texts):
     dec = ArgsDecoder(llama.llm, llama.tokenizer, rm, wordpiece)
     for forced in ("tree", "expanded"):
         with pytest.raises(DecodeInputError, match="BertForSequenceClassification.*scorer=full"):
-            dec.generate(["hi"], DecodeConfig(scorer=forced, max_new_tokens=2))
+            dec.generate(["hi"], decode_settings(scorer=forced, max_new_tokens=2))
 
 
 def test_a_family_that_cannot_work_is_named(llama):

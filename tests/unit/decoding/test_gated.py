@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from argsfw.decoding import ArgsDecoder, DecodeConfig, reference_decode
+from argsfw.decoding import ArgsDecoder, decode_settings, reference_decode
 from argsfw.decoding.types import DecodeInputError
 
 S = dict(weight=1.5, topk=5, max_new_tokens=10, stop_at_eos=False)
@@ -12,7 +12,7 @@ S = dict(weight=1.5, topk=5, max_new_tokens=10, stop_at_eos=False)
 
 def _gen(m, prompts, **kw):
     dec = ArgsDecoder(m.llm, m.tokenizer, m.rm)
-    return dec.generate(prompts, DecodeConfig(**{**S, **kw}))
+    return dec.generate(prompts, decode_settings(lenient=True, **{**S, **kw}))
 
 
 def test_tau_one_is_args_greedy_and_tau_zero_is_greedy(models, prompts):
@@ -97,4 +97,4 @@ def test_bad_threshold_and_cross_tokenizer_are_refused(llama, prompts):
     if dec.shared_tokenizer:
         pytest.fail("the test tokenizer should differ from the policy's")
     with pytest.raises(DecodeInputError, match="shares the policy's tokenizer"):
-        dec.generate(prompts, DecodeConfig(method="args-gated", **S))
+        dec.generate(prompts, decode_settings(method="args-gated", **S))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from argsfw.decoding import ArgsDecoder, DecodeConfig
+from argsfw.decoding import ArgsDecoder, decode_settings
 from argsfw.decoding.config import check_decode_settings, sampling_temperature
 from argsfw.decoding.sampling import make_generator
 from argsfw.decoding.search import StepContext
@@ -17,10 +17,12 @@ from argsfw.decoding.types import DecodeInputError
 def test_genarm_without_temperature_samples_pi_decode(alpha):
     """No temperature: GenARM's 1/(1+alpha), which undoes its division by 1+alpha (T=1 on
     pi_base * pi_r^alpha); the old fixed 0.7 sampled it at 1.4 for alpha=1."""
-    assert sampling_temperature(DecodeConfig(method="genarm", alpha=alpha)) == 1 / (1 + alpha)
-    assert sampling_temperature(DecodeConfig(method="genarm", alpha=alpha, temperature=0.9)) == 0.9
+    assert sampling_temperature(decode_settings(method="genarm", alpha=alpha)) == 1 / (1 + alpha)
+    assert (
+        sampling_temperature(decode_settings(method="genarm", alpha=alpha, temperature=0.9)) == 0.9
+    )
     for method in ("args-stochastic", "top-k", "nucleus", "best-of-n", "token-rm-stochastic"):
-        assert sampling_temperature(DecodeConfig(method=method, alpha=alpha)) == 0.7
+        assert sampling_temperature(decode_settings(method, lenient=True, alpha=alpha)) == 0.7
 
 
 class _Head:
@@ -56,7 +58,7 @@ def test_padded_head_rows_get_no_probability():
 def test_engine_resolves_genarm_temperature(llama, prompts):
     """The engine samples at 1/(1+alpha) when no temperature is given."""
     dec = ArgsDecoder(llama.llm, llama.tokenizer, llama.arm)
-    s = DecodeConfig(method="genarm", alpha=2.0, max_new_tokens=6)
+    s = decode_settings(method="genarm", alpha=2.0, max_new_tokens=6)
     default, _ = dec.generate(prompts, s)
     explicit, _ = dec.generate(prompts, s, temperature=1 / 3)
     old, _ = dec.generate(prompts, s, temperature=0.7)
@@ -69,4 +71,4 @@ def test_engine_resolves_genarm_temperature(llama, prompts):
 )
 def test_non_finite_or_non_numeric_settings_are_refused(kw):
     with pytest.raises(DecodeInputError, match=next(iter(kw))):
-        check_decode_settings(DecodeConfig(method="args-stochastic", **kw))
+        check_decode_settings(decode_settings(method="args-stochastic", **kw))

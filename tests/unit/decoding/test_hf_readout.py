@@ -14,7 +14,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
 
-from argsfw.decoding import ArgsDecoder, DecodeConfig, reference_decode
+from argsfw.decoding import ArgsDecoder, decode_settings, reference_decode
 from argsfw.decoding.probe import ScorerSpec, probe_scorer
 
 
@@ -83,16 +83,18 @@ def _check(case, prompts, settings, **ref_kw):
 
 @pytest.mark.parametrize("scorer", ["tree", "expanded", "full"])
 def test_eos_equal_pad_matches_the_hf_forward(eos_pad, prompts, scorer):
-    s = DecodeConfig(method="args-greedy", weight=1.0, topk=4, max_new_tokens=10, scorer=scorer)
+    s = decode_settings(method="args-greedy", weight=1.0, topk=4, max_new_tokens=10, scorer=scorer)
     gens = _check(eos_pad, prompts, s)
     # the hard case happened: EOS won some decodes and lost others
     assert any(g.finished for g in gens) and not all(g.finished for g in gens)
+    if scorer == "tree":  # the prefix's reward came with the forward that read it: no re-read
+        assert all(g.rm_reread == 0 for g in gens)
 
 
 @pytest.mark.parametrize("scorer", ["tree", "expanded", "full"])
 def test_pad_candidate_matches_the_hf_forward(pad_only, prompts, scorer):
     tok, llm, rm = pad_only
-    s = DecodeConfig(method="args-greedy", weight=1.0, topk=4, max_new_tokens=10, scorer=scorer)
+    s = decode_settings(method="args-greedy", weight=1.0, topk=4, max_new_tokens=10, scorer=scorer)
     gens = _check(pad_only, prompts, s)
     pad = rm.config.pad_token_id
     chosen = sum(g.new_ids.count(pad) for g in gens)
@@ -101,18 +103,21 @@ def test_pad_candidate_matches_the_hf_forward(pad_only, prompts, scorer):
 
 
 def test_gated_matches_the_hf_forward(eos_pad, prompts):
-    s = DecodeConfig(method="args-gated", weight=1.0, topk=4, max_new_tokens=10, gate_threshold=0.6)
+    s = decode_settings(
+        method="args-gated", weight=1.0, topk=4, max_new_tokens=10, gate_threshold=0.6
+    )
     gens = _check(eos_pad, prompts, s, gate_threshold=0.6)
     steps = sum(len(g.new_ids) for g in gens)
     scored = sum(g.scored_steps for g in gens)
     assert 0 < scored < steps  # confident steps skipped the RM, unsure ones were scored
+    assert all(g.rm_reread == 0 for g in gens)  # deferred tokens come with their rewards
 
 
 def test_best_of_n_reward_is_the_hf_forward(eos_pad, prompts):
     tok, llm, rm = eos_pad
     dec = ArgsDecoder(llm, tok, rm)
     gens, _ = dec.generate(
-        prompts, DecodeConfig(method="best-of-n", num_samples=3, max_new_tokens=8, top_p=1.0)
+        prompts, decode_settings(method="best-of-n", num_samples=3, max_new_tokens=8, top_p=1.0)
     )
     ended = 0
     for g in gens:
@@ -120,6 +125,7 @@ def test_best_of_n_reward_is_the_hf_forward(eos_pad, prompts):
         with torch.no_grad():
             want = float(rm(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0, 0])
         assert g.reward == pytest.approx(want, abs=1e-4)
+        assert g.rm_reread == 0
         ended += g.new_ids[-1] == tok.eos_token_id
     assert ended > 0  # some samples end in EOS == pad: read one token earlier
 

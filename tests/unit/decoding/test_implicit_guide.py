@@ -8,8 +8,9 @@ import json
 import pytest
 import torch
 
-from argsfw.decoding import ArgsDecoder, DecodeConfig
+from argsfw.decoding import ArgsDecoder, DecodeConfig, decode_settings
 from argsfw.decoding.implicit import ImplicitReward, load_implicit_reward, load_token_guide
+from argsfw.decoding.types import RewardKind
 from argsfw.models import ModelPathError
 
 BETA = 0.5
@@ -46,13 +47,15 @@ def _reference_token_rm(m, prompt_ids, s, eos):
 
 def test_token_rm_with_the_implicit_reward_equals_the_reference(llama, prompts, guide):
     dec = ArgsDecoder(llama.llm, llama.tokenizer, guide)
-    assert dec.rm_kind == "implicit"
-    s = DecodeConfig(method="token-rm", weight=2.0, topk=5, max_new_tokens=8, batch_size=4)
+    assert dec.reward_kind is RewardKind.IMPLICIT
+    s = decode_settings("token-rm", weight=2.0, topk=5, max_new_tokens=8, batch_size=4)
     gens, stats = dec.generate(prompts, s)
     for g in gens:
         assert g.new_ids == _reference_token_rm(llama, g.prompt_ids, s, set(dec.eos_ids))
-        # both models read the prompt once and every committed token but the last: 2 positions each
-        assert g.rm_tokens == 2 * (len(g.prompt_ids) + len(g.new_ids) - 1)
+        # both models read the prompt once and every committed token but the last: 2 positions
+        # each, none a re-read, and the FLOPs of two models of the policy's shape
+        assert g.rm_tokens == 2 * (len(g.prompt_ids) + len(g.new_ids) - 1) == 2 * g.llm_tokens
+        assert g.rm_reread == 0 and g.rm_flops == pytest.approx(2 * g.llm_flops)
     plain, _ = dec.generate(prompts, s, weight=0.0)
     assert [g.new_ids for g in gens] != [g.new_ids for g in plain]  # the guide steers
 
@@ -63,7 +66,7 @@ def test_genarm_with_alpha_one_over_beta_from_the_reference_is_the_dpo_policy(
     """(log pi_ref + (1/beta) * beta * (log pi_dpo - log pi_ref)) / (1 + alpha) has pi_dpo's argmax:
     guided greedy decoding of the reference reproduces greedy decoding of the DPO policy."""
     guided, _ = ArgsDecoder(llama.llm, llama.tokenizer, guide).generate(
-        prompts, DecodeConfig(method="genarm-greedy", alpha=1 / BETA, max_new_tokens=10)
+        prompts, decode_settings("genarm-greedy", alpha=1 / BETA, max_new_tokens=10)
     )
     dpo, _ = ArgsDecoder(llama.arm, llama.tokenizer).generate(
         prompts, DecodeConfig(method="greedy", max_new_tokens=10)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from argsfw.decoding import ArgsDecoder, DecodeConfig, reference_decode
+from argsfw.decoding import ArgsDecoder, DecodeConfig, decode_settings, reference_decode
 from argsfw.decoding.accounting import DecodeStats
 from argsfw.decoding.config import sampling_temperature
 from argsfw.decoding.cross_tokenizer import cut_retokenizer, retokenizer
-from argsfw.decoding.fallback import ExpandedScorer
 from argsfw.decoding.reference_scorer import ReferenceScorer
 from argsfw.decoding.sampling import make_generator
+from argsfw.decoding.sequence_scorers import ExpandedScorer
 
 SCORERS = ("tree", "expanded", "full")
 
@@ -39,7 +39,9 @@ def test_every_scorer_equals_reference(models, prompts, method, chunk):
     """Batched prompts of different lengths (left padding), each scorer forced in turn."""
     dec = ArgsDecoder(models.llm, models.tokenizer, models.rm)
     assert dec.probe.scorer == "tree"
-    base = DecodeConfig(method=method, weight=1.5, topk=5, max_new_tokens=6, chunk_size=chunk)
+    base = decode_settings(
+        method, weight=1.5, topk=5, max_new_tokens=6, chunk_size=chunk, lenient=True
+    )
     refs = None
     for name in SCORERS:
         gens, stats = dec.generate(prompts, base, scorer=name, batch_size=4)
@@ -52,7 +54,7 @@ def test_every_scorer_equals_reference(models, prompts, method, chunk):
 def test_eos_mid_batch_with_a_held_expanded_cache(llama, prompts):
     """Rows that stop while the expanded cache is held (keep, then commit) keep the others right."""
     dec = ArgsDecoder(llama.llm, llama.tokenizer, llama.rm)
-    s = DecodeConfig(weight=1.0, topk=4, max_new_tokens=8, stop_at_eos=False)
+    s = decode_settings(weight=1.0, topk=4, max_new_tokens=8, stop_at_eos=False)
     free, _ = dec.generate(prompts, s)
     dec.eos_ids = [free[0].new_ids[2]]
     want, _ = dec.generate(prompts, s, stop_at_eos=True, scorer="tree")
@@ -73,7 +75,7 @@ def other_rm(tiny_texts):
 def test_cross_tokenizer_fallbacks_equal_reference(llama, other_rm, prompts, name):
     rm_tok, rm = other_rm
     dec = ArgsDecoder(llama.llm, llama.tokenizer, rm, rm_tok)
-    s = DecodeConfig(weight=2.0, topk=5, max_new_tokens=6, scorer=name)
+    s = decode_settings(weight=2.0, topk=5, max_new_tokens=6, scorer=name)
     gens, stats = dec.generate(prompts + ["¿Qué tal? 日本 🙂"], s)
     assert stats.scorer == name
     convert = retokenizer(llama.tokenizer, rm_tok)
@@ -118,7 +120,7 @@ def test_encoder_rm_cuts_long_texts_from_the_left(llama, tiny_texts):
     rm = build_family_model("bert", wordpiece, reward=True, seed=3)
     rm.config.max_position_embeddings = 12  # positions beyond are never read: texts are cut first
     dec = ArgsDecoder(llama.llm, llama.tokenizer, rm, wordpiece)
-    s = DecodeConfig(weight=20.0, topk=4, max_new_tokens=12, stop_at_eos=False)
+    s = decode_settings(weight=20.0, topk=4, max_new_tokens=12, stop_at_eos=False)
     gens, stats = dec.generate(["\n\nHuman: Can you help me bake bread?"], s)
     assert stats.rm_truncated > 0
     counted = DecodeStats()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from argsfw.decoding import ArgsDecoder, DecodeConfig
+from argsfw.decoding import ArgsDecoder, DecodeConfig, decode_settings
 from argsfw.decoding.config import sampling_temperature
 from argsfw.decoding.reference import reference_token_decode
 from argsfw.decoding.sampling import make_generator
@@ -23,10 +23,11 @@ def _reference(m, rm, dec, g, s: DecodeConfig):
         m.llm,
         rm,
         g.prompt_ids,
-        method=s.method,
-        alpha=s.alpha,
-        weight=s.weight,
-        topk=s.topk,
+        genarm=s.method.startswith("genarm"),  # the reference shares no code with the registry
+        greedy=not hasattr(s, "temperature"),
+        alpha=getattr(s, "alpha", 1.0),
+        weight=getattr(s, "weight", 1.0),
+        topk=getattr(s, "topk", 10),
         max_new_tokens=s.max_new_tokens,
         temperature=sampling_temperature(s),
         generator=make_generator(s.seed, g.prompt),
@@ -39,7 +40,7 @@ def test_fast_equals_reference(models, prompts, method, kw, rm_name):
     """Batch 1 and one left-padded batch of different prompt lengths both equal the reference."""
     rm = getattr(models, rm_name)
     dec = ArgsDecoder(models.llm, models.tokenizer, rm)
-    s = DecodeConfig(method=method, max_new_tokens=8, **kw)
+    s = decode_settings(method=method, max_new_tokens=8, **kw)
     batched, _ = dec.generate(prompts, s, batch_size=4)
     single, _ = dec.generate(prompts, s, batch_size=1)
     assert len({len(g.prompt_ids) for g in batched}) > 1  # the batch really is left padded
@@ -53,7 +54,7 @@ def test_fast_equals_reference(models, prompts, method, kw, rm_name):
 def test_guidance_changes_the_output(llama, prompts, method, kw, rm_name):
     """The RM really steers: the guided tokens differ from unguided ones for some prompt."""
     dec = ArgsDecoder(llama.llm, llama.tokenizer, getattr(llama, rm_name))
-    s = DecodeConfig(method=method, max_new_tokens=8, **kw)
+    s = decode_settings(method=method, max_new_tokens=8, **kw)
     off = dict(alpha=0.0) if method.startswith("genarm") else dict(weight=0.0)
     guided, _ = dec.generate(prompts, s)
     plain, _ = dec.generate(prompts, s, **off)
@@ -68,10 +69,11 @@ def test_zero_guidance_equals_plain_greedy_and_model_generate(
 ):
     dec = ArgsDecoder(models.llm, models.tokenizer, getattr(models, rm_name))
     gens, stats = dec.generate(
-        prompts, DecodeConfig(method=method, topk=4, max_new_tokens=10, **{off: 0.0})
+        prompts,
+        decode_settings(method=method, topk=4, max_new_tokens=10, lenient=True, **{off: 0.0}),
     )
     assert stats.rm_forwards == 0 and stats.rm_tokens_in == 0
-    plain, _ = dec.generate(prompts, DecodeConfig(method="greedy", max_new_tokens=10))
+    plain, _ = dec.generate(prompts, decode_settings(method="greedy", max_new_tokens=10))
     assert [g.new_ids for g in gens] == [g.new_ids for g in plain]
     for g in gens:
         ids = torch.tensor([g.prompt_ids])
@@ -87,7 +89,7 @@ def test_zero_guidance_equals_plain_greedy_and_model_generate(
 
 def test_genarm_sampling_does_not_depend_on_batching(llama, prompts):
     dec = ArgsDecoder(llama.llm, llama.tokenizer, llama.arm)
-    s = DecodeConfig(method="genarm", alpha=1.0, temperature=0.5, max_new_tokens=8)
+    s = decode_settings(method="genarm", alpha=1.0, temperature=0.5, max_new_tokens=8)
     together, _ = dec.generate(prompts, s, batch_size=4)
     alone, _ = dec.generate(prompts[::-1], s, batch_size=1)
     assert [g.new_ids for g in together] == [g.new_ids for g in alone[::-1]]
@@ -98,7 +100,7 @@ def test_genarm_sampling_does_not_depend_on_batching(llama, prompts):
 @pytest.mark.parametrize("method,rm_name", [("genarm-greedy", "arm"), ("token-rm", "token_rm")])
 def test_eos_stops_each_row_and_is_kept(llama, prompts, method, rm_name):
     dec = ArgsDecoder(llama.llm, llama.tokenizer, getattr(llama, rm_name))
-    s = DecodeConfig(method=method, topk=4, max_new_tokens=10, stop_at_eos=False)
+    s = decode_settings(method=method, topk=4, max_new_tokens=10, stop_at_eos=False, lenient=True)
     free, _ = dec.generate(prompts, s)
     stop = free[0].new_ids[2]  # row 0's third token plays EOS
     dec.eos_ids = [stop]
@@ -115,7 +117,7 @@ def test_eos_stops_each_row_and_is_kept(llama, prompts, method, rm_name):
 def test_genarm_reward_is_the_arm_log_likelihood(llama, prompts):
     """GenARM's reported reward is r(x, y) = sum_t log pi_r(y_t | x, y_<t), recomputed in one forward."""
     dec = ArgsDecoder(llama.llm, llama.tokenizer, llama.arm)
-    gens, _ = dec.generate(prompts, DecodeConfig(method="genarm-greedy", max_new_tokens=6))
+    gens, _ = dec.generate(prompts, decode_settings(method="genarm-greedy", max_new_tokens=6))
     for g in gens:
         with torch.no_grad():
             logp = llama.arm(input_ids=torch.tensor([g.ids])).logits[0].float().log_softmax(-1)
@@ -126,7 +128,7 @@ def test_genarm_reward_is_the_arm_log_likelihood(llama, prompts):
 
 def test_token_rm_reward_is_the_head_value_of_the_last_token(llama, prompts):
     dec = ArgsDecoder(llama.llm, llama.tokenizer, llama.token_rm)
-    gens, _ = dec.generate(prompts, DecodeConfig(method="token-rm", topk=5, max_new_tokens=6))
+    gens, _ = dec.generate(prompts, decode_settings(method="token-rm", topk=5, max_new_tokens=6))
     for g in gens:
         with torch.no_grad():
             head = llama.token_rm(input_ids=torch.tensor([g.ids[:-1]])).logits[0, -1].float()
@@ -141,7 +143,7 @@ def test_accounting_one_rm_token_per_generated_token(llama, prompts, method, rm_
     last (no RM step is run after a row's final token); ``rm_forwards`` = 1 + steps - 1.
     """
     dec = ArgsDecoder(llama.llm, llama.tokenizer, getattr(llama, rm_name))
-    s = DecodeConfig(method=method, topk=10, max_new_tokens=6, stop_at_eos=False)
+    s = decode_settings(method=method, topk=10, max_new_tokens=6, stop_at_eos=False, lenient=True)
     gens, st = dec.generate(prompts, s)
     width = max(g.n_prompt_tokens for g in gens)
     assert st.new_tokens == 6 * len(prompts)
@@ -165,7 +167,7 @@ def test_candidate_head_is_used_and_equals_the_full_head(models, prompts, monkey
     from argsfw.decoding import token_level
 
     assert token_level.split_head(models.token_rm) is not None  # Llama and OPT both split
-    s = DecodeConfig(method="token-rm", weight=1.5, topk=5, max_new_tokens=8)
+    s = decode_settings(method="token-rm", weight=1.5, topk=5, max_new_tokens=8)
     dec = ArgsDecoder(models.llm, models.tokenizer, models.token_rm)
     fast, _ = dec.generate(prompts, s)
     monkeypatch.setitem(token_level._SPLITS, models.token_rm, None)
@@ -191,6 +193,6 @@ def test_a_forward_that_changes_the_head_keeps_the_full_path(llama, prompts):
     rm.forward = scaled
     assert token_level.split_head(rm) is None
     dec = ArgsDecoder(llama.llm, llama.tokenizer, rm)
-    s = DecodeConfig(method="token-rm", weight=1.0, topk=5, max_new_tokens=6)
+    s = decode_settings(method="token-rm", weight=1.0, topk=5, max_new_tokens=6)
     for g in dec.generate(prompts, s)[0]:
         assert (g.new_ids, g.finished) == _reference(llama, rm, dec, g, s)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from argsfw.decoding import DecodeConfig, DecodeInputError
+from argsfw.decoding import DecodeInputError, decode_settings
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_generate_with_a_token_level_rm_equals_the_engine(searchers, rm, method,
     st = s.last_stats
     assert st.method == method and st.new_tokens == out.shape[1] - len(prompt_ids)
     assert st.rm_forwards == st.llm_forwards  # one RM forward per policy forward
-    gens, _ = s.decoder.generate([TEXT], DecodeConfig(method=method, max_new_tokens=6, **kw))
+    gens, _ = s.decoder.generate([TEXT], decode_settings(method=method, max_new_tokens=6, **kw))
     assert out[0].tolist() == gens[0].ids
     batch = s.generate([TEXT, "Hi"], method=method, max_new_token=6, **kw)
     assert batch[0].tolist() == out.tolist()

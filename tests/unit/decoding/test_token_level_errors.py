@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from argsfw.decoding import ArgsDecoder, DecodeConfig, DecodeInputError
+from argsfw.decoding import ArgsDecoder, DecodeInputError, decode_settings
 
 
 def _msg(err) -> str:
@@ -17,7 +17,7 @@ def _msg(err) -> str:
 def test_sequence_classifier_where_a_token_level_rm_is_needed(llama, method):
     dec = ArgsDecoder(llama.llm, llama.tokenizer, llama.rm)
     with pytest.raises(DecodeInputError) as err:
-        dec.generate(["hi"], DecodeConfig(method=method, max_new_tokens=2))
+        dec.generate(["hi"], decode_settings(method=method, max_new_tokens=2))
     assert f"decode.method={method} needs" in _msg(err) and "reward_kind 'sequence'" in _msg(err)
 
 
@@ -25,7 +25,7 @@ def test_sequence_classifier_where_a_token_level_rm_is_needed(llama, method):
 def test_token_level_rm_where_a_sequence_rm_is_needed(llama, method):
     dec = ArgsDecoder(llama.llm, llama.tokenizer, llama.token_rm)
     with pytest.raises(DecodeInputError) as err:
-        dec.generate(["hi"], DecodeConfig(method=method, max_new_tokens=2))
+        dec.generate(["hi"], decode_settings(method=method, max_new_tokens=2))
     assert "needs a sequence reward model" in _msg(err) and "token-rm" in _msg(err)
 
 
@@ -64,26 +64,26 @@ def _shuffled(tok):
 @pytest.mark.parametrize(
     "kw,match",
     [
-        (dict(method="genarm", alpha=float("nan")), "alpha must be a finite number"),
-        (dict(method="genarm-greedy", alpha=float("inf")), "alpha must be a finite number"),
-        (dict(method="genarm", alpha=-1.0), "alpha must be > -1"),
-        (dict(method="token-rm", weight=float("-inf")), "weight must be a finite number"),
-        (dict(method="token-rm-stochastic", temperature=0.0), "temperature must be > 0"),
+        (dict(method="genarm", alpha=float("nan")), "alpha must be a number > -1, got nan"),
+        (dict(method="genarm-greedy", alpha=float("inf")), "alpha must be a number > -1"),
+        (dict(method="genarm", alpha=-1.0), "alpha must be a number > -1"),
+        (dict(method="token-rm", weight=float("-inf")), "weight must be any finite number"),
+        (dict(method="token-rm-stochastic", temperature=0.0), "temperature must be a number > 0"),
         (dict(method="token-rm", topk=0), "topk must be an integer"),
     ],
 )
 def test_bad_settings(llama, kw, match):
     rm = llama.arm if kw["method"].startswith("genarm") else llama.token_rm
     with pytest.raises(DecodeInputError, match=match) as err:
-        ArgsDecoder(llama.llm, llama.tokenizer, rm).generate(["hi"], DecodeConfig(**kw))
+        ArgsDecoder(llama.llm, llama.tokenizer, rm).generate(["hi"], decode_settings(**kw))
     _msg(err)
 
 
 def test_token_level_methods_need_a_reward_model(llama):
     dec = ArgsDecoder(llama.llm, llama.tokenizer)
     with pytest.raises(DecodeInputError, match="genarm with alpha=1.0 needs a reward model"):
-        dec.generate(["hi"], DecodeConfig(method="genarm"))
-    gens, _ = dec.generate(["hi"], DecodeConfig(method="token-rm", weight=0.0, max_new_tokens=2))
+        dec.generate(["hi"], decode_settings(method="genarm"))
+    gens, _ = dec.generate(["hi"], decode_settings(method="token-rm", weight=0.0, max_new_tokens=2))
     assert gens[0].n_new_tokens == 2
 
 
@@ -100,5 +100,5 @@ def test_non_finite_rm_head_names_the_step(llama, method, rm_name):
         rm.get_output_embeddings().weight[7:9] = float("nan")
     dec = ArgsDecoder(llama.llm, llama.tokenizer, rm)
     with pytest.raises(NonFiniteRewardError, match="at step 1 for prompt 0") as err:
-        dec.generate(["hi"], DecodeConfig(method=method, topk=400, max_new_tokens=2))
+        dec.generate(["hi"], decode_settings(method, topk=400, max_new_tokens=2, lenient=True))
     _msg(err)

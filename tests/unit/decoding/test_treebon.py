@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from argsfw.decoding import ArgsDecoder, DecodeConfig
+from argsfw.decoding import ArgsDecoder, DecodeConfig, decode_settings
 from argsfw.decoding.implicit import ImplicitReward
 from argsfw.decoding.sampling import make_generator, sample_rows
 
@@ -40,12 +40,13 @@ def _rm(m, ids) -> float:
 
 @torch.inference_mode()
 def _reference(m, prompt, key, s, o, eos, implicit):
-    """``(chosen answer, ended with EOS, policy positions read, nodes that ended)`` for one prompt."""
+    """``(chosen answer, ended with EOS, policy positions read, RM positions read by a prefix
+    cache, nodes that ended)`` for one prompt."""
     nodes = [
         {"tokens": [], "gen": make_generator(s.seed, key, sample=j), "done": False, "total": 0.0}
         for j in range(s.num_samples)
     ]
-    leaves, layer, read, ended = [], 0, len(prompt), 0
+    leaves, layer, read, rm_read, ended = [], 0, len(prompt), len(prompt), 0
     while True:
         length = len(nodes[0]["tokens"])
         seg = min(o["segment_length"], s.max_new_tokens - length)
@@ -67,6 +68,7 @@ def _reference(m, prompt, key, s, o, eos, implicit):
             x["value"] = x["total"]
             if not implicit:
                 x["score"] = x["value"] = _rm(m, prompt + x["tokens"])
+                rm_read += len(x["tokens"]) - length  # the segment's new tokens
         if length + seg >= s.max_new_tokens:
             leaves += nodes
             break
@@ -84,12 +86,12 @@ def _reference(m, prompt, key, s, o, eos, implicit):
             for c, x in enumerate(x for x in parents for _ in range(o["children"]))
         ]  # fmt: skip
     pick = max(range(len(leaves)), key=lambda j: (leaves[j]["value"], -j))
-    return leaves[pick]["tokens"], leaves[pick]["done"], read, ended
+    return leaves[pick]["tokens"], leaves[pick]["done"], read, rm_read, ended
 
 
-def _settings(method, **options):
-    o = {"segment_length": 3, "children": 2, "keep_fraction": 0.5, **options}
-    s = DecodeConfig(method=method, num_samples=4, max_new_tokens=STEPS, temperature=1.0, top_p=0.95, batch_size=4, options=o)  # fmt: skip
+def _settings(method, **knobs):
+    o = {"segment_length": 3, "children": 2, "keep_fraction": 0.5, **knobs}
+    s = decode_settings(method, num_samples=4, max_new_tokens=STEPS, temperature=1.0, top_p=0.95, batch_size=4, **o)  # fmt: skip
     return s, o
 
 
@@ -114,13 +116,19 @@ def test_against_the_slow_reference(llama, prompts, method, options):
     nodes_ended = 0
     for p, g, g1 in zip(prompts, gens, one):
         ids = list(llama.tokenizer(p).input_ids)
-        want, ended, read, n_ended = _reference(llama, ids, p, s, o, set(dec.eos_ids), implicit)
+        want, ended, read, rm_read, n_ended = _reference(
+            llama, ids, p, s, o, set(dec.eos_ids), implicit
+        )
         nodes_ended += n_ended
         assert g.new_ids == want == g1.new_ids, (method, p)
         assert g.finished == ended
-        assert g.llm_tokens == read  # the prompt once; no token read twice, dropped nodes stop
-        if implicit:
-            assert g.rm_tokens == 2 * read  # pi_dpo and pi_ref read what the policy read
+        # the prompt once; no token read twice (the ledger finds no re-read), dropped nodes stop
+        assert g.llm_tokens == read and g.llm_reread == 0
+        if implicit:  # pi_dpo and pi_ref read what the policy read
+            assert g.rm_tokens == 2 * read and g.rm_reread == 0
+            assert g.rm_flops == pytest.approx(2 * g.llm_flops)  # two models of its shape
+        else:  # the RM read the prompt once and each candidate's new tokens at its layer's end
+            assert g.rm_reread == 0 and g.rm_tokens == rm_read
     assert nodes_ended >= 2  # candidates ended inside segments
 
 
@@ -129,26 +137,28 @@ def test_one_layer_is_best_of_n(llama, prompts):
     dec = ArgsDecoder(llama.llm, llama.tokenizer, llama.rm)
     s, _ = _settings("treebon-rm", segment_length=STEPS)
     tree, st_tree = dec.generate(prompts, s)
-    bon, st_bon = dec.generate(prompts, s, method="best-of-n", options={})
+    bon, st_bon = dec.generate(prompts, decode_settings("best-of-n", s))
     assert [g.new_ids for g in tree] == [g.new_ids for g in bon]
-    assert [g.llm_tokens for g in tree] == [g.llm_tokens for g in bon]
-    assert [g.rm_tokens for g in tree] == [g.rm_tokens for g in bon]
+    cost = ("llm_tokens", "rm_tokens", "llm_flops", "rm_flops", "llm_reread", "rm_reread")
+    assert [[getattr(g, c) for c in cost] for g in tree] == [
+        [getattr(g, c) for c in cost] for g in bon
+    ]
 
 
 @pytest.mark.parametrize(
-    "options,match",
+    "knobs,match",
     [
-        ({"children": 0}, "children=0 must be an integer >= 1"),
-        ({"keep_fraction": 0.0}, r"keep_fraction=0.0 must be in \(0, 1\]"),
+        ({"children": 0}, "decode.children must be an integer >= 1, got 0"),
+        ({"keep_fraction": 0.0}, r"decode.keep_fraction must be a number in \(0, 1\], got 0.0"),
         ({"keep_fraction": 0.5, "children": 4}, "would grow the tree past N"),
     ],
 )
-def test_bad_options_are_one_line(options, match):
+def test_bad_knobs_are_one_line(knobs, match):
     from argsfw.decoding.config import check_decode_settings
     from argsfw.decoding.types import DecodeInputError
 
     with pytest.raises(DecodeInputError, match=match) as e:
-        check_decode_settings(DecodeConfig(method="treebon", options=options), prefix="decode.")
+        check_decode_settings(decode_settings("treebon", **knobs), prefix="decode.")
     assert "\n" not in str(e.value)
 
 
@@ -157,7 +167,7 @@ def test_treebon_needs_a_dpo_run(llama):
 
     dec = ArgsDecoder(llama.llm, llama.tokenizer, llama.rm)
     with pytest.raises(DecodeInputError, match="needs a DPO run"):
-        dec.generate(["Hi"], DecodeConfig(method="treebon", max_new_tokens=2))
+        dec.generate(["Hi"], decode_settings("treebon", max_new_tokens=2))
 
 
 def test_listed_with_their_knobs():
@@ -166,6 +176,6 @@ def test_listed_with_their_knobs():
     info = {m["name"]: m for m in describe()["methods"]}
     assert info["treebon"]["needs"] == "implicit" and info["treebon-rm"]["needs"] == "sequence"
     assert info["cards"]["needs"] == "sequence"
-    for name, knob in [("treebon", "options.children"), ("cards", "options.entropy_threshold")]:
+    for name, knob in [("treebon", "children"), ("cards", "entropy_threshold")]:
         (k,) = [k for k in info[name]["knobs"] if k["name"] == knob]
         assert k["range"] and k["doc"]

@@ -44,6 +44,44 @@ def test_cost_per_generated_token():
     assert old["compute_tokens_per_token"] is None and old["seconds_per_token"] == 0.05
 
 
+def test_flops_and_re_reads_per_generated_token():
+    recs = [
+        EvalRecord("p", "a", n_new_tokens=4, seconds=0.2,
+                   stats={"llm_tokens": 12, "rm_tokens": 40, "llm_reread": 0, "rm_reread": 4,
+                          "llm_flops": 1.2e6, "rm_flops": 8e6}),
+        EvalRecord("p", "b", n_new_tokens=6, seconds=0.3,
+                   stats={"llm_tokens": 14, "rm_tokens": 0, "llm_reread": 2, "rm_reread": 0,
+                          "llm_flops": 1.8e6, "rm_flops": 0.0}),
+    ]  # fmt: skip
+    m = cost_metrics(recs)
+    assert m["llm_flops_per_token"] == pytest.approx(3e6 / 10)
+    assert m["rm_flops_per_token"] == pytest.approx(8e6 / 10)
+    assert m["flops_per_token"] == pytest.approx(11e6 / 10)
+    assert m["llm_reread_fraction"] == pytest.approx(2 / 26)
+    assert m["rm_reread_fraction"] == pytest.approx(4 / 40)
+    assert record_cost(recs[0])["flops_per_token"] == pytest.approx(9.2e6 / 4)
+    none = cost_metrics([EvalRecord("p", "a", n_new_tokens=4, seconds=0.2,
+                                    stats={"llm_tokens": 5, "rm_tokens": 0, "rm_reread": 0})])  # fmt: skip
+    assert none["rm_reread_fraction"] is None and none["flops_per_token"] is None
+
+
+def test_the_cost_axis_is_flops_unless_asked_or_missing():
+    from argsfw.eval.plots import cost_axis
+    from argsfw.eval.report import markdown
+
+    a = _entry("greedy", "greedy", 1.0, 0.7, 2.0)
+    a["metrics"].update(flops_per_token=2.5e6, rm_reread_fraction=0.031)
+    b = _entry("best-of-n N=2", "best-of-n", 1.5, 0.7, 7.0, n=2)
+    b["metrics"]["flops_per_token"] = 9e6
+    assert cost_axis({"inputs": [a, b]})[0] == "flops_per_token"
+    report = {"inputs": [a, b], "config": {"cost_axis": "tokens"}}
+    assert cost_axis(report)[0] == "compute_tokens_per_token"
+    old = _entry("old", "greedy", 1.0, 0.7, 2.0)  # an output from before FLOPs were counted
+    assert cost_axis({"inputs": [a, old]})[0] == "compute_tokens_per_token"
+    table = markdown({"inputs": [{**a, "n_records": 1}, {**b, "n_records": 1}]})
+    assert "| 2.5M |" in table and "| 9M |" in table and "| 3.1% |" in table
+
+
 def test_setting_labels():
     """Each method's label, read through the registry from a record's knobs; knobs a method does
     not read never reach its label."""
@@ -68,8 +106,10 @@ def test_setting_labels():
 def _entry(label, method, reward, oracle, cost, weight=None, **kw):
     metrics = {"reward": reward, "reward_se": 0.05, "oracle": oracle, "oracle_se": 0.04,
                "compute_tokens_per_token": cost, "diversity": 0.5}  # fmt: skip
-    return {"label": label, "method": method, "weight": weight, "topk": kw.get("topk"),
-            "num_samples": kw.get("n"), "gate_threshold": kw.get("tau"), "metrics": metrics}  # fmt: skip
+    knobs = {"weight": weight, "topk": kw.get("topk"), "num_samples": kw.get("n"),
+             "gate_threshold": kw.get("tau")}  # fmt: skip
+    settings = {k: v for k, v in knobs.items() if v is not None}
+    return {"label": label, "method": method, "settings": settings, "metrics": metrics}
 
 
 def test_every_plot_is_written_with_one_style_per_family(tmp_path):

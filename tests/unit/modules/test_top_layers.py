@@ -1,4 +1,4 @@
-"""model.train_top_layers and rm.cache_frozen: what is frozen, and the cached rewards equal the model's own forward."""
+"""model.train_top_layers and model.cache_frozen: what is frozen, and the cached rewards equal the model's own forward."""
 
 from __future__ import annotations
 
@@ -83,14 +83,12 @@ def test_models_that_add_positions_to_the_inputs_are_caught():
     rm = OPTForSequenceClassification(cfg).eval()
     freeze_below_top(rm, 2)
     ids, mask = _batch(pad=1)
-    from argsfw.config.schema import OptimConfig
     from argsfw.errors import UsageError
-    from argsfw.modules.reward import RewardModule
 
     try:
-        module = RewardModule(rm, OptimConfig(), cache_top=2)
-    except UsageError as exc:  # a stack in a sub-module is refused up front
-        assert "rm.cache_frozen" in str(exc)
+        cache = FrozenBottomCache(rm, 2)
+    except ValueError as exc:  # a stack in a sub-module is refused up front
+        assert "model.cache_frozen" in str(exc)
         return
-    with pytest.raises(UsageError, match="rm.cache_frozen"):
-        module(ids, mask)
+    with pytest.raises(UsageError, match="model.cache_frozen"):
+        cache.rewards(ids, mask)

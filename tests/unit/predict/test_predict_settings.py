@@ -57,18 +57,21 @@ def test_bad_config_files_name_file_and_line(tmp_path, text, match):
         ('{"rm_weight": Infinity}\n', r"example.config:1: rm_weight=Infinity must be a finite"),
         ('{"chunk_size": "x"}\n', r'chunk_size="x" must be an integer or "auto"'),
         ('{"mode": "beam"}\n', r'example.config:1: mode="beam": unknown decoding method'),
-        ('{"topk": 0}\n', r"example.config:1: topk must be an integer >= 1, got 0"),
-        ('{"mode": "topk", "sample_temp": 0}\n', r"example.config:1: sample_temp must be > 0"),
+        ('{"topk": 0}\n', r"example.config:1: topk must be an integer in \[1, vocabulary\], got 0"),
+        (
+            '{"mode": "topk", "sample_temp": 0}\n',
+            r"example.config:1: sample_temp must be a number > 0",
+        ),
     ],
 )
 def test_config_file_values_are_typed_and_range_checked(tmp_path, text, match):
     """Every line is checked at start-up, naming the file, line and the file's own key."""
-    from argsfw.decoding.config import DecodeConfig
+    from argsfw.decoding.config import decode_settings
 
     f = tmp_path / "example.config"
     f.write_text(text)
     with pytest.raises(ConfigError, match=match):
-        read_config_file(str(f), DecodeConfig())
+        read_config_file(str(f), decode_settings())
 
 
 def test_missing_config_file(tmp_path):

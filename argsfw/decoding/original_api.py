@@ -20,9 +20,11 @@ from pathlib import Path
 import torch
 
 from argsfw.decoding.accounting import DecodeStats
-from argsfw.decoding.config import DEFAULT_WEIGHT, DecodeConfig
+from argsfw.decoding.config import decode_settings
 from argsfw.decoding.engine import ArgsDecoder
+from argsfw.decoding.methods.args import DEFAULT_WEIGHT
 from argsfw.decoding.registry import get_method
+from argsfw.decoding.types import RewardKind
 
 _TOKENIZER_FILES = (
     "tokenizer.json",
@@ -84,7 +86,9 @@ class ARGS:
         from argsfw.models.reward_kind import is_causal_lm_config, reward_kind
 
         kind = reward_kind(rm_dir) if rm_dir.is_dir() else None
-        if kind in ("arm", "token", "implicit") or (kind is None and is_causal_lm_config(rm_dir)):
+        if (kind is not None and RewardKind(kind).causal_lm) or (
+            kind is None and is_causal_lm_config(rm_dir)
+        ):
             self.RM = load_token_guide(rm_dir, dtype=torch_dtype, device=self.rm_dev)
         else:
             self.RM = load_reward_model(
@@ -112,7 +116,7 @@ class ARGS:
         stop_at_eos: bool = True,
         alpha: float = 1.0,
         gate_threshold: float = 0.5,
-        options: dict | None = None,
+        **knobs,
     ) -> torch.Tensor | list[torch.Tensor]:
         """Decode ``prompt``; returns a LongTensor (1, n_prompt + n_new) on the policy's device, starting with the prompt tokens.
 
@@ -123,7 +127,9 @@ class ARGS:
         knobs each reads: ``gate_threshold``, ``alpha``, ``top_p``, ``num_samples`` ...) or
         ``pkg.module:METHOD``. ``temperature=None`` samples at the method's default (0.7; GenARM
         ``1 / (1 + alpha)``). ``weight`` defaults to the paper's 1.5, as everywhere in argsfw.
-        ``options``: the knobs of a method declared outside argsfw (its ``Method.options``).
+        The knobs a method does not read are ignored (as the original ignored ``chunk_size`` for
+        ``greedy``); ``**knobs`` sets other knobs of the method (one of one's own included, e.g.
+        ``rep_penalty=2``), and one it does not have is an error.
         Decoding stops after EOS (kept) or at ``max_new_token``. A list
         of prompts returns a list of such tensors, in order, decoded ``batch_size`` at a time.
         ``debug=True`` logs every step on the ``argsfw.decoding`` logger at DEBUG level.
@@ -134,8 +140,9 @@ class ARGS:
             argsfw.decoding.NonFiniteRewardError: the RM returned NaN/inf (names the step).
         """
         found = get_method(method, original_api=True)
-        settings = DecodeConfig(
-            method=found.name if ":" not in str(method) else str(method),
+        settings = decode_settings(
+            found.name if ":" not in str(method) else str(method),
+            lenient=True,
             weight=weight,
             alpha=alpha,
             topk=topk,
@@ -144,14 +151,15 @@ class ARGS:
             top_p=top_p,
             num_samples=num_samples,
             gate_threshold=gate_threshold,
-            chunk_size=chunk_size if "chunk_size" in found.knobs else None,
+            chunk_size=chunk_size,
             stop_at_eos=stop_at_eos,
             batch_size=batch_size,
             seed=seed,
             truncate_prompt=truncate_prompt,
             debug=debug and found.counts_scored_steps,
-            options=dict(options or {}),
         )
+        if knobs:
+            settings = decode_settings(settings.method, settings, **knobs)
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         gens, self.last_stats = self.decoder.generate(prompts, settings)
         tensors = [torch.tensor([g.ids], dtype=torch.long, device=self.LLM.device) for g in gens]

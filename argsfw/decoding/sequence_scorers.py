@@ -28,9 +28,9 @@ from collections.abc import Callable
 import torch
 from transformers import DynamicCache
 
-from argsfw.decoding.accounting import DecodeStats, cache_bytes
+from argsfw.decoding.accounting import DecodeStats, RowCursors, cache_bytes, untracked
 from argsfw.decoding.cross_tokenizer import check_rm_lengths, split_row
-from argsfw.decoding.scoring import model_device_dtype, reward_parts, rm_kind
+from argsfw.decoding.scoring import model_device_dtype, reward_parts, rm_attention
 
 Converter = Callable[[list[list[int]]], list[list[int]]]
 
@@ -51,22 +51,37 @@ def _right_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor
 
 @torch.inference_mode()
 def sequence_rewards(
-    rm, seqs: list[list[int]], stats: DecodeStats, batch_size: int = 8, pad_id: int | None = None
+    rm,
+    seqs: list[list[int]],
+    stats: DecodeStats,
+    batch_size: int = 8,
+    pad_id: int | None = None,
+    reads: RowCursors | None = None,
+    rows: list[int] | None = None,
 ) -> torch.Tensor:
     """Rewards [N] (float32, CPU) of whole RM-token sequences, scored in right-padded batches.
 
     A decoder's reward is read where its own Hugging Face forward reads it: at each row's
     rightmost token that is not ``config.pad_token_id`` (its last token when the RM has no pad
     id), so a sequence ending in EOS == pad is read before the EOS; an encoder's is its own
-    forward's logits under the padding mask.
+    forward's logits under the padding mask. ``reads`` is told each whole read, sequence i as
+    its row ``rows[i]`` (default i); an encoder's positions attend the whole sequence.
     """
-    causal = rm_kind(rm) == "causal"
+    causal = rm_attention(rm) == "causal"
     device, _ = model_device_dtype(rm)
     rm_pad = getattr(rm.config, "pad_token_id", None)
     if pad_id is None:
         pad_id = rm_pad or 0
+    rows = list(range(len(seqs))) if rows is None else rows
     out = []
     for i in range(0, len(seqs), batch_size):
+        if reads is not None:
+            reads.begin()
+            for r, seq in zip(rows[i : i + batch_size], seqs[i : i + batch_size]):
+                if causal:
+                    reads.read_whole(r, seq)
+                else:
+                    reads.count(r, len(seq), len(seq) ** 2)
         ids, valid = _right_pad(seqs[i : i + batch_size], pad_id, device)
         mask = valid.long()
         if causal:
@@ -93,13 +108,21 @@ class FullScorer:
     see `argsfw.decoding.cross_tokenizer.cut_retokenizer`).
     """
 
-    def __init__(self, rm, stats: DecodeStats, to_rm_ids: Converter | None = None):
-        self.rm, self.stats = rm, stats
+    def __init__(
+        self,
+        rm,
+        stats: DecodeStats,
+        to_rm_ids: Converter | None = None,
+        reads: RowCursors | None = None,
+    ):
+        self.rm, self.stats, self.reads = rm, stats, reads
         self.to_rm_ids = to_rm_ids or _same_ids
 
     def start(self, ids: torch.Tensor, mask: torch.Tensor, prompts: list[list[int]]) -> None:
         """Begin a batch of policy-token ``prompts`` (``ids``/``mask`` unused)."""
         self.seqs = [list(p) for p in prompts]
+        if self.reads is None:
+            self.reads = untracked(len(prompts))
 
     def score(self, cands: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
         """Rewards [B, k] (float32) of appending each of ``cands`` [B, k]; ``chunk_size`` candidates per row per forward."""
@@ -107,7 +130,10 @@ class FullScorer:
         k = len(rows[0])
         rm_ids = self.to_rm_ids([seq + [v] for seq, row in zip(self.seqs, rows) for v in row])
         per_forward = (chunk_size or k) * len(rows)
-        rewards = sequence_rewards(self.rm, rm_ids, self.stats, batch_size=per_forward)
+        owner = [b for b in range(len(rows)) for _ in range(k)]
+        rewards = sequence_rewards(
+            self.rm, rm_ids, self.stats, per_forward, reads=self.reads, rows=owner
+        )
         return rewards.view(len(rows), k).to(cands.device)
 
     def commit(self, chosen: torch.Tensor, sequences=None) -> None:
@@ -118,6 +144,7 @@ class FullScorer:
     def keep(self, rows: torch.Tensor) -> None:
         """Keep only ``rows`` [B'] of the batch."""
         self.seqs = [self.seqs[i] for i in rows.tolist()]
+        self.reads.keep(rows)
 
 
 class ExpandedScorer:
@@ -135,10 +162,11 @@ class ExpandedScorer:
         stats: DecodeStats,
         to_rm_ids: Converter | None = None,
         max_len: int | None = None,
+        reads: RowCursors | None = None,
     ):
         self.backbone, self.head = reward_parts(rm)
         self.device, _ = model_device_dtype(rm)
-        self.stats, self.max_len = stats, max_len
+        self.stats, self.max_len, self.given_reads = stats, max_len, reads
         self.shared = to_rm_ids is None  # policy ids are RM ids: candidates differ in one token
         self.to_rm_ids = to_rm_ids or _same_ids
         self.takes_pos = "position_ids" in inspect.signature(self.backbone.forward).parameters
@@ -153,6 +181,8 @@ class ExpandedScorer:
         self.col_valid = torch.zeros((n, 0), dtype=torch.bool, device=self.device)
         self.held = None  # (rows' candidates, suffixes, expanded-row group per live row, valid)
         self.step = 0
+        self.reads = self.given_reads if self.given_reads is not None else untracked(n)
+        self.held_nodes: list[list[int]] = []
 
     def _plan(self, rows: list[list[int]]) -> tuple[list[list[int]], list[list[list[int]]]]:
         """Per row: RM tokens to commit before scoring, and each candidate's suffix after them."""
@@ -168,6 +198,7 @@ class ExpandedScorer:
             if base < len(self.cached[b]):  # a re-tokenized tail: mask its old columns out
                 self.col_valid[b, torch.tensor(self.cols[b][base:], device=self.device)] = False
                 del self.cached[b][base:], self.cols[b][base:]
+                self.reads.rewind(b, base)
             pending.append(rm_ids[0][base:shared])
             suffixes.append([r[shared:] for r in rm_ids])
         return pending, suffixes
@@ -194,7 +225,9 @@ class ExpandedScorer:
         valid = torch.zeros((len(pending), width), dtype=torch.bool)
         pos = torch.zeros((len(pending), width), dtype=torch.long)
         c0 = self.col_valid.shape[1]
+        self.reads.begin()
         for b, p in enumerate(pending):
+            self.reads.read(b, p)
             off = width - len(p)
             if p:
                 ids[b, off:] = torch.tensor(p)
@@ -214,12 +247,15 @@ class ExpandedScorer:
         start = torch.tensor([len(x) for x in self.cached], device=self.device)
         pos = start.repeat_interleave(c)[:, None] + torch.arange(ids.shape[1], device=self.device)
         self.cache.batch_repeat_interleave(c)
+        self.reads.begin()
+        nodes = [[self.reads.branch(b, suf) for suf in row] for b, row in enumerate(suffixes)]
         hidden = self._forward(ids, valid, pos, self.col_valid.repeat_interleave(c, dim=0))
         last = valid.sum(-1) - 1
         picked = hidden[torch.arange(ids.shape[0], device=self.device), last]  # [B*c, H]
         rewards = self.head(picked)[:, 0].float().view(b_n, c)
         if hold:  # the chosen candidate's row becomes the next cache (see `commit`)
             self.held = (suffixes, list(range(b_n)), c, valid)
+            self.held_nodes = nodes
         else:
             self.cache.crop(-ids.shape[1])  # drop the candidate columns again
             self.cache.batch_select_indices(torch.arange(b_n, device=self.device) * c)
@@ -260,6 +296,7 @@ class ExpandedScorer:
             suf = suffixes[g][i]
             self.cached[b].extend(suf)
             self.cols[b].extend(range(c0, c0 + len(suf)))
+            self.reads.move(b, self.held_nodes[g][i])
         self.held = None
 
     def keep(self, rows: torch.Tensor) -> None:
@@ -269,6 +306,7 @@ class ExpandedScorer:
         self.cached = [self.cached[i] for i in idx]
         self.cols = [self.cols[i] for i in idx]
         self.col_valid = self.col_valid[rows.to(self.device)]
+        self.reads.keep(idx)
         if self.held is not None:  # the expanded cache is narrowed at commit
             s, groups, c, valid = self.held
             self.held = (s, [groups[i] for i in idx], c, valid)

@@ -1,0 +1,80 @@
+"""pipeline.jobs: independent steps run side by side, a step waits for the fits it names, evaluate
+waits for everything, and a failure starts nothing new."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from argsfw.pipeline import Step, _run_steps, depends_on
+
+
+class _Timed(Step):
+    """A step whose command sleeps, records its start and end, and exits with `code`."""
+
+    def __init__(self, name, entry, args, run_dir, log: Path, code=0):
+        super().__init__(name, entry, args, run_dir)
+        self.log, self.code = log, code
+
+    def command(self):
+        script = (
+            "import sys, time; f = open(sys.argv[1], 'a'); "
+            "f.write(f'start {sys.argv[2]} {time.time()}\\n'); f.flush(); time.sleep(0.6); "
+            "f.write(f'end {sys.argv[2]} {time.time()}\\n'); sys.exit(int(sys.argv[3]))"
+        )
+        return [
+            sys.executable,
+            "-c",
+            script,
+            str(self.log),
+            self.name.replace(" ", "_"),
+            str(self.code),
+        ]
+
+
+def _times(log: Path) -> dict[str, float]:
+    out = {}
+    for line in log.read_text().splitlines():
+        what, name, t = line.split()
+        out[f"{what} {name}"] = float(t)
+    return out
+
+
+def test_dependencies_follow_the_run_dirs_a_step_names(tmp_path):
+    rm = Step("rm", "fit", ["recipe=x"], tmp_path / "rm")
+    judge = Step("judge", "fit", ["recipe=y"], tmp_path / "rm_judge")
+    distill = Step("distill", "fit", [f"token_rm.teacher_rm={tmp_path / 'rm'}"], tmp_path / "d")
+    pred = Step(
+        "predict a", "predict", [f"reward_model={tmp_path / 'rm_judge'}/hf"], tmp_path / "p"
+    )
+    ev = Step("evaluate", "evaluate", ["outputs=[x]"], tmp_path / "e")
+    steps = [rm, judge, distill, pred, ev]
+    assert depends_on(distill, steps[:2]) == [rm]  # not rm_judge, whose name starts alike
+    assert depends_on(pred, steps[:3]) == [judge]
+    assert depends_on(judge, steps[:1]) == []
+    assert depends_on(ev, steps[:4]) == steps[:4]
+
+
+def test_two_jobs_overlap_and_respect_dependencies(tmp_path):
+    log = tmp_path / "times.log"
+    a = _Timed("a", "fit", ["recipe=x"], tmp_path / "a", log)
+    b = _Timed("b", "fit", [f"policy={tmp_path / 'a'}"], tmp_path / "b", log)
+    c = _Timed("predict c", "predict", ["recipe=p"], tmp_path / "c", log)
+    ev = _Timed("evaluate", "evaluate", [], tmp_path / "e", log)
+    start = time.time()
+    assert _run_steps([a, b, c, ev], 2, tmp_path) == []
+    t = _times(log)
+    assert t["start b"] >= t["end a"]  # b names a's run dir
+    assert t["start predict_c"] < t["end a"]  # c names nothing: it ran beside a
+    assert t["start evaluate"] >= max(t["end b"], t["end predict_c"])
+    assert (tmp_path / "logs" / "predict_c.log").is_file()  # jobs > 1: output to a log each
+    assert time.time() - start < 4 * 0.6 + 2.5  # not one after another (that is 2.4 s of sleep)
+
+
+def test_a_failed_step_stops_what_depends_on_it(tmp_path):
+    log = tmp_path / "times.log"
+    a = _Timed("a", "fit", [], tmp_path / "a", log, code=3)
+    b = _Timed("b", "fit", [f"policy={tmp_path / 'a'}"], tmp_path / "b", log)
+    assert _run_steps([a, b], 1, tmp_path) == ["a"]
+    assert "start b" not in _times(log)
