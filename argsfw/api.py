@@ -93,18 +93,17 @@ def sequence_scorer(parts: Parts) -> Scorer | None:
 
 
 def token_scorer(parts: Parts, candidates_only: bool = False) -> Scorer:
-    """The token-level RM stepped in lock-step with the policy (one RM token per new token).
+    """The token-level RM stepped in lock-step with the policy (one RM token per new token; DPO's
+    implicit reward: one token of each of its two models).
 
     Its ``head`` [B, V] holds every next token's value after each step; ``score(cands [B, k])``
     reads the candidates' (``candidates_only``: only those are computed, when the RM splits
     into backbone and linear head).
     """
-    from argsfw.decoding.token_level import TokenRewardState
+    from argsfw.decoding.token_level import token_reward_state
 
     d, reads = parts.decoder, parts.meter.cursors("rm", parts.rows)
-    return TokenRewardState(
-        d.rm, parts.stats, d.device, candidates_only=candidates_only, reads=reads
-    )
+    return token_reward_state(d.rm, parts.stats, d.device, candidates_only, reads)
 
 
 def score_sequences(parts: Parts, seqs: list[list[int]], slots: list[int]) -> torch.Tensor:

@@ -387,8 +387,11 @@ def flop_spec(model) -> FlopSpec:
 
     Embedding tables (``nn.Embedding``: tokens, positions, token types) and the output
     embeddings (a causal LM's vocabulary head, tied or not) are left out of ``params``. An
-    unknown layer count or attention width gives 0 (no attention term).
+    unknown layer count or attention width gives 0 (no attention term). A guide made of models
+    of one shape that reports each model's positions (DPO's implicit reward) names the one a
+    position costs as its ``flop_model``.
     """
+    model = getattr(model, "flop_model", model)
     cfg = model.config
     out = getattr(model, "get_output_embeddings", lambda: None)()
     skip = {

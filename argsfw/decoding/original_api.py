@@ -82,17 +82,14 @@ class ARGS:
             load_tokenizer(rm_dir, "reward model tokenizer") if has_tok else self.tokenizer
         )
         self.LLM = load_policy(llm_path, dtype=torch_dtype, device=self.llm_dev)
-        from argsfw.models.reward_kind import (
-            is_causal_lm_config,
-            load_token_reward_model,
-            reward_kind,
-        )
+        from argsfw.decoding.implicit import load_token_guide
+        from argsfw.models.reward_kind import is_causal_lm_config, reward_kind
 
         kind = reward_kind(rm_dir) if rm_dir.is_dir() else None
         if (kind is not None and RewardKind(kind).causal_lm) or (
             kind is None and is_causal_lm_config(rm_dir)
         ):
-            self.RM = load_token_reward_model(rm_dir, dtype=torch_dtype, device=self.rm_dev)
+            self.RM = load_token_guide(rm_dir, dtype=torch_dtype, device=self.rm_dev)
         else:
             self.RM = load_reward_model(
                 rm_path, dtype=torch_dtype, device=self.rm_dev, tokenizer=self.rm_tokenizer

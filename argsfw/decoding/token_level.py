@@ -47,8 +47,8 @@ log = logging.getLogger("argsfw.decoding")
 
 def guide_kind(rm) -> RewardKind | None:
     """The `RewardKind` a loaded guide model is read as: ``SEQUENCE`` for a scalar-head
-    classifier, else the causal LM's marked kind (``ARM``, ``TOKEN``), or None when it is
-    unmarked. A model with neither head is ``SEQUENCE`` too, so the sequence scorer's own check
+    classifier, else the causal LM's marked kind (``ARM``, ``TOKEN``, ``IMPLICIT`` for DPO's
+    implicit reward), or None when it is unmarked. A model with neither head is ``SEQUENCE`` too, so the sequence scorer's own check
     names what is wrong with it."""
     from argsfw.models.reward_kind import reward_kind
 
@@ -59,6 +59,18 @@ def guide_kind(rm) -> RewardKind | None:
         return RewardKind.SEQUENCE
     kind = reward_kind(rm.config)
     return RewardKind(kind) if kind is not None and RewardKind(kind).causal_lm else None
+
+
+def token_reward_state(
+    rm, stats: DecodeStats, out_device, candidates_only: bool = False, reads=None
+):
+    """The lock-step state of a token-level guide: a `TokenRewardState`, or for DPO's implicit
+    reward (`argsfw.decoding.implicit.ImplicitReward`) an `ImplicitRewardState`."""
+    from argsfw.decoding.implicit import ImplicitReward, ImplicitRewardState
+
+    if isinstance(rm, ImplicitReward):
+        return ImplicitRewardState(rm, stats, out_device, reads)
+    return TokenRewardState(rm, stats, out_device, candidates_only, reads)
 
 
 _UNMARKED_LOGGED: set[str] = set()  # methods already warned about an unmarked causal-LM RM

@@ -24,10 +24,18 @@ class RewardKind(str, Enum):
     ARM = "arm"  # GenARM's autoregressive RM: a causal LM whose reply log-likelihood is the reward
     TOKEN = "token"  # a causal LM whose vocabulary head holds each next token's reward
     VALUE = "value"  # a prefix value model V(x, y_<=t): a sequence classifier read on prefixes
+    # DPO's implicit reward beta * (log pi_dpo - log pi_ref) per token: a DPO run and its reference
+    IMPLICIT = "implicit"
 
     @property
     def causal_lm(self) -> bool:
-        """True for the token-level kinds, loaded as causal LMs (one RM token per new token)."""
+        """True for the token-level kinds, loaded as causal LMs (stepped in lock-step with the policy)."""
+        return self in (RewardKind.ARM, RewardKind.TOKEN, RewardKind.IMPLICIT)
+
+    @property
+    def token_head(self) -> bool:
+        """True for the kinds read from one causal LM's next-token head (GenARM's ARM, a token
+        head): what an unmarked causal LM is taken for, and what DPO's implicit reward also serves."""
         return self in (RewardKind.ARM, RewardKind.TOKEN)
 
     @property

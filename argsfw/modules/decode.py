@@ -99,9 +99,9 @@ class DecodeModule(L.LightningModule):
                 lambda: load_tokenizer(spec.reward_model, "reward model"),
             )
             if spec.token_level_rm:
-                from argsfw.models.reward_kind import load_token_reward_model
+                from argsfw.decoding.implicit import load_token_guide
 
-                load = lambda: load_token_reward_model(spec.reward_model, spec.dtype, device)  # noqa: E731
+                load = lambda: load_token_guide(spec.reward_model, spec.dtype, device)  # noqa: E731
             else:
                 load = lambda: load_reward_model(  # noqa: E731
                     spec.reward_model, spec.dtype, device, tokenizer=rm_tok

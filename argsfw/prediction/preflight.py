@@ -155,6 +155,10 @@ def check_reward_kind(settings, policy_dir: str, rm_dir: str) -> None:
     reason = kind_error(method, kind)
     if reason:
         raise ConfigError(f"{reason} (reward_model={rm_dir})")
+    if kind == RewardKind.IMPLICIT:
+        from argsfw.decoding.implicit import reference_path
+
+        reference_path(rm_dir)  # the DPO run's reference must load too (ModelPathError, exit 2)
     if (kind is None or RewardKind(kind).causal_lm) and Path(policy_dir).is_dir():
         v_llm = _read_json(Path(policy_dir) / "config.json").get("vocab_size")
         v_rm = _read_json(Path(rm_dir) / "config.json").get("vocab_size")

@@ -16,7 +16,7 @@ from argsfw.callbacks.outputs import SELECTION_KEYS
 from argsfw.config.run_dir import RunDir
 from argsfw.decoding.config import decode_settings, sampling_temperature
 from argsfw.decoding.registry import get_method
-from argsfw.decoding.types import DecodeInputError
+from argsfw.decoding.types import DecodeInputError, RewardKind
 from argsfw.errors import ConfigError
 
 # Settings every method shares that decide its outputs (the method's own knobs join them)
@@ -193,16 +193,22 @@ def default_label(job) -> str:
         return job.predict.label
     method = get_method(job.decode.method)
     label = method.label_of(job.decode)
-    mode = _token_rm_mode(job.reward_model) if method.needs == "token" else None
-    # which token-level head guided it (FaRMA-style pairs or distilled), so rows do not collide
+    head = method.token_level and RewardKind(method.needs).token_head
+    mode = _token_rm_mode(job.reward_model) if head else None
+    # which token-level head guided it (FaRMA-style pairs, distilled, or a DPO run's implicit
+    # reward), so rows do not collide
     return label.replace(method.name, f"{method.name}({mode})", 1) if mode else label
 
 
 def _token_rm_mode(spec: str | None) -> str | None:
-    """``token_rm_mode`` ("bt" | "distill") from a token-level RM run's meta.json, if there is one."""
+    """``token_rm_mode`` ("bt" | "distill") from a token-level RM run's meta.json, or ``"dpo"``
+    for a DPO run (its implicit reward), if there is one."""
+    from argsfw.models.reward_kind import is_dpo_export
+
     for meta in (Path(spec or "") / "meta.json", Path(spec or "") / "hf" / "meta.json"):
         try:
-            mode = json.loads(meta.read_text()).get("token_rm_mode")
+            info = json.loads(meta.read_text())
+            mode = info.get("token_rm_mode") or ("dpo" if is_dpo_export(info) else None)
         except (OSError, ValueError, AttributeError):
             continue
         if isinstance(mode, str):

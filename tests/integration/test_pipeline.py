@@ -40,6 +40,8 @@ def test_pipeline_runs_every_stage_and_reports_every_method(tiny_pipeline):
     expected |= {f"token-rm(distill) w={w} k=10" for w in ("0.5", "1.5", "3")}
     expected |= {"token-rm(bt) w=1.5 k=10", "cd-blockwise K=4 M=4"}
     expected |= {"soft-best-of-n N=8 λ=0.5", "speculative-best-of-n N=8 every=8 drop=0.5"}
+    expected |= {f"cards r*=3 H={h}" for h in (3, 1)}
+    expected |= {f"treebon N={n} seg=8 c=4" for n in (4, 8)} | {"treebon-rm N=8 seg=8 c=4"}
     assert labels == expected
     for entry in report["inputs"]:
         m = entry["metrics"]

@@ -89,7 +89,7 @@ def score_whole(p: Parts, seqs: list[list[int]], slots: list):
         seqs = cut_retokenizer(d.tokenizer, d.rm_tokenizer, d.rm_ctx, p.stats)(seqs)
     p.stats.scorer = "full"
     reads = p.meter.cursors("rm", slots)
-    size = p.s.batch_size * p.s.num_samples
+    size = p.s.batch_size * getattr(p.s, "num_samples", 1)  # `score_sequences` serves any method
     return sequence_rewards(d.rm, seqs, p.stats, batch_size=size, reads=reads)
 
 

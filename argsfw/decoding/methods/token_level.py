@@ -5,6 +5,9 @@ generated token (see `argsfw.decoding.token_level`):
   log pi_r) / (1 + alpha)`` at temperature ``1 / (1 + alpha)`` unless T is given), or its argmax;
 * token-rm: the ARGS rules with ``r(v)`` read from a token-level head (FaRMA-style), greedy or
   sampled.
+
+Either also reads DPO's implicit reward ``beta * (log pi_dpo - log pi_ref)`` as its guide
+(``reward_model=<a DPO run>``, `argsfw.decoding.implicit`).
 """
 
 from __future__ import annotations
