@@ -36,6 +36,24 @@ class _StepsInThisProcess:
             sys.argv = saved
         return subprocess.CompletedProcess(command, code)
 
+    @classmethod
+    def Popen(cls, command: list[str], stdout=None, stderr=None) -> _Finished:  # noqa: N802
+        """The pipeline's launch of a step: the step runs to its end here (in this process one
+        step runs at a time, so pipeline.jobs must be 1), then reads as a finished process."""
+        if stdout is not None:
+            raise AssertionError(f"pipeline.jobs > 1 cannot run in one process: {command}")
+        return _Finished(cls.run(command).returncode)
+
+
+class _Finished:
+    """What `_StepsInThisProcess.Popen` returns: a process that has already exited."""
+
+    def __init__(self, returncode: int) -> None:
+        self.returncode = returncode
+
+    def poll(self) -> int:
+        return self.returncode
+
 
 if __name__ == "__main__":
     pipeline.subprocess = _StepsInThisProcess()
