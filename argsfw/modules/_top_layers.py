@@ -26,6 +26,8 @@ import torch
 
 from argsfw.models.features import layer_stack
 
+SHAPE_STEP = 64  # the top's input lengths are rounded up to a multiple of this (see `hidden`)
+
 
 def freeze_below_top(model: torch.nn.Module, n_top: int) -> tuple[int, int]:
     """Freeze every parameter except the top ``n_top`` layers' and those outside the stack
@@ -126,10 +128,17 @@ class FrozenBottomCache:
             self._fill(ids, mask, missing)
             found = [self.store.get(r) if h is None else h for r, h in zip(rows, found)]
         dtype = self.backbone.get_input_embeddings().weight.dtype  # the top's own dtype
-        embeds = found[0].new_zeros((ids.shape[0], ids.shape[1], found[0].shape[-1]), dtype=dtype)
+        # The top runs on a length rounded up to a multiple of SHAPE_STEP (more right padding,
+        # which no real token attends to, so nothing changes): CPU kernels keep state per input
+        # shape, and a fit whose every batch has another length grew by ~45 MB per step.
+        width = -(-ids.shape[1] // SHAPE_STEP) * SHAPE_STEP
+        embeds = found[0].new_zeros((ids.shape[0], width, found[0].shape[-1]), dtype=dtype)
         for r, h in enumerate(found):
-            embeds[r, : lengths[r]] = h  # [B, T, H]
-        hidden = self.top(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+            embeds[r, : lengths[r]] = h  # [B, width, H]
+        wide_mask = mask.new_zeros((ids.shape[0], width))
+        wide_mask[:, : ids.shape[1]] = mask
+        hidden = self.top(inputs_embeds=embeds, attention_mask=wide_mask).last_hidden_state
+        hidden = hidden[:, : ids.shape[1]]  # [B, T, H]
         if not self._checked:  # once: the cached path must give what the model's forward gives
             self._checked = True
             self._check(ids, mask, hidden)
