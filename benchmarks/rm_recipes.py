@@ -65,7 +65,7 @@ def _epochs(run: Path) -> list[dict[str, float]]:
 
 
 def _seconds(run: Path) -> float:
-    return float(json.loads((run / "metrics.json").read_text()).get("time/seconds", math.nan))
+    return float(json.loads((run / "metrics.json").read_text()).get("time/fit_seconds", math.nan))
 
 
 def sweep(grid: dict[str, list[str]], epochs: int, fixed: list[str]) -> None:
@@ -115,14 +115,16 @@ def table() -> None:
         "|---|---:|---|---:|---:|---:|---:|",
     ]
     for run in sorted(ROOT.glob("sweep-*")):
-        if not (run / "metrics.json").is_file():
+        finished = (run / "metrics.json").is_file()
+        if not (run / "logs" / "metrics.csv").is_file():
             continue
-        for e, m in enumerate(_epochs(run), 1):
+        for e, m in enumerate(_epochs(run), 1):  # a run stopped early shows its epochs so far
             lines.append(
-                f"| {run.name[6:]} | {e} | {m['val/reward_acc']:.3f} ± "
-                f"{m.get('val/reward_acc_se', math.nan):.3f} | {m.get('val/length_rule_acc', math.nan):.3f} "
+                f"| {run.name[6:]}{'' if finished else ' (stopped)'} | {e} | "
+                f"{m['val/reward_acc']:.3f} ± {m.get('val/reward_acc_se', math.nan):.3f} "
+                f"| {m.get('val/length_rule_acc', math.nan):.3f} "
                 f"| {m.get('val/vs_length_rule_z', math.nan):+.1f} | {m['val/loss']:.4f} "
-                f"| {_seconds(run):.0f} |"
+                f"| {_seconds(run) if finished else math.nan:.0f} |"
             )
     (DOCS / "rm_sweep.md").write_text("\n".join(lines) + "\n")
     points = []
