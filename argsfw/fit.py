@@ -194,7 +194,10 @@ def _fit(job: JobConfig, run: RunDir) -> None:
         raise
     if run.is_rank_zero() and trainer.is_global_zero:
         write_json_atomic(run.metrics_path, metrics)
-        run.finish(status="completed", **parts.meta, final_metrics=metrics)
+        # the pairs / prompts each split read, kept and dropped: what the metrics were measured on
+        summary = getattr(parts.datamodule, "summary", None)
+        data = {"data": summary()} if summary else {}
+        run.finish(status="completed", **parts.meta, **data, final_metrics=metrics)
         # through a temporary file and a rename (was a copy): a reader of hf/ never sees half
         # a meta.json, even from a fit killed while writing it
         write_json_atomic(run.hf_dir / "meta.json", run.meta())

@@ -92,6 +92,17 @@ def curve(sizes: list[str], overrides: list[str]) -> None:
     table()
 
 
+def _count_pairs(meta: dict) -> int:
+    """Training pairs of a run whose meta.json predates the fit's data counts: its recipe and
+    ``data.shard`` override loaded again."""
+    shard = [a for a in meta["command"].split() if a.startswith("data.shard=")]
+    code = _COUNT.replace(f"recipe={RECIPE}", f"recipe={meta['recipe']}").replace(
+        '"data.prompt_format=raw"', ", ".join(['"data.prompt_format=raw"', *map(repr, shard)])
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip().splitlines()[-1])
+
+
 def _n_train() -> int:
     """Training pairs of the judge recipe with every pair (counted once by a quick load)."""
     out = subprocess.run(
@@ -131,7 +142,7 @@ def table() -> None:
     for run in sorted(ROOT.glob("curve-*")):
         if (run / "metrics.json").is_file():
             meta = json.loads((run / "meta.json").read_text())
-            n = meta.get("data", {}).get("train", {}).get("kept")
+            n = meta.get("data", {}).get("train", {}).get("kept") or _count_pairs(meta)
             m = _epochs(run)[-1]
             points.append((n, m, _seconds(run)))
     points.sort(key=lambda p: p[0] or 0)

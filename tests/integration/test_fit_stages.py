@@ -5,6 +5,8 @@ The export checks read the tiny pipeline's SFT and RM runs (`tiny_pipeline` in c
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from _fit_helpers import RM_METRICS, SMALL, fit, metrics, run_here, run_module
@@ -58,6 +60,13 @@ def test_tiny_rm_exports_a_sequence_classifier_with_the_trained_outputs(tiny_pip
     m = metrics(run)
     for key in RM_METRICS:
         assert key in m, key
+    # the run records the pairs it trained and validated on: the validation count is the one
+    # behind the accuracy's standard error (the sample se of n 0/1 verdicts: p (1 - p) / (n - 1))
+    data = json.loads((run / "meta.json").read_text())["data"]
+    assert data["train"]["kept"] > 0 and data["train"]["split"] == "train"
+    p, se = m["val/reward_acc"], m["val/reward_acc_se"]
+    if 0 < p < 1:
+        assert round(p * (1 - p) / se**2) + 1 == data["validation"]["kept"], (p, se, data)
     model = AutoModelForSequenceClassification.from_pretrained(run / "hf").eval()
     assert model.config.num_labels == 1 and model.config.pad_token_id is not None
     ids = IDS.masked_fill(MASK == 0, model.config.pad_token_id)
