@@ -86,35 +86,29 @@ def sweep(grid: dict[str, list[str]], epochs: int, fixed: list[str]) -> None:
 
 def curve(sizes: list[str], overrides: list[str]) -> None:
     total = 1.0 - HELD_OUT_SHARD
+    n_all = _count_pairs(RECIPE) if any(size != "all" for size in sizes) else None
     for size in sizes:
-        hi = 1.0 if size == "all" else HELD_OUT_SHARD + total * int(size) / _n_train()
+        hi = 1.0 if size == "all" else HELD_OUT_SHARD + total * int(size) / n_all
         _run(f"curve-{size}", [f"data.shard=[{HELD_OUT_SHARD},{min(hi, 1.0):.6f}]", *overrides])
     table()
 
 
-def _count_pairs(meta: dict) -> int:
-    """Training pairs of a run whose meta.json predates the fit's data counts: its recipe and
-    ``data.shard`` override loaded again."""
-    shard = [a for a in meta["command"].split() if a.startswith("data.shard=")]
-    code = _COUNT.replace(f"recipe={RECIPE}", f"recipe={meta['recipe']}").replace(
-        '"data.prompt_format=raw"', ", ".join(['"data.prompt_format=raw"', *map(repr, shard)])
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return int(out.stdout.strip().splitlines()[-1])
-
-
-def _n_train() -> int:
-    """Training pairs of the judge recipe with every pair (counted once by a quick load)."""
+def _count_pairs(recipe: str, overrides: list[str] | tuple[str, ...] = ()) -> int:
+    """Training pairs `recipe` loads with `overrides` (a quick load in a fresh process)."""
     out = subprocess.run(
-        [sys.executable, "-c", _COUNT], capture_output=True, text=True, check=True
+        [sys.executable, "-c", _COUNT, recipe, *overrides],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return int(out.strip().splitlines()[-1])
 
 
-_COUNT = f"""
+_COUNT = """
+import sys
 from argsfw.config.compose import compose
 from argsfw.data import load_pairs
-job = compose(["recipe={RECIPE}", "data.prompt_format=raw"])
+job = compose([f"recipe={sys.argv[1]}", "data.prompt_format=raw", *sys.argv[2:]])
 print(len(load_pairs(job.data, job.data.split)))
 """
 
@@ -149,7 +143,11 @@ def table() -> None:
     for run in sorted(ROOT.glob("curve-*")):
         if (run / "metrics.json").is_file():
             meta = json.loads((run / "meta.json").read_text())
-            n = meta.get("data", {}).get("train", {}).get("kept") or _count_pairs(meta)
+            # a run whose meta.json predates the fit's data counts: its recipe and shard reloaded
+            shard = [a for a in meta["command"].split() if a.startswith("data.shard=")]
+            n = meta.get("data", {}).get("train", {}).get("kept") or _count_pairs(
+                meta["recipe"], shard
+            )
             m = _epochs(run)[-1]
             points.append((n, m, _seconds(run)))
     points.sort(key=lambda p: p[0] or 0)
