@@ -140,6 +140,19 @@ def _scatter(ax, pts, annotate: bool = True) -> None:
         _place_labels(ax, [(x, y) for _, x, y, _ in pts], texts, colours)
 
 
+def _sweep_lines(ax, pts) -> None:
+    """A thin line through the points of each family that has several (a sweep of w, N, M, α),
+    in order of cost, so a method's trade-off reads as one curve."""
+    seen: dict[str, tuple[str, str]] = {}
+    by: dict[str, list[tuple[float, float]]] = {}
+    for e, x, y, _ in pts:
+        by.setdefault(family(e), []).append((x, y))
+    for fam, xy in by.items():
+        if len(xy) > 1:
+            xy.sort()
+            ax.plot([x for x, _ in xy], [y for _, y in xy], color=_style(fam, seen)[0], lw=0.8, alpha=0.6)
+
+
 def _place_labels(ax, xy: list[tuple[float, float]], texts: list[str], colours: list[str]) -> None:
     """Annotate points, moving a label to the next free spot around its point when it would
     overlap one already placed (matplotlib has no label placement; adjustText is not a dependency)."""
@@ -209,6 +222,7 @@ def plot_vs_cost(report: dict[str, Any], out: Path, metric: str = "reward") -> P
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     _scatter(ax, pts)
+    _sweep_lines(ax, pts)
     front = pareto_front([(x, y) for _, x, y, _ in pts])
     fx, fy = [pts[i][1] for i in front], [pts[i][2] for i in front]
     ax.step(fx, fy, where="post", color="black", lw=1, ls="--", alpha=0.7, label="Pareto front")
@@ -221,7 +235,9 @@ def plot_vs_cost(report: dict[str, Any], out: Path, metric: str = "reward") -> P
     ax.xaxis.set_minor_formatter(plain)
     ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel(label)
-    name = "mean RM reward" if metric == "reward" else "oracle (ground truth)"
+    name = {"reward": "mean RM reward", "judge_reward": "mean judge RM reward"}.get(
+        metric, "oracle (ground truth)"
+    )
     ax.set_ylabel(name)
     return _finish(fig, ax, out, f"{name} vs compute")
 
@@ -358,6 +374,7 @@ def plot_reward_diversity(report: dict[str, Any], out: Path) -> Path | None:
 PLOTS: dict[str, Callable[[dict[str, Any], Path], Path | None]] = {
     "reward_vs_cost": lambda r, p: plot_vs_cost(r, p, "reward"),
     "oracle_vs_cost": lambda r, p: plot_vs_cost(r, p, "oracle"),
+    "judge_vs_cost": lambda r, p: plot_vs_cost(r, p, "judge_reward"),
     "reward_vs_oracle": plot_reward_vs_oracle,
     "reward_vs_weight": plot_vs_weight,
     "reward_diversity": plot_reward_diversity,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from argsfw.eval.inputs import EvalRecord, make_label
-from argsfw.eval.plots import PLOTS, STYLES, family, pareto_front
+from argsfw.eval.plots import PLOTS, STYLES, _sweep_lines, family, pareto_front
 from argsfw.eval.stats import cost_metrics, record_cost
 
 
@@ -105,6 +105,7 @@ def test_setting_labels():
 
 def _entry(label, method, reward, oracle, cost, weight=None, **kw):
     metrics = {"reward": reward, "reward_se": 0.05, "oracle": oracle, "oracle_se": 0.04,
+               "judge_reward": oracle + 0.1, "judge_reward_se": 0.03,
                "compute_tokens_per_token": cost, "diversity": 0.5}  # fmt: skip
     knobs = {"weight": weight, "topk": kw.get("topk"), "num_samples": kw.get("n"),
              "gate_threshold": kw.get("tau")}  # fmt: skip
@@ -135,3 +136,24 @@ def test_every_plot_is_written_with_one_style_per_family(tmp_path):
         PLOTS["reward_vs_cost"]({"inputs": [_entry("x", "greedy", 1, 1, None)]}, tmp_path / "n.png")
         is None
     )
+
+
+def test_a_sweep_is_one_line_in_order_of_cost_and_a_lone_point_none():
+    class Axes:  # records what would be drawn
+        def __init__(self):
+            self.lines = []
+
+        def plot(self, xs, ys, **kw):
+            self.lines.append((list(xs), list(ys), kw["color"]))
+
+    pts = [
+        (_entry("args-greedy w=3 k=10", "args-greedy", 2.9, 0.6, 13.0, 3.0), 13.0, 2.9, 0.05),
+        (_entry("greedy", "greedy", 1.0, 0.7, 2.0), 2.0, 1.0, 0.05),
+        (_entry("args-greedy w=0.5 k=10", "args-greedy", 2.0, 1.0, 11.0, 0.5), 11.0, 2.0, 0.05),
+        (_entry("best-of-n N=8", "best-of-n", 2.2, 0.8, 25.0, n=8), 25.0, 2.2, 0.05),
+        (_entry("best-of-n N=2", "best-of-n", 1.5, 0.7, 7.0, n=2), 7.0, 1.5, 0.05),
+    ]
+    ax = Axes()
+    _sweep_lines(ax, pts)
+    assert [(xs, ys) for xs, ys, _ in ax.lines] == [([11.0, 13.0], [2.0, 2.9]), ([7.0, 25.0], [1.5, 2.2])]
+    assert ax.lines[0][2] == STYLES["args-greedy"][0] and ax.lines[1][2] == STYLES["best-of-n"][0]
