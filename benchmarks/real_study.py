@@ -1,0 +1,145 @@
+"""The real study's comparison, read off its evaluation: every row's rewards and cost, the Pareto
+front, and which method is best at three budgets.
+
+    python -m argsfw.pipeline recipe=smollm_hh_study          # or: make study-real
+    python benchmarks/real_study.py runs/smollm_hh_study/evaluate --out docs/real
+
+Reads ``report.json`` (one entry per row: means, standard errors, FLOPs per generated token,
+diversity, coherence, answer length, gains over greedy) and ``records.jsonl`` (every prompt's
+scores, for paired differences). Prints, in Markdown:
+
+* the table: guide RM and judge RM reward ± se (the guide is what the search optimised, the
+  judge never guided anything: a large guide gain with a small judge gain is reward hacking),
+  the judge gain over greedy plain and at greedy's answer length, forward FLOPs per generated
+  token (policy + every reward model the row read) and as a multiple of greedy's, diversity,
+  coherence and mean answer length;
+* the rows on the judge-vs-FLOPs Pareto front;
+* the budget table: for budgets of about greedy's cost (<= 1.5x), 4x and 16x, the row with the
+  highest judge reward among those costing no more, the runner-up, and their difference in
+  standard errors of the per-prompt (paired) difference.
+
+With ``--out`` it also draws the judge-vs-FLOPs and guide-vs-FLOPs plots (evaluate's own plot,
+sweeps as lines, the Pareto front dashed) into that folder and writes the Markdown there as
+``study.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+BUDGETS = ((1.5, "about greedy's cost (<= 1.5x)"), (4.0, "<= 4x greedy"), (16.0, "<= 16x greedy"))
+
+
+def _load(folder: Path) -> tuple[dict, dict[str, dict[str, dict]]]:
+    report = json.loads((folder / "report.json").read_text())
+    per: dict[str, dict[str, dict]] = {}
+    with (folder / "records.jsonl").open() as f:
+        for line in f:
+            r = json.loads(line)
+            per.setdefault(r["input"], {})[str(r["id"])] = r
+    return report, per
+
+
+def paired(a: dict[str, dict], b: dict[str, dict], key: str) -> tuple[float, float, int]:
+    """Mean of ``a - b`` over the prompts both scored, its standard error, and the count."""
+    d = [a[i][key] - b[i][key] for i in a if i in b and a[i].get(key) is not None
+         and b[i].get(key) is not None]  # fmt: skip
+    n = len(d)
+    if n < 2:
+        return math.nan, math.nan, n
+    mean = sum(d) / n
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1))
+    return mean, sd / math.sqrt(n), n
+
+
+def _f(v, digits=3, se=None) -> str:
+    if not isinstance(v, (int, float)) or math.isnan(v):
+        return "–"
+    return f"{v:.{digits}f}" + (f" ± {se:.{digits}f}" if isinstance(se, (int, float)) else "")
+
+
+def analyse(report: dict, per: dict[str, dict[str, dict]], metric: str = "judge_reward") -> str:
+    rows = [e for e in report["inputs"] if isinstance(e["metrics"].get("flops_per_token"), float)]
+    greedy = next((e for e in rows if e["label"] == "greedy"), None)
+    if greedy is None:
+        raise SystemExit("the report has no row labelled 'greedy': the budgets are multiples of it")
+    g_flops = greedy["metrics"]["flops_per_token"]
+    rows.sort(key=lambda e: e["metrics"]["flops_per_token"])
+    out = [
+        "| row | guide RM ± se | judge RM ± se | judge gain over greedy (at equal length) | "
+        "GFLOPs/token | × greedy | diversity | coherence | answer chars | prompts |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for e in rows:
+        m = e["metrics"]
+        gain = (
+            f"{_f(m.get('gain'), 3, m.get('gain_se'))} ({_f(m.get('gain_equal_length'), 3)})"
+            if "gain" in m
+            else "–"
+        )
+        out.append(
+            f"| {e['label']} | {_f(m.get('reward'), 3, m.get('reward_se'))} | "
+            f"{_f(m.get('judge_reward'), 3, m.get('judge_reward_se'))} | {gain} | "
+            f"{m['flops_per_token'] / 1e9:.2f} | {m['flops_per_token'] / g_flops:.1f} | "
+            f"{_f(m.get('diversity'))} | {_f(m.get('coherence'))} | "
+            f"{_f(m.get('answer_length'), 0)} | {e.get('n_records', '–')} |"
+        )
+    from argsfw.eval.plots import pareto_front
+
+    front = pareto_front([(e["metrics"]["flops_per_token"], e["metrics"][metric]) for e in rows])
+    out += ["", f"Pareto front ({metric} vs FLOPs per generated token): "
+            + ", ".join(f"{rows[i]['label']}" for i in front)]  # fmt: skip
+    out += [
+        "",
+        f"| budget | best ({metric} ± se) | runner-up ({metric} ± se) | difference ± se | in se |",
+        "|---|---|---|---:|---:|",
+    ]
+    for times, name in BUDGETS:
+        fit = [e for e in rows if e["metrics"]["flops_per_token"] <= times * g_flops * (1 + 1e-9)]
+        fit.sort(key=lambda e: -e["metrics"][metric])
+        if len(fit) < 2:
+            out.append(f"| {name} | {fit[0]['label'] if fit else '–'} | – | – | – |")
+            continue
+        best, second = fit[0], fit[1]
+        d, se, _ = paired(per[best["label"]], per[second["label"]], metric)
+        out.append(
+            f"| {name} | {best['label']} ({_f(best['metrics'][metric], 3, best['metrics'].get(metric + '_se'))}) | "
+            f"{second['label']} ({_f(second['metrics'][metric], 3, second['metrics'].get(metric + '_se'))}) | "
+            f"{_f(d, 3, se)} | {d / se:+.1f} |"
+        )  # fmt: skip
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("evaluate_dir", type=Path, help="the study's evaluate folder (report.json)")
+    ap.add_argument("--metric", default="judge_reward", help="the reward the budgets rank by")
+    ap.add_argument("--out", type=Path, help="folder for study.md and the plots")
+    args = ap.parse_args(argv)
+    if not (args.evaluate_dir / "report.json").is_file():
+        print(f"error: no report.json in {args.evaluate_dir}; run the study's evaluate step "
+              "first (python -m argsfw.pipeline recipe=smollm_hh_study)", file=sys.stderr)  # fmt: skip
+        return 2
+    report, per = _load(args.evaluate_dir)
+    if not any(args.metric in e["metrics"] for e in report["inputs"]):
+        print(f"error: no row has {args.metric!r}; set eval.judge_reward_model or pick --metric "
+              "reward", file=sys.stderr)  # fmt: skip
+        return 2
+    text = analyse(report, per, args.metric)
+    print(text)
+    if args.out:
+        from argsfw.eval.plots import plot_vs_cost
+
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "study.md").write_text(text + "\n")
+        plot_vs_cost(report, args.out / "pareto_judge.png", "judge_reward")
+        plot_vs_cost(report, args.out / "pareto_guide.png", "reward")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
