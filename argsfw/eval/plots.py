@@ -150,7 +150,13 @@ def _sweep_lines(ax, pts) -> None:
     for fam, xy in by.items():
         if len(xy) > 1:
             xy.sort()
-            ax.plot([x for x, _ in xy], [y for _, y in xy], color=_style(fam, seen)[0], lw=0.8, alpha=0.6)
+            ax.plot(
+                [x for x, _ in xy],
+                [y for _, y in xy],
+                color=_style(fam, seen)[0],
+                lw=0.8,
+                alpha=0.6,
+            )
 
 
 def _place_labels(ax, xy: list[tuple[float, float]], texts: list[str], colours: list[str]) -> None:

@@ -155,5 +155,8 @@ def test_a_sweep_is_one_line_in_order_of_cost_and_a_lone_point_none():
     ]
     ax = Axes()
     _sweep_lines(ax, pts)
-    assert [(xs, ys) for xs, ys, _ in ax.lines] == [([11.0, 13.0], [2.0, 2.9]), ([7.0, 25.0], [1.5, 2.2])]
+    assert [(xs, ys) for xs, ys, _ in ax.lines] == [
+        ([11.0, 13.0], [2.0, 2.9]),
+        ([7.0, 25.0], [1.5, 2.2]),
+    ]
     assert ax.lines[0][2] == STYLES["args-greedy"][0] and ax.lines[1][2] == STYLES["best-of-n"][0]
