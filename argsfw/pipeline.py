@@ -262,13 +262,20 @@ def _run_steps(steps: list[Step], jobs: int, root: Path) -> list[str]:
                 continue
             command = step.command() + ([f"num_threads={threads}"] if jobs > 1 else [])
             log.info("%s: %s", tag, shlex.join(command[1:]))
-            out = None
+            out, launch = None, {}
             if jobs > 1:
                 (root / "logs").mkdir(parents=True, exist_ok=True)
                 out = (root / "logs" / f"{re.sub(r'[^A-Za-z0-9._-]+', '_', step.name)}.log").open(
                     "a"
                 )
-            proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT if out else None)
+                # a step writing to a file block-buffers its stdout, where Lightning's progress
+                # bar goes: unbuffered, the log shows the step's progress while it runs
+                launch = dict(
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                )
+            proc = subprocess.Popen(command, **launch)
             running[step.name] = (proc, time.perf_counter(), out)
         if not running:
             if pending and not failed:  # cannot happen: a step waits only for earlier ones

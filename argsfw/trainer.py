@@ -161,6 +161,20 @@ def trainer_kwargs(job: JobConfig, manual_optimization: bool) -> dict[str, Any]:
     return kwargs
 
 
+def progress_bars(enabled: bool, stream=None) -> list[Callback]:
+    """The fit's progress bar when its output is not a terminal (a pipeline step's log, nohup,
+    a batch job): Lightning's TQDM bar, which writes every update to the file. Lightning would
+    pick its Rich bar when rich is installed, and Rich, off a terminal, shows the bar only when
+    the fit ends. On a terminal: none here, Lightning's own choice."""
+    import sys
+
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
+    stream = sys.stdout if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    return [TQDMProgressBar()] if enabled and not (isatty and isatty()) else []
+
+
 def build_trainer(job: JobConfig, run: RunDir, parts) -> L.Trainer:
     """The Trainer for one fit: logger, strategy, checkpoints, guards, exact-resume data."""
     manual = not parts.module.automatic_optimization
@@ -182,6 +196,7 @@ def build_trainer(job: JobConfig, run: RunDir, parts) -> L.Trainer:
             ValidateAtMaxSteps(),
             RNGState(),
             _checkpoint_callback(job, run),
+            *progress_bars(job.trainer.enable_progress_bar),
         ],
         default_root_dir=str(run.path),
     )

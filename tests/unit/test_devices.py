@@ -107,3 +107,22 @@ def test_a_bad_value_given_in_code_is_refused_too():
         with pytest.raises(ConfigError, match=r"^trainer\.devices="):
             parse_devices(value)
     assert parse_devices((1, 0)) == [1, 0] and parse_devices(" auto ") == "auto"
+
+
+def test_a_fit_logging_to_a_file_gets_a_bar_that_writes_every_update():
+    import io
+
+    import lightning as L
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
+    from argsfw.trainer import progress_bars
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    assert progress_bars(True, Terminal()) == []  # a terminal: Lightning's own bar
+    assert progress_bars(False, io.StringIO()) == []  # trainer.enable_progress_bar=false
+    bars = progress_bars(True, io.StringIO())
+    trainer = L.Trainer(accelerator="cpu", callbacks=bars, logger=False)
+    assert type(trainer.progress_bar_callback) is TQDMProgressBar  # not Rich's, which waits

@@ -78,3 +78,28 @@ def test_a_failed_step_stops_what_depends_on_it(tmp_path):
     b = _Timed("b", "fit", [f"policy={tmp_path / 'a'}"], tmp_path / "b", log)
     assert _run_steps([a, b], 1, tmp_path) == ["a"]
     assert "start b" not in _times(log)
+
+
+class _Printing(Step):
+    """A step that prints a line (no flush, as a progress bar's text is) and then reads its own
+    log, recording whether the line was already there while it still ran."""
+
+    def __init__(self, name, run_dir, seen: Path, own_log: Path):
+        super().__init__(name, "predict", [], run_dir)
+        self.seen, self.own_log = seen, own_log
+
+    def command(self):
+        script = (
+            "import sys; print('half-way'); "
+            "open(sys.argv[1], 'w').write(str('half-way' in open(sys.argv[2]).read()))"
+        )
+        return [sys.executable, "-c", script, str(self.seen), str(self.own_log)]
+
+
+def test_a_step_logging_to_a_file_shows_its_progress_while_it_runs(tmp_path, monkeypatch):
+    monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)  # as in a user's shell
+    seen = tmp_path / "seen"
+    step = _Printing("predict p", tmp_path / "p", seen, tmp_path / "logs" / "predict_p.log")
+    other = _Timed("predict q", "predict", [], tmp_path / "q", tmp_path / "times.log")
+    assert _run_steps([step, other], 2, tmp_path) == []
+    assert seen.read_text() == "True"  # not held in the step's stdout buffer until it exits
