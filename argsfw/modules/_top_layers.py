@@ -171,6 +171,16 @@ class FrozenBottomCache:
         """A causal LM's logits [B, T, V] on right-padded ``ids``/``mask`` [B, T]."""
         return self.model.get_output_embeddings()(self.hidden(ids, mask))
 
+    def response_logprob_sum(
+        self, ids: torch.Tensor, mask: torch.Tensor, response: torch.Tensor, normalize=False
+    ) -> torch.Tensor:
+        """A causal LM's ``Σ log π(reply token)`` [B] over the tokens ``response`` marks, its
+        head read at those positions only (`argsfw.rlhf.token_rewards.response_logprob_sum`)."""
+        from argsfw.rlhf.token_rewards import response_logprob_sum
+
+        head = self.model.get_output_embeddings()
+        return response_logprob_sum(self.hidden(ids, mask), head, ids, response, normalize)
+
     def __len__(self) -> int:
         return len(self.store)
 

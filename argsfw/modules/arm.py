@@ -65,12 +65,11 @@ class ArmModule(L.LightningModule):
 
     def rewards(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(r_chosen, r_rejected)`` [N] each, from one forward over both sides."""
-        ids = both_sides(batch, "input_ids")
-        logits = self(ids, both_sides(batch, "attention_mask"))
-        r = sequence_logprob_sum(
-            logits, ids, both_sides(batch, "response_mask"), self.arm.length_normalize
-        )
-        return r.chunk(2)
+        ids, mask = both_sides(batch, "input_ids"), both_sides(batch, "attention_mask")
+        response, norm = both_sides(batch, "response_mask"), self.arm.length_normalize
+        if self.frozen is not None:  # the head at the reply's positions only
+            return self.frozen.response_logprob_sum(ids, mask, response, norm).chunk(2)
+        return sequence_logprob_sum(self(ids, mask), ids, response, norm).chunk(2)
 
     def _loss(self, chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
         return genarm_loss(chosen, rejected, self.arm.beta, self.arm.margin)

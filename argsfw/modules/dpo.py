@@ -62,10 +62,9 @@ class DPOModule(FrozenModels, L.LightningModule):
     reference = property(lambda self: self.frozen(0), doc="The frozen π_ref (None under LoRA).")
 
     def _logps(self, model, ids, mask, response, cache=None) -> torch.Tensor:
-        if cache is None:
-            logits = model(input_ids=ids, attention_mask=mask).logits
-        else:
-            logits = cache.logits(ids, mask)
+        if cache is not None:  # the head at the reply's positions only
+            return cache.response_logprob_sum(ids, mask, response)
+        logits = model(input_ids=ids, attention_mask=mask).logits
         return sequence_logprob_sum(logits, ids, response)
 
     def terms(self, batch: dict[str, torch.Tensor]):

@@ -39,6 +39,31 @@ def sequence_logprob_sum(
     return total / m.sum(-1).clamp(min=1.0) if normalize else total
 
 
+def response_logprob_sum(
+    hidden: torch.Tensor,
+    head: torch.nn.Module,
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    normalize: bool = False,
+) -> torch.Tensor:
+    """`sequence_logprob_sum` of ``head(hidden)``, with the vocabulary head read only at the
+    positions that predict a masked token.
+
+    `hidden` ``[B, T, H]`` are the final hidden states the head maps to logits. DPO and the ARM
+    need log-probabilities of the reply's tokens only; a chat prompt is most of a pair's tokens
+    and a 49k-token vocabulary makes the head and its softmax most of a fit's work, so the
+    prompt's and the padding's logits are never made (transformers' ``logits_to_keep`` keeps a
+    suffix, not a mask). Returns ``[B]`` float32.
+    """
+    predicts = mask[:, 1:].bool()  # position t-1 predicts token t
+    rows, cols = predicts.nonzero(as_tuple=True)
+    logp = torch.log_softmax(head(hidden[:, :-1][rows, cols]).float(), dim=-1)  # [N, V]
+    taken = logp.gather(-1, ids[:, 1:][rows, cols][:, None]).squeeze(-1)  # [N]
+    total = torch.zeros(ids.shape[0], dtype=taken.dtype, device=taken.device)
+    total = total.index_add(0, rows, taken)
+    return total / predicts.sum(-1).clamp(min=1).float() if normalize else total
+
+
 def genarm_loss(
     r_chosen: torch.Tensor, r_rejected: torch.Tensor, beta: float, margin: float = 0.0
 ) -> torch.Tensor:

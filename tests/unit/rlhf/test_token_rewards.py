@@ -14,6 +14,7 @@ from argsfw.rlhf.token_rewards import (
     farma_consistency_loss,
     genarm_loss,
     last_token_values,
+    response_logprob_sum,
     scheduled_loss,
     sequence_logprob_sum,
     taken_token_values,
@@ -38,6 +39,32 @@ def test_sequence_logprob_sum_over_the_response_tokens():
     assert sequence_logprob_sum(logits, IDS, last_only).item() == pytest.approx(math.log(0.8))
     empty = torch.tensor([[1, 0, 0]])
     assert sequence_logprob_sum(logits, IDS, empty, normalize=True).item() == 0.0
+
+
+def test_response_logprob_sum_reads_the_head_at_the_reply_only():
+    identity = torch.nn.Linear(3, 3, bias=False)
+    identity.weight.data = torch.eye(3)
+    hidden = torch.log(PROBS) + 3.0  # the identity head makes these the logits
+    both, empty = torch.tensor([[0, 1, 1]]), torch.tensor([[1, 0, 0]])
+    assert response_logprob_sum(hidden, identity, IDS, both).item() == pytest.approx(
+        math.log(0.5) + math.log(0.8)
+    )
+    assert response_logprob_sum(hidden, identity, IDS, both, normalize=True).item() == (
+        pytest.approx((math.log(0.5) + math.log(0.8)) / 2)
+    )
+    assert response_logprob_sum(hidden, identity, IDS, empty, normalize=True).item() == 0.0
+    # rows of different lengths, padding and prompt positions: sequence_logprob_sum's values
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 50)
+    h, ids = torch.randn(3, 7, 8), torch.randint(0, 50, (3, 7))
+    mask = torch.tensor([[0, 0, 1, 1, 1, 0, 0], [0, 0, 0, 0, 0, 1, 1], [0, 0, 0, 0, 0, 0, 0]])
+    for norm in (False, True):
+        want = sequence_logprob_sum(head(h), ids, mask, norm)
+        assert torch.allclose(response_logprob_sum(h, head, ids, mask, norm), want, atol=1e-5)
+    calls = []
+    head.register_forward_hook(lambda m, a, out: calls.append(a[0].shape[0]))
+    response_logprob_sum(h, head, ids, mask)
+    assert calls == [5]  # the five positions that predict a reply token: no prompt, no padding
 
 
 def test_genarm_loss_hand_computed():
