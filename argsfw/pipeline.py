@@ -5,8 +5,8 @@ Runs the fit stages (``pipeline.fit``: SFT → RM → PPO → …), every decode
 own ``python -m argsfw.<entry>`` process with its own run directory under this run's
 directory. Separate processes keep each stage's memory apart and let any stage use several
 devices (Lightning re-launches the *stage* command for its other ranks, not the pipeline).
-Re-running the same command skips finished fit stages, resumes unfinished ones, and lets
-predict skip the prompts it already wrote.
+Re-running the same command skips finished fit stages, resumes unfinished ones, lets
+predict skip the prompts it already wrote, and skips an evaluation newer than everything it reads.
 """
 
 from __future__ import annotations
@@ -63,6 +63,33 @@ def fit_complete(run_dir: Path) -> bool:
         and json.loads(meta.read_text()).get("status") == "completed"
         and (run_dir / "hf" / "config.json").is_file()
     )
+
+
+def evaluate_current(step: Step, earlier: list[Step]) -> bool:
+    """An evaluate step's report is current: complete, made by this same command, and newer than
+    every output it reads (each predict step's ``outputs.jsonl`` and ``DONE``, sweeps included)
+    and every fit it names (``meta.json``), with as many inputs as there are outputs now.
+
+    Re-running a finished pipeline then skips its evaluation as it skips finished fits and
+    predict steps; anything newer, or a changed evaluate command, evaluates again."""
+    from argsfw.eval.report import REPORT_DONE, report_complete
+
+    run = step.run_dir
+    if not report_complete(run) or not (run / "meta.json").is_file():
+        return False
+    meta = json.loads((run / "meta.json").read_text())
+    command = str(meta.get("command", "")).split(" ", 3)
+    if meta.get("status") != "completed" or command[3:] != [" ".join(step.args)]:
+        return False
+    outputs = [f for s in earlier if s.entry == "predict" for f in s.run_dir.rglob("outputs.jsonl")]
+    read = (
+        outputs
+        + [f.with_name("DONE") for f in outputs]
+        + [s.run_dir / "meta.json" for s in earlier if s.entry == "fit"]
+    )
+    made = (run / REPORT_DONE).stat().st_mtime
+    newest = max((f.stat().st_mtime for f in read if f.is_file()), default=0.0)
+    return meta.get("inputs") == len(outputs) and newest < made
 
 
 # ``@NAME`` at the start of a value or list item: a reference to fit step NAME's run directory
@@ -256,7 +283,9 @@ def _run_steps(steps: list[Step], jobs: int, root: Path) -> list[str]:
                 continue
             pending.remove(step)
             tag = f"[{index[step.name]}/{len(steps)}] {step.name}"
-            if step.entry == "fit" and fit_complete(step.run_dir):
+            if (step.entry == "fit" and fit_complete(step.run_dir)) or (
+                step.entry == "evaluate" and evaluate_current(step, steps[: index[step.name] - 1])
+            ):
                 log.info("%s: already complete in %s, skipped", tag, step.run_dir)
                 done.add(step.name)
                 continue

@@ -103,3 +103,76 @@ def test_a_step_logging_to_a_file_shows_its_progress_while_it_runs(tmp_path, mon
     other = _Timed("predict q", "predict", [], tmp_path / "q", tmp_path / "times.log")
     assert _run_steps([step, other], 2, tmp_path) == []
     assert seen.read_text() == "True"  # not held in the step's stdout buffer until it exits
+
+
+def _finished_study(tmp_path: Path):
+    """A fit, a predict sweep of two outputs and an evaluation of both, each as its files."""
+    import json
+    import os
+
+    fit = Step("rm", "fit", ["recipe=r"], tmp_path / "rm")
+    pred = Step("predict p", "predict", ["recipe=p"], tmp_path / "predict" / "p")
+    ev = Step("evaluate", "evaluate", ["recipe=e", f"outputs=[{tmp_path / 'predict'}]"],
+              tmp_path / "evaluate")  # fmt: skip
+    fit.run_dir.mkdir(parents=True)
+    (fit.run_dir / "meta.json").write_text("{}")
+    for sweep in ("w=1", "w=2"):
+        d = pred.run_dir / sweep
+        d.mkdir(parents=True)
+        (d / "outputs.jsonl").write_text("{}\n")
+        (d / "DONE").write_text("")
+    ev.run_dir.mkdir()
+    for name in ("report.json", "report.md", "DONE"):
+        (ev.run_dir / name).write_text("{}")
+    command = "python -m argsfw.evaluate " + " ".join(ev.args)
+    meta = {"command": command, "status": "completed", "inputs": 2}
+    (ev.run_dir / "meta.json").write_text(json.dumps(meta))
+    t = time.time()
+    for f in tmp_path.rglob("*"):  # outputs an hour old, the report a minute
+        if f.is_file():
+            os.utime(f, (t - 3600, t - 3600))
+    os.utime(ev.run_dir / "DONE", (t - 60, t - 60))
+    return fit, pred, ev
+
+
+def test_an_evaluation_newer_than_all_it_reads_is_current(tmp_path):
+    import json
+
+    from argsfw.pipeline import evaluate_current
+
+    fit, pred, ev = _finished_study(tmp_path)
+    assert evaluate_current(ev, [fit, pred])
+    (pred.run_dir / "w=2" / "outputs.jsonl").touch()  # an output written after the report
+    assert not evaluate_current(ev, [fit, pred])
+
+    fit, pred, ev = _finished_study(tmp_path / "refit")
+    (fit.run_dir / "meta.json").touch()  # a fit that finished after it (a new reward model)
+    assert not evaluate_current(ev, [fit, pred])
+
+    fit, pred, ev = _finished_study(tmp_path / "more")
+    (pred.run_dir / "w=3").mkdir()
+    (pred.run_dir / "w=3" / "outputs.jsonl").write_text("{}\n")
+    import os
+
+    os.utime(pred.run_dir / "w=3" / "outputs.jsonl", (0, 0))  # old, but not one it read
+    assert not evaluate_current(ev, [fit, pred])
+
+    fit, pred, ev = _finished_study(tmp_path / "other")
+    changed = Step("evaluate", "evaluate", [*ev.args, "eval.metrics=[reward]"], ev.run_dir)
+    assert not evaluate_current(changed, [fit, pred])  # another command
+    (ev.run_dir / "report.md").unlink()  # a killed evaluation's report is never current
+    assert not evaluate_current(ev, [fit, pred])
+
+    fit, pred, ev = _finished_study(tmp_path / "failed")
+    meta = json.loads((ev.run_dir / "meta.json").read_text())
+    (ev.run_dir / "meta.json").write_text(json.dumps({**meta, "status": "failed"}))
+    assert not evaluate_current(ev, [fit, pred])
+
+
+def test_a_current_evaluation_is_not_run_again(tmp_path):
+    fit, pred, ev = _finished_study(tmp_path)
+    log = tmp_path / "times.log"
+    timed = _Timed("evaluate", "evaluate", ev.args, ev.run_dir, log)
+    done = _Timed("predict p", "predict", pred.args, pred.run_dir, log)
+    assert _run_steps([done, timed], 1, tmp_path) == []
+    assert "start evaluate" not in _times(log) and "start predict_p" in _times(log)
