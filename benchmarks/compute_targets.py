@@ -3,7 +3,9 @@
     python -m argsfw.pipeline recipe=tiny_compute            # after make demo (its SFT policy and RM)
     python benchmarks/compute_targets.py runs/tiny_compute/evaluate/report.json
 
-    python -m argsfw.pipeline recipe=smollm_hh_compute       # SmolLM2, real HH prompts
+    python -m argsfw.pipeline recipe=smollm_hh_study         # SmolLM2, real HH prompts: one
+    python benchmarks/compute_targets.py runs/smollm_hh_study/evaluate/report.json   # schedule
+    python -m argsfw.pipeline recipe=smollm_hh_compute       # three schedules, three thresholds
     python benchmarks/compute_targets.py runs/smollm_hh_compute/evaluate/report.json
 
 Every row of a report was decoded and evaluated in one pipeline run, on the same prompts, the
