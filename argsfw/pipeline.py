@@ -142,9 +142,11 @@ def _group_override(job: JobConfig, root: Path) -> str:
 
 
 def _made_by(fit: dict[str, str]) -> dict[str, str]:
-    """``{"policy": step, "reward_model": step}``: the first fit step whose stage makes a policy,
-    and the first that makes a sequence reward model, read from each step's declared stage
-    (`argsfw.stages.Stage.makes`); a step whose recipe cannot be read is left to `check_steps`."""
+    """``{"policy": step, "reward_model": step}``: the first fit step whose stage makes a policy
+    that is not a training-time baseline (SFT's, not DPO's or PPO's: a DPO step listed first
+    must not become every decoding row's policy), and the first that makes a sequence reward
+    model, read from each step's declared stage (`argsfw.stages.Stage.makes`, ``color``); a step
+    whose recipe cannot be read is left to `check_steps`."""
     from argsfw.config.compose import find_recipe, recipe_stage
     from argsfw.decoding.types import RewardKind
     from argsfw.stages import POLICY, find_stage
@@ -156,7 +158,7 @@ def _made_by(fit: dict[str, str]) -> dict[str, str]:
             stage = find_stage(recipe_stage(find_recipe(recipe), own))
         except ConfigError:
             continue
-        if stage is not None and stage.makes == POLICY:
+        if stage is not None and stage.makes == POLICY and stage.color is None:
             made.setdefault("policy", name)
         elif stage is not None and stage.reward_kind is RewardKind.SEQUENCE:
             made.setdefault("reward_model", name)

@@ -61,7 +61,8 @@ class Stage:
             (lower first; the built-ins follow the usual pipeline: sft, rm, ppo, dpo, ...).
         color, marker: a stage whose policy is a training-time baseline (PPO, DPO) sets its
             style in evaluate's plots, where an output whose label starts with the stage's
-            name is drawn as a reference line; None: not drawn as one.
+            name is drawn as a reference line, and the pipeline never hands its policy to
+            predict steps as their default (`argsfw.pipeline`); None: neither.
     """
 
     name: str

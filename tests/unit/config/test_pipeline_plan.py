@@ -43,6 +43,13 @@ def test_predict_inputs_come_from_what_fit_steps_make(tmp_path):
     assert _arg(steps["predict g"], "policy") == str(tmp_path / "base")
     assert _arg(steps["predict g"], "reward_model") == str(tmp_path / "guide")
     assert _arg(steps["evaluate"], "reward_model") == str(tmp_path / "guide")
+    # a training-time baseline's policy (DPO, PPO) listed first is not every row's policy
+    job.pipeline.fit = {"dpo": "tiny_dpo", "base": "tiny_sft", "guide": "tiny_rm"}
+    steps = {s.name: s for s in plan(job, tmp_path)}
+    assert _arg(steps["predict g"], "policy") == str(tmp_path / "base")
+    job.pipeline.fit = {"dpo": "tiny_dpo", "ppo": "tiny_ppo", "guide": "tiny_rm"}
+    steps = {s.name: s for s in plan(job, tmp_path)}
+    assert not any(a.startswith("policy=") for a in steps["predict g"].args)  # the recipe's own
 
 
 def test_unfinished_fit_is_resumed_and_finished_one_recognised(tmp_path):
