@@ -90,6 +90,15 @@ def run_entry(
     except KeyboardInterrupt:
         print(f"argsfw {entry}: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
+    except SystemExit as exc:  # Lightning's SIGTERMException is one, with no exit code (0)
+        if type(exc).__name__ != "SIGTERMException":
+            raise
+        print(
+            f"argsfw {entry}: stopped by SIGTERM; what was done is kept: re-run the same "
+            "command to resume",
+            file=sys.stderr,
+        )
+        return 143  # 128 + SIGTERM, as a shell reports a process SIGTERM ended
     except Exception as exc:
         if verbose:
             raise

@@ -59,6 +59,12 @@ class PartFileWriter(BasePredictionWriter):
         os.fsync(self._file.fileno())
         for r in prediction:
             self.counts["skipped" if r.get("skipped") else "written"] += 1
+        if trainer.received_sigterm:  # a scheduler's preemption, `kill`: stop at a batch's end
+            # why here: Lightning's fit and validation loops stop on SIGTERM, its predict loop
+            # does not (it would decode every remaining batch first, then exit 0)
+            from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+            raise SIGTERMException
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
         """Close the part file."""

@@ -225,3 +225,35 @@ def test_resuming_another_stages_run_leaves_its_files_alone(tmp_path, capsys):
     assert fit_main(["recipe=tiny_sft", "resume=true", f"run_dir={run}", "logger=none"]) == 2
     assert "holds a rm run" in _last_error(capsys, "fit")
     assert _files(run) == before
+
+
+@pytest.mark.slow
+def test_a_sigtermed_predict_stops_at_a_batch_end_with_143_and_resumes(tiny_kit, tmp_path):
+    # Lightning's predict loop ignores SIGTERM: a preempted run decoded every remaining batch
+    # and exited 0; a killed fit's SIGTERMException (a SystemExit with no code) also exited 0
+    run = tmp_path / "term"
+    args = _pargs(tiny_kit, run, "data.limit=40", "decode.max_new_tokens=16")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "argsfw.predict", *args], cwd=REPO, env=env(),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    part, deadline = run / "outputs.part-rank0.jsonl", time.monotonic() + 240
+    try:
+        while not (part.exists() and part.read_text().count("\n") >= 2):
+            assert proc.poll() is None, f"ended before a batch: {proc.stderr.read()[-2000:]}"
+            assert time.monotonic() < deadline, "no batch written within 240 s"
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    lines = part.read_text().splitlines()
+    assert proc.returncode == 143, err[-2000:]
+    assert "stopped by SIGTERM" in err.strip().splitlines()[-1]
+    assert 2 <= len(lines) < 40 and len(lines) % 2 == 0  # whole batches of 2, not all 40
+    assert not (run / "DONE").exists()
+    assert json.loads((run / "meta.json").read_text())["status"] == "failed"
+    assert predict(args) == 0 and (run / "DONE").is_file()
+    ids = [json.loads(r)["id"] for r in (run / "outputs.jsonl").read_text().splitlines()]
+    assert len(ids) == 40 == len(set(ids))
