@@ -291,7 +291,9 @@ def _run_steps(steps: list[Step], jobs: int, root: Path) -> list[str]:
                 log.info("%s: already complete in %s, skipped", tag, step.run_dir)
                 done.add(step.name)
                 continue
-            command = step.command() + ([f"num_threads={threads}"] if jobs > 1 else [])
+            # evaluate waits for every other step, so it runs alone: it keeps its own threads
+            split = jobs > 1 and step.entry != "evaluate"
+            command = step.command() + ([f"num_threads={threads}"] if split else [])
             log.info("%s: %s", tag, shlex.join(command[1:]))
             out, launch = None, {}
             if jobs > 1:

@@ -176,3 +176,26 @@ def test_a_current_evaluation_is_not_run_again(tmp_path):
     done = _Timed("predict p", "predict", pred.args, pred.run_dir, log)
     assert _run_steps([done, timed], 1, tmp_path) == []
     assert "start evaluate" not in _times(log) and "start predict_p" in _times(log)
+
+
+class _Argv(Step):
+    """A step that records the arguments the pipeline adds to its command."""
+
+    def __init__(self, name, entry, run_dir, out: Path):
+        super().__init__(name, entry, [], run_dir)
+        self.out = out
+
+    def command(self):
+        script = "import sys; open(sys.argv[1], 'w').write(' '.join(sys.argv[2:]))"
+        return [sys.executable, "-c", script, str(self.out)]
+
+
+def test_side_by_side_steps_split_the_cores_and_the_evaluation_keeps_its_own(tmp_path):
+    steps = [
+        _Argv("predict a", "predict", tmp_path / "a", tmp_path / "a.args"),
+        _Argv("predict b", "predict", tmp_path / "b", tmp_path / "b.args"),
+        _Argv("evaluate", "evaluate", tmp_path / "e", tmp_path / "e.args"),
+    ]
+    assert _run_steps(steps, 2, tmp_path) == []
+    assert (tmp_path / "a.args").read_text().startswith("num_threads=")
+    assert (tmp_path / "e.args").read_text() == ""  # alone at the end: its recipe's threads
