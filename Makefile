@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml constraints.txt
 demo: setup
 	$(DEMO_KERNELS) $(BIN)/python -m argsfw.pipeline recipe=tiny_pipeline
 
-# The ARGS study on the real SmolLM2-135M-Instruct with RMs trained on real HH-RLHF (CPU, ~2 h;
+# Every method family on the real SmolLM2-135M-Instruct with RMs trained on real HH-RLHF (CPU, ~3.5 h;
 # see the README's "Real model" section). Needs ../shared/data. Re-run to resume.
 study-real: setup
 	$(BIN)/python -m argsfw.pipeline recipe=smollm_hh_study
