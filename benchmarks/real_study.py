@@ -44,16 +44,15 @@ def _load(folder: Path) -> tuple[dict, dict[str, dict[str, dict]]]:
     return report, per
 
 
-def paired(a: dict[str, dict], b: dict[str, dict], key: str) -> tuple[float, float, int]:
-    """Mean of ``a - b`` over the prompts both scored, its standard error, and the count."""
+def paired(a: dict[str, dict], b: dict[str, dict], key: str) -> tuple[float, float]:
+    """Mean of ``a - b`` over the prompts both scored and its standard error (nan with fewer
+    than two)."""
+    from argsfw.eval.stats import mean_stderr
+
     d = [a[i][key] - b[i][key] for i in a if i in b and a[i].get(key) is not None
          and b[i].get(key) is not None]  # fmt: skip
-    n = len(d)
-    if n < 2:
-        return math.nan, math.nan, n
-    mean = sum(d) / n
-    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1))
-    return mean, sd / math.sqrt(n), n
+    mean, se = mean_stderr(d)
+    return (math.nan, math.nan) if se is None else (mean, se)
 
 
 def _f(v, digits=3, se=None) -> str:
@@ -105,7 +104,7 @@ def analyse(report: dict, per: dict[str, dict[str, dict]], metric: str = "judge_
             out.append(f"| {name} | {fit[0]['label'] if fit else '–'} | – | – | – |")
             continue
         best, second = fit[0], fit[1]
-        d, se, _ = paired(per[best["label"]], per[second["label"]], metric)
+        d, se = paired(per[best["label"]], per[second["label"]], metric)
         out.append(
             f"| {name} | {best['label']} ({_f(best['metrics'][metric], 3, best['metrics'].get(metric + '_se'))}) | "
             f"{second['label']} ({_f(second['metrics'][metric], 3, second['metrics'].get(metric + '_se'))}) | "
