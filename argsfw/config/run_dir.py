@@ -257,6 +257,13 @@ class RunDir:
         tree = redact(OmegaConf.to_container(OmegaConf.structured(job), resolve=True))
         with atomic_file(self.config_path) as f:
             f.write(OmegaConf.to_yaml(OmegaConf.create(tree)))
+        # a resumed run starts clean of how the previous attempt ended (its error, its failed
+        # step): a completed run's meta must not still carry an old SIGTERM's error
+        meta = self.meta()
+        if any(k in meta for k in ("error", "failed_step")):
+            write_json_atomic(
+                self.meta_path, {k: v for k, v in meta.items() if k not in ("error", "failed_step")}
+            )
         self.update_meta(
             entry=entry,
             stage=job.stage,

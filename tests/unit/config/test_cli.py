@@ -104,6 +104,17 @@ def test_run_dir_writes_redacted_config_and_meta(tmp_path, monkeypatch):
     assert meta["started"] and meta["finished"] and meta["code_version"].startswith("0.1.0")
 
 
+def test_a_resumed_run_that_completes_drops_the_previous_attempts_error(tmp_path):
+    job = compose(["recipe=tiny_args", f"run_dir={tmp_path}"])
+    run = RunDir(tmp_path)
+    run.start(job, "fit")
+    run.finish(status="failed", error="SIGTERMException")
+    run.start(job, "fit")  # the resume
+    run.finish(status="completed")
+    meta = json.loads(run.meta_path.read_text())
+    assert meta["status"] == "completed" and "error" not in meta
+
+
 def test_redact_masks_secret_keys_but_keeps_env_var_names():
     tree = {"judge": {"api_key": "abc", "api_key_env": "OPENAI_API_KEY"}, "max_new_tokens": 5}
     assert redact(tree) == {
