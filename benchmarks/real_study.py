@@ -18,6 +18,14 @@ scores, for paired differences). Prints, in Markdown:
   highest judge reward among those costing no more, the runner-up, and their difference in
   standard errors of the per-prompt (paired) difference.
 
+With ``--time RUN_DIR`` (the pipeline's run directory) it adds the study's time: every step's
+measured seconds (a fit's start to finish, a decoding row's summed batch seconds across every
+attempt that wrote its records plus its start-up, the evaluation's start to finish) and the
+wall time of those steps scheduled as the pipeline runs them (``pipeline.jobs`` at once, each
+step once the fits it names are done: `argsfw.pipeline`'s own plan and dependencies). A study
+run in pieces (killed and resumed across sessions) gets its uninterrupted wall time this way;
+``--add STEP=SECONDS`` adds work a step's record leaves out (a feature store built earlier).
+
 With ``--out`` it also draws the judge-vs-FLOPs and guide-vs-FLOPs plots (evaluate's own plot,
 sweeps as lines, the Pareto front dashed) into that folder and writes the Markdown there as
 ``study.md``.
@@ -113,11 +121,90 @@ def analyse(report: dict, per: dict[str, dict[str, dict]], metric: str = "judge_
     return "\n".join(out)
 
 
+def _started_finished(meta: dict) -> float:
+    from datetime import datetime
+
+    t = [datetime.strptime(meta[k], "%Y-%m-%dT%H:%M:%S%z") for k in ("started", "finished")]
+    return (t[1] - t[0]).total_seconds()
+
+
+def step_seconds(step) -> float:
+    """The one-core seconds `step` (an `argsfw.pipeline.Step`) took, read off its run directory."""
+    if not (step.run_dir / "meta.json").is_file() and not any(step.run_dir.glob("*/meta.json")):
+        return 0.0  # not started
+    if step.entry != "predict":
+        meta = json.loads((step.run_dir / "meta.json").read_text())
+        return _started_finished(meta) if meta.get("finished") else 0.0
+    total = 0.0
+    for meta_path in sorted(step.run_dir.glob("**/meta.json")):  # a sweep: one folder a setting
+        if "wandb" in meta_path.parts:
+            continue
+        summary = json.loads(meta_path.read_text()).get("predict") or {}
+        total += summary.get("seconds_this_run", 0.0) - summary.get("decode_seconds", 0.0)
+        merged = meta_path.parent / "outputs.jsonl"  # a row still decoding: its part files
+        for path in [merged] if merged.is_file() else meta_path.parent.glob("outputs.part-*.jsonl"):
+            with path.open() as f:
+                total += sum(float(json.loads(line).get("seconds", 0.0)) for line in f)
+    return total
+
+
+def step_complete(step) -> bool:
+    metas = [p for p in step.run_dir.glob("**/meta.json") if "wandb" not in p.parts]
+    return bool(metas) and all(
+        json.loads(p.read_text()).get("status") == "completed" for p in metas
+    )
+
+
+def schedule(steps, seconds: dict[str, float], jobs: int) -> float:
+    """The wall time of `steps` run as `argsfw.pipeline` runs them: in order, up to `jobs` at
+    once, each once the earlier steps it depends on are done."""
+    from argsfw.pipeline import depends_on
+
+    deps = {s.name: {d.name for d in depends_on(s, steps[:i])} for i, s in enumerate(steps)}
+    pending, running, done, now = [s.name for s in steps], {}, set(), 0.0
+    while pending or running:
+        for name in list(pending):
+            if len(running) >= jobs:
+                break
+            if deps[name] <= done:
+                pending.remove(name)
+                running[name] = now + seconds[name]
+        now = min(running.values())
+        for name in [n for n, end in running.items() if end <= now]:
+            del running[name]
+            done.add(name)
+    return now
+
+
+def time_table(run_dir: Path, add: dict[str, float]) -> str:
+    from argsfw.config.compose import compose
+    from argsfw.pipeline import plan
+
+    meta = json.loads((run_dir / "meta.json").read_text())
+    job = compose([f"recipe={meta['recipe']}", f"run_dir={run_dir}"])
+    steps = plan(job, run_dir)
+    seconds = {s.name: step_seconds(s) + add.get(s.name, 0.0) for s in steps}
+    jobs = job.pipeline.jobs
+    wall = schedule(steps, seconds, jobs)
+    out = ["| step | seconds (one core) |", "|---|---:|"]
+    out += [f"| {s.name}{f' (+{add[s.name]:.0f} s added)' if s.name in add else ''}"
+            f"{'' if step_complete(s) else ' (not complete)'} | {seconds[s.name]:,.0f} |"
+            for s in steps]  # fmt: skip
+    total = sum(seconds.values())
+    out += ["", f"{len(steps)} steps, {total / 3600:.2f} h of one core in all; scheduled "
+            f"{jobs} at a time as `argsfw.pipeline` runs them: **{wall / 3600:.2f} h** wall time"]  # fmt: skip
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("evaluate_dir", type=Path, help="the study's evaluate folder (report.json)")
     ap.add_argument("--metric", default="judge_reward", help="the reward the budgets rank by")
     ap.add_argument("--out", type=Path, help="folder for study.md and the plots")
+    ap.add_argument("--time", type=Path, metavar="RUN_DIR", help="the pipeline's run directory: "
+                    "add each step's seconds and the study's scheduled wall time")  # fmt: skip
+    ap.add_argument("--add", action="append", default=[], metavar="STEP=SECONDS",
+                    help="seconds a step's record leaves out (e.g. judge=721: its feature pass)")  # fmt: skip
     args = ap.parse_args(argv)
     if not (args.evaluate_dir / "report.json").is_file():
         print(f"error: no report.json in {args.evaluate_dir}; run the study's evaluate step "
@@ -129,6 +216,9 @@ def main(argv=None) -> int:
               "reward", file=sys.stderr)  # fmt: skip
         return 2
     text = analyse(report, per, args.metric)
+    if args.time:
+        add = {k: float(v) for k, v in (a.rsplit("=", 1) for a in args.add)}
+        text += "\n\n" + time_table(args.time, add)
     print(text)
     if args.out:
         from argsfw.eval.plots import plot_vs_cost
