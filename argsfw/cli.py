@@ -91,7 +91,9 @@ def run_entry(
         print(f"argsfw {entry}: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
     except SystemExit as exc:  # Lightning's SIGTERMException is one, with no exit code (0)
-        if type(exc).__name__ != "SIGTERMException":
+        from argsfw.errors import Terminated
+
+        if type(exc).__name__ != "SIGTERMException" and not isinstance(exc, Terminated):
             raise
         print(
             f"argsfw {entry}: stopped by SIGTERM; what was done is kept: re-run the same "

@@ -45,3 +45,8 @@ class NonFiniteLossError(ArgsfwError):
 
 class StepFailed(ArgsfwError):
     """A stage of a pipeline failed; its own output said why (exit code 1)."""
+
+
+class Terminated(SystemExit):
+    """SIGTERM stopped a run that keeps what it did (the pipeline, after its running steps
+    stopped at their own safe points); the entry point exits 143 with a resume hint."""

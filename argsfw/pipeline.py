@@ -265,9 +265,54 @@ def depends_on(step: Step, earlier: list[Step]) -> list[Step]:
     ]
 
 
+def _terminate(signum, frame):
+    from argsfw.errors import Terminated
+
+    raise Terminated()
+
+
 def _run_steps(steps: list[Step], jobs: int, root: Path) -> list[str]:
     """Run `steps`, up to `jobs` at once in dependency order; returns the names of the steps
-    that failed (after those already running have finished; nothing new starts then)."""
+    that failed (after those already running have finished; nothing new starts then).
+
+    A SIGTERM or Ctrl-C of the pipeline is passed on to the running steps as SIGTERM, and the
+    pipeline waits for them to stop at their own safe points (predict at a batch's end, fit at
+    a step's) before it exits: a step left running alone would still hold its run directory's
+    lock when the pipeline is re-run, and its work after the stop would be nobody's.
+    """
+    import signal
+
+    running: dict[str, tuple[subprocess.Popen, float, object]] = {}
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _schedule_steps(steps, jobs, root, running)
+    except BaseException:
+        if running:
+            log.warning(
+                "stopping: %s; waiting for %s to stop at a safe point (what they did is kept)",
+                "SIGTERM sent to the running steps",
+                ", ".join(running),
+            )
+        for proc, _, _ in running.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc, _, out in running.values():
+            while True:
+                try:
+                    proc.wait()
+                    break
+                except KeyboardInterrupt:  # a second Ctrl-C: stop waiting, kill them
+                    proc.kill()
+            if out is not None:
+                out.close()
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _schedule_steps(
+    steps: list[Step], jobs: int, root: Path, running: dict[str, tuple]
+) -> list[str]:
     import os
 
     deps = {s.name: depends_on(s, steps[:i]) for i, s in enumerate(steps)}
@@ -275,7 +320,6 @@ def _run_steps(steps: list[Step], jobs: int, root: Path) -> list[str]:
     done: set[str] = set()
     failed: list[str] = []
     pending = list(steps)
-    running: dict[str, tuple[subprocess.Popen, float, object]] = {}
     threads = max(1, (os.cpu_count() or 1) // jobs)
     while pending or running:
         for step in list(pending):
@@ -339,7 +383,11 @@ def _run(job: JobConfig, run: RunDir) -> None:
     run.start(job, "pipeline")
     log.info("plan: %d steps: %s", len(steps), ", ".join(s.name for s in steps))
     t0 = time.perf_counter()
-    failed = _run_steps(steps, job.pipeline.jobs, run.path)
+    try:
+        failed = _run_steps(steps, job.pipeline.jobs, run.path)
+    except (KeyboardInterrupt, SystemExit):
+        run.finish(status="stopped")
+        raise
     if failed:
         run.finish(status="failed", failed_step=failed[0])
         raise StepFailed(

@@ -91,6 +91,16 @@ def test_run_entry_maps_failures_to_exit_codes(capsys):
     )
 
 
+def test_a_terminated_run_exits_143_with_a_resume_hint(capsys, tmp_path):
+    from argsfw.errors import Terminated
+
+    def stopped(job, run):
+        raise Terminated()
+
+    assert run_entry("pipeline", stopped, ["recipe=tiny_pipeline", f"run_dir={tmp_path}"]) == 143
+    assert "stopped by SIGTERM" in capsys.readouterr().err
+
+
 def test_run_dir_writes_redacted_config_and_meta(tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-very-secret-123")
     job = compose(["recipe=tiny_args", f"run_dir={tmp_path}", "policy=sk-test-very-secret-123"])

@@ -199,3 +199,56 @@ def test_side_by_side_steps_split_the_cores_and_the_evaluation_keeps_its_own(tmp
     assert _run_steps(steps, 2, tmp_path) == []
     assert (tmp_path / "a.args").read_text().startswith("num_threads=")
     assert (tmp_path / "e.args").read_text() == ""  # alone at the end: its recipe's threads
+
+
+class _Stoppable(Step):
+    """A step that marks itself started, then on SIGTERM writes 'stopped' and exits 143."""
+
+    def __init__(self, name, run_dir, marks: Path):
+        super().__init__(name, "predict", [], run_dir)
+        self.marks = marks
+
+    def command(self):
+        script = (
+            "import signal, sys, time, pathlib; d = pathlib.Path(sys.argv[1]); n = sys.argv[2]\n"
+            "def stop(*_):\n"
+            "    time.sleep(0.3); (d / f'{n}.stopped').write_text('1'); sys.exit(143)\n"
+            "signal.signal(signal.SIGTERM, stop); (d / f'{n}.started').write_text('1')\n"
+            "time.sleep(30)"
+        )
+        return [sys.executable, "-c", script, str(self.marks), self.name.replace(" ", "_")]
+
+
+def test_sigterm_of_the_pipeline_stops_its_running_steps_and_waits_for_them(tmp_path):
+    import os
+    import signal
+    import threading
+
+    import pytest
+
+    from argsfw.errors import Terminated
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    steps = [_Stoppable(f"predict {n}", tmp_path / n, marks) for n in ("a", "b", "c")]
+
+    def send_when_started():
+        deadline = time.time() + 20
+        while time.time() < deadline and len(list(marks.glob("*.started"))) < 2:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    threading.Thread(target=send_when_started, daemon=True).start()
+    start = time.time()
+    with pytest.raises(Terminated):
+        _run_steps(steps, 2, tmp_path)
+    assert time.time() - start < 15  # not the steps' 30 s sleep: they were stopped
+    # both running steps got the SIGTERM and had finished stopping before the pipeline returned;
+    # the third never started
+    assert sorted(p.name for p in marks.iterdir()) == [
+        "predict_a.started", "predict_a.stopped", "predict_b.started", "predict_b.stopped",
+    ]  # fmt: skip
+    assert (
+        signal.getsignal(signal.SIGTERM) is before
+    )  # the handler is the pipeline's only while it runs
