@@ -67,6 +67,20 @@ def _one_torch_thread():
 
 
 @pytest.fixture(scope="session")
+def benchmark_module():
+    """Import a script of ``benchmarks/`` by its file name (the folder is not a package)."""
+    import importlib.util
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    return load
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real HH-RLHF test files; skipped with the reason when ../shared/data is absent."""
     if not SHARED_DATA.is_dir():

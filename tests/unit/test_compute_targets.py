@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
-def ct():
-    spec = importlib.util.spec_from_file_location(
-        "compute_targets", REPO / "benchmarks" / "compute_targets.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def ct(benchmark_module):
+    return benchmark_module("compute_targets")
 
 
 def _e(label, method, reward, flops, rm_flops, new=8.0, **knobs):

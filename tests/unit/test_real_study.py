@@ -3,7 +3,6 @@ pipeline runs its steps."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,17 +10,10 @@ import pytest
 
 from argsfw.pipeline import Step
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
-def rs():
-    spec = importlib.util.spec_from_file_location(
-        "real_study", REPO / "benchmarks" / "real_study.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def rs(benchmark_module):
+    return benchmark_module("real_study")
 
 
 def _steps(root: Path) -> list[Step]:
