@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,17 +43,27 @@ def _config_dict(cfg: Any) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
+def _progress(what: str, i: int, n: int, label: str, answers: int, started: float) -> None:
+    """One line per input and pass: an evaluation of many rows reads for minutes."""
+    log.info(
+        "%s: [%d/%d] %s, %d answers in %.1f s",
+        what, i, n, label, answers, time.perf_counter() - started,
+    )  # fmt: skip
+
+
 def _reward(
-    inputs: Sequence[EvalInput], cfg: EvalConfig, spec: Any, tok_spec: Any
+    inputs: Sequence[EvalInput], cfg: EvalConfig, spec: Any, tok_spec: Any, what: str = "reward"
 ) -> dict[str, Any]:
     """Reward metrics per input label (and per-record scores under ``"_scores"``)."""
     from argsfw.eval.reward import load_reward, reward_texts, score_texts
 
     model, tokenizer = load_reward(spec, tok_spec, dtype=cfg.reward_dtype, device=cfg.device)
     out = {}
-    for inp in inputs:
+    for i, inp in enumerate(inputs, 1):
+        started = time.perf_counter()
         texts = reward_texts(inp.records, cfg.cut_at_human, tokenizer, cfg.max_prompt_tokens)
         res = score_texts(texts, model, tokenizer, cfg.reward_batch_size, cfg.max_reward_tokens)
+        _progress(f"{what} {spec}", i, len(inputs), inp.label, len(texts), started)
         out[inp.label] = {
             "reward": res.mean,
             "reward_se": res.stderr,
@@ -82,7 +93,8 @@ def _diversity_coherence(
             cfg.coherence_batch_size,
         )
     out: dict[str, Any] = {}
-    for inp in inputs:
+    for i, inp in enumerate(inputs, 1):
+        started = time.perf_counter()
         conts = [cut_at_turn(r.continuation) for r in inp.records]
         m: dict[str, Any] = {}
         if "diversity" in metrics:
@@ -103,6 +115,8 @@ def _diversity_coherence(
             )
             m["_embedder"] = f"{embedder.name} ({embedder.pooling} pooling)"
         out[inp.label] = m
+        what = " and ".join(k for k in ("diversity", "coherence") if k in metrics)
+        _progress(what, i, len(inputs), inp.label, len(conts), started)
     return out
 
 
@@ -124,7 +138,7 @@ def _compute(
             for label, m in _reward(inputs, cfg, reward_model, reward_tokenizer).items():
                 per[label].update(m)
     if cfg.judge_reward_model:
-        for label, m in _reward(inputs, cfg, cfg.judge_reward_model, None).items():
+        for label, m in _reward(inputs, cfg, cfg.judge_reward_model, None, "judge").items():
             per[label].update(
                 judge_reward=m["reward"], judge_reward_se=m["reward_se"], _judge=m["_scores"]
             )

@@ -30,9 +30,10 @@ def outputs(make_run, make_original):
     ]
 
 
-def test_report_files_plots_and_metrics(outputs, tiny_kit, tmp_path):
+def test_report_files_plots_and_metrics(outputs, tiny_kit, tmp_path, caplog):
     logged = []
     cfg = EvalConfig(metrics=["reward", "diversity", "coherence", "cost"], device="cpu")
+    caplog.set_level("INFO", logger="argsfw.eval.run")
     report = run_evaluation(
         outputs,
         cfg,
@@ -41,6 +42,10 @@ def test_report_files_plots_and_metrics(outputs, tiny_kit, tmp_path):
         oracle=lambda p, c: float(len(c)),
         log_fn=logged.append,
     )
+    # progress: a line per input and pass, numbered, so a long evaluation shows where it is
+    lines = [r.getMessage() for r in caplog.records if r.name == "argsfw.eval.run"]
+    assert sum(m.startswith("reward ") and "[3/3] greedy, 3 answers" in m for m in lines) == 1
+    assert sum(m.startswith("diversity and coherence: [1/3]") for m in lines) == 1
     run = tmp_path / "eval"
     for name in (
         "report.json",
