@@ -186,12 +186,12 @@ def time_table(run_dir: Path, add: dict[str, float]) -> str:
     seconds = {s.name: step_seconds(s) + add.get(s.name, 0.0) for s in steps}
     jobs = job.pipeline.jobs
     wall = schedule(steps, seconds, jobs)
-    out = ["| step | seconds (one core) |", "|---|---:|"]
+    out = ["| step | seconds |", "|---|---:|"]
     out += [f"| {s.name}{f' (+{add[s.name]:.0f} s added)' if s.name in add else ''}"
             f"{'' if step_complete(s) else ' (not complete)'} | {seconds[s.name]:,.0f} |"
             for s in steps]  # fmt: skip
     total = sum(seconds.values())
-    out += ["", f"{len(steps)} steps, {total / 3600:.2f} h of one core in all; scheduled "
+    out += ["", f"{len(steps)} steps, {total / 3600:.2f} h of steps in all (each on one core, the evaluation on all); scheduled "
             f"{jobs} at a time as `argsfw.pipeline` runs them: **{wall / 3600:.2f} h** wall time"]  # fmt: skip
     return "\n".join(out)
 
