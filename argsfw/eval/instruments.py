@@ -29,8 +29,11 @@ def _cut_prompt(prompt: str, tokenizer, max_prompt_tokens: int | None) -> str:
     return tokenizer.decode(ids[-max_prompt_tokens:]) if len(ids) > max_prompt_tokens else prompt
 
 
-def rm_pair_accuracy(data_cfg, split: str, specs: dict[str, str], cfg) -> list[dict[str, Any]]:
-    """Per reward model: accuracy on the pairs of `split` of `data_cfg` beside the length rule.
+def rm_pair_accuracy(
+    data_cfg, split: str, specs: dict[str, str], cfg, cache_dir=None
+) -> list[dict[str, Any]]:
+    """Per reward model: accuracy on the pairs of `split` of `data_cfg` beside the length rule
+    (with `cache_dir`, scores an earlier evaluation there computed are reused).
 
     Returns one dict per model: ``name``, ``model``, `paired_comparison`'s fields, ``skipped``
     (pairs with a side too long to score) and ``by_domain`` (accuracy and rule per domain).
@@ -41,10 +44,12 @@ def rm_pair_accuracy(data_cfg, split: str, specs: dict[str, str], cfg) -> list[d
     from argsfw.data import load_pairs
     from argsfw.data.types import DataError
     from argsfw.eval.reward import load_reward, score_texts
+    from argsfw.eval.score_cache import ScoreCache
 
     out = []
     for name, spec in specs.items():
         model, tok = load_reward(spec, None, dtype=cfg.reward_dtype, device=cfg.device)
+        cache = ScoreCache.for_model(cache_dir, model, cfg.reward_dtype)
         pairs = load_pairs(data_cfg, split, tok)
         if not pairs:
             raise DataError(f"data split {split!r} has no pairs to check the reward models on")
@@ -56,6 +61,7 @@ def rm_pair_accuracy(data_cfg, split: str, specs: dict[str, str], cfg) -> list[d
                 tok,
                 cfg.reward_batch_size,
                 cfg.max_reward_tokens,
+                cache,
             ).scores
             for side in ("chosen", "rejected")
         ]

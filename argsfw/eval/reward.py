@@ -35,6 +35,7 @@ class RewardResult:
     n_scored: int
     n_skipped: int
     n_truncated: int = 0  # scored after cutting from the left to the RM's context
+    n_cached: int = 0  # taken from the score cache, not read again
 
 
 def reward_texts(
@@ -84,9 +85,17 @@ def load_reward(
 
 @torch.no_grad()
 def score_texts(
-    texts: Sequence[str], model, tokenizer, batch_size: int = 8, max_tokens: int = 1334
+    texts: Sequence[str],
+    model,
+    tokenizer,
+    batch_size: int = 8,
+    max_tokens: int = 1334,
+    cache=None,
 ) -> RewardResult:
     """Score `texts` with a ``num_labels=1`` sequence classifier, in right-padded batches.
+
+    `cache`: an `argsfw.eval.score_cache.ScoreCache` of this model; a sequence it holds is not
+    read again, and every sequence read is added to it.
 
     Returns:
         A `RewardResult`; texts with ``len(ids) >= max_tokens`` are skipped and counted.
@@ -115,9 +124,14 @@ def score_texts(
             ctx,
         )
     scores: list[float | None] = [None] * len(texts)
-    keep.sort(key=lambda i: len(encoded[i]))  # why: similar lengths per batch, less padding
-    for start in range(0, len(keep), batch_size):
-        idx = keep[start : start + batch_size]
+    todo = keep
+    if cache is not None:
+        for i in keep:
+            scores[i] = cache.get(encoded[i])
+        todo = [i for i in keep if scores[i] is None]
+    todo = sorted(todo, key=lambda i: len(encoded[i]))  # similar lengths per batch, less padding
+    for start in range(0, len(todo), batch_size):
+        idx = todo[start : start + batch_size]
         width = max(len(encoded[i]) for i in idx)
         ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(idx), width), dtype=torch.long)
@@ -127,10 +141,13 @@ def score_texts(
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits  # [B, 1]
         for row, i in enumerate(idx):
             scores[i] = float(logits[row, 0])
+        if cache is not None:
+            cache.add([(encoded[i], scores[i]) for i in idx])
     n_skipped = len(texts) - len(keep)
     if n_skipped:
         log.warning(
             "reward: skipped %d of %d texts of %d tokens or more", n_skipped, len(texts), max_tokens
         )
     mean, se = mean_stderr([s for s in scores if s is not None])
-    return RewardResult(scores, mean, se, len(keep), n_skipped, n_truncated)
+    n_cached = len(keep) - len(todo)
+    return RewardResult(scores, mean, se, len(keep), n_skipped, n_truncated, n_cached)

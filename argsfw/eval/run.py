@@ -43,27 +43,40 @@ def _config_dict(cfg: Any) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-def _progress(what: str, i: int, n: int, label: str, answers: int, started: float) -> None:
+def _progress(
+    what: str, i: int, n: int, label: str, answers: int, started: float, cached: int = 0
+) -> None:
     """One line per input and pass: an evaluation of many rows reads for minutes."""
     log.info(
-        "%s: [%d/%d] %s, %d answers in %.1f s",
-        what, i, n, label, answers, time.perf_counter() - started,
+        "%s: [%d/%d] %s, %d answers%s in %.1f s",
+        what, i, n, label, answers, f" ({cached} from the score cache)" if cached else "",
+        time.perf_counter() - started,
     )  # fmt: skip
 
 
 def _reward(
-    inputs: Sequence[EvalInput], cfg: EvalConfig, spec: Any, tok_spec: Any, what: str = "reward"
+    inputs: Sequence[EvalInput],
+    cfg: EvalConfig,
+    spec: Any,
+    tok_spec: Any,
+    what: str = "reward",
+    cache_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Reward metrics per input label (and per-record scores under ``"_scores"``)."""
+    """Reward metrics per input label (and per-record scores under ``"_scores"``); with
+    `cache_dir` the scores an earlier evaluation there computed are reused."""
     from argsfw.eval.reward import load_reward, reward_texts, score_texts
+    from argsfw.eval.score_cache import ScoreCache
 
     model, tokenizer = load_reward(spec, tok_spec, dtype=cfg.reward_dtype, device=cfg.device)
+    cache = ScoreCache.for_model(cache_dir, model, cfg.reward_dtype)
     out = {}
     for i, inp in enumerate(inputs, 1):
         started = time.perf_counter()
         texts = reward_texts(inp.records, cfg.cut_at_human, tokenizer, cfg.max_prompt_tokens)
-        res = score_texts(texts, model, tokenizer, cfg.reward_batch_size, cfg.max_reward_tokens)
-        _progress(f"{what} {spec}", i, len(inputs), inp.label, len(texts), started)
+        res = score_texts(
+            texts, model, tokenizer, cfg.reward_batch_size, cfg.max_reward_tokens, cache
+        )
+        _progress(f"{what} {spec}", i, len(inputs), inp.label, len(texts), started, res.n_cached)
         out[inp.label] = {
             "reward": res.mean,
             "reward_se": res.stderr,
@@ -128,6 +141,7 @@ def _compute(
     reward_tokenizer: Any,
     oracle: Callable[[str, str], float] | None,
     notes: list[str],
+    cache_dir: Path | None = None,
 ) -> dict[str, dict[str, Any]]:
     """All per-input metrics, keyed by label; private per-record lists start with ``_``."""
     per: dict[str, dict[str, Any]] = {inp.label: {} for inp in inputs}
@@ -135,10 +149,13 @@ def _compute(
         if reward_model is None:
             notes.append("reward skipped: no reward model given")
         else:
-            for label, m in _reward(inputs, cfg, reward_model, reward_tokenizer).items():
+            for label, m in _reward(
+                inputs, cfg, reward_model, reward_tokenizer, cache_dir=cache_dir
+            ).items():
                 per[label].update(m)
     if cfg.judge_reward_model:
-        for label, m in _reward(inputs, cfg, cfg.judge_reward_model, None, "judge").items():
+        judge = _reward(inputs, cfg, cfg.judge_reward_model, None, "judge", cache_dir)
+        for label, m in judge.items():
             per[label].update(
                 judge_reward=m["reward"], judge_reward_se=m["reward_se"], _judge=m["_scores"]
             )
@@ -257,12 +274,12 @@ def run_evaluation(
     run.mkdir(parents=True, exist_ok=True)
     start_report(run)
     notes: list[str] = []
-    per = _compute(inputs, cfg, metrics, reward_model, reward_tokenizer, oracle, notes)
+    per = _compute(inputs, cfg, metrics, reward_model, reward_tokenizer, oracle, notes, run)
     judge_results = []
     if "judge" in metrics:
         client = judge_client or make_client(cfg.judge, cfg.device)
         judge_results = judge_all(inputs, cfg.judge, client)
-    instruments = _instruments(inputs, per, cfg, metrics, reward_model, pairs, notes)
+    instruments = _instruments(inputs, per, cfg, metrics, reward_model, pairs, notes, run)
     report = _assemble(inputs, per, cfg, reward_model, judge_results, notes)
     report["instruments"] = instruments
     with staged_report(run) as staging:  # every file appears at once, report.json last
@@ -281,7 +298,9 @@ def run_evaluation(
     return report
 
 
-def _instruments(inputs, per, cfg, metrics, reward_model, pairs, notes) -> dict[str, Any]:
+def _instruments(
+    inputs, per, cfg, metrics, reward_model, pairs, notes, cache_dir=None
+) -> dict[str, Any]:
     """The instruments section: RM accuracy beside the length rule, length-adjusted gains."""
     from argsfw.eval.instruments import length_adjusted_gains, rm_pair_accuracy
 
@@ -292,7 +311,7 @@ def _instruments(inputs, per, cfg, metrics, reward_model, pairs, notes) -> dict[
         if pairs is None or not specs:
             notes.append("instruments skipped: they need held-out pairs (data) and a reward model")
         else:
-            out["rm_accuracy"] = rm_pair_accuracy(pairs[0], pairs[1], specs, cfg)
+            out["rm_accuracy"] = rm_pair_accuracy(pairs[0], pairs[1], specs, cfg, cache_dir)
     if cfg.length_baseline:
         out["length_baseline"] = cfg.length_baseline
         out["gain_of"] = None

@@ -157,3 +157,19 @@ def test_oracle_rejections_skipped_and_counted():
     recs = [EvalRecord("p", "ab\n\nHuman: x"), EvalRecord("p", "abcd"), EvalRecord("unknown", "z")]
     m = oracle_metrics(recs, oracle)
     assert m["oracle"] == pytest.approx(3.0) and m["oracle_skipped"] == 1  # "ab" cut at the turn
+
+
+def test_a_second_evaluation_in_the_same_run_dir_reuses_the_scores(
+    outputs, tiny_kit, tmp_path, caplog
+):
+    cfg = EvalConfig(metrics=["reward"], device="cpu", judge_reward_model=tiny_kit["reward_model"])
+    first = run_evaluation(outputs, cfg, tiny_kit["reward_model"], tmp_path / "eval")
+    caplog.set_level("INFO", logger="argsfw.eval.run")
+    second = run_evaluation(outputs, cfg, tiny_kit["reward_model"], tmp_path / "eval")
+    assert [e["metrics"] for e in second["inputs"]] == [e["metrics"] for e in first["inputs"]]
+    lines = [r.getMessage() for r in caplog.records if r.name == "argsfw.eval.run"]
+    # every answer of every row, for the guide and the judge pass, came from the cache
+    assert len(lines) == 6 and all("3 answers (3 from the score cache)" in m for m in lines), lines
+    assert (tmp_path / "eval" / "score_cache").is_dir() and (
+        tmp_path / "eval" / "report.json"
+    ).is_file()
