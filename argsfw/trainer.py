@@ -87,8 +87,12 @@ class PeriodicCheckpoint(ModelCheckpoint):
         if self._should_skip_saving_checkpoint(trainer):  # e.g. saved at this step already
             return
         due = self.minutes > 0 and time.monotonic() - self._timer >= self.minutes * 60
-        if self.minutes > 0:  # clocks differ across ranks: rank 0 decides, or a save would hang
-            due = trainer.strategy.broadcast(due)
+        # a SIGTERM'd fit (a pipeline stopped, a preempted job) saves at this batch's end, before
+        # Lightning stops it after the hook: the resume loses no step (it had restarted from the
+        # last periodic save, or from step 0 before the first)
+        due = due or bool(getattr(trainer, "received_sigterm", False))
+        # clocks and signals differ across ranks: rank 0 decides, or a save would hang
+        due = trainer.strategy.broadcast(due)
         if due or 0 < trainer.max_steps <= trainer.global_step:
             self._timer = time.monotonic()
             candidates = self._monitor_candidates(trainer)
