@@ -19,7 +19,7 @@ from pathlib import Path
 
 from argsfw.config.run_dir import RunDir, default_run_dir, release_locks
 from argsfw.config.schema import JobConfig
-from argsfw.errors import ArgsfwError, ConfigError, is_usage_error
+from argsfw.errors import ArgsfwError, ConfigError, Terminated, is_usage_error
 
 log = logging.getLogger("argsfw")
 
@@ -91,8 +91,6 @@ def run_entry(
         print(f"argsfw {entry}: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
     except SystemExit as exc:  # Lightning's SIGTERMException is one, with no exit code (0)
-        from argsfw.errors import Terminated
-
         if type(exc).__name__ != "SIGTERMException" and not isinstance(exc, Terminated):
             raise
         print(

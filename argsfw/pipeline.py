@@ -24,7 +24,7 @@ from pathlib import Path
 from argsfw.cli import run_entry
 from argsfw.config.run_dir import RunDir
 from argsfw.config.schema import JobConfig
-from argsfw.errors import ConfigError, StepFailed
+from argsfw.errors import ConfigError, StepFailed, Terminated
 
 log = logging.getLogger("argsfw.pipeline")
 
@@ -266,8 +266,6 @@ def depends_on(step: Step, earlier: list[Step]) -> list[Step]:
 
 
 def _terminate(signum, frame):
-    from argsfw.errors import Terminated
-
     raise Terminated()
 
 
@@ -289,8 +287,8 @@ def _run_steps(steps: list[Step], jobs: int, root: Path) -> list[str]:
     except BaseException:
         if running:
             log.warning(
-                "stopping: %s; waiting for %s to stop at a safe point (what they did is kept)",
-                "SIGTERM sent to the running steps",
+                "stopping: SIGTERM sent to the running steps; waiting for %s to stop at a safe "
+                "point (what they did is kept)",
                 ", ".join(running),
             )
         for proc, _, _ in running.values():

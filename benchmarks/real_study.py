@@ -128,17 +128,19 @@ def _started_finished(meta: dict) -> float:
     return (t[1] - t[0]).total_seconds()
 
 
+def _metas(step) -> list[Path]:
+    """The step's ``meta.json`` files: one, or one per setting of a predict sweep."""
+    return sorted(p for p in step.run_dir.glob("**/meta.json") if "wandb" not in p.parts)
+
+
 def step_seconds(step) -> float:
     """The one-core seconds `step` (an `argsfw.pipeline.Step`) took, read off its run directory."""
-    if not (step.run_dir / "meta.json").is_file() and not any(step.run_dir.glob("*/meta.json")):
-        return 0.0  # not started
     if step.entry != "predict":
-        meta = json.loads((step.run_dir / "meta.json").read_text())
-        return _started_finished(meta) if meta.get("finished") else 0.0
+        path = step.run_dir / "meta.json"
+        meta = json.loads(path.read_text()) if path.is_file() else {}
+        return _started_finished(meta) if meta.get("finished") else 0.0  # or not started
     total = 0.0
-    for meta_path in sorted(step.run_dir.glob("**/meta.json")):  # a sweep: one folder a setting
-        if "wandb" in meta_path.parts:
-            continue
+    for meta_path in _metas(step):
         summary = json.loads(meta_path.read_text()).get("predict") or {}
         total += summary.get("seconds_this_run", 0.0) - summary.get("decode_seconds", 0.0)
         merged = meta_path.parent / "outputs.jsonl"  # a row still decoding: its part files
@@ -149,7 +151,7 @@ def step_seconds(step) -> float:
 
 
 def step_complete(step) -> bool:
-    metas = [p for p in step.run_dir.glob("**/meta.json") if "wandb" not in p.parts]
+    metas = _metas(step)
     return bool(metas) and all(
         json.loads(p.read_text()).get("status") == "completed" for p in metas
     )

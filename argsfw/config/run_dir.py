@@ -260,10 +260,9 @@ class RunDir:
         # a resumed run starts clean of how the previous attempt ended (its error, its failed
         # step): a completed run's meta must not still carry an old SIGTERM's error
         meta = self.meta()
-        if any(k in meta for k in ("error", "failed_step")):
-            write_json_atomic(
-                self.meta_path, {k: v for k, v in meta.items() if k not in ("error", "failed_step")}
-            )
+        ended = ("error", "failed_step")
+        if any(k in meta for k in ended):
+            write_json_atomic(self.meta_path, {k: v for k, v in meta.items() if k not in ended})
         self.update_meta(
             entry=entry,
             stage=job.stage,

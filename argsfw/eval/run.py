@@ -105,6 +105,7 @@ def _diversity_coherence(
             cfg.device,
             cfg.coherence_batch_size,
         )
+    what = " and ".join(k for k in ("diversity", "coherence") if k in metrics)
     out: dict[str, Any] = {}
     for i, inp in enumerate(inputs, 1):
         started = time.perf_counter()
@@ -128,7 +129,6 @@ def _diversity_coherence(
             )
             m["_embedder"] = f"{embedder.name} ({embedder.pooling} pooling)"
         out[inp.label] = m
-        what = " and ".join(k for k in ("diversity", "coherence") if k in metrics)
         _progress(what, i, len(inputs), inp.label, len(conts), started)
     return out
 

@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from collections.abc import Sequence
 from pathlib import Path
-
-log = logging.getLogger(__name__)
 
 CACHE_DIR = "score_cache"
 _WEIGHTS = ("*.safetensors", "*.bin", "*.pt")
